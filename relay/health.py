@@ -1,0 +1,45 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+from redis import RedisError
+
+bp = Blueprint("health", __name__)
+
+
+@bp.route("/healthz", methods=["GET", "HEAD"])
+def healthz():
+    """Liveness: the process answers; no dependency is asked."""
+    return jsonify(status="ok")
+
+
+@bp.route("/readyz", methods=["GET", "HEAD"])
+def readyz():
+    """200 only when Redis and the broker answer; the JSON names what fails."""
+    relay = current_app.extensions["relay"]
+    redis_state = _check_redis(relay.store.redis)
+    checks = {
+        "redis": redis_state,
+        "broker": _check_broker(relay) if relay.settings.broker_url else redis_state,
+    }
+    ready = all(value == "ok" for value in checks.values())
+    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    return jsonify(body), 200 if ready else 503
+
+
+def _check_redis(client) -> str:
+    try:
+        client.ping()
+    except RedisError as exc:
+        return f"error: {exc}"
+    return "ok"
+
+
+def _check_broker(relay) -> str:
+    try:
+        with relay.celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=relay.settings.enqueue_timeout)
+    except Exception as exc:  # kombu raises a variety of transport errors
+        return f"error: {exc}"
+    return "ok"

@@ -1,0 +1,1 @@
+"""Ingest: the webhook endpoint — verify, parse, dedupe, enqueue, answer fast."""

@@ -1,0 +1,173 @@
+"""Settings, built once from ``RELAY_*`` environment variables, validated and frozen.
+
+A bad value raises :class:`relay.errors.SettingsError` naming the variable; the command
+line turns it into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from relay.durations import parse_duration
+from relay.errors import SettingsError
+
+DEFAULT_MAX_BODY_BYTES = 65536  #: bytes
+DEFAULT_DEDUPE_TTL = "24h"
+DEFAULT_HISTORY_TTL = "7d"
+DEFAULT_VISIBILITY_TIMEOUT = "5m"  #: broker redelivers a task unacked this long
+DEFAULT_ENQUEUE_TIMEOUT = "1.5s"  #: budget of one Redis/broker call on the request path
+DEFAULT_WEBEX_API_URL = "https://api.us.webexconnect.io"
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = None
+    broker_url: str | None = None
+    rules_path: str = "config/rules.yaml"
+    data_dir: str = "./var"
+    webex_hub_secret: str | None = field(default=None, repr=False)
+    webex_hub_algorithm: str = "auto"
+    admin_token: str | None = field(default=None, repr=False)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    dedupe_ttl: float = 86400.0
+    history_ttl: float = 7 * 86400.0
+    smtp_url: str | None = field(default=None, repr=False)
+    mail_from: str = "relay@localhost"
+    webex_api_url: str = DEFAULT_WEBEX_API_URL
+    webex_service_key: str | None = field(default=None, repr=False)
+    own_numbers: frozenset[str] = frozenset()
+    log_format: str = "console"
+    visibility_timeout: float = 300.0
+    enqueue_timeout: float = 1.5
+    worker_concurrency: int = 8
+    worker_pool: str = "threads"
+
+    @property
+    def effective_broker_url(self) -> str | None:
+        return self.broker_url or self.redis_url
+
+    def require_redis(self) -> str:
+        """The state Redis URL, or a SettingsError saying how to get one."""
+        if not self.redis_url:
+            raise SettingsError(
+                "RELAY_REDIS_URL", "not set (use `relay up` for the embedded Redis)"
+            )
+        return self.redis_url
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``env`` (default ``os.environ``)."""
+    env = os.environ if env is None else env
+    reader = _Reader(env)
+    return Settings(
+        redis_url=reader.url("RELAY_REDIS_URL", ("redis", "rediss", "unix")),
+        broker_url=reader.url(
+            "RELAY_BROKER_URL", ("redis", "rediss", "amqp", "amqps", "pyamqp", "redis+socket")
+        ),
+        rules_path=reader.text("RELAY_RULES", "config/rules.yaml"),
+        data_dir=reader.text("RELAY_DATA_DIR", "./var"),
+        webex_hub_secret=reader.optional("RELAY_WEBEX_HUB_SECRET"),
+        webex_hub_algorithm=reader.choice(
+            "RELAY_WEBEX_HUB_ALGORITHM", ("auto", "sha256", "sha512"), "auto"
+        ),
+        admin_token=reader.optional("RELAY_ADMIN_TOKEN"),
+        max_body_bytes=reader.integer("RELAY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 256),
+        dedupe_ttl=reader.duration("RELAY_DEDUPE_TTL", DEFAULT_DEDUPE_TTL),
+        history_ttl=reader.duration("RELAY_HISTORY_TTL", DEFAULT_HISTORY_TTL),
+        smtp_url=reader.url("RELAY_SMTP_URL", ("smtp", "smtps")),
+        mail_from=reader.text("RELAY_MAIL_FROM", "relay@localhost"),
+        webex_api_url=reader.url("RELAY_WEBEX_API_URL", ("http", "https")) or DEFAULT_WEBEX_API_URL,
+        webex_service_key=reader.optional("RELAY_WEBEX_SERVICE_KEY"),
+        own_numbers=reader.numbers("RELAY_OWN_NUMBERS"),
+        log_format=reader.choice(
+            "RELAY_LOG_FORMAT", ("json", "console"), "console" if sys.stderr.isatty() else "json"
+        ),
+        visibility_timeout=reader.duration(
+            "RELAY_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT, minimum=2.0
+        ),
+        enqueue_timeout=reader.duration(
+            "RELAY_ENQUEUE_TIMEOUT", DEFAULT_ENQUEUE_TIMEOUT, minimum=0.05
+        ),
+        worker_concurrency=reader.integer("RELAY_WORKER_CONCURRENCY", 8, 1),
+        worker_pool=reader.choice(
+            "RELAY_WORKER_POOL", ("threads", "prefork", "solo", "gevent", "eventlet"), "threads"
+        ),
+    )
+
+
+def digits(number: object) -> str:
+    """A phone number or short code reduced to its digits (``+44 7700-900`` → ``447700900``)."""
+    return "".join(ch for ch in str(number) if ch.isdigit())
+
+
+class _Reader:
+    """Reads one variable at a time; every failure names the variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def optional(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        return self.optional(name) or default
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = (self.optional(name) or default).lower()
+        if value not in choices:
+            raise SettingsError(name, f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def integer(self, name: str, default: int, minimum: int) -> int:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(name, f"{raw!r} is not a whole number") from None
+        if value < minimum:
+            raise SettingsError(name, f"{value} is below the minimum {minimum}")
+        return value
+
+    def duration(self, name: str, default: str, minimum: float = 0.0) -> float:
+        raw = self.optional(name) or default
+        try:
+            value = parse_duration(raw)
+        except ValueError as exc:
+            raise SettingsError(name, str(exc)) from None
+        if value < minimum:
+            raise SettingsError(name, f"{raw!r} is below the minimum {minimum:g}s")
+        return value
+
+    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
+        raw = self.optional(name)
+        if raw is None:
+            return None
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes:
+            raise SettingsError(
+                name, f"scheme {parts.scheme or '(none)'!r} is not one of {', '.join(schemes)}"
+            )
+        if parts.scheme not in ("unix", "redis+socket") and not parts.hostname:
+            raise SettingsError(name, "has no host")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise SettingsError(name, "has an invalid port") from None
+        return raw
+
+    def numbers(self, name: str) -> frozenset[str]:
+        raw = self.optional(name)
+        if raw is None:
+            return frozenset()
+        items = [item.strip() for item in raw.split(",") if item.strip()]
+        bad = [item for item in items if not digits(item)]
+        if bad:
+            raise SettingsError(name, f"{bad[0]!r} is not a phone number or short code")
+        return frozenset(digits(item) for item in items)

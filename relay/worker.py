@@ -1,0 +1,14 @@
+"""The Celery entry point: ``celery -A relay.worker worker`` (the Procfile's worker)."""
+
+import sys
+
+from relay.errors import ConfigError
+
+try:
+    from relay.celeryapp import make_celery
+
+    app = make_celery()
+    app.settings.require_redis()
+except ConfigError as exc:  # one line naming the variable, not a traceback
+    print(f"relay: {exc}", file=sys.stderr)
+    sys.exit(2)
