@@ -1,0 +1,189 @@
+"""What a delivery attempt came to, and when to try again.
+
+Every action (http, log, later email, slack, sms) returns an :class:`Outcome` instead of
+raising; the task layer alone turns an outcome into a retry or a dead letter
+(DESIGN.md section 8) with :func:`should_retry` and :func:`next_delay`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from datetime import timezone
+from typing import Any, Literal
+
+from relay.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+
+Kind = Literal["ok", "transient", "permanent"]
+
+KINDS: frozenset[str] = frozenset({"ok", "transient", "permanent"})
+
+#: seconds; the longest Retry-After relay honours (a destination asking for more gets this)
+DEFAULT_MAX_RETRY_AFTER = 24 * 60 * 60.0
+
+#: HTTP statuses outside 5xx that are worth another try (timeout, too early, rate limited)
+TRANSIENT_STATUSES: frozenset[int] = frozenset({408, 425, 429})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one delivery attempt.
+
+    ``kind`` is "ok", "transient" (retry later) or "permanent" (dead-letter now);
+    ``status`` is the destination's answer code when there was one; ``error`` says what
+    went wrong in one short line; ``retry_after`` (seconds) is the destination's own
+    request to wait; ``latency`` (seconds) is how long the attempt took.
+    """
+
+    kind: Kind
+    status: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    latency: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown outcome kind {self.kind!r}")
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-native form, for history and dead-letter attempt records."""
+        return asdict(self)
+
+    def to_error(self) -> DeliveryError | None:
+        """The matching :mod:`relay.errors` exception, or None for an "ok" outcome."""
+        if self.ok:
+            return None
+        cls = TransientDeliveryError if self.kind == "transient" else PermanentDeliveryError
+        return cls(self.error or self.kind, status=self.status, retry_after=self.retry_after)
+
+
+def classify_http(status: int, headers: Mapping[str, str] | None = None) -> Kind:
+    """Kind of an HTTP answer: 2xx ok; 408, 425, 429 and 5xx transient; the rest permanent.
+
+    3xx is permanent because relay never follows a redirect for a POST (the destination's
+    URL needs fixing). ``headers`` is accepted so a caller can pass a whole response; the
+    kind depends on the status alone.
+    """
+    if 200 <= status < 300:
+        return "ok"
+    if status in TRANSIENT_STATUSES or 500 <= status < 600:
+        return "transient"
+    return "permanent"
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP-date.
+
+    A date is measured from ``now`` (a Unix time; default the current time). A negative
+    or past value gives 0.0; a missing or unreadable value gives None. Capping very long
+    waits is the caller's job (see :func:`next_delay`).
+    """
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    seconds = _parse_delta_seconds(value)
+    if seconds is None:
+        seconds = _parse_http_date(value, time.time() if now is None else now)
+    return None if seconds is None else max(seconds, 0.0)
+
+
+def _parse_delta_seconds(value: str) -> float | None:
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
+def _parse_http_date(value: str, now: float) -> float | None:
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000" zones parse naive; HTTP dates are always GMT
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp() - now
+
+
+def backoff(attempt: int, initial: float, maximum: float, rng: Any = random) -> float:
+    """Exponential backoff with full jitter, in seconds.
+
+    ``attempt`` is the 1-based number of the attempt that just failed; the result is
+    uniform in ``[0, min(maximum, initial * 2 ** (attempt - 1))]``. ``rng`` is anything
+    with ``uniform`` (the :mod:`random` module or a seeded :class:`random.Random`).
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt is 1-based, got {attempt}")
+    # 2**1024 overflows a float; any exponent past 64 is past every sane cap anyway
+    ceiling = min(maximum, initial * 2.0 ** min(attempt - 1, 64))
+    return rng.uniform(0.0, ceiling)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry a transient failure (DESIGN.md section 8).
+
+    ``attempts`` counts every try including the first; ``initial`` and ``max`` are seconds.
+    """
+
+    attempts: int = 20
+    initial: float = 2.0
+    max: float = 1800.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+            raise ValueError(f"retry.attempts must be an integer, got {self.attempts!r}")
+        if self.attempts < 1:
+            raise ValueError(f"retry.attempts must be at least 1, got {self.attempts}")
+        if not self.initial > 0:
+            raise ValueError(f"retry.initial must be positive, got {self.initial!r}")
+        if not self.max >= self.initial:
+            raise ValueError(f"retry.max ({self.max!r}) is less than initial ({self.initial!r})")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None) -> RetryPolicy:
+        """Build from ``{attempts, initial, max}`` (seconds as numbers); missing keys default.
+
+        Unknown keys are a ValueError. Duration strings ("2s", "30m") are the rules
+        loader's to parse before this point.
+        """
+        data = dict(data or {})
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown retry setting(s): {', '.join(unknown)}")
+        for key in ("initial", "max"):
+            if key in data:
+                data[key] = _seconds(key, data[key])
+        return cls(**data)
+
+
+def _seconds(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"retry.{key} must be a number of seconds, got {value!r}")
+    return float(value)
+
+
+def should_retry(outcome: Outcome, attempt: int, policy: RetryPolicy) -> bool:
+    """True when ``outcome`` of the 1-based ``attempt`` is transient and attempts remain."""
+    return outcome.kind == "transient" and attempt < policy.attempts
+
+
+def next_delay(outcome: Outcome, attempt: int, policy: RetryPolicy, rng: Any = random) -> float:
+    """Seconds to wait before the attempt after ``attempt`` (1-based, the one that failed).
+
+    A destination's Retry-After is honoured as the delay itself, even past ``policy.max``
+    (it knows its own limits, and retrying sooner only earns another 429), capped at
+    :data:`DEFAULT_MAX_RETRY_AFTER` so a hostile value cannot park a delivery forever.
+    Without one, the delay is :func:`backoff` under the policy.
+    """
+    if outcome.retry_after is not None:
+        return min(max(outcome.retry_after, 0.0), DEFAULT_MAX_RETRY_AFTER)
+    return backoff(attempt, policy.initial, policy.max, rng)

@@ -1,0 +1,258 @@
+"""Deliver one rendered body to an HTTP destination and classify what happened.
+
+The caller renders everything first (URL, header values, body bytes); :func:`send_http`
+only sends, never raises for a delivery failure, and returns an :class:`Outcome`.
+Redirects are never followed, response bodies are read up to :data:`MAX_RESPONSE_BYTES`,
+and every request carries ``webhook-id`` (the stable delivery id receivers dedupe on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+
+from relay import __version__
+from relay.actions.base import Outcome, classify_http, parse_retry_after
+
+#: the methods an http destination may use
+METHODS: frozenset[str] = frozenset({"POST", "PUT", "PATCH"})
+
+#: seconds, for connecting and for each read
+DEFAULT_TIMEOUT = 10.0
+
+#: bytes of a response body relay reads at most (the rest is dropped unread)
+MAX_RESPONSE_BYTES = 64 * 1024
+
+#: characters of a response body quoted in an outcome's error
+MAX_ERROR_BODY_CHARS = 200
+
+#: connections kept per destination host and process (deliver workers use an I/O pool)
+DEFAULT_POOL_MAXSIZE = 32
+
+USER_AGENT = f"relay/{__version__} (+webex-connect-relay)"
+
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+
+#: ``signer(delivery_id, timestamp, body) -> extra headers`` (Standard Webhooks, later)
+Signer = Callable[[str, int, bytes], Mapping[str, str]]
+
+_session: requests.Session | None = None
+_session_pid: int | None = None
+_session_lock = threading.Lock()
+
+
+def content_type_for(body_kind: str, body: bytes) -> str:
+    """Content-Type for a body rendered as ``body_kind`` ("event", "raw" or "template").
+
+    Event and raw bodies are JSON; a template body is JSON when its text parses as JSON,
+    otherwise UTF-8 plain text.
+    """
+    if body_kind in ("event", "raw"):
+        return JSON
+    try:
+        json.loads(body)
+    except ValueError:  # covers JSONDecodeError and UnicodeDecodeError
+        return TEXT
+    return JSON
+
+
+def send_http(
+    url: str,
+    body: bytes,
+    *,
+    delivery_id: str,
+    method: str = "POST",
+    headers: Mapping[str, str] | None = None,
+    content_type: str = JSON,
+    timeout: float = DEFAULT_TIMEOUT,
+    signer: Signer | None = None,
+    session: requests.Session | None = None,
+) -> Outcome:
+    """Send ``body`` to ``url`` once and classify the answer; never raises for the network.
+
+    ``headers`` are the destination's own (rendered strings); a ``Content-Type`` among
+    them overrides ``content_type``. relay adds ``User-Agent`` and ``webhook-id:
+    <delivery_id>``, then whatever ``signer`` returns. ``timeout`` (seconds) bounds the
+    connect, each read, and the whole body read. ``session`` defaults to this process's
+    shared one (:func:`get_session`). A bad method or timeout is a ValueError.
+    """
+    method = _checked_method(method)
+    if not timeout > 0:
+        raise ValueError(f"timeout must be positive, got {timeout!r}")
+    sent = _request_headers(headers, content_type, delivery_id, body, signer)
+    started = time.monotonic()
+    outcome = _attempt(
+        session or get_session(), method, url, body, sent, timeout, started + timeout
+    )
+    return dataclasses.replace(outcome, latency=time.monotonic() - started)
+
+
+def _checked_method(method: str) -> str:
+    upper = method.upper()
+    if upper not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(sorted(METHODS))}, got {method!r}")
+    return upper
+
+
+def _request_headers(
+    headers: Mapping[str, str] | None,
+    content_type: str,
+    delivery_id: str,
+    body: bytes,
+    signer: Signer | None,
+) -> CaseInsensitiveDict[str]:
+    sent: CaseInsensitiveDict[str] = CaseInsensitiveDict({"Content-Type": content_type})
+    sent.update(headers or {})
+    sent["User-Agent"] = USER_AGENT
+    sent["webhook-id"] = delivery_id
+    if signer is not None:
+        sent.update(signer(delivery_id, int(time.time()), body))
+    return sent
+
+
+def _attempt(
+    session: requests.Session,
+    method: str,
+    url: str,
+    body: bytes,
+    headers: CaseInsensitiveDict[str],
+    timeout: float,
+    deadline: float,
+) -> Outcome:
+    try:
+        with session.request(
+            method,
+            url,
+            data=body,
+            headers=headers,
+            timeout=timeout,
+            allow_redirects=False,
+            stream=True,
+        ) as response:
+            return _outcome_of(response, _read_capped(response, deadline))
+    except requests.Timeout:  # before ConnectionError: ConnectTimeout is both
+        return Outcome("transient", error=f"timeout after {timeout:g}s")
+    except requests.ConnectionError as exc:
+        return Outcome("transient", error=_connection_error_text(exc))
+    except (
+        requests.exceptions.InvalidURL,
+        requests.exceptions.InvalidSchema,
+        requests.exceptions.MissingSchema,
+        requests.exceptions.InvalidHeader,
+        UnicodeError,
+    ) as exc:
+        return Outcome("permanent", error=_shorten(f"invalid request: {exc}"))
+    except requests.RequestException as exc:
+        return Outcome("transient", error=_shorten(f"{type(exc).__name__}: {exc}"))
+
+
+def _read_capped(response: requests.Response, deadline: float) -> bytes:
+    """Up to MAX_RESPONSE_BYTES of the body, stopping early at ``deadline`` (monotonic).
+
+    The status is already known, so a body that breaks off or stalls only shortens the
+    error text (a partly read 8 KiB chunk is dropped with it).
+    """
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_content(chunk_size=8192):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= MAX_RESPONSE_BYTES or time.monotonic() > deadline:
+                break
+    except requests.RequestException:
+        pass
+    return b"".join(chunks)[:MAX_RESPONSE_BYTES]
+
+
+def _outcome_of(response: requests.Response, body: bytes) -> Outcome:
+    status = response.status_code
+    kind = classify_http(status, response.headers)
+    if kind == "ok":
+        return Outcome("ok", status=status)
+    if 300 <= status < 400:
+        location = response.headers.get("Location") or "(no Location header)"
+        error = _shorten(f"HTTP {status}: redirect to {location} not followed")
+    else:
+        snippet = _snippet(body)
+        error = f"HTTP {status}: {snippet}" if snippet else f"HTTP {status}"
+    retry_after = None
+    if kind == "transient":
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    return Outcome(kind, status=status, error=error, retry_after=retry_after)
+
+
+def _snippet(body: bytes) -> str:
+    text = " ".join(body.decode("utf-8", errors="replace").split())
+    return _shorten(text, MAX_ERROR_BODY_CHARS)
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _connection_error_text(exc: requests.ConnectionError) -> str:
+    """One short line, e.g. "connection failed: [Errno 111] Connection refused".
+
+    requests' own message is a nested repr of urllib3 objects; the root OSError says it all.
+    """
+    reason = _root_os_error(exc)
+    return _shorten(f"connection failed: {reason if reason else type(exc).__name__}")
+
+
+def _root_os_error(exc: BaseException) -> OSError | None:
+    """The innermost OSError under ``exc`` (requests and urllib3 chain and nest them)."""
+    found: OSError | None = None
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            found = current
+        todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+        todo.extend(a for a in current.args if isinstance(a, BaseException))
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            todo.append(reason)
+    return found
+
+
+def get_session() -> requests.Session:
+    """This process's shared Session: created on first use, and anew in a forked child."""
+    global _session, _session_pid
+    pid = os.getpid()
+    with _session_lock:
+        if _session is None or _session_pid != pid:
+            if _session is not None:
+                _session.close()  # the parent's sockets: close our copies, never reuse them
+            _session, _session_pid = _new_session(), pid
+        return _session
+
+
+def close_session() -> None:
+    """Close this process's shared Session (worker shutdown, tests); the next send reopens."""
+    global _session, _session_pid
+    with _session_lock:
+        if _session is not None:
+            _session.close()
+        _session, _session_pid = None, None
+
+
+def _new_session() -> requests.Session:
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_maxsize=DEFAULT_POOL_MAXSIZE, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session

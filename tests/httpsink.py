@@ -1,0 +1,219 @@
+"""A real local HTTP server for tests: records every request and answers from a script.
+
+::
+
+    with HttpSink() as sink:                       # listens on 127.0.0.1, a free port
+        sink.script(Answer(503, {"Retry-After": "1"}), Answer(200))
+        send_http(sink.url("/hook"), b"{}", delivery_id="d1")
+        assert sink.requests[0].header("webhook-id") == "d1"
+
+Scripted answers are consumed in order, one per request; then ``default`` answers.
+An answer's ``delay`` (seconds) is waited before answering; closing the sink cuts
+every wait short, so a test never hangs on a slow answer it has given up on.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the sink sends back: status, headers, body, after ``delay`` seconds.
+
+    ``body`` is bytes, str (UTF-8), or an iterable of byte chunks streamed one by one
+    (give its Content-Length in ``headers``; a generator serves one request only).
+    """
+
+    status: int = 200
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes | str | Iterable[bytes] = b""
+    delay: float = 0.0
+
+    def chunks(self) -> Iterable[bytes]:
+        if isinstance(self.body, str):
+            return [self.body.encode()]
+        if isinstance(self.body, bytes):
+            return [self.body]
+        return self.body
+
+    def length(self) -> int | None:
+        """Content-Length to send when the headers do not give one (None: unknown)."""
+        if isinstance(self.body, (bytes, str)):
+            return sum(len(c) for c in self.chunks())
+        return None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request as the sink received it; ``headers`` keep order, case and repeats."""
+
+    method: str
+    path: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (any case), or None."""
+        lowered = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lowered), None)
+
+
+class HttpSink:
+    """A ThreadingHTTPServer on 127.0.0.1 that records requests and plays a script."""
+
+    def __init__(self, default: Answer | None = None) -> None:
+        self.default = default or Answer()
+        self._answers: deque[Answer] = deque()
+        self._requests: list[Recorded] = []
+        self._lock = threading.Lock()
+        self._received = threading.Condition(self._lock)
+        self._closing = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._server = _Server(("127.0.0.1", 0), _handler_for(self))
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def __enter__(self) -> HttpSink:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def script(self, *answers: Answer) -> None:
+        """Queue ``answers`` for the next requests, in order."""
+        with self._lock:
+            self._answers.extend(answers)
+
+    @property
+    def requests(self) -> list[Recorded]:
+        """A copy of every request recorded so far, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[Recorded]:
+        """Block until at least ``count`` requests arrived; AssertionError on timeout."""
+        with self._received:
+            if not self._received.wait_for(lambda: len(self._requests) >= count, timeout):
+                raise AssertionError(f"expected {count} requests, got {len(self._requests)}")
+            return list(self._requests)
+
+    def close(self) -> None:
+        """Cut pending delays short, stop serving, join handler threads, close sockets."""
+        self._closing.set()
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join()
+        with self._lock:
+            for connection in self._connections:  # idle keep-alive connections: wake them
+                _hang_up(connection)
+        self._server.server_close()  # joins handler threads (block_on_close)
+
+    def _record(self, request: Recorded) -> Answer:
+        with self._received:
+            self._requests.append(request)
+            self._received.notify_all()
+            return self._answers.popleft() if self._answers else self.default
+
+    def _track(self, connection: socket.socket, open_: bool) -> None:
+        with self._lock:
+            if open_ and self._closing.is_set():
+                _hang_up(connection)
+            (self._connections.add if open_ else self._connections.discard)(connection)
+
+    def _wait(self, delay: float) -> bool:
+        """Sleep ``delay`` s; False when the sink closed meanwhile."""
+        return not self._closing.wait(delay) if delay > 0 else True
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = False  # server_close() joins them: no thread outlives its test
+    block_on_close = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Quiet when a client hung up (after its timeout, say); loud for anything else."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
+def _hang_up(connection: socket.socket) -> None:
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already gone
+
+
+def _handler_for(sink: HttpSink) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            sink._track(self.connection, True)
+
+        def finish(self) -> None:
+            sink._track(self.connection, False)
+            super().finish()
+
+        def _handle(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            answer = sink._record(
+                Recorded(self.command, self.path, tuple(self.headers.items()), body)
+            )
+            if sink._wait(answer.delay):
+                _answer(self, answer)
+            else:
+                self.close_connection = True
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # keep test output clean
+
+    return Handler
+
+
+def _answer(handler: BaseHTTPRequestHandler, answer: Answer) -> None:
+    handler.send_response(answer.status)
+    headers = {k.lower(): (k, v) for k, v in answer.headers.items()}
+    if answer.length() is not None:
+        headers.setdefault("content-length", ("Content-Length", str(answer.length())))
+    if "content-length" not in headers:
+        handler.close_connection = True  # the body ends when the connection does
+    for name, value in headers.values():
+        handler.send_header(name, value)
+    handler.end_headers()
+    try:
+        for chunk in answer.chunks():
+            handler.wfile.write(chunk)
+    except ConnectionError:  # the client stopped reading: relay caps what it reads
+        handler.close_connection = True
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound once, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def iter_chunks(total: int, size: int = 65536) -> Iterable[bytes]:
+    """``total`` bytes of filler in ``size`` chunks, for huge-body answers."""
+    for start in range(0, total, size):
+        yield b"x" * min(size, total - start)
