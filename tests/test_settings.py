@@ -58,8 +58,8 @@ def test_secrets_are_not_in_the_repr():
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
-        ("RELAY_DEDUPE_TTL", "soon", "not a duration: 'soon'"),
-        ("RELAY_HISTORY_TTL", "-1d", "not a duration"),
+        ("RELAY_DEDUPE_TTL", "soon", "bad duration 'soon'"),
+        ("RELAY_HISTORY_TTL", "-1d", "bad duration"),
         ("RELAY_MAX_BODY_BYTES", "lots", "'lots' is not a whole number"),
         ("RELAY_MAX_BODY_BYTES", "10", "below the minimum 256"),
         ("RELAY_REDIS_URL", "http://localhost:6379", "scheme 'http' is not one of"),
@@ -117,7 +117,8 @@ def test_commands_stop_with_one_line_naming_the_variable(command, tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "relay: RELAY_DEDUPE_TTL: not a duration: 'forever' (write e.g. 250ms, 2s, 10m, 24h, 7d)"
+        "relay: RELAY_DEDUPE_TTL: bad duration 'forever' "
+        "(use 250ms, 2s, 10m, 24h, 7d, or a number of seconds)"
     ]
 
 

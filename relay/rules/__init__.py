@@ -1,0 +1,51 @@
+"""The rules engine: load a rules file (DESIGN §7) strictly, match events purely.
+
+::
+
+    ruleset = load_rules("config/rules.yaml")      # RulesError lists every problem
+    for hit in ruleset.match(event):                # [RouteMatch(route, destinations, retry)]
+        ...
+    text = render(destination.text, event, hit.route, name)   # TemplateError on failure
+"""
+
+from relay.durations import format_duration, parse_duration
+from relay.rules.loader import DestinationChecks, describe, load_rules, load_rules_text
+from relay.rules.model import (
+    DEFAULT_RETRY,
+    Destination,
+    EmailDestination,
+    HttpDestination,
+    LogDestination,
+    RetryPolicy,
+    Route,
+    RouteMatch,
+    Ruleset,
+    Signing,
+    SlackDestination,
+    SmsReplyDestination,
+)
+from relay.rules.templates import Template, TemplateError, render
+
+__all__ = [
+    "DEFAULT_RETRY",
+    "Destination",
+    "DestinationChecks",
+    "EmailDestination",
+    "HttpDestination",
+    "LogDestination",
+    "RetryPolicy",
+    "Route",
+    "RouteMatch",
+    "Ruleset",
+    "Signing",
+    "SlackDestination",
+    "SmsReplyDestination",
+    "Template",
+    "TemplateError",
+    "describe",
+    "format_duration",
+    "load_rules",
+    "load_rules_text",
+    "parse_duration",
+    "render",
+]

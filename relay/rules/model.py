@@ -1,0 +1,192 @@
+"""The loaded rules: immutable destinations, routes and the ruleset that matches events.
+
+Build one with :func:`relay.rules.load_rules`; the classes check nothing themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from relay.actions.base import RetryPolicy
+from relay.rules.index import Index
+from relay.rules.matcher import MATCH_ALL, Condition
+from relay.rules.templates import Template
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Destination:
+    """Common to every destination: its ``name``, ``line`` in the file and own ``retry``."""
+
+    type: ClassVar[str] = ""
+    name: str
+    line: int = 0
+    retry: RetryPolicy | None = None
+
+
+@dataclass(frozen=True)
+class Signing:
+    """Standard Webhooks signature settings of an http destination."""
+
+    secret: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpDestination(Destination):
+    """POST (or PUT/PATCH) the event, the raw payload, or a rendered template to ``url``.
+
+    ``body`` is ``"event"``, ``"raw"`` or a :class:`Template`; ``timeout`` is seconds.
+    """
+
+    type: ClassVar[str] = "http"
+    url: str
+    method: str = "POST"
+    headers: Mapping[str, Template] = field(default_factory=dict)
+    body: str | Template = "event"
+    timeout: float = 10.0
+    sign: Signing | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogDestination(Destination):
+    """One line per event in the worker log (``text`` defaults to a compact summary)."""
+
+    type: ClassVar[str] = "log"
+    text: Template
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmailDestination(Destination):
+    type: ClassVar[str] = "email"
+    to: tuple[str, ...]
+    cc: tuple[str, ...] = ()
+    subject: Template
+    body: Template
+    html: Template | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlackDestination(Destination):
+    """Posts to ``webhook_url``, or with ``token`` to ``channel`` (chat.postMessage)."""
+
+    type: ClassVar[str] = "slack"
+    webhook_url: str | None = None
+    token: str | None = None
+    channel: str | None = None
+    text: Template
+    blocks: Template | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmsReplyDestination(Destination):
+    """Replies to an inbound message's sender; ``cooldown`` seconds per sender, if set."""
+
+    type: ClassVar[str] = "sms_reply"
+    text: Template
+    from_: str | None = None
+    cooldown: float | None = None
+    to_opted_out: bool = False
+
+
+DESTINATION_TYPES: Mapping[str, type[Destination]] = MappingProxyType(
+    {
+        kind.type: kind
+        for kind in (
+            HttpDestination,
+            LogDestination,
+            EmailDestination,
+            SlackDestination,
+            SmsReplyDestination,
+        )
+    }
+)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A named condition and the destinations it sends to.
+
+    ``match`` is the condition as written (read-only data, ``None`` = every event) for
+    tools that inspect rules; ``condition`` is its compiled form. ``continue_`` is the
+    ``continue`` key; ``retry``, when set, overrides the destinations' own policies.
+    """
+
+    name: str
+    to: tuple[str, ...]
+    match: Any = None
+    condition: Condition = field(default=MATCH_ALL, compare=False, repr=False)
+    continue_: bool = False
+    retry: RetryPolicy | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    """A matched route (``"default"`` for the default) and what it delivers to.
+
+    ``retry`` maps each of ``destinations`` to its effective policy.
+    """
+
+    route: str
+    destinations: tuple[str, ...]
+    retry: Mapping[str, RetryPolicy] = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    """A loaded rules file. ``version`` identifies the file's content (sha256, 12 hex)."""
+
+    version: str
+    path: str
+    destinations: Mapping[str, Destination]
+    routes: tuple[Route, ...]
+    default: Route | None = None
+    indexed: bool = field(default=True, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        index = Index([route.condition for route in self.routes], indexed=self.indexed)
+        object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_tests", tuple(route.condition.test for route in self.routes))
+
+    def retry_for(self, route: Route, destination: str) -> RetryPolicy:
+        """The policy for deliveries to ``destination`` made through ``route``."""
+        if route.retry is not None:
+            return route.retry
+        return self.destinations[destination].retry or DEFAULT_RETRY
+
+    def match(self, event: Mapping[str, Any]) -> list[RouteMatch]:
+        """The routes ``event`` matches, in order, each with the destinations it adds.
+
+        Routes are tried in file order and the first match wins, unless that route says
+        ``continue: true``, in which case the next routes are tried too. When no route
+        matched, the default route (if any) is the result. A destination already reached
+        through an earlier matched route is not listed again (each destination gets an
+        event once); such a route still appears, possibly with no destinations.
+        """
+        matched: list[RouteMatch] = []
+        seen: set[str] = set()
+        tests = self._tests  # type: ignore[attr-defined]
+        for position in self._index.candidates(event):  # type: ignore[attr-defined]
+            if tests[position](event):
+                route = self.routes[position]
+                matched.append(self._route_match(route, seen))
+                if not route.continue_:
+                    break
+        if not matched and self.default is not None:
+            matched.append(self._route_match(self.default, seen))
+        return matched
+
+    def routes_using(self, destination: str) -> tuple[Route, ...]:
+        """The routes (the default last) that send to ``destination``."""
+        every = self.routes + ((self.default,) if self.default else ())
+        return tuple(route for route in every if destination in route.to)
+
+    def _route_match(self, route: Route, seen: set[str]) -> RouteMatch:
+        fresh = tuple(name for name in route.to if name not in seen)
+        seen.update(fresh)
+        retry = {name: self.retry_for(route, name) for name in fresh}
+        return RouteMatch(route.name, fresh, MappingProxyType(retry))

@@ -1,0 +1,175 @@
+"""Checking plain rules data against tables of keys, one problem per bad value.
+
+A :class:`Reader` walks data from a :class:`~relay.rules.document.Document`, reporting each
+problem at its path's line and carrying on, so that a file shows every problem at once.
+Value parsers take ``(reader, path, value)`` and return the parsed value, raise
+:class:`Invalid` for a problem with that value, or return :data:`FAILED` once they have
+reported problems inside it themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from relay.durations import parse_duration
+from relay.rules.document import Document, Path, Problems, format_path
+from relay.rules.suggest import did_you_mean
+from relay.rules.templates import Template, TemplateError, compile_template
+
+
+class _Failed:
+    def __repr__(self) -> str:
+        return "FAILED"
+
+
+#: what a parser returns after reporting the problems inside its value
+FAILED: Any = _Failed()
+
+
+class Invalid(Exception):
+    """The value at hand is wrong; the message says how."""
+
+
+Parser = Callable[["Reader", Path, Any], Any]
+
+
+@dataclass(frozen=True)
+class Key:
+    """One allowed key: how to parse its value, whether it must be there, attribute name."""
+
+    parse: Parser
+    required: bool = False
+    attr: str | None = None
+
+
+class Reader:
+    """Validates data against key tables, collecting problems in ``problems``."""
+
+    def __init__(self, doc: Document, problems: Problems) -> None:
+        self.doc = doc
+        self.problems = problems
+
+    def error(self, path: Path, message: str, *, where: Path | None = None) -> None:
+        """Report ``message`` about ``where`` (default ``path``) at the line of ``path``."""
+        label = format_path(path if where is None else where)
+        self.problems.add(self.doc.line(path), label, message)
+
+    def error_at(self, line: int, where: Path, message: str) -> None:
+        self.problems.add(line, format_path(where), message)
+
+    def fields(self, path: Path, data: Any, keys: Mapping[str, Key]) -> dict[str, Any] | None:
+        """Parsed values by attribute name, or ``None`` after reporting any problem."""
+        if not isinstance(data, Mapping):
+            self.error(path, "expected a mapping")
+            return None
+        ok = self.unknown_keys(path, data, keys)
+        result = {}
+        for name, key in keys.items():
+            if name in data:
+                result[key.attr or name] = value = self.value(key.parse, path + (name,), data[name])
+                ok = ok and value is not FAILED
+            elif key.required:
+                self.error(path, f"missing required key {name!r}")
+                ok = False
+        return result if ok else None
+
+    def unknown_keys(self, path: Path, data: Mapping[str, Any], allowed: Mapping[str, Any]) -> bool:
+        """Report each key of ``data`` not in ``allowed``; True when there is none."""
+        unknown = [key for key in data if key not in allowed]
+        for key in unknown:
+            message = f"unknown key {key!r}{did_you_mean(key, allowed)}"
+            self.error(path + (key,), message, where=path)
+        return not unknown
+
+    def value(self, parse: Parser, path: Path, value: Any) -> Any:
+        if self._already_failed(path):
+            return FAILED
+        try:
+            return parse(self, path, value)
+        except Invalid as exc:
+            self.error(path, str(exc))
+            return FAILED
+
+    def _already_failed(self, path: Path) -> bool:
+        """True when ``path`` holds a value whose ``${...}`` could not be expanded."""
+        return path in self.doc.failed
+
+    def template(self, path: Path, source: str) -> Template:
+        """``source`` compiled; a syntax error is reported at its own line in the file."""
+        try:
+            return compile_template(source)
+        except TemplateError as exc:
+            mark = self.doc.mark(path)
+            line = mark.line
+            if mark.body_line is not None and exc.lineno:
+                line = mark.body_line + exc.lineno - 1
+            self.error_at(line, path, f"template syntax error: {exc.message}")
+            return FAILED
+
+
+def string(reader: Reader, path: Path, value: Any) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"expected a string, got {_kind(value)}")
+    if not value.strip():
+        raise Invalid("must not be empty")
+    return value
+
+
+def text_or_number(reader: Reader, path: Path, value: Any) -> str:
+    """A string; numbers are taken as written (``from: 447700900123``)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return string(reader, path, value)
+
+
+def boolean(reader: Reader, path: Path, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid(f"expected true or false, got {_kind(value)}")
+    return value
+
+
+def duration(reader: Reader, path: Path, value: Any) -> float:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+    if seconds <= 0:
+        raise Invalid(f"duration {value!r} must be greater than 0")
+    return seconds
+
+
+def positive_int(reader: Reader, path: Path, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise Invalid(f"expected a whole number of at least 1, got {value!r}")
+    return value
+
+
+def url(reader: Reader, path: Path, value: Any) -> str:
+    text = string(reader, path, value)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise Invalid(f"expected an http:// or https:// URL, got {text!r}")
+    return text
+
+
+def template(reader: Reader, path: Path, value: Any) -> Template:
+    if not isinstance(value, str):
+        raise Invalid(f"expected a template string, got {_kind(value)}")
+    return reader.template(path, value)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"number {value!r}"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{value!r}"

@@ -1,0 +1,275 @@
+"""The strict schema of a rules file (DESIGN §7): the keys each part may have.
+
+Every table lists the allowed keys; anything else is an error with a typo hint. Routes
+without ``match`` match every event (``match: {}`` and an empty ``match:`` mean the same).
+``retry`` keys left out take the defaults (``attempts: 20, initial: 2s, max: 30m``), not the
+destination's: a route's ``retry`` replaces the destination's policy as a whole.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import asdict
+from types import MappingProxyType
+from typing import Any
+
+from relay.actions.signing import secret_key
+from relay.durations import format_duration
+from relay.rules.matcher import MATCH_ALL, ConditionError, compile_condition
+from relay.rules.model import (
+    DEFAULT_RETRY,
+    DESTINATION_TYPES,
+    Destination,
+    RetryPolicy,
+    Route,
+    Signing,
+)
+from relay.rules.reader import (
+    FAILED,
+    Invalid,
+    Key,
+    Reader,
+    boolean,
+    duration,
+    positive_int,
+    string,
+    template,
+    text_or_number,
+    url,
+)
+from relay.rules.suggest import did_you_mean
+from relay.rules.templates import compile_template
+
+Path = tuple[str | int, ...]
+
+#: what a ``log`` destination writes when it has no ``text``
+DEFAULT_LOG_TEXT = compile_template(
+    "{{ route }} → {{ destination }}: {{ event.get('kind') }} {{ event.get('id') }}"
+    "{% if event.get('kind') == 'inbound_message' %}"
+    " from {{ event.get('sender') | mask }} keyword={{ event.get('keyword') }}"
+    "{% else %}"
+    " {{ event.get('status') }} code={{ event.get('code') }}"
+    " to {{ event.get('destination') | mask }}"
+    "{% endif %}"
+)
+HTTP_METHODS = ("POST", "PUT", "PATCH")
+HTTP_BODIES = ("event", "raw")
+
+
+def _retry(reader: Reader, path: Path, value: Any) -> RetryPolicy:
+    values = reader.fields(path, value, RETRY_KEYS)
+    if values is None:
+        return FAILED
+    merged = {**asdict(DEFAULT_RETRY), **values}
+    if merged["max"] < merged["initial"]:
+        longest, shortest = format_duration(merged["max"]), format_duration(merged["initial"])
+        where = path + ("max",) if "max" in values else path
+        reader.error(where, f"max ({longest}) is shorter than initial ({shortest})")
+        return FAILED
+    return RetryPolicy(**merged)
+
+
+RETRY_KEYS = {"attempts": Key(positive_int), "initial": Key(duration), "max": Key(duration)}
+
+
+def _sign(reader: Reader, path: Path, value: Any) -> Signing:
+    values = reader.fields(path, value, {"secret": Key(_signing_secrets, required=True)})
+    return FAILED if values is None else Signing(**values)
+
+
+def _signing_secrets(reader: Reader, path: Path, value: Any) -> str:
+    """One or more space-separated secrets, each raw text or ``whsec_<base64>``."""
+    text = string(reader, path, value)
+    for secret in text.split():
+        try:
+            secret_key(secret)
+        except ValueError as exc:
+            raise Invalid(str(exc)) from None
+    return text
+
+
+def _method(reader: Reader, path: Path, value: Any) -> str:
+    if not isinstance(value, str) or value.upper() not in HTTP_METHODS:
+        raise Invalid(f"method must be one of {', '.join(HTTP_METHODS)}, got {value!r}")
+    return value.upper()
+
+
+def _body(reader: Reader, path: Path, value: Any) -> Any:
+    if not isinstance(value, str):
+        raise Invalid("expected event, raw or a template string")
+    if value in HTTP_BODIES:
+        return value
+    if re.fullmatch(r"\s*\w+\s*", value):  # one bare word: a misspelt keyword, not a body
+        hint = did_you_mean(value.strip(), HTTP_BODIES)
+        raise Invalid(f"unknown body {value!r}: expected event, raw or a template{hint}")
+    return reader.template(path, value)
+
+
+def _headers(reader: Reader, path: Path, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise Invalid("expected a mapping of header names to values")
+    headers = {name: reader.value(_header, path + (name,), item) for name, item in value.items()}
+    if any(item is FAILED for item in headers.values()):
+        return FAILED
+    return MappingProxyType(headers)
+
+
+def _header(reader: Reader, path: Path, value: Any) -> Any:
+    return reader.template(path, text_or_number(reader, path, value))
+
+
+def _addresses(reader: Reader, path: Path, value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise Invalid("expected an email address or a non-empty list of them")
+    for item in items:
+        if not isinstance(item, str) or "@" not in item.strip("@"):
+            raise Invalid(f"not an email address: {item!r}")
+    return tuple(items)
+
+
+def _any(reader: Reader, path: Path, value: Any) -> Any:
+    return value
+
+
+DESTINATION_KEYS: Mapping[str, Mapping[str, Key]] = {
+    "http": {
+        "url": Key(url, required=True),
+        "method": Key(_method),
+        "headers": Key(_headers),
+        "body": Key(_body),
+        "timeout": Key(duration),
+        "sign": Key(_sign),
+    },
+    "log": {"text": Key(template)},
+    "email": {
+        "to": Key(_addresses, required=True),
+        "cc": Key(_addresses),
+        "subject": Key(template, required=True),
+        "body": Key(template, required=True),
+        "html": Key(template),
+    },
+    "slack": {
+        "webhook_url": Key(url),
+        "token": Key(string),
+        "channel": Key(string),
+        "text": Key(template, required=True),
+        "blocks": Key(template),
+    },
+    "sms_reply": {
+        "text": Key(template, required=True),
+        "from": Key(text_or_number, attr="from_"),
+        "cooldown": Key(duration),
+        "to_opted_out": Key(boolean),
+    },
+}
+
+
+def read_destination(reader: Reader, name: str, data: Any) -> Destination | None:
+    """The destination ``name`` defined by ``data``, or ``None`` after reporting problems."""
+    path: Path = ("destinations", name)
+    kind = _destination_type(reader, path, data)
+    if kind is None:
+        return None
+    keys = {"type": Key(_any), **DESTINATION_KEYS[kind], "retry": Key(_retry)}
+    values = reader.fields(path, data, keys)
+    if values is None or (kind == "slack" and not _slack_target(reader, path, values)):
+        return None
+    del values["type"]
+    if kind == "log":
+        values.setdefault("text", DEFAULT_LOG_TEXT)
+    return DESTINATION_TYPES[kind](name=name, line=reader.doc.line(path), **values)
+
+
+def _destination_type(reader: Reader, path: Path, data: Any) -> str | None:
+    if not isinstance(data, Mapping):
+        reader.error(path, "expected a mapping")
+        return None
+    if "type" not in data:
+        reader.error(path, f"missing required key 'type' (one of {', '.join(DESTINATION_KEYS)})")
+        return None
+    kind = data["type"]
+    if kind not in DESTINATION_KEYS:
+        hint = did_you_mean(str(kind), DESTINATION_KEYS)
+        reader.error(path + ("type",), f"unknown destination type {kind!r}{hint}")
+        return None
+    return str(kind)
+
+
+def _slack_target(reader: Reader, path: Path, values: Mapping[str, Any]) -> bool:
+    webhook, token, channel = (values.get(k) for k in ("webhook_url", "token", "channel"))
+    if webhook and (token or channel):
+        reader.error(path, "use either webhook_url or token and channel, not both")
+    elif not webhook and not (token and channel):
+        reader.error(path, "needs webhook_url, or token and channel")
+    else:
+        return True
+    return False
+
+
+def _match(reader: Reader, path: Path, value: Any) -> Any:
+    try:
+        return compile_condition(value)
+    except ConditionError as exc:
+        for problem in exc.problems:
+            reader.error(path + problem.at, problem.message, where=path + problem.where)
+        return FAILED
+
+
+def _targets(known: Collection[str]) -> Key:
+    def parse(reader: Reader, path: Path, value: Any) -> tuple[str, ...]:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not items:
+            raise Invalid("expected a destination name or a non-empty list of them")
+        problems = [_target_problem(items, i, known) for i in range(len(items))]
+        for i, problem in enumerate(problems):
+            if problem:
+                reader.error(path + (i,) if isinstance(value, list) else path, problem)
+        return FAILED if any(problems) else tuple(items)
+
+    return Key(parse, required=True)
+
+
+def _target_problem(items: list[Any], i: int, known: Collection[str]) -> str | None:
+    item = items[i]
+    if not isinstance(item, str):
+        return f"expected a destination name, got {item!r}"
+    if item in items[:i]:
+        return f"destination {item!r} is listed twice"
+    if item not in known:
+        return f"undefined destination {item!r}{did_you_mean(item, known)}"
+    return None
+
+
+def read_route(reader: Reader, path: Path, data: Any, known: Collection[str]) -> Route | None:
+    """The route at ``path`` (``("routes", i)`` or ``("default",)``), or ``None`` on problems.
+
+    ``known`` holds every destination name defined in the file, valid or not.
+    """
+    is_default = path == ("default",)
+    keys: dict[str, Key] = {}
+    if not is_default:
+        keys |= {"name": Key(string, required=True), "match": Key(_match, attr="condition")}
+    keys |= {"to": _targets(known), "retry": Key(_retry)}
+    if not is_default:
+        keys["continue"] = Key(boolean, attr="continue_")
+    values = reader.fields(path, data, keys)
+    if values is None:
+        return None
+    if values.get("name") == "default":
+        reader.error(path + ("name",), "the name 'default' is reserved for the default route")
+        return None
+    values.setdefault("name", "default")
+    values.setdefault("condition", MATCH_ALL)
+    match = freeze(data.get("match"))
+    return Route(**values, match=match, line=reader.doc.line(path))
+
+
+def freeze(data: Any) -> Any:
+    """``data`` with mappings made read-only and lists made tuples, recursively."""
+    if isinstance(data, Mapping):
+        return MappingProxyType({key: freeze(value) for key, value in data.items()})
+    if isinstance(data, list):
+        return tuple(freeze(item) for item in data)
+    return data
