@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from relay.celeryapp import RelayCelery, make_celery
 from relay.errors import IngestError, UnavailableError
+from relay.rules import Ruleset, load_rules
 from relay.settings import Settings, load_settings
 from relay.store import Store, connect
 
@@ -25,6 +26,7 @@ class Relay:
     settings: Settings
     store: Store
     celery: RelayCelery
+    rules: Ruleset
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -33,7 +35,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     client = connect(settings.require_redis(), timeout=settings.enqueue_timeout)
     store = Store(client, settings.history_ttl, settings.dedupe_ttl)
-    app.extensions["relay"] = Relay(settings, store, make_celery(settings))
+    rules = load_rules(settings.rules_path)
+    app.extensions["relay"] = Relay(settings, store, make_celery(settings), rules)
 
     from relay import health
     from relay.ingest import views

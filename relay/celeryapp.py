@@ -38,6 +38,27 @@ class RelayCelery(Celery):
         client = connect(self.settings.require_redis(), timeout=5.0)
         return Store(client, self.settings.history_ttl, self.settings.dedupe_ttl)
 
+    @cached_property
+    def rules(self):
+        """The rules this worker process routes and delivers by."""
+        from relay.rules import load_rules
+
+        return load_rules(self.settings.rules_path)
+
+    @cached_property
+    def runtime(self):
+        from relay.delivery import Runtime
+
+        return Runtime(
+            store=self.store,
+            ruleset=lambda: self.rules,
+            schedule=self.schedule_delivery,
+            max_hop=self.settings.visibility_timeout / 2,
+        )
+
+    def schedule_delivery(self, job: dict, countdown: float) -> None:
+        self.send_task("relay.deliver", args=[job], countdown=countdown or None)
+
 
 def make_celery(settings: Settings | None = None) -> RelayCelery:
     settings = settings or load_settings()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -11,7 +12,7 @@ import click
 import requests
 
 from relay import __version__
-from relay.errors import ConfigError
+from relay.errors import ConfigError, IngestError, RulesError
 from relay.settings import Settings, load_settings
 
 
@@ -48,6 +49,8 @@ def up(rules_path: str | None, host: str, port: int) -> None:
     if rules_path:
         os.environ["RELAY_RULES"] = rules_path
     settings = _settings()
+    _load_rules_or_exit(settings.rules_path)
+    os.environ["RELAY_RULES"] = os.path.abspath(settings.rules_path)
     _check_port_free(host, port)
     embedded = None
     env = dict(os.environ)
@@ -178,6 +181,66 @@ def worker(celery_args: tuple[str, ...]) -> None:
         *celery_args,
     ]
     os.execv(sys.executable, argv)
+
+
+def _load_rules_or_exit(path: str, exit_code: int = 2):
+    """The ruleset at ``path``, or every error on stderr and ``exit_code``."""
+    from relay.rules import load_rules
+
+    try:
+        return load_rules(path)
+    except RulesError as exc:
+        for line in exc.errors:
+            click.echo(line, err=True)
+        click.echo(f"{path}: {len(exc.errors)} error(s)", err=True)
+    sys.exit(exit_code)
+
+
+@main.group()
+def rules() -> None:
+    """Check and try rules files."""
+
+
+def _default_rules_path() -> str:
+    return os.environ.get("RELAY_RULES") or "config/rules.yaml"
+
+
+@rules.command("check")
+@click.argument("path", required=False)
+def rules_check(path: str | None) -> None:
+    """Validate a rules file: a summary and exit 0, or every error and exit 1."""
+    from relay.rules import describe
+
+    ruleset = _load_rules_or_exit(path or _default_rules_path(), exit_code=1)
+    click.echo(describe(ruleset))
+
+
+@rules.command("test")
+@click.argument("path", required=False)
+@click.option(
+    "--event",
+    "event_file",
+    required=True,
+    type=click.File("rb"),
+    help="a raw Webex Connect payload (JSON file; - for stdin)",
+)
+@click.option("--source", default="default", show_default=True, help="the URL's <source>")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def rules_test(path: str | None, event_file, source: str, as_json: bool) -> None:
+    """Dry run: which routes match the payload and what each destination would get."""
+    from relay.dryrun import dry_run, format_text
+    from relay.ingest.parsing import decode
+
+    ruleset = _load_rules_or_exit(path or _default_rules_path(), exit_code=1)
+    try:
+        reports = dry_run(ruleset, decode(event_file.read()), _settings().own_numbers, source)
+    except IngestError as exc:
+        click.echo(f"{event_file.name}: {exc}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(reports, indent=2, ensure_ascii=False))
+    else:
+        click.echo(format_text(reports))
 
 
 if __name__ == "__main__":

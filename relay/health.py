@@ -16,7 +16,11 @@ def healthz():
 
 @bp.route("/readyz", methods=["GET", "HEAD"])
 def readyz():
-    """200 only when Redis and the broker answer; the JSON names what fails."""
+    """200 only when Redis and the broker answer and rules are loaded; JSON says which fails.
+
+    Rules are loaded before the process serves at all, so ``rules`` is always ``ok`` here;
+    the check is listed so monitors see the version in force.
+    """
     relay = current_app.extensions["relay"]
     redis_state = _check_redis(relay.store.redis)
     checks = {
@@ -24,7 +28,12 @@ def readyz():
         "broker": _check_broker(relay) if relay.settings.broker_url else redis_state,
     }
     ready = all(value == "ok" for value in checks.values())
-    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    checks["rules"] = "ok"
+    body = {
+        "status": "ready" if ready else "not_ready",
+        "checks": checks,
+        "rules_version": relay.rules.version,
+    }
     return jsonify(body), 200 if ready else 503
 
 

@@ -9,6 +9,15 @@ Keys:
     relay:event:<id>          the event (JSON)
     relay:history:<id>        its life: a list of JSON entries, oldest first
     relay:ref:<value>         sorted set of event ids sharing a transid or tid
+    relay:dlv:<delivery id>:n      attempts started (counted before each try: a try that
+                                   kills its worker still counts)
+    relay:dlv:<delivery id>:gen    generation of the delivery's live task message; a message
+                                   of an older generation is a stale copy and is dropped
+    relay:dlv:<delivery id>:lock   held while an attempt runs
+    relay:dlv:<delivery id>:done   set once the destination accepted it
+    relay:dlv:<delivery id>:log    every finished attempt (JSON list)
+    relay:dead:<delivery id>       a dead letter (JSON); kept until purged
+    relay:dead                     sorted set of dead-letter ids by time
 """
 
 from __future__ import annotations
@@ -56,6 +65,8 @@ class Store:
         self.redis = client
         self.history_ttl = int(history_ttl)
         self.dedupe_ttl_ms = int(dedupe_ttl * 1000)
+        self.deliveries = DeliveryState(client, history_ttl)
+        self.dead_letters = DeadLetters(client)
 
     # -- dedupe ---------------------------------------------------------------------------
 
@@ -86,13 +97,14 @@ class Store:
 
     # -- history --------------------------------------------------------------------------
 
-    def record_event(self, event: dict, entry: dict) -> None:
-        """Store the event (idempotent) and append ``entry`` to its history."""
+    def record_event(self, event: dict, *entries: dict) -> None:
+        """Store the event (idempotent) and append ``entries`` to its history, atomically."""
         event_id = event["id"]
         score = time.time()
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(PREFIX + "event:" + event_id, dumps(event), ex=self.history_ttl)
-        self._append(pipe, event_id, entry)
+        for entry in entries:
+            self._append(pipe, event_id, entry)
         for ref in _refs(event):
             pipe.zadd(PREFIX + "ref:" + ref, {event_id: score}, nx=True)
             pipe.expire(PREFIX + "ref:" + ref, self.history_ttl)
@@ -139,3 +151,85 @@ def _unavailable_on_error() -> Iterator[None]:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise UnavailableError(f"redis: {exc}") from exc
+
+
+class DeliveryState:
+    """Per-delivery bookkeeping that makes redelivered task messages harmless."""
+
+    def __init__(self, client: redis.Redis, ttl: float) -> None:
+        self.redis = client
+        self.ttl = int(ttl)
+
+    def _key(self, delivery_id: str, part: str) -> str:
+        return f"{PREFIX}dlv:{delivery_id}:{part}"
+
+    def is_done(self, delivery_id: str) -> bool:
+        return bool(self.redis.exists(self._key(delivery_id, "done")))
+
+    def mark_done(self, delivery_id: str) -> None:
+        self.redis.set(self._key(delivery_id, "done"), "1", ex=self.ttl)
+
+    def generation(self, delivery_id: str) -> int:
+        return int(self.redis.get(self._key(delivery_id, "gen")) or 0)
+
+    def next_generation(self, delivery_id: str) -> int:
+        key = self._key(delivery_id, "gen")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, self.ttl)
+        return int(pipe.execute()[0])
+
+    def acquire(self, delivery_id: str, seconds: float) -> bool:
+        key = self._key(delivery_id, "lock")
+        return bool(self.redis.set(key, "1", nx=True, px=int(seconds * 1000)))
+
+    def release(self, delivery_id: str) -> None:
+        self.redis.delete(self._key(delivery_id, "lock"))
+
+    def begin_attempt(self, delivery_id: str) -> int:
+        """The 1-based number of the attempt about to start."""
+        key = self._key(delivery_id, "n")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, self.ttl)
+        return int(pipe.execute()[0])
+
+    def log_attempt(self, delivery_id: str, attempt: dict) -> None:
+        key = self._key(delivery_id, "log")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.rpush(key, dumps(attempt))
+        pipe.expire(key, self.ttl)
+        pipe.execute()
+
+    def attempts(self, delivery_id: str) -> list[dict]:
+        items = self.redis.lrange(self._key(delivery_id, "log"), 0, -1)
+        return [json.loads(item) for item in items]
+
+    def reset_budget(self, delivery_id: str) -> int:
+        """A fresh retry budget (for a replay); returns the new generation."""
+        self.redis.delete(self._key(delivery_id, "n"), self._key(delivery_id, "done"))
+        return self.next_generation(delivery_id)
+
+
+class DeadLetters:
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    def add(self, record: dict) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(f"{PREFIX}dead:{record['id']}", dumps(record))
+        pipe.zadd(f"{PREFIX}dead", {record["id"]: time.time()})
+        pipe.execute()
+
+    def get(self, delivery_id: str) -> dict | None:
+        raw = self.redis.get(f"{PREFIX}dead:{delivery_id}")
+        return json.loads(raw) if raw else None
+
+    def ids(self) -> list[str]:
+        return list(self.redis.zrange(f"{PREFIX}dead", 0, -1))
+
+    def remove(self, delivery_id: str) -> bool:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(f"{PREFIX}dead:{delivery_id}")
+        pipe.zrem(f"{PREFIX}dead", delivery_id)
+        return bool(pipe.execute()[0])

@@ -9,6 +9,7 @@ try:
 
     app = make_celery()
     app.settings.require_redis()
+    app.rules  # noqa: B018 - load now: a bad rules file stops the worker at start
 except ConfigError as exc:  # one line naming the variable, not a traceback
     print(f"relay: {exc}", file=sys.stderr)
     sys.exit(2)

@@ -14,9 +14,11 @@ every wait short, so a test never hangs on a slow answer it has given up on.
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -58,6 +60,10 @@ class Recorded:
     path: str
     headers: tuple[tuple[str, str], ...]
     body: bytes
+    at: float = field(default_factory=time.monotonic)  #: arrival, time.monotonic()
+
+    def json(self) -> object:
+        return json.loads(self.body)
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (any case), or None."""

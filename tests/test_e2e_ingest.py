@@ -27,8 +27,8 @@ def test_accepted_event_is_recorded_by_the_worker(client, worker_store, name):
     assert event["id"] == event_id
     assert event["source"] == "svc-1"
     assert event["raw"] == payload
-    history = worker_store.history(event_id)
-    assert [entry["step"] for entry in history] == ["received"]
+    steps = wait_until(lambda: [entry["step"] for entry in worker_store.history(event_id)])
+    assert steps[:2] == ["received", "routed"]
     reference = event.get("transid") or event.get("tid")
     assert event_id in worker_store.find(reference)
 

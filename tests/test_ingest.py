@@ -195,7 +195,8 @@ def test_healthz_needs_nothing(client):
 def test_readyz_reports_redis_and_broker(client):
     answer = client.get("/readyz")
     assert answer.status_code == 200
-    assert answer.json["checks"] == {"redis": "ok", "broker": "ok"}
+    assert answer.json["checks"] == {"redis": "ok", "broker": "ok", "rules": "ok"}
+    assert len(answer.json["rules_version"]) == 12
 
 
 @pytest.mark.parametrize(

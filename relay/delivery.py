@@ -1,0 +1,317 @@
+"""Routing and delivery: what the ``relay.route`` and ``relay.deliver`` tasks do.
+
+A *job* is the JSON-native description of one delivery — one (event, destination) pair —
+carried by a ``relay.deliver`` task message::
+
+    {"delivery_id": "<event id>:<destination>", "event": {...}, "route": "failures",
+     "destination": "crm", "rules_version": "ab12…", "retry": {"attempts": 20, …},
+     "gen": 0, "not_before": 1700000000.0 | None}
+
+The delivery id is stable: every retry and replay of the pair carries the same one (sent
+to HTTP destinations as ``webhook-id``).
+
+Redelivered task messages are harmless (see ``relay.store.DeliveryState``): a message of an
+older generation is dropped, a delivery already done is not sent again, a lock keeps two
+copies from sending at once. A wait longer than the broker's visibility timeout allows
+is split into hops of at most half of it, so a scheduled retry is never redelivered while
+it waits (the Celery-on-Redis ETA trap).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from redis import RedisError
+
+from relay.actions import Outcome, RetryPolicy, next_delay, send_http, send_log
+from relay.actions.http import content_type_for
+from relay.actions.signing import standard_webhooks_signer
+from relay.events import utc_now_iso
+from relay.rules import (
+    Destination,
+    HttpDestination,
+    LogDestination,
+    Ruleset,
+    TemplateError,
+    render,
+)
+from relay.store import Store
+
+log = logging.getLogger("relay.deliver")
+
+#: seconds a lock outlives the attempt's own timeout, so a slow attempt keeps it
+LOCK_MARGIN = 15.0
+
+Schedule = Callable[[dict, float], None]
+
+
+@dataclass
+class Runtime:
+    """What routing and delivery need in a worker process."""
+
+    store: Store
+    ruleset: Callable[[], Ruleset]
+    schedule: Schedule  # (job, countdown seconds) → publish a relay.deliver task
+    max_hop: float  # longest countdown a task message may wait (half the visibility timeout)
+
+
+def delivery_id(event_id: str, destination: str) -> str:
+    return f"{event_id}:{destination}"
+
+
+# -- routing ------------------------------------------------------------------------------
+
+
+def route_event(runtime: Runtime, event: dict) -> list[dict]:
+    """Record the event, match it, schedule one job per destination; returns the jobs.
+
+    Should matching itself fail (a bug), the event becomes a dead letter with no
+    destination, which a replay routes again.
+    """
+    ruleset = runtime.ruleset()
+    try:
+        matches = ruleset.match(event)
+        jobs = [
+            _job(event, match.route, name, ruleset.version, match.retry[name])
+            for match in matches
+            for name in match.destinations
+        ]
+    except Exception as exc:
+        log.exception("routing %s failed", event["id"])
+        _routing_failed(runtime, event, ruleset.version, exc)
+        return []
+    received = {"step": "received", "rules_version": ruleset.version}
+    if jobs:
+        routed = {
+            "step": "routed",
+            "routes": [match.route for match in matches],
+            "destinations": [job["destination"] for job in jobs],
+            "rules_version": ruleset.version,
+        }
+    else:
+        routed = {"step": "unrouted", "rules_version": ruleset.version}
+    runtime.store.record_event(event, received, routed)
+    for job in jobs:
+        runtime.schedule(job, 0)
+    log.info("routed %s to %s", event["id"], [job["destination"] for job in jobs] or "nothing")
+    return jobs
+
+
+def _routing_failed(runtime: Runtime, event: dict, version: str, exc: Exception) -> None:
+    reason = f"routing failed: {type(exc).__name__}: {exc}"
+    received = {"step": "received", "rules_version": version}
+    runtime.store.record_event(event, received, {"step": "dead_lettered", "reason": reason})
+    runtime.store.dead_letters.add(
+        {
+            "id": f"{event['id']}:(routing)",
+            "event": event,
+            "route": None,
+            "destination": None,
+            "rules_version": version,
+            "retry": None,
+            "reason": reason,
+            "dead_at": utc_now_iso(),
+            "attempts": [],
+        }
+    )
+
+
+def _job(event: dict, route: str, destination: str, version: str, retry) -> dict:
+    return {
+        "delivery_id": delivery_id(event["id"], destination),
+        "event": event,
+        "route": route,
+        "destination": destination,
+        "rules_version": version,
+        "retry": {"attempts": retry.attempts, "initial": retry.initial, "max": retry.max},
+        "gen": 0,
+        "not_before": None,
+    }
+
+
+# -- delivering ---------------------------------------------------------------------------
+
+
+def deliver_job(runtime: Runtime, job: dict) -> str:
+    """Run one delivery task message; returns what happened (for logs and tests)."""
+    state = runtime.store.deliveries
+    did = job["delivery_id"]
+    wait = (job.get("not_before") or 0) - time.time()
+    if wait > 0.5:
+        runtime.schedule(job, min(wait, runtime.max_hop))
+        return "waiting"
+    if state.is_done(did):
+        return _dropped(did, "already_done")
+    if job.get("gen", 0) != state.generation(did):
+        return _dropped(did, "stale")
+    destination = runtime.ruleset().destinations.get(job["destination"])
+    hold = _timeout_of(destination) + LOCK_MARGIN
+    if not state.acquire(did, hold):
+        runtime.schedule(job, min(hold, runtime.max_hop))
+        return "busy"
+    try:
+        return _attempt(runtime, job, destination)
+    finally:
+        state.release(did)
+
+
+def _dropped(did: str, why: str) -> str:
+    """A redelivered or superseded task message: nothing to do (logged for operators)."""
+    log.info("delivery %s: duplicate task message dropped (%s)", did, why)
+    return why
+
+
+def _attempt(runtime: Runtime, job: dict, destination: Destination | None) -> str:
+    state = runtime.store.deliveries
+    did = job["delivery_id"]
+    policy = RetryPolicy.from_mapping(job["retry"])
+    number = state.begin_attempt(did)
+    if number > policy.attempts:
+        reason = f"gave up after {policy.attempts} attempts (some did not finish)"
+        return _dead_letter(runtime, job, reason)
+    started = utc_now_iso()
+    outcome = perform(destination, job) if destination else _missing(job)
+    _record_attempt(runtime, job, number, started, outcome)
+    if outcome.ok:
+        state.mark_done(did)
+        _history(runtime, job, "delivered", attempt=number)
+        return "delivered"
+    if outcome.kind == "transient" and number < policy.attempts:
+        delay = next_delay(outcome, number, policy)
+        _schedule_retry(runtime, job, delay)
+        _history(runtime, job, "retry_scheduled", attempt=number, delay=round(delay, 3))
+        return "retry"
+    reason = outcome.error or outcome.kind
+    if outcome.kind == "transient":
+        reason = f"gave up after {number} attempts: {reason}"
+    return _dead_letter(runtime, job, reason)
+
+
+def _schedule_retry(runtime: Runtime, job: dict, delay: float) -> None:
+    gen = runtime.store.deliveries.next_generation(job["delivery_id"])
+    follow_up = {**job, "gen": gen, "not_before": time.time() + delay}
+    runtime.schedule(follow_up, min(delay, runtime.max_hop))
+
+
+def _record_attempt(runtime, job, number: int, started: str, outcome: Outcome) -> None:
+    attempt = {
+        "attempt": number,
+        "at": started,
+        "outcome": outcome.kind,
+        "status": outcome.status,
+        "error": outcome.error,
+        "latency": round(outcome.latency, 4),
+    }
+    runtime.store.deliveries.log_attempt(job["delivery_id"], attempt)
+    _history(runtime, job, "attempt", **{k: v for k, v in attempt.items() if k != "at"})
+    log.info(
+        "delivery %s attempt %d: %s %s",
+        job["delivery_id"],
+        number,
+        outcome.kind,
+        outcome.error or outcome.status or "",
+    )
+
+
+def _dead_letter(runtime: Runtime, job: dict, reason: str) -> str:
+    did = job["delivery_id"]
+    record = {
+        "id": did,
+        "event": job["event"],
+        "route": job["route"],
+        "destination": job["destination"],
+        "rules_version": job["rules_version"],
+        "retry": job["retry"],
+        "reason": reason,
+        "dead_at": utc_now_iso(),
+        "attempts": runtime.store.deliveries.attempts(did),
+    }
+    runtime.store.dead_letters.add(record)
+    _history(runtime, job, "dead_lettered", reason=reason)
+    log.warning("delivery %s dead-lettered: %s", did, reason)
+    return "dead_lettered"
+
+
+def _history(runtime: Runtime, job: dict, step: str, **fields) -> None:
+    entry = {
+        "step": step,
+        "delivery_id": job["delivery_id"],
+        "route": job["route"],
+        "destination": job["destination"],
+        **fields,
+    }
+    runtime.store.add_history(job["event"]["id"], entry)
+
+
+def _missing(job: dict) -> Outcome:
+    return Outcome("permanent", error=f"destination {job['destination']!r} is not in the rules")
+
+
+def _timeout_of(destination: Destination | None) -> float:
+    return getattr(destination, "timeout", 10.0) or 10.0
+
+
+# -- performing one attempt ---------------------------------------------------------------
+
+
+def perform(destination: Destination, job: dict) -> Outcome:
+    """Render and send one attempt; a template error is a permanent failure.
+
+    An unexpected exception (a bug) is a permanent failure too, so the delivery ends as a
+    dead letter that can be replayed once fixed, instead of vanishing with the task.
+    """
+    try:
+        if isinstance(destination, HttpDestination):
+            return _perform_http(destination, job)
+        if isinstance(destination, LogDestination):
+            return send_log(_render(destination.text, job))
+    except TemplateError as exc:
+        return Outcome("permanent", error=f"template error: {exc}")
+    except RedisError:
+        raise  # infrastructure: the task layer gives the message back
+    except Exception as exc:
+        log.exception("delivery %s failed unexpectedly", job["delivery_id"])
+        return Outcome("permanent", error=f"internal error: {type(exc).__name__}: {exc}")
+    return Outcome("permanent", error=f"destination type {destination.type!r} is not supported")
+
+
+def _render(template, job: dict) -> str:
+    return render(template, job["event"], job["route"], job["destination"])
+
+
+def _perform_http(destination: HttpDestination, job: dict) -> Outcome:
+    body, kind = http_body(destination, job)
+    headers = {name: _render(value, job) for name, value in destination.headers.items()}
+    signer = standard_webhooks_signer(destination.sign.secret) if destination.sign else None
+    return send_http(
+        destination.url,
+        body,
+        delivery_id=job["delivery_id"],
+        method=destination.method,
+        headers=headers,
+        content_type=content_type_for(kind, body),
+        timeout=destination.timeout,
+        signer=signer,
+    )
+
+
+def http_body(destination: HttpDestination, job: dict) -> tuple[bytes, str]:
+    """The request body and its kind (``event``, ``raw`` or ``template``)."""
+    event = job["event"]
+    if destination.body == "event":
+        return _json(event), "event"
+    if destination.body == "raw":
+        return _json(event["raw"]), "raw"
+    return _render(destination.body, job).encode("utf-8", "replace"), "template"
+
+
+def _json(value: object) -> bytes:
+    """Compact UTF-8 JSON; \\u escapes only for text that UTF-8 cannot carry (lone surrogates)."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
