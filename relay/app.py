@@ -9,8 +9,9 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from relay.celeryapp import RelayCelery, make_celery
+from relay.checks import load_ruleset
 from relay.errors import IngestError, UnavailableError
-from relay.rules import Ruleset, load_rules
+from relay.rules import Ruleset
 from relay.settings import Settings, load_settings
 from relay.store import Store, connect
 
@@ -35,7 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     client = connect(settings.require_redis(), timeout=settings.enqueue_timeout)
     store = Store(client, settings.history_ttl, settings.dedupe_ttl)
-    rules = load_rules(settings.rules_path)
+    rules = load_ruleset(settings)
     app.extensions["relay"] = Relay(settings, store, make_celery(settings), rules)
 
     from relay import health

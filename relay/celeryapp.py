@@ -41,16 +41,19 @@ class RelayCelery(Celery):
     @cached_property
     def rules(self):
         """The rules this worker process routes and delivers by."""
-        from relay.rules import load_rules
+        from relay.checks import load_ruleset
 
-        return load_rules(self.settings.rules_path)
+        return load_ruleset(self.settings)
 
     @cached_property
     def runtime(self):
         from relay.delivery import Runtime
+        from relay.replies import ReplyState
 
         return Runtime(
+            settings=self.settings,
             store=self.store,
+            replies=ReplyState(self.store.redis),
             ruleset=lambda: self.rules,
             schedule=self.schedule_delivery,
             max_hop=self.settings.visibility_timeout / 2,

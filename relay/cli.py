@@ -49,7 +49,7 @@ def up(rules_path: str | None, host: str, port: int) -> None:
     if rules_path:
         os.environ["RELAY_RULES"] = rules_path
     settings = _settings()
-    _load_rules_or_exit(settings.rules_path)
+    _load_rules_or_exit(settings, settings.rules_path)
     os.environ["RELAY_RULES"] = os.path.abspath(settings.rules_path)
     _check_port_free(host, port)
     embedded = None
@@ -183,12 +183,12 @@ def worker(celery_args: tuple[str, ...]) -> None:
     os.execv(sys.executable, argv)
 
 
-def _load_rules_or_exit(path: str, exit_code: int = 2):
+def _load_rules_or_exit(settings: Settings, path: str, exit_code: int = 2):
     """The ruleset at ``path``, or every error on stderr and ``exit_code``."""
-    from relay.rules import load_rules
+    from relay.checks import load_ruleset
 
     try:
-        return load_rules(path)
+        return load_ruleset(settings, path)
     except RulesError as exc:
         for line in exc.errors:
             click.echo(line, err=True)
@@ -201,17 +201,14 @@ def rules() -> None:
     """Check and try rules files."""
 
 
-def _default_rules_path() -> str:
-    return os.environ.get("RELAY_RULES") or "config/rules.yaml"
-
-
 @rules.command("check")
 @click.argument("path", required=False)
 def rules_check(path: str | None) -> None:
     """Validate a rules file: a summary and exit 0, or every error and exit 1."""
     from relay.rules import describe
 
-    ruleset = _load_rules_or_exit(path or _default_rules_path(), exit_code=1)
+    settings = _settings()
+    ruleset = _load_rules_or_exit(settings, path or settings.rules_path, exit_code=1)
     click.echo(describe(ruleset))
 
 
@@ -231,9 +228,10 @@ def rules_test(path: str | None, event_file, source: str, as_json: bool) -> None
     from relay.dryrun import dry_run, format_text
     from relay.ingest.parsing import decode
 
-    ruleset = _load_rules_or_exit(path or _default_rules_path(), exit_code=1)
+    settings = _settings()
+    ruleset = _load_rules_or_exit(settings, path or settings.rules_path, exit_code=1)
     try:
-        reports = dry_run(ruleset, decode(event_file.read()), _settings().own_numbers, source)
+        reports = dry_run(ruleset, decode(event_file.read()), settings, source)
     except IngestError as exc:
         click.echo(f"{event_file.name}: {exc}", err=True)
         sys.exit(1)

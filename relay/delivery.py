@@ -19,7 +19,6 @@ it waits (the Celery-on-Redis ETA trap).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -27,18 +26,12 @@ from dataclasses import dataclass
 
 from redis import RedisError
 
-from relay.actions import Outcome, RetryPolicy, next_delay, send_http, send_log
-from relay.actions.http import content_type_for
-from relay.actions.signing import standard_webhooks_signer
+from relay import dispatch
+from relay.actions import Outcome, RetryPolicy, next_delay
 from relay.events import utc_now_iso
-from relay.rules import (
-    Destination,
-    HttpDestination,
-    LogDestination,
-    Ruleset,
-    TemplateError,
-    render,
-)
+from relay.replies import ReplyState, apply_opt_keywords, skip_reason
+from relay.rules import Destination, Ruleset, SmsReplyDestination, TemplateError
+from relay.settings import Settings
 from relay.store import Store
 
 log = logging.getLogger("relay.deliver")
@@ -53,7 +46,9 @@ Schedule = Callable[[dict, float], None]
 class Runtime:
     """What routing and delivery need in a worker process."""
 
+    settings: Settings
     store: Store
+    replies: ReplyState
     ruleset: Callable[[], Ruleset]
     schedule: Schedule  # (job, countdown seconds) → publish a relay.deliver task
     max_hop: float  # longest countdown a task message may wait (half the visibility timeout)
@@ -73,6 +68,7 @@ def route_event(runtime: Runtime, event: dict) -> list[dict]:
     destination, which a replay routes again.
     """
     ruleset = runtime.ruleset()
+    apply_opt_keywords(runtime.replies, event)
     try:
         matches = ruleset.match(event)
         jobs = [
@@ -168,13 +164,22 @@ def _dropped(did: str, why: str) -> str:
 def _attempt(runtime: Runtime, job: dict, destination: Destination | None) -> str:
     state = runtime.store.deliveries
     did = job["delivery_id"]
+    reason = _skip_reason(runtime, job, destination)
+    if reason:
+        state.mark_done(did)
+        _history(runtime, job, "skipped", reason=reason)
+        log.info("delivery %s skipped: %s", did, reason)
+        return "skipped"
     policy = RetryPolicy.from_mapping(job["retry"])
     number = state.begin_attempt(did)
     if number > policy.attempts:
         reason = f"gave up after {policy.attempts} attempts (some did not finish)"
-        return _dead_letter(runtime, job, reason)
+        return _dead_letter(runtime, job, reason, destination)
     started = utc_now_iso()
-    outcome = perform(destination, job) if destination else _missing(job)
+    if destination is None:
+        outcome = _missing(job)
+    else:
+        outcome = perform(destination, job, runtime.settings)
     _record_attempt(runtime, job, number, started, outcome)
     if outcome.ok:
         state.mark_done(did)
@@ -188,7 +193,22 @@ def _attempt(runtime: Runtime, job: dict, destination: Destination | None) -> st
     reason = outcome.error or outcome.kind
     if outcome.kind == "transient":
         reason = f"gave up after {number} attempts: {reason}"
-    return _dead_letter(runtime, job, reason)
+    return _dead_letter(runtime, job, reason, destination)
+
+
+def _skip_reason(runtime: Runtime, job: dict, destination: Destination | None) -> str | None:
+    """Why an auto-reply must not go out (opt-out, loop, cooldown), or None."""
+    if not isinstance(destination, SmsReplyDestination):
+        return None
+    event = job["event"]
+    reason = skip_reason(destination, event, runtime.settings.own_numbers, runtime.replies)
+    if reason is None and destination.cooldown:
+        owner = job["delivery_id"]
+        if not runtime.replies.claim_cooldown(
+            job["destination"], event["sender"], destination.cooldown, owner
+        ):
+            reason = "cooldown: this sender got a reply from this destination recently"
+    return reason
 
 
 def _schedule_retry(runtime: Runtime, job: dict, delay: float) -> None:
@@ -217,8 +237,13 @@ def _record_attempt(runtime, job, number: int, started: str, outcome: Outcome) -
     )
 
 
-def _dead_letter(runtime: Runtime, job: dict, reason: str) -> str:
+def _dead_letter(
+    runtime: Runtime, job: dict, reason: str, destination: Destination | None = None
+) -> str:
     did = job["delivery_id"]
+    if isinstance(destination, SmsReplyDestination) and destination.cooldown:
+        # the reply never went out: the sender may get the next one
+        runtime.replies.release_cooldown(job["destination"], job["event"]["sender"], did)
     record = {
         "id": did,
         "event": job["event"],
@@ -258,17 +283,16 @@ def _timeout_of(destination: Destination | None) -> float:
 # -- performing one attempt ---------------------------------------------------------------
 
 
-def perform(destination: Destination, job: dict) -> Outcome:
+def perform(destination: Destination, job: dict, settings: Settings) -> Outcome:
     """Render and send one attempt; a template error is a permanent failure.
 
     An unexpected exception (a bug) is a permanent failure too, so the delivery ends as a
     dead letter that can be replayed once fixed, instead of vanishing with the task.
     """
     try:
-        if isinstance(destination, HttpDestination):
-            return _perform_http(destination, job)
-        if isinstance(destination, LogDestination):
-            return send_log(_render(destination.text, job))
+        return dispatch.send(
+            destination, dispatch.prepare(destination, job, settings), job, settings
+        )
     except TemplateError as exc:
         return Outcome("permanent", error=f"template error: {exc}")
     except RedisError:
@@ -276,42 +300,3 @@ def perform(destination: Destination, job: dict) -> Outcome:
     except Exception as exc:
         log.exception("delivery %s failed unexpectedly", job["delivery_id"])
         return Outcome("permanent", error=f"internal error: {type(exc).__name__}: {exc}")
-    return Outcome("permanent", error=f"destination type {destination.type!r} is not supported")
-
-
-def _render(template, job: dict) -> str:
-    return render(template, job["event"], job["route"], job["destination"])
-
-
-def _perform_http(destination: HttpDestination, job: dict) -> Outcome:
-    body, kind = http_body(destination, job)
-    headers = {name: _render(value, job) for name, value in destination.headers.items()}
-    signer = standard_webhooks_signer(destination.sign.secret) if destination.sign else None
-    return send_http(
-        destination.url,
-        body,
-        delivery_id=job["delivery_id"],
-        method=destination.method,
-        headers=headers,
-        content_type=content_type_for(kind, body),
-        timeout=destination.timeout,
-        signer=signer,
-    )
-
-
-def http_body(destination: HttpDestination, job: dict) -> tuple[bytes, str]:
-    """The request body and its kind (``event``, ``raw`` or ``template``)."""
-    event = job["event"]
-    if destination.body == "event":
-        return _json(event), "event"
-    if destination.body == "raw":
-        return _json(event["raw"]), "raw"
-    return _render(destination.body, job).encode("utf-8", "replace"), "template"
-
-
-def _json(value: object) -> bytes:
-    """Compact UTF-8 JSON; \\u escapes only for text that UTF-8 cannot carry (lone surrogates)."""
-    try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-    except UnicodeEncodeError:
-        return json.dumps(value, separators=(",", ":")).encode()

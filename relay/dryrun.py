@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Set
 
-from relay.delivery import delivery_id, http_body
+from relay.delivery import delivery_id
+from relay.dispatch import prepare, redact
 from relay.ingest.parsing import build_events
-from relay.rules import HttpDestination, LogDestination, Ruleset, TemplateError, render
+from relay.rules import Ruleset, TemplateError
+from relay.settings import Settings
 
 
 def dry_run(
-    ruleset: Ruleset, payload: object, own_numbers: Set[str] = frozenset(), source: str = "default"
+    ruleset: Ruleset, payload: object, settings: Settings, source: str = "default"
 ) -> list[dict]:
-    """For each notification in ``payload``: its event, matched routes, rendered deliveries."""
-    events, _ = build_events(payload, source, own_numbers)
-    return [_report(ruleset, event) for event in events]
+    """For each notification in ``payload``: its event, matched routes, rendered deliveries.
+
+    Nothing is sent and no state is read or written (``sender_opted_out`` is shown false).
+    """
+    events, _ = build_events(payload, source, settings.own_numbers)
+    return [_report(ruleset, event, settings) for event in events]
 
 
-def _report(ruleset: Ruleset, event: dict) -> dict:
+def _report(ruleset: Ruleset, event: dict, settings: Settings) -> dict:
+    if event["kind"] == "inbound_message":
+        event["sender_opted_out"] = False
     matches = ruleset.match(event)
     deliveries = [
-        _delivery(ruleset, event, match.route, name, match.retry[name])
+        _delivery(ruleset, event, match.route, name, match.retry[name], settings)
         for match in matches
         for name in match.destinations
     ]
@@ -32,7 +38,7 @@ def _report(ruleset: Ruleset, event: dict) -> dict:
     }
 
 
-def _delivery(ruleset: Ruleset, event: dict, route: str, name: str, retry) -> dict:
+def _delivery(ruleset: Ruleset, event: dict, route: str, name: str, retry, settings) -> dict:
     destination = ruleset.destinations[name]
     job = {
         "event": event,
@@ -47,28 +53,10 @@ def _delivery(ruleset: Ruleset, event: dict, route: str, name: str, retry) -> di
         "retry": {"attempts": retry.attempts, "initial": retry.initial, "max": retry.max},
     }
     try:
-        out["request"] = _rendered(destination, job)
-    except TemplateError as exc:
-        out["error"] = f"template error: {exc}"
+        out["request"] = redact(prepare(destination, job, settings))
+    except (TemplateError, ValueError) as exc:
+        out["error"] = f"template error: {exc}" if isinstance(exc, TemplateError) else str(exc)
     return out
-
-
-def _rendered(destination, job: dict) -> dict:
-    if isinstance(destination, HttpDestination):
-        body, _ = http_body(destination, job)
-        headers = {
-            key: render(value, job["event"], job["route"], job["destination"])
-            for key, value in destination.headers.items()
-        }
-        return {
-            "method": destination.method,
-            "url": destination.url,
-            "headers": headers,
-            "body": body.decode("utf-8", "replace"),
-        }
-    if isinstance(destination, LogDestination):
-        return {"line": render(destination.text, job["event"], job["route"], job["destination"])}
-    return {}
 
 
 def format_text(reports: list[dict]) -> str:
@@ -89,11 +77,18 @@ def _request_lines(item: dict) -> list[str]:
     if "error" in item:
         return [item["error"]]
     request = item.get("request", {})
-    if "url" in request:
+    if "method" in request:  # http
         head = [f"{request['method']} {request['url']}"]
         head += [f"{key}: {value}" for key, value in request["headers"].items()]
-        return head + _body_lines(request["body"])
-    return [f"{key}: {value}" for key, value in request.items()]
+        return head + [f"Content-Type: {request['content_type']}"] + _body_lines(request["body"])
+    lines: list[str] = []
+    for key, value in request.items():
+        if isinstance(value, (dict, list)):
+            lines.append(f"{key}:")
+            lines.extend(_indent(json.dumps(value, indent=2, ensure_ascii=False).splitlines(), 2))
+        elif value is not None:
+            lines.append(f"{key}: {value}")
+    return lines
 
 
 def _body_lines(body: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""A sample delivery receipt for the quickstart ``curl`` (the vendor's documented example)."""
+"""Sample payloads (the vendor's documented examples): the quickstart `curl`, template trials."""
 
 import json
 
@@ -25,3 +25,23 @@ SAMPLE_RECEIPT = {
 def sample_curl(url: str) -> str:
     body = json.dumps(SAMPLE_RECEIPT, separators=(",", ":"))
     return f"curl -sS -X POST {url} -H 'Content-Type: application/json' -d '{body}'"
+
+
+SAMPLE_INBOUND = {
+    "userId": "9009",
+    "channel": "SMS",
+    "oa": "441157070619",
+    "da": "12345",
+    "message": "HELP please",
+    "tid": "105eddec-dd53-433d-9d6f-37f10ac76a06",
+    "datetime": "2024-01-07T14:36:09.266Z",
+    "x_networkid": "10",
+}
+
+
+def sample_events() -> list[dict]:
+    """A normalized delivery receipt and inbound message, e.g. to try templates on."""
+    from relay.ingest.parsing import build_events
+
+    events, _ = build_events([SAMPLE_RECEIPT, SAMPLE_INBOUND], "default", frozenset())
+    return events

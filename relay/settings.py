@@ -7,6 +7,7 @@ line turns it into one line on stderr and exit status 2.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ DEFAULT_HISTORY_TTL = "7d"
 DEFAULT_VISIBILITY_TIMEOUT = "5m"  #: broker redelivers a task unacked this long
 DEFAULT_ENQUEUE_TIMEOUT = "1.5s"  #: budget of one Redis/broker call on the request path
 DEFAULT_WEBEX_API_URL = "https://api.us.webexconnect.io"
+DEFAULT_SLACK_API_URL = "https://slack.com/api"
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ class Settings:
     mail_from: str = "relay@localhost"
     webex_api_url: str = DEFAULT_WEBEX_API_URL
     webex_service_key: str | None = field(default=None, repr=False)
+    webex_key_header: str = "Authorization"
+    slack_api_url: str = DEFAULT_SLACK_API_URL
     own_numbers: frozenset[str] = frozenset()
     log_format: str = "console"
     visibility_timeout: float = 300.0
@@ -82,6 +87,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         mail_from=reader.text("RELAY_MAIL_FROM", "relay@localhost"),
         webex_api_url=reader.url("RELAY_WEBEX_API_URL", ("http", "https")) or DEFAULT_WEBEX_API_URL,
         webex_service_key=reader.optional("RELAY_WEBEX_SERVICE_KEY"),
+        webex_key_header=reader.header_name("RELAY_WEBEX_KEY_HEADER", "Authorization"),
+        slack_api_url=reader.url("RELAY_SLACK_API_URL", ("http", "https")) or DEFAULT_SLACK_API_URL,
         own_numbers=reader.numbers("RELAY_OWN_NUMBERS"),
         log_format=reader.choice(
             "RELAY_LOG_FORMAT", ("json", "console"), "console" if sys.stderr.isatty() else "json"
@@ -161,6 +168,12 @@ class _Reader:
         except ValueError:
             raise SettingsError(name, "has an invalid port") from None
         return raw
+
+    def header_name(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        if not _HEADER_NAME.match(value):
+            raise SettingsError(name, f"{value!r} is not a valid HTTP header name")
+        return value
 
     def numbers(self, name: str) -> frozenset[str]:
         raw = self.optional(name)

@@ -10,7 +10,8 @@ import redis
 from relay.app import create_app
 from relay.embedded import EmbeddedRedis
 from relay.settings import load_settings
-from tests.harness import FIXTURES, WorkerProcess, relay_env
+from tests.harness import FIXTURES, Relay, WorkerProcess, db_url, relay_env
+from tests.httpsink import HttpSink
 
 
 @pytest.fixture(scope="session")
@@ -30,10 +31,6 @@ def redis_client(redis_server):
 
 #: Redis database of the tests that run a worker; the others use 0 and see queues at rest.
 WORKER_DB = 1
-
-
-def db_url(server: EmbeddedRedis, db: int) -> str:
-    return server.url.rsplit("/", 1)[0] + f"/{db}"
 
 
 @pytest.fixture(autouse=True)
@@ -96,3 +93,25 @@ def worker_store(worker_settings):
 
 def load_fixture(name: str) -> dict:
     return json.loads((FIXTURES / name).read_text())
+
+
+@pytest.fixture
+def start_relay(redis_server, tmp_path):
+    """``start_relay(rules_text, **env) -> Relay``: a worker with these rules, stopped after."""
+    started = []
+
+    def start(rules: str, **env: str) -> Relay:
+        relay = Relay(redis_server, tmp_path, rules, **env)
+        started.append(relay)
+        return relay
+
+    yield start
+    for relay in started:
+        relay.worker.stop()
+
+
+@pytest.fixture
+def sink():
+    """A local HTTP receiver (see tests/httpsink.py)."""
+    with HttpSink() as server:
+        yield server

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -9,6 +10,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "webex-connect"
@@ -89,3 +92,53 @@ class WorkerProcess:
                 self.process.wait()
         if self.process:
             self._log.close()
+
+
+def db_url(server, db: int) -> str:
+    """The URL of database ``db`` on the suite's Redis ``server``."""
+    return server.url.rsplit("/", 1)[0] + f"/{db}"
+
+
+#: Redis databases for tests that start their own worker (0 and 1 are the suite's)
+_databases = itertools.cycle(range(2, 16))
+WEBHOOK = "/webhooks/webex-connect"
+
+
+class Relay:
+    """A web app (Flask test client) and a real worker sharing one fresh Redis database."""
+
+    def __init__(self, redis_server, tmp_path: Path, rules: str, **env: str) -> None:
+        from relay.app import create_app
+        from relay.settings import load_settings
+        from relay.store import Store, connect
+
+        url = db_url(redis_server, next(_databases))
+        redis.Redis.from_url(url).flushdb()
+        rules_path = tmp_path / "rules.yaml"
+        rules_path.write_text(rules)
+        self.env = relay_env(url, RELAY_RULES=str(rules_path), **env)
+        self.worker = WorkerProcess(self.env, tmp_path / "worker.log").start()
+        self.client = create_app(load_settings(self.env)).test_client()
+        self.store = Store(connect(url), 3600, 3600)
+
+    def post(self, payload, path: str = WEBHOOK) -> str:
+        answer = self.client.post(path, json=payload)
+        assert answer.status_code == 200, answer.json
+        (event_id,) = answer.json["accepted"]
+        return event_id
+
+    def steps(self, event_id: str, step: str) -> list[dict]:
+        return [entry for entry in self.store.history(event_id) if entry["step"] == step]
+
+    def finished(self, event_id: str, count: int = 1) -> list[dict]:
+        """Wait until ``count`` deliveries of the event ended (delivered, dead, skipped)."""
+
+        def done():
+            ends = [
+                entry
+                for entry in self.store.history(event_id)
+                if entry["step"] in ("delivered", "dead_lettered", "skipped")
+            ]
+            return ends if len(ends) >= count else None
+
+        return wait_until(done, 20)

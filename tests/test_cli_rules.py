@@ -101,3 +101,124 @@ def test_up_refuses_a_bad_rules_file(tmp_path):
     assert done.returncode == 2
     assert "unknown operator" in done.stderr
     assert not (tmp_path / "var").exists()
+
+
+ALL_KINDS = """
+version: 1
+destinations:
+  oncall:
+    type: email
+    to: [oncall@example.com]
+    subject: "SMS failure {{ event.code }}"
+    body: "{{ event.status }} for {{ event.destination | mask }}"
+  ops:
+    type: slack
+    webhook_url: https://hooks.slack.com/services/T000/B000/s3cretpath
+    text: "SMS {{ event.status }}"
+  bot:
+    type: slack
+    token: xoxb-s3cret
+    channel: "#ops"
+    text: "x"
+    blocks: '[{"type": "section", "text": {"type": "plain_text", "text": "{{ event.code }}"}}]'
+  crm:
+    type: http
+    url: https://crm.internal/sms
+    headers: {Authorization: "Bearer crm-s3cret", X-Route: "{{ route }}"}
+  help-reply:
+    type: sms_reply
+    text: "Reply STOP to opt out"
+routes:
+  - {name: failures, match: {kind: delivery_receipt}, to: [oncall, ops, bot, crm]}
+  - {name: help, match: {keyword: HELP}, to: [help-reply]}
+"""
+
+
+def test_destinations_whose_settings_are_missing_fail_the_check(tmp_path):
+    import os
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(ALL_KINDS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    done = relay("rules", "check", str(rules), env=env)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[:2] == [
+        f"{rules}:4: destinations.oncall: email destinations need RELAY_SMTP_URL "
+        "(smtp://user:pass@host:port)",
+        f"{rules}:23: destinations.help-reply: sms_reply destinations need RELAY_WEBEX_SERVICE_KEY",
+    ]
+
+
+def test_blocks_that_do_not_render_to_json_fail_the_check(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(ALL_KINDS.replace('\'[{"type"', "'[{type"))
+    done = relay("rules", "check", str(rules), env=_configured_env())
+    assert done.returncode == 1
+    assert "destinations.bot: blocks: does not render to JSON" in done.stderr
+
+
+def _configured_env() -> dict:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env.update(
+        {
+            "RELAY_SMTP_URL": "smtp://u:smtp-s3cret@127.0.0.1:2525",
+            "RELAY_WEBEX_SERVICE_KEY": "webex-s3cret",
+        }
+    )
+    return env
+
+
+def test_rules_test_shows_email_slack_and_sms_without_secrets(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(ALL_KINDS)
+    env = _configured_env()
+    receipt = relay(
+        "rules",
+        "test",
+        str(rules),
+        "--event",
+        str(FIXTURES / "receipt-failed-invalid-address.json"),
+        env=env,
+    )
+    inbound = tmp_path / "help.json"
+    inbound.write_text(json.dumps({"oa": "447700900123", "da": "12345", "message": "help"}))
+    reply = relay("rules", "test", str(rules), "--event", str(inbound), "--json", env=env)
+    assert receipt.returncode == 0 and reply.returncode == 0, receipt.stderr + reply.stderr
+    out = receipt.stdout
+    assert "subject: SMS failure 7102" in out
+    assert "body: Failed for ********xxxx" in out
+    assert '"text": "SMS Failed"' in out
+    assert '"blocks": [' in out and '"text": "7102"' in out
+    assert "X-Route: failures" in out
+    (report,) = json.loads(reply.stdout)
+    (sms,) = report["deliveries"]
+    assert sms["request"] == {
+        "url": "https://api.us.webexconnect.io/v1/sms/messages",
+        "from": "12345",
+        "to": "+447700900123",
+        "content": "Reply STOP to opt out",
+        "correlationId": report["event"]["id"],
+        "idempotencyKey": f"{report['event']['id']}:help-reply",
+    }
+    for secret in ("s3cret", "smtp-s3cret", "webex-s3cret", "xoxb"):
+        assert secret not in out + reply.stdout
+
+
+def test_every_commented_example_in_the_shipped_rules_loads(tmp_path):
+    """Uncommenting the examples in config/rules.yaml gives a valid file."""
+    lines = (ROOT / "config" / "rules.yaml").read_text().splitlines()
+    uncommented = [
+        line.replace("  # ", "  ", 1) if line.startswith("  # ") else line for line in lines
+    ]
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("\n".join(uncommented))
+    env = {
+        **_configured_env(),
+        "SLACK_OPS_WEBHOOK": "https://hooks.slack.com/services/x",
+        "SLACK_BOT_TOKEN": "xoxb-1",
+    }
+    done = relay("rules", "check", str(rules), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "4 routes, 7 destinations" in done.stdout

@@ -6,26 +6,24 @@ import base64
 import hashlib
 import hmac
 
-import pytest
-
 from relay.delivery import delivery_id, perform
 from relay.ingest.parsing import build_events
 from relay.rules import load_rules_text
+from relay.settings import load_settings
 from tests.conftest import load_fixture
-from tests.httpsink import HttpSink
 
-
-@pytest.fixture
-def sink():
-    with HttpSink() as server:
-        yield server
+SETTINGS = load_settings({})
 
 
 def job_for(rules_text: str, destination: str = "hook"):
     ruleset = load_rules_text(rules_text)
     (event,), _ = build_events(load_fixture("inbound-sms.json"), "default", frozenset())
-    job = {"event": event, "route": "all", "destination": destination,
-           "delivery_id": delivery_id(event["id"], destination)}
+    job = {
+        "event": event,
+        "route": "all",
+        "destination": destination,
+        "delivery_id": delivery_id(event["id"], destination),
+    }
     return ruleset.destinations[destination], job
 
 
@@ -43,7 +41,7 @@ routes: [{{name: all, to: [hook]}}]
 
 def test_template_that_fails_at_render_is_permanent(sink):
     destination, job = job_for(rules(sink.url(), 'body: "{{ event.nope }}"'))
-    outcome = perform(destination, job)
+    outcome = perform(destination, job, SETTINGS)
     assert outcome.kind == "permanent"
     assert outcome.error.startswith("template error:")
     assert sink.requests == []
@@ -51,7 +49,7 @@ def test_template_that_fails_at_render_is_permanent(sink):
 
 def test_template_that_raises_inside_is_permanent_not_a_crash(sink):
     destination, job = job_for(rules(sink.url(), 'body: "{{ 1 // 0 }}"'))
-    outcome = perform(destination, job)
+    outcome = perform(destination, job, SETTINGS)
     assert outcome.kind == "permanent"
     assert "ZeroDivisionError" in outcome.error or "division" in outcome.error
     assert sink.requests == []
@@ -59,7 +57,7 @@ def test_template_that_raises_inside_is_permanent_not_a_crash(sink):
 
 def test_plain_text_template_body_is_sent_as_text(sink):
     destination, job = job_for(rules(sink.url(), 'body: "SMS from {{ event.sender }}"'))
-    assert perform(destination, job).ok
+    assert perform(destination, job, SETTINGS).ok
     (request,) = sink.requests
     assert request.body == b"SMS from 441157070619"
     assert request.header("Content-Type") == "text/plain; charset=utf-8"
@@ -67,7 +65,7 @@ def test_plain_text_template_body_is_sent_as_text(sink):
 
 def test_signed_delivery_carries_a_verifiable_standard_webhooks_signature(sink):
     destination, job = job_for(rules(sink.url(), "sign: {secret: s3cret}"))
-    assert perform(destination, job).ok
+    assert perform(destination, job, SETTINGS).ok
     (request,) = sink.requests
     webhook_id = request.header("webhook-id")
     timestamp = request.header("webhook-timestamp")

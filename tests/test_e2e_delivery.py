@@ -1,79 +1,22 @@
 """Routing and HTTP delivery end to end: real Redis, a real worker, a real HTTP receiver.
 
-Each test starts its own worker on its own Redis database with the rules it needs.
+Each test starts its own worker on its own Redis database with the rules it needs
+(the ``start_relay`` fixture).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 
 import pytest
-import redis
 
-from relay.app import create_app
-from relay.settings import load_settings
-from relay.store import Store, connect
-from tests.conftest import db_url, load_fixture
-from tests.harness import FIXTURES, ROOT, WorkerProcess, relay_env, wait_until
-from tests.httpsink import Answer, HttpSink
+from tests.conftest import load_fixture
+from tests.harness import FIXTURES, ROOT, wait_until
+from tests.httpsink import Answer
 
 pytestmark = pytest.mark.e2e
 URL = "/webhooks/webex-connect"
-_databases = itertools.cycle(range(2, 16))
-
-
-class Relay:
-    """A web app (test client) and a worker sharing one Redis database."""
-
-    def __init__(self, redis_server, tmp_path, rules: str, **env: str) -> None:
-        url = db_url(redis_server, next(_databases))
-        redis.Redis.from_url(url).flushdb()
-        rules_path = tmp_path / "rules.yaml"
-        rules_path.write_text(rules)
-        self.env = relay_env(url, RELAY_RULES=str(rules_path), **env)
-        self.worker = WorkerProcess(self.env, tmp_path / "worker.log").start()
-        self.client = create_app(load_settings(self.env)).test_client()
-        self.store = Store(connect(url), 3600, 3600)
-
-    def post(self, payload, path=URL) -> str:
-        answer = self.client.post(path, json=payload)
-        assert answer.status_code == 200, answer.json
-        (event_id,) = answer.json["accepted"]
-        return event_id
-
-    def steps(self, event_id: str, step: str) -> list[dict]:
-        return [entry for entry in self.store.history(event_id) if entry["step"] == step]
-
-    def finished(self, event_id: str, count: int = 1) -> list[dict]:
-        """Wait until ``count`` deliveries of the event are delivered or dead-lettered."""
-
-        def done():
-            ends = self.steps(event_id, "delivered") + self.steps(event_id, "dead_lettered")
-            return ends if len(ends) >= count else None
-
-        return wait_until(done, 20)
-
-
-@pytest.fixture
-def sink():
-    with HttpSink() as server:
-        yield server
-
-
-@pytest.fixture
-def start_relay(redis_server, tmp_path):
-    started = []
-
-    def start(rules: str, **env: str) -> Relay:
-        relay = Relay(redis_server, tmp_path, rules, **env)
-        started.append(relay)
-        return relay
-
-    yield start
-    for relay in started:
-        relay.worker.stop()
 
 
 def http_rules(

@@ -90,6 +90,11 @@ EXPECTED = {
         "destinations.trace.retry.attempts: expected a whole number of at least 1, got 0",
     ),
     "retry_max_below_initial": (9, "routes[0].retry.max: max (30s) is shorter than initial (10m)"),
+    "sms_reply_on_receipts": (
+        8,
+        "routes[0].to[1]: sms_reply destination 'help-reply' replies to inbound messages, "
+        "but this route matches only other kinds",
+    ),
     "sign_secret_not_base64": (
         6,
         "destinations.crm.sign.secret: a whsec_ secret must be base64 after the prefix",

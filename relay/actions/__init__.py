@@ -15,6 +15,7 @@ from relay.actions.base import (
     parse_retry_after,
     should_retry,
 )
+from relay.actions.email import SmtpTarget, parse_smtp_url, send_email
 from relay.actions.http import (
     USER_AGENT,
     Signer,
@@ -24,6 +25,8 @@ from relay.actions.http import (
     send_http,
 )
 from relay.actions.log import send_log
+from relay.actions.slack import build_payload, send_slack_api, send_slack_webhook
+from relay.actions.sms import content_type_for_text, send_sms
 
 __all__ = [
     "DEFAULT_MAX_RETRY_AFTER",
@@ -32,14 +35,22 @@ __all__ = [
     "Outcome",
     "RetryPolicy",
     "Signer",
+    "SmtpTarget",
     "backoff",
+    "build_payload",
     "classify_http",
     "close_session",
     "content_type_for",
+    "content_type_for_text",
     "get_session",
     "next_delay",
     "parse_retry_after",
+    "parse_smtp_url",
+    "send_email",
     "send_http",
     "send_log",
+    "send_slack_api",
+    "send_slack_webhook",
+    "send_sms",
     "should_retry",
 ]

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -90,9 +91,8 @@ def send_http(
         raise ValueError(f"timeout must be positive, got {timeout!r}")
     sent = _request_headers(headers, content_type, delivery_id, body, signer)
     started = time.monotonic()
-    outcome = _attempt(
-        session or get_session(), method, url, body, sent, timeout, started + timeout
-    )
+    answer = exchange(method, url, body, sent, timeout, session)
+    outcome = _outcome_of(answer) if isinstance(answer, Answer) else answer
     return dataclasses.replace(outcome, latency=time.monotonic() - started)
 
 
@@ -119,26 +119,50 @@ def _request_headers(
     return sent
 
 
-def _attempt(
-    session: requests.Session,
+@dataclass(frozen=True)
+class Answer:
+    """What a server answered: status, headers, and at most MAX_RESPONSE_BYTES of body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def retry_after(self) -> str | None:
+        return self.headers.get("Retry-After")
+
+
+def exchange(
     method: str,
     url: str,
     body: bytes,
-    headers: CaseInsensitiveDict[str],
+    headers: Mapping[str, str],
     timeout: float,
-    deadline: float,
-) -> Outcome:
+    session: requests.Session | None = None,
+    *,
+    quiet: bool = False,
+) -> Answer | Outcome:
+    """One request: the server's :class:`Answer`, or the :class:`Outcome` of getting none.
+
+    Never follows redirects; ``timeout`` bounds the connect, each read and the body read.
+    With ``quiet`` an invalid URL or header is reported without quoting it (for URLs and
+    headers that carry secrets: Slack webhooks, API keys).
+    """
+    if not timeout > 0:
+        raise ValueError(f"timeout must be positive, got {timeout!r}")
+    deadline = time.monotonic() + timeout
+    sent = {**headers, "User-Agent": USER_AGENT}
     try:
-        with session.request(
+        with (session or get_session()).request(
             method,
             url,
             data=body,
-            headers=headers,
+            headers=sent,
             timeout=timeout,
             allow_redirects=False,
             stream=True,
         ) as response:
-            return _outcome_of(response, _read_capped(response, deadline))
+            return Answer(response.status_code, response.headers, _read_capped(response, deadline))
     except requests.Timeout:  # before ConnectionError: ConnectTimeout is both
         return Outcome("transient", error=f"timeout after {timeout:g}s")
     except requests.ConnectionError as exc:
@@ -150,6 +174,8 @@ def _attempt(
         requests.exceptions.InvalidHeader,
         UnicodeError,
     ) as exc:
+        if quiet:  # their texts quote the value
+            return Outcome("permanent", error="invalid URL or header value (not sent)")
         return Outcome("permanent", error=_shorten(f"invalid request: {exc}"))
     except requests.RequestException as exc:
         return Outcome("transient", error=_shorten(f"{type(exc).__name__}: {exc}"))
@@ -174,20 +200,20 @@ def _read_capped(response: requests.Response, deadline: float) -> bytes:
     return b"".join(chunks)[:MAX_RESPONSE_BYTES]
 
 
-def _outcome_of(response: requests.Response, body: bytes) -> Outcome:
-    status = response.status_code
-    kind = classify_http(status, response.headers)
+def _outcome_of(answer: Answer) -> Outcome:
+    status, body = answer.status, answer.body
+    kind = classify_http(status, answer.headers)
     if kind == "ok":
         return Outcome("ok", status=status)
     if 300 <= status < 400:
-        location = response.headers.get("Location") or "(no Location header)"
+        location = answer.headers.get("Location") or "(no Location header)"
         error = _shorten(f"HTTP {status}: redirect to {location} not followed")
     else:
         snippet = _snippet(body)
         error = f"HTTP {status}: {snippet}" if snippet else f"HTTP {status}"
     retry_after = None
     if kind == "transient":
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(answer.retry_after)
     return Outcome(kind, status=status, error=error, retry_after=retry_after)
 
 

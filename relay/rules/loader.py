@@ -101,9 +101,52 @@ def _read(reader: Reader, checks: DestinationChecks | None) -> Parts | None:
     default = None
     if "default" in data:
         default = read_route(reader, ("default",), data["default"], known)
-    # Whole-file checks across routes and destinations go here (e.g. an sms_reply reached
-    # only by routes that cannot match an inbound message: Ruleset.routes_using helps).
+    _check_replies_reach_inbound(reader, destinations, data.get("routes"), routes)
     return destinations, routes, default
+
+
+def _check_replies_reach_inbound(
+    reader: Reader, destinations: Mapping[str, Destination], data: Any, routes: tuple[Route, ...]
+) -> None:
+    """An sms_reply answers inbound messages: a route that matches none cannot use it."""
+    if not isinstance(data, list):
+        return
+    by_name = {route.name: route for route in routes}
+    for i, item in enumerate(data):
+        route = by_name.get(item.get("name")) if isinstance(item, Mapping) else None
+        if route is None or _can_match_inbound(route.match):
+            continue
+        for j, name in enumerate(route.to):
+            if getattr(destinations.get(name), "type", None) == "sms_reply":
+                where = (
+                    ("routes", i, "to", j)
+                    if isinstance(item.get("to"), list)
+                    else ("routes", i, "to")
+                )
+                reader.error(
+                    where,
+                    f"sms_reply destination {name!r} replies to inbound "
+                    "messages, but this route matches only other kinds",
+                )
+
+
+def _can_match_inbound(match: Any) -> bool:
+    """False only when a top-level ``kind`` condition (or one under ``all``) rules it out."""
+    if not isinstance(match, Mapping):
+        return True
+    if "kind" in match and not _kind_allows_inbound(match["kind"]):
+        return False
+    parts = match.get("all")
+    return not isinstance(parts, (list, tuple)) or all(_can_match_inbound(p) for p in parts)
+
+
+def _kind_allows_inbound(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        if "equals" in value or "in" in value:
+            return _kind_allows_inbound(value.get("equals", value.get("in")))
+        return True  # other operators: not worth second-guessing
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return any(str(v).casefold() == "inbound_message" for v in values)
 
 
 def _empty_if_null(value: Any, empty: Any) -> Any:
