@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
@@ -12,20 +11,8 @@ import click
 import requests
 
 from relay import __version__
-from relay.errors import ConfigError, IngestError, RulesError
-from relay.settings import Settings, load_settings
-
-
-def _settings(require_redis: bool = False) -> Settings:
-    """Settings, or one line naming the bad variable and exit status 2."""
-    try:
-        settings = load_settings()
-        if require_redis:
-            settings.require_redis()
-        return settings
-    except ConfigError as exc:
-        click.echo(f"relay: {exc}", err=True)
-        sys.exit(2)
+from relay.cli_common import load_rules_or_exit, settings_or_exit
+from relay.errors import ConfigError
 
 
 @click.group()
@@ -48,8 +35,8 @@ def up(rules_path: str | None, host: str, port: int) -> None:
 
     if rules_path:
         os.environ["RELAY_RULES"] = rules_path
-    settings = _settings()
-    _load_rules_or_exit(settings, settings.rules_path)
+    settings = settings_or_exit()
+    load_rules_or_exit(settings, settings.rules_path)
     os.environ["RELAY_RULES"] = os.path.abspath(settings.rules_path)
     _check_port_free(host, port)
     embedded = None
@@ -150,7 +137,7 @@ def _wait_healthy(url: str, supervisor, timeout: float = 30.0) -> bool:
 )
 def web(host: str, port: int) -> None:
     """The web process: gunicorn serving the webhook endpoint."""
-    _settings(require_redis=True)
+    settings_or_exit(require_redis=True)
     argv = [
         sys.executable,
         "-m",
@@ -168,7 +155,7 @@ def web(host: str, port: int) -> None:
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(celery_args: tuple[str, ...]) -> None:
     """The worker process: a Celery worker for routing and delivery (extra args go to celery)."""
-    _settings(require_redis=True)
+    settings_or_exit(require_redis=True)
     argv = [
         sys.executable,
         "-m",
@@ -183,63 +170,9 @@ def worker(celery_args: tuple[str, ...]) -> None:
     os.execv(sys.executable, argv)
 
 
-def _load_rules_or_exit(settings: Settings, path: str, exit_code: int = 2):
-    """The ruleset at ``path``, or every error on stderr and ``exit_code``."""
-    from relay.checks import load_ruleset
+from relay.cli_rules import rules  # noqa: E402 - the subcommand groups, after main exists
 
-    try:
-        return load_ruleset(settings, path)
-    except RulesError as exc:
-        for line in exc.errors:
-            click.echo(line, err=True)
-        click.echo(f"{path}: {len(exc.errors)} error(s)", err=True)
-    sys.exit(exit_code)
-
-
-@main.group()
-def rules() -> None:
-    """Check and try rules files."""
-
-
-@rules.command("check")
-@click.argument("path", required=False)
-def rules_check(path: str | None) -> None:
-    """Validate a rules file: a summary and exit 0, or every error and exit 1."""
-    from relay.rules import describe
-
-    settings = _settings()
-    ruleset = _load_rules_or_exit(settings, path or settings.rules_path, exit_code=1)
-    click.echo(describe(ruleset))
-
-
-@rules.command("test")
-@click.argument("path", required=False)
-@click.option(
-    "--event",
-    "event_file",
-    required=True,
-    type=click.File("rb"),
-    help="a raw Webex Connect payload (JSON file; - for stdin)",
-)
-@click.option("--source", default="default", show_default=True, help="the URL's <source>")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def rules_test(path: str | None, event_file, source: str, as_json: bool) -> None:
-    """Dry run: which routes match the payload and what each destination would get."""
-    from relay.dryrun import dry_run, format_text
-    from relay.ingest.parsing import decode
-
-    settings = _settings()
-    ruleset = _load_rules_or_exit(settings, path or settings.rules_path, exit_code=1)
-    try:
-        reports = dry_run(ruleset, decode(event_file.read()), settings, source)
-    except IngestError as exc:
-        click.echo(f"{event_file.name}: {exc}", err=True)
-        sys.exit(1)
-    if as_json:
-        click.echo(json.dumps(reports, indent=2, ensure_ascii=False))
-    else:
-        click.echo(format_text(reports))
-
+main.add_command(rules)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,35 @@
+"""Helpers shared by the ``relay`` subcommands."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from relay.errors import ConfigError, RulesError
+from relay.settings import Settings, load_settings
+
+
+def settings_or_exit(require_redis: bool = False) -> Settings:
+    """Settings, or one line naming the bad variable and exit status 2."""
+    try:
+        settings = load_settings()
+        if require_redis:
+            settings.require_redis()
+        return settings
+    except ConfigError as exc:
+        click.echo(f"relay: {exc}", err=True)
+        sys.exit(2)
+
+
+def load_rules_or_exit(settings: Settings, path: str, exit_code: int = 2):
+    """The ruleset at ``path``, or every error on stderr and ``exit_code``."""
+    from relay.checks import load_ruleset
+
+    try:
+        return load_ruleset(settings, path)
+    except RulesError as exc:
+        for line in exc.errors:
+            click.echo(line, err=True)
+        click.echo(f"{path}: {len(exc.errors)} error(s)", err=True)
+    sys.exit(exit_code)
