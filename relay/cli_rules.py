@@ -18,13 +18,32 @@ def rules() -> None:
 
 @rules.command("check")
 @click.argument("path", required=False)
-def rules_check(path: str | None) -> None:
-    """Validate a rules file: a summary and exit 0, or every error and exit 1."""
+@click.option("--strict", is_flag=True, help="exit 1 when there are warnings")
+def rules_check(path: str | None, strict: bool) -> None:
+    """Validate a rules file: a summary and exit 0, or every error and exit 1.
+
+    Warnings (routes that never match, unused destinations, codes and statuses Webex
+    Connect never sends) follow the summary on stderr; with --strict they exit 1.
+    """
     from relay.rules import describe
 
     settings = settings_or_exit()
-    ruleset = load_rules_or_exit(settings, path or settings.rules_path, exit_code=1)
+    path = path or settings.rules_path
+    ruleset = load_rules_or_exit(settings, path, exit_code=1)
     click.echo(describe(ruleset))
+    warnings = _warnings(ruleset, path)
+    for line in warnings:
+        click.echo(line, err=True)
+    if strict and warnings:
+        sys.exit(1)
+
+
+def _warnings(ruleset, path: str) -> list[str]:
+    from relay.rules.lint import lines_of, lint
+
+    with open(path, encoding="utf-8") as file:
+        line = lines_of(file.read())
+    return [warning.format(ruleset.path) for warning in lint(ruleset, line)]
 
 
 @rules.command("test")
@@ -32,21 +51,46 @@ def rules_check(path: str | None) -> None:
 @click.option(
     "--event",
     "event_file",
-    required=True,
     type=click.File("rb"),
     help="a raw Webex Connect payload (JSON file; - for stdin)",
 )
-@click.option("--source", default="default", show_default=True, help="the URL's <source>")
+@click.option(
+    "--cases",
+    "cases_path",
+    type=click.Path(dir_okay=False),
+    help="a YAML file of test cases: PASS/FAIL per case, exit 1 on any failure",
+)
+@click.option(
+    "--source",
+    default="default",
+    show_default=True,
+    help="the URL's <source> (--event only: cases give their own)",
+)
+@click.option("--explain", is_flag=True, help="show why each route matched or not")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def rules_test(path: str | None, event_file, source: str, as_json: bool) -> None:
-    """Dry run: which routes match the payload and what each destination would get."""
+def rules_test(
+    path: str | None, event_file, cases_path: str | None, source: str, explain: bool, as_json: bool
+) -> None:
+    """Dry run: which routes match the payload and what each destination would get.
+
+    With --cases, run every case of the file against the rules instead.
+    """
+    if (event_file is None) == (cases_path is None):
+        raise click.UsageError("give --event FILE or --cases FILE")
+    settings = settings_or_exit()
+    ruleset = load_rules_or_exit(settings, path or settings.rules_path, exit_code=1)
+    if cases_path is not None:
+        _run_cases(ruleset, cases_path, explain, as_json)
+    else:
+        _dry_run(ruleset, event_file, settings, source, explain, as_json)
+
+
+def _dry_run(ruleset, event_file, settings, source: str, explain: bool, as_json: bool) -> None:
     from relay.dryrun import dry_run, format_text
     from relay.ingest.parsing import decode
 
-    settings = settings_or_exit()
-    ruleset = load_rules_or_exit(settings, path or settings.rules_path, exit_code=1)
     try:
-        reports = dry_run(ruleset, decode(event_file.read()), settings, source)
+        reports = dry_run(ruleset, decode(event_file.read()), settings, source, explain)
     except IngestError as exc:
         click.echo(f"{event_file.name}: {exc}", err=True)
         sys.exit(1)
@@ -54,3 +98,50 @@ def rules_test(path: str | None, event_file, source: str, as_json: bool) -> None
         click.echo(json.dumps(reports, indent=2, ensure_ascii=False))
     else:
         click.echo(format_text(reports))
+
+
+def _run_cases(ruleset, cases_path: str, explain: bool, as_json: bool) -> None:
+    from relay.rules.cases import CasesError, load_cases, run_cases, summary
+
+    try:
+        cases = load_cases(cases_path)
+    except CasesError as exc:
+        for line in exc.errors:
+            click.echo(line, err=True)
+        click.echo(f"{cases_path}: {len(exc.errors)} error(s)", err=True)
+        sys.exit(1)
+    results = run_cases(ruleset, cases)
+    if as_json:
+        click.echo(json.dumps([_case_dict(ruleset, r, explain) for r in results], indent=2))
+    else:
+        for result in results:
+            click.echo(str(result))
+            if explain and not result.passed:
+                click.echo("\n".join(_case_explanation(ruleset, result)))
+        click.echo(summary(results))
+    sys.exit(0 if all(result.passed for result in results) else 1)
+
+
+def _case_dict(ruleset, result, explain: bool) -> dict:
+    from relay.rules.explain import explain as explain_routes
+
+    out = result.to_dict()
+    if explain:
+        out["explain"] = [
+            [item.to_dict() for item in explain_routes(ruleset, event)]
+            for event in result.case.events
+        ]
+    return out
+
+
+def _case_explanation(ruleset, result) -> list[str]:
+    """For a failed case: every route and why it matched or not, per event."""
+    from relay.rules.explain import explain as explain_routes
+
+    lines, several = [], len(result.case.events) > 1
+    for n, event in enumerate(result.case.events):
+        if several:
+            lines.append(f"      event [{n}]:")
+        indent = " " * (8 if several else 6)
+        lines += [f"{indent}{item}" for item in explain_routes(ruleset, event)]
+    return lines

@@ -8,18 +8,31 @@ from relay.delivery import delivery_id
 from relay.dispatch import prepare, redact
 from relay.ingest.parsing import build_events
 from relay.rules import Ruleset, TemplateError
+from relay.rules.explain import RouteExplanation
+from relay.rules.explain import explain as explain_routes
 from relay.settings import Settings
 
 
 def dry_run(
-    ruleset: Ruleset, payload: object, settings: Settings, source: str = "default"
+    ruleset: Ruleset,
+    payload: object,
+    settings: Settings,
+    source: str = "default",
+    explain: bool = False,
 ) -> list[dict]:
     """For each notification in ``payload``: its event, matched routes, rendered deliveries.
 
-    Nothing is sent and no state is read or written (``sender_opted_out`` is shown false).
+    With ``explain``, each report also has ``explain``: every route, matched or why not
+    (:func:`relay.rules.explain.explain`, as dicts). Nothing is sent and no state is read or
+    written (``sender_opted_out`` is shown false).
     """
     events, _ = build_events(payload, source, settings.own_numbers)
-    return [_report(ruleset, event, settings) for event in events]
+    reports = [_report(ruleset, event, settings) for event in events]
+    if explain:
+        for report in reports:
+            found = explain_routes(ruleset, report["event"])
+            report["explain"] = [item.to_dict() for item in found]
+    return reports
 
 
 def _report(ruleset: Ruleset, event: dict, settings: Settings) -> dict:
@@ -67,6 +80,9 @@ def format_text(reports: list[dict]) -> str:
         what = event.get("status") or event.get("keyword") or ""
         lines.append(f"event {event['kind']} {what}".rstrip())
         lines.append(f"  routes matched: {', '.join(report['routes']) or '(none: unrouted)'}")
+        if "explain" in report:
+            explained = [str(RouteExplanation(**item)) for item in report["explain"]]
+            lines += ["  explain:", *_indent(explained, 4)]
         for item in report["deliveries"]:
             lines.append(f"  → {item['destination']} ({item['type']}, via {item['route']})")
             lines.extend(_indent(_request_lines(item), 6))

@@ -1,0 +1,204 @@
+"""Lint: warnings about rules that load but cannot do what they say, each message exact."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay.rules import load_rules_text
+from relay.rules.lint import lines_of, lint
+from tests.harness import ROOT
+from tests.test_cli_rules import EXAMPLE, relay
+
+HEAD = """version: 1
+destinations:
+  t: {type: log}
+routes:
+"""
+
+
+def _warnings(routes: str, head: str = HEAD, tail: str = "") -> list[str]:
+    text = head + routes + tail
+    ruleset = load_rules_text(text, "rules.yaml", env={})
+    return [warning.format("rules.yaml") for warning in lint(ruleset, lines_of(text))]
+
+
+# (routes, the warnings) — line 5 is the first route
+CASES = [
+    # a route after one that matches every event and does not continue
+    (
+        "  - {name: everything, to: t}\n  - {name: late, match: {kind: x}, to: t}\n",
+        [
+            "rules.yaml:6: routes[1]: warning: never matches: routes[0] 'everything' before it "
+            "matches every event and does not continue"
+        ],
+    ),
+    (
+        "  - {name: a, match: {kind: x}, to: t}\n"
+        "  - {name: everything, match: {}, to: t}\n"
+        "  - {name: b, to: t}\n"
+        "  - {name: c, match: {code: '7102'}, to: t}\n",
+        [
+            "rules.yaml:7: routes[2]: warning: never matches: routes[1] 'everything' before it "
+            "matches every event and does not continue",
+            "rules.yaml:8: routes[3]: warning: never matches: routes[1] 'everything' before it "
+            "matches every event and does not continue",
+        ],
+    ),
+    ("  - {name: all, to: t, continue: true}\n  - {name: b, match: {kind: x}, to: t}\n", []),
+    # the same match, or a subset of it, earlier
+    (
+        "  - {name: a, match: {kind: x, code: [7101, 7102]}, to: t}\n"
+        "  - {name: b, match: {code: [7101, 7102], kind: x}, to: t}\n",
+        [
+            "rules.yaml:6: routes[1]: warning: never matches: routes[0] 'a' before it "
+            "has the same match and does not continue"
+        ],
+    ),
+    (
+        "  - {name: a, match: {kind: x}, to: t}\n"
+        "  - {name: b, match: {kind: x, code: {not: '7109'}}, to: t}\n",
+        [
+            "rules.yaml:6: routes[1]: warning: never matches: routes[0] 'a' before it "
+            "has a subset of this match and does not continue"
+        ],
+    ),
+    (
+        "  - {name: a, match: {code: 7102}, to: t}\n  - {name: b, match: {code: 7102.0}, to: t}\n",
+        [
+            "rules.yaml:6: routes[1]: warning: never matches: routes[0] 'a' before it "
+            "has the same match and does not continue"
+        ],
+    ),
+    # no false alarms: different values, a narrower earlier route, continue, bool vs number
+    ("  - {name: a, match: {kind: x}, to: t}\n  - {name: b, match: {kind: y}, to: t}\n", []),
+    (
+        "  - {name: a, match: {kind: x, code: '7102'}, to: t}\n"
+        "  - {name: b, match: {kind: x}, to: t}\n",
+        [],
+    ),
+    (
+        "  - {name: a, match: {kind: x}, to: t, continue: true}\n"
+        "  - {name: b, match: {kind: x}, to: t}\n",
+        [],
+    ),
+    ("  - {name: a, match: {final: 1}, to: t}\n  - {name: b, match: {final: true}, to: t}\n", []),
+    (
+        "  - {name: a, match: {code: '7102'}, to: t}\n"
+        "  - {name: b, match: {code: ['7102']}, to: t}\n",
+        [],
+    ),
+    # codes not in the status-code table, compared by equality anywhere
+    (
+        "  - name: a\n"
+        "    match:\n"
+        "      code: [7102, '7999']\n"
+        "      any:\n"
+        "        - code: {not: {in: ['1234']}}\n"
+        "        - {code: {equals: 42}}\n"
+        "      not: {code: 'x1'}\n"
+        "    to: t\n",
+        [
+            "rules.yaml:7: routes[0].match.code[1]: warning: code '7999' is not in the "
+            "status-code table",
+            "rules.yaml:9: routes[0].match.any[0].code.not.in[0]: warning: code '1234' is not "
+            "in the status-code table",
+            "rules.yaml:10: routes[0].match.any[1].code.equals: warning: code '42' is not in "
+            "the status-code table",
+            "rules.yaml:11: routes[0].match.not.code: warning: code 'x1' is not in the "
+            "status-code table",
+        ],
+    ),
+    (
+        "  - name: a\n"
+        "    match:\n"
+        "      code: {regex: '^99', prefix: '99', range: [9900, 9999], suffix: '9'}\n"
+        "      raw.code: '9999'\n"
+        "    to: t\n",
+        [],
+    ),
+    # statuses Webex Connect never sends
+    (
+        "  - name: a\n    match:\n      status: [Failed, Delivred, undelivered, UN DELIVERED]\n"
+        "    to: t\n",
+        [
+            "rules.yaml:7: routes[0].match.status[1]: warning: status 'Delivred' is never sent "
+            "by Webex Connect (did you mean 'Delivered'?)"
+        ],
+    ),
+    (
+        "  - {name: a, match: {all: [{status: {not: Pending}}]}, to: t}\n",
+        [
+            "rules.yaml:5: routes[0].match.all[0].status.not: warning: status 'Pending' is "
+            "never sent by Webex Connect (it sends Submitted, Delivered, Un-Delivered, Failed, "
+            "Clicked)"
+        ],
+    ),
+    ("  - {name: a, match: {status: {contains: Pend}}, to: t}\n", []),
+]
+
+
+@pytest.mark.parametrize(("routes", "expected"), CASES)
+def test_lint_warns_with_the_exact_message(routes, expected):
+    assert _warnings(routes) == expected
+
+
+def test_a_destination_no_route_uses_is_reported_at_its_line():
+    head = HEAD.replace("routes:", "  spare: {type: log}\n  used: {type: log}\nroutes:")
+    assert _warnings("  - {name: a, match: {kind: x}, to: t}\n", head, "default: {to: used}\n") == [
+        "rules.yaml:4: destinations.spare: warning: not used by any route or the default",
+    ]
+
+
+def test_a_default_after_a_route_matching_everything_is_never_used():
+    routes = "  - {name: a, match: {kind: x}, to: t}\n  - {name: all, to: t, continue: true}\n"
+    assert _warnings(routes, tail="default: {to: t}\n") == [
+        "rules.yaml:7: default: warning: never used: routes[1] 'all' matches every event",
+    ]
+
+
+def test_without_file_lines_warnings_point_at_the_route():
+    text = HEAD + "  - name: a\n    match:\n      code: '7999'\n    to: t\n"
+    (warning,) = lint(load_rules_text(text, env={}))
+    assert (warning.line, warning.where) == (5, "routes[0].match.code")
+
+
+def test_the_shipped_rules_have_no_warnings():
+    text = (ROOT / "config" / "rules.yaml").read_text()
+    assert lint(load_rules_text(text, env={}), lines_of(text)) == []
+
+
+def test_many_routes_lint_quickly():
+    routes = "".join(
+        f"  - {{name: r{i}, match: {{kind: x, code: '{i}', source: s{i % 7}}}, to: t}}\n"
+        for i in range(1500)
+    )
+    assert all("code '" in warning for warning in _warnings(routes))
+
+
+RULES_WITH_WARNINGS = HEAD + "  - {name: everything, to: t}\n  - {name: late, to: t}\n"
+
+
+def test_check_prints_warnings_after_the_summary_and_exits_0(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES_WITH_WARNINGS)
+    done = relay("rules", "check", str(rules))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{rules}: OK — 2 routes")
+    assert done.stderr.splitlines() == [
+        f"{rules}:6: routes[1]: warning: never matches: routes[0] 'everything' before it "
+        "matches every event and does not continue"
+    ]
+
+
+def test_check_strict_exits_1_on_warnings(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES_WITH_WARNINGS)
+    done = relay("rules", "check", "--strict", str(rules))
+    assert done.returncode == 1
+    assert "warning: never matches" in done.stderr
+    assert "OK" in done.stdout
+
+
+def test_check_strict_of_clean_rules_exits_0():
+    done = relay("rules", "check", "--strict", EXAMPLE)
+    assert (done.returncode, done.stderr) == (0, "")
