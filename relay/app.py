@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from relay.celeryapp import RelayCelery, make_celery
+from relay.celeryapp import RelayCelery, make_celery, pending_grace
 from relay.checks import load_ruleset
 from relay.errors import IngestError, UnavailableError
 from relay.rules import Ruleset
@@ -35,15 +35,18 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask("relay")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     client = connect(settings.require_redis(), timeout=settings.enqueue_timeout)
-    store = Store(client, settings.history_ttl, settings.dedupe_ttl)
+    store = Store(client, settings.history_ttl, settings.dedupe_ttl, grace=pending_grace(settings))
     rules = load_ruleset(settings)
     app.extensions["relay"] = Relay(settings, store, make_celery(settings), rules)
 
-    from relay import health
+    from relay import api, health
+    from relay.docs import bp as docs_bp
     from relay.ingest import views
 
     app.register_blueprint(views.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(docs_bp)
+    app.register_blueprint(api.bp)
     _register_error_handlers(app)
     return app
 

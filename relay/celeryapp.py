@@ -36,7 +36,12 @@ class RelayCelery(Celery):
         from relay.store import Store, connect
 
         client = connect(self.settings.require_redis(), timeout=5.0)
-        return Store(client, self.settings.history_ttl, self.settings.dedupe_ttl)
+        return Store(
+            client,
+            self.settings.history_ttl,
+            self.settings.dedupe_ttl,
+            grace=pending_grace(self.settings),
+        )
 
     @cached_property
     def rules(self):
@@ -61,6 +66,12 @@ class RelayCelery(Celery):
 
     def schedule_delivery(self, job: dict, countdown: float) -> None:
         self.send_task("relay.deliver", args=[job], countdown=countdown or None)
+
+
+def pending_grace(settings: Settings) -> float:
+    """How long past its due time a task may stay unsettled before it counts as lost:
+    twice the visibility timeout covers a message held unacknowledged and redelivered."""
+    return 2 * settings.visibility_timeout
 
 
 def make_celery(settings: Settings | None = None) -> RelayCelery:
@@ -91,7 +102,9 @@ def celery_config(settings: Settings) -> dict:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # True crashes the worker on reconnection (celery#9250); a task running through a
+        # connection loss is redelivered after the visibility timeout instead
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_hijack_root_logger": False,
         "task_default_queue": ROUTE_QUEUE,
         "task_queues": [_queue(ROUTE_QUEUE), _queue(DELIVER_QUEUE)],

@@ -36,6 +36,7 @@ def up(rules_path: str | None, host: str, port: int) -> None:
     if rules_path:
         os.environ["RELAY_RULES"] = rules_path
     settings = settings_or_exit()
+    _check_callback_auth(settings)
     load_rules_or_exit(settings, settings.rules_path)
     os.environ["RELAY_RULES"] = os.path.abspath(settings.rules_path)
     _check_port_free(host, port)
@@ -105,6 +106,20 @@ def up(rules_path: str | None, host: str, port: int) -> None:
     sys.exit(status)
 
 
+def _check_callback_auth(settings) -> None:
+    """Exit 2 when RELAY_REQUIRE_AUTH finds no callback auth; else warn once if there is none."""
+    from relay.ingest import auth
+
+    try:
+        auth.IngestAuth.from_settings(settings)
+    except ConfigError as exc:
+        click.echo(f"relay: {exc}", err=True)
+        sys.exit(2)
+    message = auth.warning(settings)
+    if message:
+        click.echo(f"relay: {message}", err=True)
+
+
 def _check_port_free(host: str, port: int) -> None:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -137,7 +152,7 @@ def _wait_healthy(url: str, supervisor, timeout: float = 30.0) -> bool:
 )
 def web(host: str, port: int) -> None:
     """The web process: gunicorn serving the webhook endpoint."""
-    settings_or_exit(require_redis=True)
+    _check_callback_auth(settings_or_exit(require_redis=True))
     argv = [
         sys.executable,
         "-m",
@@ -170,9 +185,12 @@ def worker(celery_args: tuple[str, ...]) -> None:
     os.execv(sys.executable, argv)
 
 
-from relay.cli_rules import rules  # noqa: E402 - the subcommand groups, after main exists
+from relay.cli_admin import dlq, events  # noqa: E402 - the subcommand groups, after main exists
+from relay.cli_rules import rules  # noqa: E402
 
 main.add_command(rules)
+main.add_command(dlq)
+main.add_command(events)
 
 if __name__ == "__main__":
     main()

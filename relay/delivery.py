@@ -37,7 +37,7 @@ from relay.store import Store
 log = logging.getLogger("relay.deliver")
 
 #: seconds a lock outlives the attempt's own timeout, so a slow attempt keeps it
-LOCK_MARGIN = 15.0
+LOCK_MARGIN = 5.0
 
 Schedule = Callable[[dict, float], None]
 
@@ -67,6 +67,10 @@ def route_event(runtime: Runtime, event: dict) -> list[dict]:
     Should matching itself fail (a bug), the event becomes a dead letter with no
     destination, which a replay routes again.
     """
+    if runtime.store.is_routed(event["id"]):
+        runtime.store.pending.settle_now("route:" + event["id"])
+        log.info("event %s: duplicate route task dropped (already routed)", event["id"])
+        return []
     ruleset = runtime.ruleset()
     apply_opt_keywords(runtime.replies, event)
     try:
@@ -90,7 +94,7 @@ def route_event(runtime: Runtime, event: dict) -> list[dict]:
         }
     else:
         routed = {"step": "unrouted", "rules_version": ruleset.version}
-    runtime.store.record_event(event, received, routed)
+    runtime.store.record_event(event, received, routed, jobs=jobs)
     for job in jobs:
         runtime.schedule(job, 0)
     log.info("routed %s to %s", event["id"], [job["destination"] for job in jobs] or "nothing")
@@ -100,7 +104,9 @@ def route_event(runtime: Runtime, event: dict) -> list[dict]:
 def _routing_failed(runtime: Runtime, event: dict, version: str, exc: Exception) -> None:
     reason = f"routing failed: {type(exc).__name__}: {exc}"
     received = {"step": "received", "rules_version": version}
-    runtime.store.record_event(event, received, {"step": "dead_lettered", "reason": reason})
+    runtime.store.record_event(
+        event, received, {"step": "dead_lettered", "reason": reason}, routed=False
+    )
     runtime.store.dead_letters.add(
         {
             "id": f"{event['id']}:(routing)",
@@ -141,6 +147,7 @@ def deliver_job(runtime: Runtime, job: dict) -> str:
         runtime.schedule(job, min(wait, runtime.max_hop))
         return "waiting"
     if state.is_done(did):
+        runtime.store.pending.settle_now("deliver:" + did)
         return _dropped(did, "already_done")
     if job.get("gen", 0) != state.generation(did):
         return _dropped(did, "stale")
@@ -167,6 +174,7 @@ def _attempt(runtime: Runtime, job: dict, destination: Destination | None) -> st
     reason = _skip_reason(runtime, job, destination)
     if reason:
         state.mark_done(did)
+        runtime.store.pending.settle_now("deliver:" + did)
         _history(runtime, job, "skipped", reason=reason)
         log.info("delivery %s skipped: %s", did, reason)
         return "skipped"
@@ -183,6 +191,7 @@ def _attempt(runtime: Runtime, job: dict, destination: Destination | None) -> st
     _record_attempt(runtime, job, number, started, outcome)
     if outcome.ok:
         state.mark_done(did)
+        runtime.store.pending.settle_now("deliver:" + did)
         _history(runtime, job, "delivered", attempt=number)
         return "delivered"
     if outcome.kind == "transient" and number < policy.attempts:
@@ -214,6 +223,15 @@ def _skip_reason(runtime: Runtime, job: dict, destination: Destination | None) -
 def _schedule_retry(runtime: Runtime, job: dict, delay: float) -> None:
     gen = runtime.store.deliveries.next_generation(job["delivery_id"])
     follow_up = {**job, "gen": gen, "not_before": time.time() + delay}
+    pending = runtime.store.pending
+    pipe = runtime.store.redis.pipeline(transaction=True)
+    pending.register(
+        pipe,
+        "deliver:" + job["delivery_id"],
+        "relay.deliver",
+        [follow_up],
+        due=follow_up["not_before"],
+    ).execute()
     runtime.schedule(follow_up, min(delay, runtime.max_hop))
 
 
@@ -256,6 +274,7 @@ def _dead_letter(
         "attempts": runtime.store.deliveries.attempts(did),
     }
     runtime.store.dead_letters.add(record)
+    runtime.store.pending.settle_now("deliver:" + did)
     _history(runtime, job, "dead_lettered", reason=reason)
     log.warning("delivery %s dead-lettered: %s", did, reason)
     return "dead_lettered"

@@ -37,7 +37,10 @@ MASK = "****"
 
 
 def _render(template, job: dict) -> str:
-    return render(template, job["event"], job["route"], job["destination"])
+    """Rendered text fit to send: a lone surrogate from a payload becomes ``?`` (no
+    encoder on the way out — SMTP, JSON for Slack and Webex Connect — accepts one)."""
+    text = render(template, job["event"], job["route"], job["destination"])
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def prepare(destination: Destination, job: dict, settings: Settings) -> dict:
@@ -72,7 +75,7 @@ def http_body(destination: HttpDestination, job: dict) -> tuple[bytes, str]:
         return _json(event), "event"
     if destination.body == "raw":
         return _json(event["raw"]), "raw"
-    return _render(destination.body, job).encode("utf-8", "replace"), "template"
+    return _render(destination.body, job).encode(), "template"
 
 
 def _json(value: object) -> bytes:

@@ -50,6 +50,15 @@ class Settings:
     enqueue_timeout: float = 1.5
     worker_concurrency: int = 8
     worker_pool: str = "threads"
+    ingest_basic_auth: str | None = field(default=None, repr=False)  #: "user:password"
+    ingest_api_key_header: str | None = None
+    ingest_api_key: str | None = field(default=None, repr=False)
+    require_auth: bool = False
+
+    @property
+    def ingest_auth_configured(self) -> bool:
+        """True when at least one way of authenticating webhook callbacks is set."""
+        return bool(self.webex_hub_secret or self.ingest_basic_auth or self.ingest_api_key)
 
     @property
     def effective_broker_url(self) -> str | None:
@@ -68,7 +77,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build :class:`Settings` from ``env`` (default ``os.environ``)."""
     env = os.environ if env is None else env
     reader = _Reader(env)
-    return Settings(
+    settings = Settings(
         redis_url=reader.url("RELAY_REDIS_URL", ("redis", "rediss", "unix")),
         broker_url=reader.url(
             "RELAY_BROKER_URL", ("redis", "rediss", "amqp", "amqps", "pyamqp", "redis+socket")
@@ -103,7 +112,32 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_pool=reader.choice(
             "RELAY_WORKER_POOL", ("threads", "prefork", "solo", "gevent", "eventlet"), "threads"
         ),
+        ingest_basic_auth=reader.credentials("RELAY_INGEST_BASIC_AUTH"),
+        ingest_api_key_header=reader.optional_header_name("RELAY_INGEST_API_KEY_HEADER"),
+        ingest_api_key=reader.optional("RELAY_INGEST_API_KEY"),
+        require_auth=reader.flag("RELAY_REQUIRE_AUTH"),
     )
+    _check_ingest_auth(settings)
+    return settings
+
+
+def _check_ingest_auth(settings: Settings) -> None:
+    """The API key needs both its variables; no two methods may need the same header."""
+    if settings.ingest_api_key_header and not settings.ingest_api_key:
+        raise SettingsError("RELAY_INGEST_API_KEY", "not set, but RELAY_INGEST_API_KEY_HEADER is")
+    if settings.ingest_api_key and not settings.ingest_api_key_header:
+        raise SettingsError("RELAY_INGEST_API_KEY_HEADER", "not set, but RELAY_INGEST_API_KEY is")
+    header = (settings.ingest_api_key_header or "").lower()
+    if header == "authorization" and settings.ingest_basic_auth:
+        raise SettingsError(
+            "RELAY_INGEST_API_KEY_HEADER",
+            "Authorization carries RELAY_INGEST_BASIC_AUTH; name another header",
+        )
+    if header == "x-hub-signature" and settings.webex_hub_secret:
+        raise SettingsError(
+            "RELAY_INGEST_API_KEY_HEADER",
+            "x-hub-signature carries the RELAY_WEBEX_HUB_SECRET signature; name another header",
+        )
 
 
 def digits(number: object) -> str:
@@ -170,10 +204,33 @@ class _Reader:
         return raw
 
     def header_name(self, name: str, default: str) -> str:
-        value = self.text(name, default)
-        if not _HEADER_NAME.match(value):
+        return self.optional_header_name(name) or default
+
+    def optional_header_name(self, name: str) -> str | None:
+        value = self.optional(name)
+        if value is not None and not _HEADER_NAME.match(value):
             raise SettingsError(name, f"{value!r} is not a valid HTTP header name")
         return value
+
+    def credentials(self, name: str) -> str | None:
+        """``user:password``; a bad value is described, never echoed (it is a secret)."""
+        value = self.optional(name)
+        if value is None:
+            return None
+        user, colon, password = value.partition(":")
+        if not colon or not user or not password:
+            raise SettingsError(name, "must be user:password, both non-empty (value not shown)")
+        if any(ch < " " or ch == "\x7f" for ch in value):
+            raise SettingsError(name, "contains control characters (value not shown)")
+        return value
+
+    def flag(self, name: str) -> bool:
+        value = (self.optional(name) or "0").lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(name, f"{value!r} is not one of 1, 0, true, false, yes, no, on, off")
 
     def numbers(self, name: str) -> frozenset[str]:
         raw = self.optional(name)

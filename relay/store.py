@@ -9,6 +9,7 @@ Keys:
     relay:event:<id>          the event (JSON)
     relay:history:<id>        its life: a list of JSON entries, oldest first
     relay:ref:<value>         sorted set of event ids sharing a transid or tid
+    relay:routed:<id>         set once the event was routed (a second route task is dropped)
     relay:dlv:<delivery id>:n      attempts started (counted before each try: a try that
                                    kills its worker still counts)
     relay:dlv:<delivery id>:gen    generation of the delivery's live task message; a message
@@ -18,6 +19,9 @@ Keys:
     relay:dlv:<delivery id>:log    every finished attempt (JSON list)
     relay:dead:<delivery id>       a dead letter (JSON); kept until purged
     relay:dead                     sorted set of dead-letter ids by time
+    relay:pending              sorted set: every task not yet settled ("route:<event id>",
+                               "deliver:<delivery id>"), scored by when it is overdue
+    relay:pending:tasks        hash: the same members → the task to publish again
 """
 
 from __future__ import annotations
@@ -61,12 +65,15 @@ def fingerprint(notification: object) -> str:
 
 
 class Store:
-    def __init__(self, client: redis.Redis, history_ttl: float, dedupe_ttl: float) -> None:
+    def __init__(
+        self, client: redis.Redis, history_ttl: float, dedupe_ttl: float, grace: float = 600.0
+    ) -> None:
         self.redis = client
         self.history_ttl = int(history_ttl)
         self.dedupe_ttl_ms = int(dedupe_ttl * 1000)
         self.deliveries = DeliveryState(client, history_ttl)
         self.dead_letters = DeadLetters(client)
+        self.pending = Pending(client, grace)
 
     # -- dedupe ---------------------------------------------------------------------------
 
@@ -78,12 +85,15 @@ class Store:
                 pipe.set(_dedupe_key(fp), event_id, nx=True, px=int(PENDING_CLAIM_TTL * 1000))
             return [bool(ok) for ok in pipe.execute()]
 
-    def confirm(self, fingerprints: Iterable[str]) -> None:
-        """The events were enqueued: keep their claims for the whole dedupe window."""
+    def confirm(self, fingerprints: Iterable[str], events: Iterable[dict] = ()) -> None:
+        """The events were enqueued: keep their claims for the whole dedupe window, and
+        register their routing as pending (see :class:`Pending`)."""
         with _unavailable_on_error():
             pipe = self.redis.pipeline(transaction=False)
             for fp in fingerprints:
                 pipe.pexpire(_dedupe_key(fp), self.dedupe_ttl_ms)
+            for event in events:
+                self.pending.register(pipe, "route:" + event["id"], "relay.route", [event])
             pipe.execute()
 
     def release(self, fingerprints: Iterable[str]) -> None:
@@ -97,11 +107,23 @@ class Store:
 
     # -- history --------------------------------------------------------------------------
 
-    def record_event(self, event: dict, *entries: dict) -> None:
-        """Store the event (idempotent) and append ``entries`` to its history, atomically."""
+    def is_routed(self, event_id: str) -> bool:
+        """True once the event was routed: a second route task for it is a duplicate."""
+        return bool(self.redis.exists(PREFIX + "routed:" + event_id))
+
+    def record_event(
+        self, event: dict, *entries: dict, jobs: Iterable[dict] = (), routed: bool = True
+    ) -> None:
+        """Store the event and append ``entries`` to its history; mark it routed, settle its
+        routing and register ``jobs`` as pending deliveries — all in one transaction."""
         event_id = event["id"]
         score = time.time()
         pipe = self.redis.pipeline(transaction=True)
+        self.pending.settle(pipe, "route:" + event_id)
+        if routed:
+            pipe.set(PREFIX + "routed:" + event_id, "1", ex=self.history_ttl)
+        for job in jobs:
+            self.pending.register(pipe, "deliver:" + job["delivery_id"], "relay.deliver", [job])
         pipe.set(PREFIX + "event:" + event_id, dumps(event), ex=self.history_ttl)
         for entry in entries:
             self._append(pipe, event_id, entry)
@@ -151,6 +173,52 @@ def _unavailable_on_error() -> Iterator[None]:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise UnavailableError(f"redis: {exc}") from exc
+
+
+class Pending:
+    """An outbox of the tasks in flight, so none is lost between Redis and a worker.
+
+    kombu's Redis transport pops a message, then records it as unacknowledged in a second
+    command: a Redis restart between the two loses the message. Every task relay publishes
+    is registered here (in the same pipeline as the state that created it) and settled when
+    its work is done; a sweeper publishes again what stays overdue while the queues are
+    empty. Tasks are idempotent, so a second copy is harmless.
+    """
+
+    ZSET = PREFIX + "pending"
+    TASKS = PREFIX + "pending:tasks"
+
+    def __init__(self, client: redis.Redis, grace: float) -> None:
+        self.redis = client
+        self.grace = grace
+
+    def register(self, pipe, member: str, task: str, args: list, due: float | None = None):
+        """Add to ``pipe``: ``member`` runs ``task(*args)``, overdue ``grace`` after ``due``."""
+        pipe.zadd(self.ZSET, {member: (due or time.time()) + self.grace})
+        pipe.hset(self.TASKS, member, dumps({"task": task, "args": args}))
+        return pipe
+
+    def settle(self, pipe, member: str):
+        pipe.zrem(self.ZSET, member)
+        pipe.hdel(self.TASKS, member)
+        return pipe
+
+    def settle_now(self, member: str) -> None:
+        self.settle(self.redis.pipeline(transaction=True), member).execute()
+
+    def overdue(self, limit: int = 500) -> list[tuple[str, dict]]:
+        """Overdue members and their tasks, each postponed by ``grace`` (claimed for now)."""
+        members = self.redis.zrangebyscore(self.ZSET, 0, time.time(), start=0, num=limit)
+        if not members:
+            return []
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(self.ZSET, {m: time.time() + self.grace for m in members}, xx=True)
+        pipe.hmget(self.TASKS, members)
+        specs = pipe.execute()[1]
+        return [(m, json.loads(spec)) for m, spec in zip(members, specs, strict=True) if spec]
+
+    def count(self) -> int:
+        return int(self.redis.zcard(self.ZSET))
 
 
 class DeliveryState:
@@ -233,3 +301,77 @@ class DeadLetters:
         pipe.delete(f"{PREFIX}dead:{delivery_id}")
         pipe.zrem(f"{PREFIX}dead", delivery_id)
         return bool(pipe.execute()[0])
+
+    # -- operator tools (relay.admin) ---------------------------------------------------------
+
+    def scored(self) -> list[tuple[str, float]]:
+        """Every dead-letter id with the time it was stored (epoch seconds), oldest first."""
+        return [
+            (did, float(score))
+            for did, score in self.redis.zrange(f"{PREFIX}dead", 0, -1, withscores=True)
+        ]
+
+    def get_many(self, delivery_ids: Sequence[str]) -> list[dict | None]:
+        """The records of ``delivery_ids``, in order; None where one is gone."""
+        records: list[dict | None] = []
+        for start in range(0, len(delivery_ids), _BATCH):
+            batch = delivery_ids[start : start + _BATCH]
+            raws = self.redis.mget([f"{PREFIX}dead:{did}" for did in batch])
+            records.extend(json.loads(raw) if raw else None for raw in raws)
+        return records
+
+    def stored_at(self, delivery_id: str) -> float | None:
+        """When the dead letter was stored (epoch seconds), or None."""
+        score = self.redis.zscore(f"{PREFIX}dead", delivery_id)
+        return None if score is None else float(score)
+
+    def remove_if_unchanged(self, record: dict) -> bool:
+        """Remove the dead letter only while it is still exactly ``record``.
+
+        A replayed delivery can fail again and be dead-lettered anew before the replay
+        removes the old record; the new one must survive.
+        """
+        key = f"{PREFIX}dead:{record['id']}"
+        return bool(
+            self.redis.eval(
+                _REMOVE_IF_UNCHANGED, 2, key, f"{PREFIX}dead", dumps(record), record["id"]
+            )
+        )
+
+    def purge(self, before: float | None = None) -> int:
+        """Remove dead letters stored before ``before`` (epoch seconds; None: all); the count.
+
+        Works in batches, each atomic, so that a huge purge never blocks Redis for long.
+        """
+        bound = "+inf" if before is None else f"({before!r}"
+        removed = 0
+        while True:
+            count = int(
+                self.redis.eval(_PURGE, 1, f"{PREFIX}dead", bound, _BATCH, f"{PREFIX}dead:")
+            )
+            removed += count
+            if count < _BATCH:
+                return removed
+
+
+#: dead letters handled per Redis round trip by the bulk operations
+_BATCH = 500
+
+_REMOVE_IF_UNCHANGED = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('del', KEYS[1])
+  redis.call('zrem', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# The record keys are derived inside the script (one Redis, not a cluster).
+_PURGE = """
+local ids = redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do
+  redis.call('del', ARGV[3] .. id)
+  redis.call('zrem', KEYS[1], id)
+end
+return #ids
+"""

@@ -13,3 +13,7 @@ try:
 except ConfigError as exc:  # one line naming the variable, not a traceback
     print(f"relay: {exc}", file=sys.stderr)
     sys.exit(2)
+
+from relay.sweeper import install  # noqa: E402 - only once the settings are known good
+
+install(app)

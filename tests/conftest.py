@@ -115,3 +115,19 @@ def sink():
     """A local HTTP receiver (see tests/httpsink.py)."""
     with HttpSink() as server:
         yield server
+
+
+_FAULT_REPORT: list[str] = []
+
+
+@pytest.fixture
+def fault_report() -> list[str]:
+    """Lines for the session summary (fault scenarios report their figures here)."""
+    return _FAULT_REPORT
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _FAULT_REPORT:
+        terminalreporter.section("fault scenarios")
+        for line in _FAULT_REPORT:
+            terminalreporter.write_line(line)

@@ -51,8 +51,10 @@ class WorkerProcess:
         self.log_path = log_path
         self.args = args
         self.process: subprocess.Popen | None = None
+        self.stopped = False  #: stopped on purpose (not to be restarted)
 
     def start(self) -> WorkerProcess:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
@@ -75,16 +77,27 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_until(lambda: b"ready." in self.log_path.read_bytes() or self._died(), 30)
+        wait_until(lambda: b"ready." in self.log_path.read_bytes()[offset:] or self._died(), 30)
         assert not self._died(), self.log_path.read_text()
         return self
 
     def _died(self) -> bool:
         return self.process.poll() is not None
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        """SIGTERM asks the main process for a warm shutdown; SIGKILL kills the whole group."""
         if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
+            if sig == signal.SIGKILL:
+                os.killpg(self.process.pid, sig)
+            else:
+                self.process.send_signal(sig)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -76,8 +76,11 @@ class HttpSink:
 
     def __init__(self, default: Answer | None = None) -> None:
         self.default = default or Answer()
+        #: called with each Recorded request before it is answered (e.g. to inject a fault)
+        self.on_request: Callable[[Recorded], object] | None = None
         self._answers: deque[Answer] = deque()
         self._requests: list[Recorded] = []
+        self._statuses: list[int] = []
         self._lock = threading.Lock()
         self._received = threading.Condition(self._lock)
         self._closing = threading.Event()
@@ -131,10 +134,19 @@ class HttpSink:
         self._server.server_close()  # joins handler threads (block_on_close)
 
     def _record(self, request: Recorded) -> Answer:
+        if self.on_request is not None:
+            self.on_request(request)
         with self._received:
+            answer = self._answers.popleft() if self._answers else self.default
             self._requests.append(request)
+            self._statuses.append(answer.status)
             self._received.notify_all()
-            return self._answers.popleft() if self._answers else self.default
+            return answer
+
+    def answered(self) -> list[tuple[Recorded, int]]:
+        """Each request with the status it was (or is being) answered with."""
+        with self._lock:
+            return list(zip(self._requests, self._statuses, strict=True))
 
     def _track(self, connection: socket.socket, open_: bool) -> None:
         with self._lock:

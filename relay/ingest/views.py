@@ -1,18 +1,40 @@
-"""The webhook endpoint: parse, dedupe, enqueue, answer."""
+"""The webhook endpoint: authenticate, parse, dedupe, enqueue, answer."""
 
 from __future__ import annotations
 
 import logging
+import math
 
 from flask import Blueprint, current_app, jsonify, request
 from kombu.exceptions import KombuError, OperationalError
 from redis import RedisError
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from relay.errors import UnavailableError
+from relay.errors import PayloadError, SignatureError, UnavailableError
 from relay.ingest import parsing
+from relay.ingest.auth import IngestAuth, UnauthorizedError
 
 log = logging.getLogger("relay.ingest")
 bp = Blueprint("ingest", __name__)
+
+AUTH = "relay.ingest_auth"  #: key of the app's IngestAuth in ``app.extensions``
+MAX_DEPTH = 32  #: nesting levels of JSON arrays and objects in a body
+MAX_ARRAY = parsing.MAX_BATCH  #: items in any one JSON array of a body
+
+
+@bp.record_once
+def _set_up_auth(state) -> None:
+    """Built with the app: a SettingsError here (RELAY_REQUIRE_AUTH) stops create_app."""
+    settings = state.app.extensions["relay"].settings
+    state.app.extensions[AUTH] = IngestAuth.from_settings(settings)
+
+
+@bp.errorhandler(SignatureError)
+@bp.errorhandler(UnauthorizedError)
+def refused(exc: SignatureError | UnauthorizedError):
+    """401 with nothing but the error code: a caller is not told which check failed."""
+    headers = current_app.extensions[AUTH].challenge if exc.code == "unauthorized" else {}
+    return jsonify(error=exc.code), 401, headers
 
 
 @bp.route("/webhooks/webex-connect", methods=["GET", "HEAD"], defaults={"source": "default"})
@@ -26,30 +48,96 @@ def check_url(source: str):
 @bp.route("/webhooks/webex-connect", methods=["POST"], defaults={"source": "default"})
 @bp.route("/webhooks/webex-connect/<source>", methods=["POST"])
 def receive(source: str):
+    auth: IngestAuth = current_app.extensions[AUTH]
+    auth.check_headers(request.headers, request.remote_addr)
+    body = read_body(current_app.config["MAX_CONTENT_LENGTH"])
+    auth.check_signature(request.headers, body, request.remote_addr)
     parsing.check_source(source)
     parsing.check_content_type(request.headers.get("Content-Type"))
-    document = parsing.decode(request.get_data(cache=False))
+    document = parsing.decode(body)
+    check_limits(document)
     relay = current_app.extensions["relay"]
     events, fingerprints = parsing.build_events(document, source, relay.settings.own_numbers)
+    check_references(events, isinstance(document, list))
     accepted, duplicates = accept(relay, events, fingerprints)
     return jsonify(accepted=accepted, duplicates=duplicates)
+
+
+def read_body(limit: int) -> bytes:
+    """The body, or 413 when it is longer than ``limit`` bytes (RELAY_MAX_BODY_BYTES).
+
+    Werkzeug refuses a Content-Length over the limit before reading anything, but it cuts
+    a chunked body (no Content-Length; the server marks ``wsgi.input_terminated``) at the
+    limit without a word, so for those one byte more is read to tell.
+    """
+    if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
+        return request.get_data(cache=False)
+    stream = request.environ["wsgi.input"]
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = stream.read(min(65536, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise RequestEntityTooLarge()
+    return b"".join(chunks)
+
+
+def check_limits(document: object) -> None:
+    """PayloadError for nesting past MAX_DEPTH, an array past MAX_ARRAY, or ±inf (1e999).
+
+    Iterative, so no depth of input can exhaust the stack; the parser has already turned
+    nesting deep enough to trouble it into a PayloadError.
+    """
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PayloadError("body: number out of range (e.g. 1e999)", field="body")
+        if not isinstance(value, (dict, list)):
+            continue
+        if depth > MAX_DEPTH:
+            raise PayloadError(f"body: JSON nested deeper than {MAX_DEPTH} levels", field="body")
+        if isinstance(value, list) and len(value) > MAX_ARRAY:
+            raise PayloadError(f"body: an array has more than {MAX_ARRAY} items", field="body")
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children)
+
+
+def check_references(events: list[dict], batch: bool) -> None:
+    """PayloadError for a ``transid`` or ``tid`` UTF-8 cannot carry (a lone surrogate).
+
+    Both become Redis keys (look-ups by reference), which must encode. Message text may
+    hold lone surrogates (a split emoji): the event is stored as ASCII-escaped JSON.
+    """
+    for index, event in enumerate(events):
+        for name, where in (("transid", "deliveryInfoNotification.transid"), ("tid", "tid")):
+            try:
+                event.get(name, "").encode()
+            except UnicodeEncodeError:
+                field = f"[{index}].{where}" if batch else where
+                raise PayloadError(
+                    f"{field}: not valid Unicode (lone surrogate)", field=field
+                ) from None
 
 
 def accept(relay, events: list[dict], fingerprints: list[str]) -> tuple[list[str], int]:
     """Claim, enqueue and confirm each new event; duplicates are only counted."""
     claims = relay.store.claim(fingerprints, [event["id"] for event in events])
     new = [(event, fp) for event, fp, ok in zip(events, fingerprints, claims, strict=False) if ok]
-    enqueued: list[str] = []
+    enqueued: list[tuple[dict, str]] = []
     try:
         for event, fp in new:
             enqueue(relay.celery, event)
-            enqueued.append(fp)
+            enqueued.append((event, fp))
     except UnavailableError:
         relay.store.release([fp for _, fp in new[len(enqueued) :]])
         raise
     finally:
         if enqueued:
-            relay.store.confirm(enqueued)
+            relay.store.confirm([fp for _, fp in enqueued], [event for event, _ in enqueued])
     for event, _ in new:
         log.info("accepted %s %s from %s", event["id"], event["kind"], event["source"])
     return [event["id"] for event, _ in new], len(events) - len(new)

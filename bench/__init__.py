@@ -1,0 +1,1 @@
+"""Benchmarks and the soak test: run on demand, never part of `make test`."""

@@ -1,0 +1,236 @@
+"""What the benchmarks and the soak start: a private Redis, relay's web process under
+gunicorn (the Procfile's settings), Celery workers, and a local HTTP receiver."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import requests
+
+from relay.embedded import EmbeddedRedis, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+class Sink:
+    """A receiver that answers 200 after ``delay`` s, or 503 with probability ``fail_rate``.
+
+    Records, per ``webhook-id``, the monotonic time of the first 2xx and how many 2xx.
+    """
+
+    def __init__(self, delay: float = 0.0, fail_rate: float = 0.0, seed: int = 7) -> None:
+        self.delay, self.fail_rate = delay, fail_rate
+        self.random = random.Random(seed)
+        self.lock = threading.Lock()
+        self.first_ok: dict[str, float] = {}
+        self.ok_count: dict[str, int] = {}
+        self.failed = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.server.handle_error = lambda request, address: None  # a killed worker hangs up
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def _handler(self):
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if sink.delay:
+                    time.sleep(sink.delay)
+                status = sink._decide(self.headers.get("webhook-id", ""))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        return Handler
+
+    def _decide(self, webhook_id: str) -> int:
+        with self.lock:
+            if self.random.random() < self.fail_rate:
+                self.failed += 1
+                return 503
+            self.first_ok.setdefault(webhook_id, time.monotonic())
+            self.ok_count[webhook_id] = self.ok_count.get(webhook_id, 0) + 1
+            return 200
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Stack:
+    """Redis + gunicorn web + N workers, all on this machine, all stopped by ``close()``."""
+
+    def __init__(
+        self, rules: str, workers: int = 1, env: dict | None = None, web_workers: int = 2
+    ) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
+        self.redis = EmbeddedRedis(self.dir / "redis").start()
+        (self.dir / "rules.yaml").write_text(rules)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+        self.env.update(
+            {
+                "RELAY_REDIS_URL": self.redis.url,
+                "RELAY_LOG_FORMAT": "json",
+                "RELAY_RULES": str(self.dir / "rules.yaml"),
+                "WEB_CONCURRENCY": str(web_workers),
+                **(env or {}),
+            }
+        )
+        self.port = free_port()
+        self.web = self._spawn(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "relay.wsgi:app",
+                "-c",
+                "python:relay.gunicorn_conf",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+            ],
+        )
+        self.workers = [self.start_worker(i) for i in range(workers)]
+        self._wait_ready()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/webhooks/webex-connect"
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - the process keeps it
+        return subprocess.Popen(
+            argv,
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def start_worker(self, index: int) -> subprocess.Popen:
+        return self._spawn(
+            f"worker{index}",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "relay.worker",
+                "worker",
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"bench{index}-{time.time_ns()}@%h",
+            ],
+        )
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(
+                    self.url.replace("/webhooks/webex-connect", "/readyz"), timeout=1
+                ).ok:
+                    time.sleep(2)  # workers connect
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"relay did not start; see {self.dir}")
+
+    def kill_worker(self, index: int) -> None:
+        os.killpg(self.workers[index].pid, signal.SIGKILL)
+        self.workers[index].wait()
+
+    def close(self) -> None:
+        for process in [self.web, *self.workers]:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in [self.web, *self.workers]:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        self.redis.stop()
+
+
+def steady_post(
+    url: str, rate: float, seconds: float, payload: Callable[[int], dict], threads: int = 16
+) -> tuple[dict[str, float], list[float], int]:
+    """POST ``payload(i)`` at ``rate``/s for ``seconds``: (accepted id → post time,
+    request latencies, rejected count)."""
+    accepted: dict[str, float] = {}
+    latencies: list[float] = []
+    rejected = [0]
+    lock = threading.Lock()
+    total = int(rate * seconds)
+    start = time.monotonic()
+    counter = iter(range(total))
+
+    def run() -> None:
+        session = requests.Session()
+        for i in counter:
+            due = start + i / rate
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            sent = time.monotonic()
+            try:
+                answer = session.post(
+                    url,
+                    data=json.dumps(payload(i)),
+                    timeout=10,
+                    headers={"Content-Type": "application/json"},
+                )
+                ok = answer.status_code == 200
+            except requests.RequestException:
+                ok = False
+            took = time.monotonic() - sent
+            with lock:
+                latencies.append(took)
+                if ok:
+                    for event_id in answer.json()["accepted"]:
+                        accepted[event_id] = sent
+                else:
+                    rejected[0] += 1
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return accepted, latencies, rejected[0]

@@ -1,0 +1,321 @@
+"""Operator tools: dead letters (list, show, replay, delete, purge) and event history.
+
+Plain functions over a :class:`relay.store.Store` and, for replays, a *publisher*: anything
+with Celery's ``send_task(name, args=[...])`` (the web process's or a command's Celery app).
+``relay.cli_admin`` and ``relay.api`` are thin adapters over them, so the command line
+and the HTTP API answer with the same JSON shapes.
+
+A replay registers its task in the outbox (``relay.store.Pending``) like every task relay
+publishes, writes a ``replayed`` history entry, publishes, and only then removes the dead
+letter — and only if it is unchanged, so one made anew by a fast failing retry survives.
+
+Replay publishes even when the destination is no longer in the rules: the worker's rules
+are the ones that count (a command line may read another file), and it dead-letters such
+a delivery again with the reason ``destination 'x' is not in the rules``. Callers that
+know the rules pass their destination names to get a warning in the report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from redis import RedisError
+
+from relay.delivery import delivery_id
+from relay.store import Store
+
+ROUTING = "(routing)"  #: the "destination" part of a routing dead letter's id
+ENDS = {"delivered", "dead_lettered", "skipped"}  #: history steps that end a delivery
+
+
+class Publisher(Protocol):
+    def send_task(self, name: str, args: list) -> object: ...
+
+
+# -- dead letters ---------------------------------------------------------------------------
+
+
+def list_dead_letters(
+    store: Store, destination: str | None = None, now: float | None = None
+) -> list[dict]:
+    """A summary of every dead letter (of ``destination``, if given), oldest first."""
+    now = time.time() if now is None else now
+    scored = store.dead_letters.scored()
+    records = store.dead_letters.get_many([did for did, _ in scored])
+    return [
+        summary(record, now - stored)
+        for (_, stored), record in zip(scored, records, strict=True)
+        if record is not None and (destination is None or record["destination"] == destination)
+    ]
+
+
+def summary(record: dict, age: float) -> dict:
+    """One line's worth of a dead letter (``relay dlq list``)."""
+    attempts = record.get("attempts") or []
+    last = attempts[-1] if attempts else {}
+    event = record.get("event") or {}
+    return {
+        "id": record["id"],
+        "event_id": event.get("id"),
+        "kind": event.get("kind"),
+        "route": record.get("route"),
+        "destination": record.get("destination"),
+        "attempts": len(attempts),
+        "last_status": last.get("status"),
+        "last_error": last.get("error") or record.get("reason"),
+        "reason": record.get("reason"),
+        "dead_at": record.get("dead_at"),
+        "age_seconds": round(max(age, 0.0), 3),
+    }
+
+
+def show_dead_letter(store: Store, delivery_id: str, now: float | None = None) -> dict | None:
+    """The whole dead letter (event, every attempt) plus ``age_seconds``, or None."""
+    record = store.dead_letters.get(delivery_id) if _storable(delivery_id) else None
+    if record is None:
+        return None
+    stored = store.dead_letters.stored_at(delivery_id) or _epoch(record.get("dead_at"))
+    now = time.time() if now is None else now
+    age = round(max(now - stored, 0.0), 3) if stored is not None else None
+    return {**record, "age_seconds": age}
+
+
+def delete_dead_letter(store: Store, delivery_id: str) -> bool:
+    return _storable(delivery_id) and store.dead_letters.remove(delivery_id)
+
+
+def purge(store: Store, older_than: float | None = None, now: float | None = None) -> int:
+    """Remove the dead letters older than ``older_than`` seconds (None: all); the count."""
+    if older_than is None:
+        return store.dead_letters.purge()
+    now = time.time() if now is None else now
+    return store.dead_letters.purge(before=now - older_than)
+
+
+@dataclass
+class ReplayReport:
+    replayed: list[dict] = field(default_factory=list)
+    not_found: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"replayed": self.replayed, "not_found": self.not_found, "warnings": self.warnings}
+
+
+def replay(
+    store: Store,
+    publisher: Publisher,
+    delivery_ids: Iterable[str],
+    known_destinations: Collection[str] | None = None,
+) -> ReplayReport:
+    """Send each dead letter again (same delivery id, a fresh retry budget).
+
+    A publishing error is raised after the replays before it are done; the dead letters
+    not yet replayed stay, so running the same replay again finishes the job.
+    """
+    report = ReplayReport()
+    for did in dict.fromkeys(delivery_ids):
+        record = store.dead_letters.get(did) if _storable(did) else None
+        if record is None:
+            report.not_found.append(did)
+            continue
+        destination = record["destination"]
+        if known_destinations is not None and destination not in (None, *known_destinations):
+            report.warnings.append(
+                f"{did}: destination {destination!r} is not in the current rules;"
+                " the worker will dead-letter it again"
+            )
+        report.replayed.append(_replay_one(store, publisher, record))
+    return report
+
+
+def replay_all(
+    store: Store,
+    publisher: Publisher,
+    destination: str | None = None,
+    known_destinations: Collection[str] | None = None,
+) -> ReplayReport:
+    """Replay every dead letter (of ``destination``, if given), oldest first."""
+    ids = [item["id"] for item in list_dead_letters(store, destination)]
+    return replay(store, publisher, ids, known_destinations)
+
+
+def _replay_one(store: Store, publisher: Publisher, record: dict) -> dict:
+    did, event, destination = record["id"], record["event"], record["destination"]
+    entry = {
+        "step": "replayed",
+        "delivery_id": did,
+        "route": record.get("route"),
+        "destination": destination,
+    }
+    if destination is None:  # routing failed: route the event again
+        task, args, generation = "relay.route", [event], None
+        member = "route:" + event["id"]
+    else:
+        generation = store.deliveries.reset_budget(did)
+        task, args = "relay.deliver", [_job(record, generation)]
+        member = "deliver:" + did
+    # Like every task relay publishes, registered in the outbox first (store.Pending);
+    # the history entry is written before publishing so it precedes the new attempts.
+    store.pending.register(store.redis.pipeline(transaction=True), member, task, args).execute()
+    store.add_history(event["id"], entry)
+    try:
+        publisher.send_task(task, args=args)
+    except Exception as exc:
+        _note_failed_replay(store, event["id"], entry, member, exc)
+        raise
+    store.dead_letters.remove_if_unchanged(record)
+    return {"id": did, "destination": destination, "task": task, "generation": generation}
+
+
+def _job(record: dict, generation: int) -> dict:
+    """The ``relay.deliver`` job, as ``relay.delivery`` builds it, for a new generation."""
+    return {
+        "delivery_id": record["id"],
+        "event": record["event"],
+        "route": record["route"],
+        "destination": record["destination"],
+        "rules_version": record["rules_version"],
+        "retry": record["retry"],
+        "gen": generation,
+        "not_before": None,
+    }
+
+
+def _note_failed_replay(
+    store: Store, event_id: str, entry: dict, member: str, exc: Exception
+) -> None:
+    """The replay did not happen: withdraw it from the outbox and say so in the history."""
+    failed = {**entry, "step": "replay_failed", "reason": f"{type(exc).__name__}: {exc}"}
+    try:
+        store.pending.settle_now(member)
+        store.add_history(event_id, failed)
+    except RedisError:
+        pass  # the dead letter is still there; at worst the outbox sends the replay later
+
+
+# -- history --------------------------------------------------------------------------------
+
+
+def event_history(store: Store, ref: str) -> list[dict]:
+    """The life of each event ``ref`` names (a relay id, a transid or a tid), by arrival."""
+    found = []
+    for event_id in store.find(ref) if _storable(ref) else []:
+        event = store.event(event_id)
+        if event is not None:
+            found.append(timeline(event, store.history(event_id)))
+    return sorted(found, key=lambda item: (item["received_at"] or "", item["id"]))
+
+
+def timeline(event: dict, history: list[dict]) -> dict:
+    """What happened to ``event``, derived from its history entries (oldest first)."""
+    # the last one: a replayed routing dead letter is received (and routed) again
+    received = next((entry for entry in reversed(history) if entry.get("step") == "received"), {})
+    return {
+        "id": event["id"],
+        "kind": event.get("kind"),
+        "source": event.get("source"),
+        "received_at": event.get("received_at"),
+        "summary": event_label(event),
+        "rules_version": received.get("rules_version"),
+        **_routing(history),
+        "deliveries": deliveries(event["id"], history),
+        "history": history,
+        "event": event,
+    }
+
+
+def event_label(event: dict) -> str:
+    """``Delivered 7500`` for a receipt, the keyword for an inbound message."""
+    if event.get("kind") == "delivery_receipt":
+        return " ".join(part for part in (event.get("status"), event.get("code")) if part)
+    return event.get("keyword") or ""
+
+
+def _routing(history: list[dict]) -> dict:
+    """Routes matched and the routing state: routed, unrouted, dead_lettered or pending."""
+    state: dict = {"routing": "pending", "routes": [], "routing_error": None}
+    for entry in history:
+        step, routing_entry = entry.get("step"), entry.get("destination") is None
+        if step == "routed":
+            state.update(routing="routed", routes=entry.get("routes", []), routing_error=None)
+        elif step == "unrouted":
+            state.update(routing="unrouted", routes=[], routing_error=None)
+        elif step == "dead_lettered" and "delivery_id" not in entry:
+            state.update(routing="dead_lettered", routing_error=entry.get("reason"))
+        elif step == "replayed" and routing_entry:
+            state.update(routing="pending")
+        elif step == "replay_failed" and routing_entry:
+            state.update(routing="dead_lettered")
+    return state
+
+
+def deliveries(event_id: str, history: list[dict]) -> list[dict]:
+    """Per destination: its attempts and final state (delivered, dead_lettered, skipped or
+    pending), derived from the history entries; routed destinations with none are pending."""
+    found: dict[str, dict] = {}
+    for entry in history:
+        if entry.get("step") == "routed":
+            for name in entry.get("destinations", []):
+                found.setdefault(name, _delivery(event_id, name))
+            continue
+        name = entry.get("destination")
+        if "delivery_id" not in entry or name is None:
+            continue
+        item = found.setdefault(name, _delivery(event_id, name))
+        item["route"] = entry.get("route") or item["route"]
+        _apply(item, entry)
+    return list(found.values())
+
+
+def _delivery(event_id: str, destination: str) -> dict:
+    return {
+        "destination": destination,
+        "delivery_id": delivery_id(event_id, destination),
+        "route": None,
+        "state": "pending",
+        "reason": None,
+        "replays": 0,
+        "attempts": [],
+    }
+
+
+def _apply(item: dict, entry: dict) -> None:
+    step = entry.get("step")
+    if step == "attempt":
+        item["attempts"].append(
+            {
+                "attempt": entry.get("attempt"),
+                "at": entry.get("at"),
+                "outcome": entry.get("outcome"),
+                "status": entry.get("status"),
+                "latency": entry.get("latency"),
+                "error": entry.get("error"),
+            }
+        )
+    elif step in ENDS:
+        item.update(state=step, reason=entry.get("reason"))
+    elif step == "replayed":
+        item.update(state="pending", reason=None, replays=item["replays"] + 1)
+    elif step == "replay_failed":
+        item.update(state="dead_lettered", reason=entry.get("reason"))
+
+
+def _storable(key: str) -> bool:
+    """False for text no Redis key can hold (lone surrogates): such an id is simply unknown."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _epoch(iso: str | None) -> float | None:
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else None
+    except ValueError:
+        return None

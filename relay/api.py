@@ -1,0 +1,243 @@
+"""The admin API under ``/api/``: dead letters, event history, rules dry runs.
+
+Every ``/api/`` path needs ``Authorization: Bearer $RELAY_ADMIN_TOKEN`` (401 otherwise);
+with the token unset every one of them answers 404, as if the API did not exist. Answers
+are JSON, the same shapes as ``relay dlq … --json`` and ``relay events show --json``
+(see ``relay.admin``). Bad input is a 400 naming the field; unknown ids a 404; Redis or
+the broker not answering a 503.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from flask import Blueprint, current_app, jsonify, request
+from kombu.exceptions import KombuError
+from redis import RedisError
+from werkzeug.exceptions import NotFound
+
+from relay import admin
+from relay.app import RETRY_AFTER
+from relay.durations import parse_duration
+from relay.errors import RelayError
+from relay.ingest import parsing
+
+log = logging.getLogger("relay.api")
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+DEFAULT_LIST_LIMIT = 1000  #: dead letters in one list answer
+MAX_LIST_LIMIT = 10000  #: largest ``limit`` accepted
+MAX_REPLAY_IDS = 1000  #: ids in one replay request
+
+
+class ApiRequestError(RelayError):
+    """A 400 (or another 4xx) of the admin API, naming the field at fault."""
+
+    def __init__(self, detail: str, field: str | None = None, status: int = 400) -> None:
+        self.detail = detail
+        self.field = field
+        self.status = status
+        super().__init__(detail)
+
+
+@bp.before_app_request
+def _authorize():
+    """Runs for every request, so that unknown /api/ paths and methods are guarded too."""
+    if request.path != "/api" and not request.path.startswith("/api/"):
+        return None
+    token = current_app.extensions["relay"].settings.admin_token
+    if not token:
+        raise NotFound()
+    if not _bearer_matches(request.headers.get("Authorization", ""), token):
+        return jsonify(error="unauthorized"), 401, {"WWW-Authenticate": "Bearer"}
+    return None
+
+
+def _bearer_matches(header: str, token: str) -> bool:
+    scheme, _, given = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        given = ""
+    # bytes: compare_digest refuses non-ASCII str; surrogatepass: env values may hold some
+    return hmac.compare_digest(
+        given.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
+    )
+
+
+@bp.errorhandler(ApiRequestError)
+def _request_error(exc: ApiRequestError):
+    body = {"error": "invalid_request", "detail": exc.detail}
+    if exc.field:
+        body["field"] = exc.field
+    return jsonify(body), exc.status
+
+
+@bp.errorhandler(RedisError)
+@bp.errorhandler(KombuError)
+@bp.errorhandler(OSError)
+def _unavailable(exc: Exception):
+    log.warning("admin API answering 503: %s", exc)
+    return jsonify(error="unavailable", detail=str(exc)), 503, {"Retry-After": RETRY_AFTER}
+
+
+def _not_found(detail: str):
+    return jsonify(error="not_found", detail=detail), 404
+
+
+# -- dead letters ---------------------------------------------------------------------------
+
+
+@bp.get("/dead-letters")
+def list_dead_letters():
+    params = _query("destination", "limit")
+    limit = _integer(params.get("limit"), "limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT)
+    items = admin.list_dead_letters(_relay().store, params.get("destination"))
+    return jsonify(dead_letters=items[:limit], total=len(items))
+
+
+@bp.get("/dead-letters/<path:delivery_id>")
+def show_dead_letter(delivery_id: str):
+    _query()
+    record = admin.show_dead_letter(_relay().store, delivery_id)
+    if record is None:
+        return _not_found(f"no dead letter {delivery_id!r}")
+    return jsonify(record)
+
+
+@bp.delete("/dead-letters/<path:delivery_id>")
+def delete_dead_letter(delivery_id: str):
+    _query()
+    if not admin.delete_dead_letter(_relay().store, delivery_id):
+        return _not_found(f"no dead letter {delivery_id!r}")
+    return jsonify(deleted=[delivery_id])
+
+
+@bp.delete("/dead-letters")
+def purge_dead_letters():
+    # unknown parameters are refused: a misspelt older_than must not purge everything
+    params = _query("older_than")
+    older_than = None
+    if "older_than" in params:
+        try:
+            older_than = parse_duration(params["older_than"])
+        except ValueError as exc:
+            raise ApiRequestError(str(exc), "older_than") from None
+    return jsonify(purged=admin.purge(_relay().store, older_than))
+
+
+@bp.post("/dead-letters/<path:delivery_id>/replay")
+def replay_dead_letter(delivery_id: str):
+    _query()
+    relay = _relay()
+    report = admin.replay(relay.store, relay.celery, [delivery_id], relay.rules.destinations)
+    if report.not_found:
+        return _not_found(f"no dead letter {delivery_id!r}")
+    return jsonify(report.to_dict()), 202
+
+
+@bp.post("/dead-letters/replay")
+def replay_dead_letters():
+    """Body ``{"ids": [...]}`` or ``{"all": true, "destination": "crm"}`` (destination optional)."""
+    _query()
+    body = _json_object()
+    unknown = sorted(set(body) - {"ids", "all", "destination"})
+    if unknown:
+        raise ApiRequestError(f"unknown field {unknown[0]!r}", unknown[0])
+    relay = _relay()
+    known = relay.rules.destinations
+    if body.get("all") is not None or "destination" in body:
+        _check_all(body)
+        report = admin.replay_all(relay.store, relay.celery, body.get("destination"), known)
+    else:
+        report = admin.replay(relay.store, relay.celery, _ids(body), known)
+    return jsonify(report.to_dict()), 202
+
+
+def _check_all(body: dict) -> None:
+    if "all" not in body:
+        raise ApiRequestError('only with "all": true', "destination")
+    if body["all"] is not True:
+        raise ApiRequestError("must be true (or give ids instead)", "all")
+    if "ids" in body:
+        raise ApiRequestError("give either ids or all, not both", "ids")
+    destination = body.get("destination")
+    if destination is not None and (not isinstance(destination, str) or not destination):
+        raise ApiRequestError("must be a destination name", "destination")
+
+
+def _ids(body: dict) -> list[str]:
+    ids = body.get("ids")
+    if not isinstance(ids, list) or not ids:
+        raise ApiRequestError('a non-empty list of dead-letter ids (or "all": true)', "ids")
+    if len(ids) > MAX_REPLAY_IDS:
+        raise ApiRequestError(f"more than {MAX_REPLAY_IDS} ids", "ids")
+    for index, item in enumerate(ids):
+        if not isinstance(item, str) or not item:
+            raise ApiRequestError("must be a dead-letter id (a string)", f"ids[{index}]")
+    return ids
+
+
+# -- history and rules ----------------------------------------------------------------------
+
+
+@bp.get("/events/<path:ref>")
+def show_event(ref: str):
+    _query()
+    events = admin.event_history(_relay().store, ref)
+    if not events:
+        return _not_found(f"no event with id, transid or tid {ref!r}")
+    return jsonify(query=ref, events=events)
+
+
+@bp.post("/rules/test")
+def rules_test():
+    """A raw Webex Connect payload → the dry run against the rules this process runs."""
+    from relay.dryrun import dry_run
+
+    source = _query("source").get("source", "default")
+    parsing.check_source(source)
+    parsing.check_content_type(request.headers.get("Content-Type"))
+    document = parsing.decode(request.get_data(cache=False))
+    relay = _relay()
+    reports = dry_run(relay.rules, document, relay.settings, source)
+    return jsonify(rules_version=relay.rules.version, reports=reports)
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _relay():
+    return current_app.extensions["relay"]
+
+
+def _query(*allowed: str) -> dict[str, str]:
+    """The query parameters, each given once; a 400 for any other."""
+    for name in request.args:
+        if name not in allowed:
+            raise ApiRequestError(f"unknown query parameter {name!r}", name)
+        if len(request.args.getlist(name)) > 1:
+            raise ApiRequestError("given more than once", name)
+    return dict(request.args)
+
+
+def _integer(raw: str | None, name: str, default: int, low: int, high: int) -> int:
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiRequestError(f"{raw!r} is not a whole number", name) from None
+    if not low <= value <= high:
+        raise ApiRequestError(f"must be between {low} and {high}", name)
+    return value
+
+
+def _json_object() -> dict:
+    parsing.check_content_type(request.headers.get("Content-Type"))
+    try:
+        document = parsing.decode(request.get_data(cache=False))
+    except RelayError as exc:
+        raise ApiRequestError(str(exc), "body") from None
+    if not isinstance(document, dict):
+        raise ApiRequestError("expected a JSON object", "body")
+    return document

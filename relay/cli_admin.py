@@ -1,0 +1,366 @@
+"""``relay dlq …`` and ``relay events show``: the operator tools of ``relay.admin``.
+
+``--json`` prints the same shapes as the admin API (``relay.api``). Redis or the broker
+not answering is one line on stderr and exit status 1; so is an unknown id.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import click
+
+from relay.cli_common import settings_or_exit
+from relay.durations import format_duration, parse_duration
+
+if TYPE_CHECKING:
+    from relay.admin import ReplayReport
+
+# relay.admin (and through it the delivery code) is imported by the commands that use it,
+# so that `relay --help` and the other commands stay quick to start.
+
+#: seconds a Redis call of an operator command may take
+REDIS_TIMEOUT = 5.0
+#: widest "last error" column in ``relay dlq list``
+ERROR_WIDTH = 60
+
+
+@click.group()
+def dlq() -> None:
+    """Dead letters: list, show, replay, delete, purge."""
+
+
+@dlq.command("list")
+@click.option("--destination", help="only dead letters of this destination")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def dlq_list(destination: str | None, as_json: bool) -> None:
+    """Every dead letter, oldest first."""
+    from relay import admin
+
+    with _infrastructure():
+        items = admin.list_dead_letters(_store(), destination)
+    if as_json:
+        _echo_json({"dead_letters": items, "total": len(items)})
+    elif not items:
+        click.echo("no dead letters")
+    else:
+        click.echo(_table(items))
+
+
+@dlq.command("show")
+@click.argument("delivery_id")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def dlq_show(delivery_id: str, as_json: bool) -> None:
+    """One dead letter: its event, route, destination and every attempt."""
+    from relay import admin
+
+    with _infrastructure():
+        record = admin.show_dead_letter(_store(), delivery_id)
+    if record is None:
+        _fail(f"no dead letter {delivery_id!r} (see `relay dlq list`)")
+    if as_json:
+        _echo_json(record)
+    else:
+        click.echo(_describe(record))
+
+
+@dlq.command("replay")
+@click.argument("delivery_ids", nargs=-1)
+@click.option("--all", "replay_all", is_flag=True, help="every dead letter")
+@click.option("--destination", help="with --all: only those of this destination")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def dlq_replay(
+    delivery_ids: tuple[str, ...], replay_all: bool, destination: str | None, as_json: bool
+) -> None:
+    """Send dead letters again: same delivery id (webhook-id), a fresh retry budget.
+
+    The destination is sent to as the worker's rules define it now; one that is no longer
+    in them is dead-lettered again, saying so.
+    """
+    from relay import admin
+    from relay.celeryapp import make_celery
+
+    if bool(delivery_ids) == replay_all:
+        raise click.UsageError("give dead-letter ids or --all (not both)")
+    if destination is not None and not replay_all:
+        raise click.UsageError("--destination goes with --all")
+    settings = settings_or_exit(require_redis=True)
+    store = _store(settings)
+    report = admin.ReplayReport()
+    with _infrastructure(), make_celery(settings) as celery:
+        if replay_all:
+            delivery_ids = tuple(item["id"] for item in admin.list_dead_letters(store, destination))
+        known = _known_destinations(settings)
+        for did in delivery_ids:  # one by one, so each is reported even if a later one fails
+            one = admin.replay(store, celery, [did], known)
+            _merge(report, one, echo=not as_json)
+    if as_json:
+        _echo_json(report.to_dict())
+    elif replay_all and not report.replayed:
+        click.echo("nothing to replay")
+    if report.not_found:
+        sys.exit(1)
+
+
+@dlq.command("delete")
+@click.argument("delivery_ids", nargs=-1, required=True)
+def dlq_delete(delivery_ids: tuple[str, ...]) -> None:
+    """Remove dead letters without sending them."""
+    from relay import admin
+
+    store = _store()
+    missing = 0
+    with _infrastructure():
+        for did in delivery_ids:
+            if admin.delete_dead_letter(store, did):
+                click.echo(f"deleted {did}")
+            else:
+                click.echo(f"relay: no dead letter {did!r}", err=True)
+                missing += 1
+    sys.exit(1 if missing else 0)
+
+
+@dlq.command("purge")
+@click.option("--older-than", help="only dead letters older than this (e.g. 7d, 12h)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def dlq_purge(older_than: str | None, as_json: bool) -> None:
+    """Remove dead letters (all of them, or those older than --older-than)."""
+    from relay import admin
+
+    seconds = None
+    if older_than is not None:
+        try:
+            seconds = parse_duration(older_than)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    with _infrastructure():
+        count = admin.purge(_store(), seconds)
+    if as_json:
+        _echo_json({"purged": count})
+    else:
+        which = f" older than {older_than}" if older_than else ""
+        click.echo(f"purged {count} dead letter{'' if count == 1 else 's'}{which}")
+
+
+@click.group()
+def events() -> None:
+    """Event history."""
+
+
+@events.command("show")
+@click.argument("ref", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def events_show(ref: str, as_json: bool) -> None:
+    """The life of an event: ID is a relay event id, a transid (all its events) or a tid."""
+    from relay import admin
+
+    with _infrastructure():
+        found = admin.event_history(_store(), ref)
+    if not found:
+        _fail(f"no event with id, transid or tid {ref!r} (history is kept RELAY_HISTORY_TTL)")
+    if as_json:
+        _echo_json({"query": ref, "events": found})
+    else:
+        click.echo("\n\n".join(format_timeline(item) for item in found))
+
+
+# -- plumbing -------------------------------------------------------------------------------
+
+
+def _store(settings=None):
+    from relay.store import Store, connect
+
+    settings = settings or settings_or_exit(require_redis=True)
+    client = connect(settings.require_redis(), timeout=REDIS_TIMEOUT)
+    return Store(client, settings.history_ttl, settings.dedupe_ttl)
+
+
+@contextmanager
+def _infrastructure() -> Iterator[None]:
+    """Redis or the broker failing: one line and exit status 1, not a traceback."""
+    from kombu.exceptions import KombuError
+    from redis import RedisError
+
+    try:
+        yield
+    except RedisError as exc:
+        _fail(f"redis: {exc}")
+    except (KombuError, OSError) as exc:
+        _fail(f"broker: {exc}")
+
+
+def _fail(message: str) -> None:
+    click.echo(f"relay: {message}", err=True)
+    sys.exit(1)
+
+
+def _echo_json(value: object) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _known_destinations(settings) -> frozenset[str] | None:
+    """Destination names of the rules file this command sees, or None when it cannot load."""
+    from relay.checks import load_ruleset
+    from relay.errors import ConfigError
+
+    try:
+        return frozenset(load_ruleset(settings).destinations)
+    except (ConfigError, OSError):
+        return None
+
+
+def _merge(report: ReplayReport, one: ReplayReport, echo: bool) -> None:
+    report.replayed += one.replayed
+    report.not_found += one.not_found
+    report.warnings += one.warnings
+    if not echo:
+        return
+    for item in one.replayed:
+        target = item["destination"] or "routing"
+        click.echo(f"replayed {item['id']} → {target} ({item['task']})")
+    for did in one.not_found:
+        click.echo(f"relay: no dead letter {did!r}", err=True)
+    for warning in one.warnings:
+        click.echo(f"relay: warning: {warning}", err=True)
+
+
+# -- text output ----------------------------------------------------------------------------
+
+
+def _table(items: list[dict]) -> str:
+    header = ("ID", "AGE", "ROUTE", "DESTINATION", "ATTEMPTS", "LAST ERROR")
+    rows = [
+        (
+            item["id"],
+            format_age(item["age_seconds"]),
+            item["route"] or "-",
+            item["destination"] or "(routing)",
+            str(item["attempts"]),
+            _clip(item["last_error"] or ""),
+        )
+        for item in items
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    lines = [
+        "  ".join([*map(str.ljust, row[:-1], widths), row[-1]]).rstrip() for row in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def _one_line(text: str) -> str:
+    """Whitespace collapsed and control characters (a receiver's answer may hold terminal
+    escapes) replaced, so that one record stays one line on the operator's screen."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+
+
+def _clip(text: str) -> str:
+    text = _one_line(text)
+    return text if len(text) <= ERROR_WIDTH else text[: ERROR_WIDTH - 1] + "…"
+
+
+def format_age(seconds: float | None) -> str:
+    """``42s``, ``5m``, ``3h``, ``2d``: the largest whole unit."""
+    if seconds is None:
+        return "?"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _describe(record: dict) -> str:
+    from relay import admin
+
+    event = record.get("event") or {}
+    retry = record.get("retry")
+    lines = [
+        f"dead letter  {record['id']}",
+        f"event        {event.get('id')} {event.get('kind')} {admin.event_label(event)}".rstrip(),
+        f"route        {record.get('route') or '-'}",
+        f"destination  {record.get('destination') or '(routing)'}",
+        f"dead since   {record.get('dead_at')} ({format_age(record.get('age_seconds'))} ago)",
+        f"reason       {_one_line(str(record.get('reason')))}",
+        f"rules        {record.get('rules_version')}",
+    ]
+    if retry:
+        lines.append(
+            f"retry        attempts {retry['attempts']},"
+            f" initial {format_duration(retry['initial'])}, max {format_duration(retry['max'])}"
+        )
+    lines.append(f"attempts     {len(record.get('attempts') or [])}")
+    for attempt in record.get("attempts") or []:
+        lines.append("  " + _attempt_line(attempt, with_time=True))
+    lines.append(f"replay with: relay dlq replay {record['id']}")
+    return "\n".join(lines)
+
+
+def _attempt_line(entry: dict, with_time: bool = False) -> str:
+    parts = [f"attempt {entry.get('attempt')}: {entry.get('outcome')}"]
+    if entry.get("status") is not None:
+        parts.append(f"status {entry['status']}")
+    if entry.get("latency") is not None:
+        millis = entry["latency"] * 1000
+        parts.append(f"{millis:.0f} ms" if millis >= 1 else "<1 ms")
+    text = ", ".join(parts)
+    if entry.get("error"):
+        text += f" — {_one_line(entry['error'])}"
+    return f"{entry.get('at')}  {text}" if with_time else text
+
+
+def format_timeline(item: dict) -> str:
+    """A compact, human timeline of one ``relay.admin.timeline``."""
+
+    head = [f"{item['id']} {item['kind']} {item['summary']}".rstrip()]
+    head.append(f"source {item['source']}")
+    event = item["event"]
+    for name in ("transid", "tid"):
+        if event.get(name):
+            head.append(f"{name} {event[name]}")
+    head.append(f"received {item['received_at']}")
+    lines = [" · ".join(head)]
+    day = (item["received_at"] or "")[:10]
+    for entry in item["history"]:
+        at = entry.get("at") or ""
+        when = at[11:] if at[:10] == day else at
+        lines.append(f"  {when:<13} {_one_line(_step_text(entry))}")
+    lines.append(f"  final: {_final(item)}")
+    return "\n".join(lines)
+
+
+def _step_text(entry: dict) -> str:
+    step = entry.get("step")
+    who = entry.get("destination")
+    if step == "received":
+        return f"received (rules {entry.get('rules_version')})"
+    if step == "routed":
+        routes = ", ".join(entry.get("routes", []))
+        return f"routed: {routes} → {', '.join(entry.get('destinations', []))}"
+    if step == "unrouted":
+        return "unrouted: no route matched"
+    if step == "dead_lettered" and "delivery_id" not in entry:
+        return f"routing failed, dead-lettered: {entry.get('reason')}"
+    texts = {
+        "attempt": lambda: _attempt_line(entry),
+        "retry_scheduled": lambda: f"retry in {entry.get('delay')}s",
+        "delivered": lambda: "delivered",
+        "dead_lettered": lambda: f"dead-lettered: {entry.get('reason')}",
+        "skipped": lambda: f"skipped: {entry.get('reason')}",
+        "replayed": lambda: "replayed",
+        "replay_failed": lambda: f"replay failed: {entry.get('reason')}",
+    }
+    if step in texts:
+        return f"{who or '(routing)'}  {texts[step]()}"
+    rest = {key: value for key, value in entry.items() if key not in ("at", "step")}
+    return f"{step} {json.dumps(rest, ensure_ascii=False)}"
+
+
+def _final(item: dict) -> str:
+    if item["routing"] != "routed":
+        reason = f" ({item['routing_error']})" if item["routing_error"] else ""
+        return f"{item['routing']}{reason}"
+    states = [f"{d['destination']} {d['state']}" for d in item["deliveries"]]
+    return ", ".join(states) or "routed to no destination"

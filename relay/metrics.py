@@ -1,0 +1,203 @@
+"""Prometheus metrics, correct across several processes (gunicorn workers, Celery pools).
+
+Both the web and the worker side run in multiprocess mode: each process writes its values
+to files in ``PROMETHEUS_MULTIPROC_DIR`` and a scrape sums them. :func:`prepare` points
+that variable at a fresh directory when it is unset; it must run before
+``prometheus_client`` is imported, which is why this module imports it lazily.
+
+Label sets are bounded: sources beyond ``MAX_SOURCES`` distinct values are counted as
+``other``; routes and destinations come from the rules file; no ids or numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from functools import cache
+
+MAX_SOURCES = 50
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+_SOURCES: set[str] = set()
+_SOURCES_LOCK = threading.Lock()
+
+
+def prepare(kind: str) -> str:
+    """Make sure this process and its children write metrics to a directory; return it."""
+    path = os.environ.get(ENV)
+    if not path:
+        path = tempfile.mkdtemp(prefix=f"relay-metrics-{kind}-")
+        os.environ[ENV] = path
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def clean(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def source_label(source: str) -> str:
+    with _SOURCES_LOCK:
+        if source in _SOURCES or len(_SOURCES) < MAX_SOURCES:
+            _SOURCES.add(source)
+            return source
+    return "other"
+
+
+@cache
+def m():
+    """The metric objects (created on first use, after :func:`prepare`)."""
+    from prometheus_client import Counter, Gauge, Histogram
+
+    latency = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+    slow = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
+
+    class Metrics:
+        received = Counter(
+            "relay_notifications_received_total",
+            "Notifications accepted for routing",
+            ["kind", "source"],
+        )
+        duplicates = Counter(
+            "relay_notifications_duplicate_total",
+            "Notifications answered 200 as duplicates, not routed again",
+        )
+        rejected = Counter(
+            "relay_notifications_rejected_total",
+            "Requests to the webhook refused, by HTTP status",
+            ["reason"],
+        )
+        ingest_seconds = Histogram(
+            "relay_ingest_duration_seconds", "Time to accept a webhook request", buckets=latency
+        )
+        routed = Counter("relay_events_routed_total", "Events matched by each route", ["route"])
+        unrouted = Counter("relay_events_unrouted_total", "Events no route matched")
+        deliveries = Counter(
+            "relay_deliveries_total",
+            "Delivery attempts and their ends",
+            ["destination", "type", "outcome"],
+        )
+        delivery_seconds = Histogram(
+            "relay_delivery_duration_seconds",
+            "Time of one delivery attempt",
+            ["destination"],
+            buckets=latency,
+        )
+        end_to_end_seconds = Histogram(
+            "relay_end_to_end_seconds", "From receipt to successful delivery", buckets=slow
+        )
+        rules_info = Gauge(
+            "relay_rules_info",
+            "The rules version in force (1)",
+            ["version"],
+            multiprocess_mode="liveall",
+        )
+        rules_reload_ok = Gauge(
+            "relay_rules_last_reload_success",
+            "1 if the last rules reload worked, else 0",
+            multiprocess_mode="livemin",
+        )
+
+    return Metrics
+
+
+_IN_FORCE: set[str] = set()  # the version this process's rules_info says is in force
+
+
+def rules_changed(ruleset, ok: bool) -> None:
+    """For RulesHolder's on_change: the version gauge and the reload-success gauge."""
+    metrics = m()
+    metrics.rules_reload_ok.set(1 if ok else 0)
+    if ruleset is not None:
+        for version in _IN_FORCE:
+            metrics.rules_info.labels(version).set(0)
+        _IN_FORCE.clear()
+        _IN_FORCE.add(ruleset.version)
+        metrics.rules_info.labels(ruleset.version).set(1)
+
+
+def render(store=None, celery=None) -> tuple[bytes, str]:
+    """The scrape: every process's values, plus gauges read from Redis and the broker."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    m()
+    registry = CollectorRegistry()
+    if os.environ.get(ENV):
+        MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY
+
+        registry = REGISTRY
+    extra = StateCollector(store, celery)
+    registry.register(extra)
+    try:
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    finally:
+        registry.unregister(extra)
+
+
+class StateCollector:
+    """Gauges read at scrape time: dead letters stored, queue depth, pending tasks."""
+
+    def __init__(self, store, celery) -> None:
+        self.store, self.celery = store, celery
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        if self.store is None:
+            return
+        try:
+            dead = self.store.redis.zcard("relay:dead")
+            pending = self.store.pending.count()
+        except Exception:  # noqa: BLE001 - a scrape must not fail because Redis did
+            return
+        yield GaugeMetricFamily("relay_dead_letters", "Dead letters stored", value=dead)
+        yield GaugeMetricFamily(
+            "relay_pending_tasks", "Tasks published and not yet settled", value=pending
+        )
+        depth = GaugeMetricFamily(
+            "relay_queue_depth", "Messages waiting in each queue", labels=["queue"]
+        )
+        for name, size in _queue_sizes(self.celery):
+            depth.add_metric([name], size)
+        yield depth
+
+
+def _queue_sizes(celery):
+    if celery is None:
+        return []
+    from relay.celeryapp import DELIVER_QUEUE, ROUTE_QUEUE
+    from relay.sweeper import _queue_size
+
+    try:
+        with celery.connection_for_read() as connection:
+            return [(name, _queue_size(connection, name)) for name in (ROUTE_QUEUE, DELIVER_QUEUE)]
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def serve(port: int, store=None, celery=None) -> None:
+    """A metrics endpoint for the worker (``RELAY_WORKER_METRICS_PORT``), in a thread."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path.split("?")[0] not in ("/metrics", "/"):
+                self.send_error(404)
+                return
+            body, content_type = render(store, celery)
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="relay-metrics", daemon=True).start()

@@ -1,0 +1,106 @@
+"""The rules a process runs by, reloaded when the file changes (DESIGN §7).
+
+Every web and worker process holds a :class:`RulesHolder`. A watcher thread looks at the
+file every second (and at once when asked, e.g. on SIGHUP); a changed file that loads
+replaces the running rules, one that fails is logged with every error and ignored — the
+running rules stay. Deliveries carry the version that routed them, and the holder keeps
+the last few versions, so in-flight deliveries finish under the rules that routed them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
+from relay.errors import RulesError
+from relay.rules import Ruleset
+
+log = logging.getLogger("relay.rules")
+
+KEEP_VERSIONS = 16  #: older rulesets kept for in-flight deliveries
+WATCH_INTERVAL = 1.0  #: seconds between looks at the file
+
+
+class RulesHolder:
+    def __init__(
+        self,
+        path: str,
+        load: Callable[[str], Ruleset],
+        on_change: Callable[[Ruleset | None, bool], None] | None = None,
+    ) -> None:
+        """``load(path)`` raises RulesError/OSError; ``on_change(ruleset, ok)`` is told of
+        every reload attempt (for metrics)."""
+        self.path = path
+        self._load = load
+        self._on_change = on_change or (lambda ruleset, ok: None)
+        self._lock = threading.Lock()
+        self._versions: OrderedDict[str, Ruleset] = OrderedDict()
+        self._digest = self._file_digest()
+        self.current = load(path)  # at start, a bad file is fatal: let it raise
+        self._remember(self.current)
+        self._on_change(self.current, True)
+
+    def get(self, version: str | None) -> Ruleset:
+        """The ruleset of ``version`` if still known, else the current one."""
+        with self._lock:
+            return self._versions.get(version or "", self.current)
+
+    def check(self) -> bool:
+        """Reload if the file changed; True when new rules were taken."""
+        digest = self._file_digest()
+        if digest is None or digest == self._digest:
+            return False
+        self._digest = digest
+        try:
+            ruleset = self._load(self.path)
+        except (RulesError, OSError) as exc:
+            errors = exc.errors if isinstance(exc, RulesError) else [str(exc)]
+            log.error(
+                "rules reload failed; keeping version %s:\n%s",
+                self.current.version,
+                "\n".join(errors),
+                extra={"rules_version": self.current.version},
+            )
+            self._on_change(None, False)
+            return False
+        with self._lock:
+            previous, self.current = self.current, ruleset
+            self._remember(ruleset)
+        log.info(
+            "rules reloaded: version %s (was %s)",
+            ruleset.version,
+            previous.version,
+            extra={"rules_version": ruleset.version},
+        )
+        self._on_change(ruleset, True)
+        return True
+
+    def _remember(self, ruleset: Ruleset) -> None:
+        self._versions[ruleset.version] = ruleset
+        self._versions.move_to_end(ruleset.version)
+        while len(self._versions) > KEEP_VERSIONS:
+            self._versions.popitem(last=False)
+
+    def _file_digest(self) -> str | None:
+        try:
+            with open(self.path, "rb") as handle:
+                return hashlib.sha256(handle.read()).hexdigest()
+        except OSError:
+            return None  # a file being replaced: look again next time
+
+    def watch(self, interval: float = WATCH_INTERVAL) -> threading.Event:
+        """Check every ``interval`` seconds in a daemon thread; set the event to stop."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(interval):
+                try:
+                    self.check()
+                except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
+                    log.exception("rules watcher")
+
+        threading.Thread(target=loop, name="relay-rules-watcher", daemon=True).start()
+        return stop

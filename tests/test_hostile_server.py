@@ -1,0 +1,143 @@
+"""Oversized bodies against the real web process (gunicorn, relay/gunicorn_conf.py).
+
+A Content-Length over RELAY_MAX_BODY_BYTES is refused before the body is read, however
+slowly it comes; a chunked body (no Content-Length) is refused once it passes the limit.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from tests.harness import ROOT, relay_env, wait_until
+from tests.httpsink import closed_port
+
+URL = "/webhooks/webex-connect"
+LIMIT = 65536
+
+
+@pytest.fixture(scope="module")
+def server(redis_server, tmp_path_factory):
+    port = closed_port()
+    log = tmp_path_factory.mktemp("gunicorn") / "web.log"
+    env = relay_env(redis_server.url, WEB_CONCURRENCY="1", WEB_THREADS="4")
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "relay.wsgi:app",
+                "-c",
+                "python:relay.gunicorn_conf",
+                "--bind",
+                f"127.0.0.1:{port}",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: process.poll() is not None or _healthy(base), 30)
+        assert process.poll() is None, log.read_text()
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return requests.get(base + "/healthz", timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+def head(extra: str) -> bytes:
+    return (
+        f"POST {URL} HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n{extra}\r\n"
+    ).encode()
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def read_answer(conn: socket.socket, timeout: float = 3.0) -> bytes:
+    conn.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+@pytest.mark.parametrize("length", [LIMIT + 1, 10**12])
+def test_a_content_length_over_the_limit_is_413_before_the_body_arrives(server, length):
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as conn:
+        conn.sendall(head(f"Content-Length: {length}\r\n") + b'{"oa": ')  # and then nothing
+        started = time.monotonic()
+        answer = read_answer(conn)
+    assert status_of(answer) == 413
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_chunked_body_over_the_limit_is_413(server):
+    body = b"".join(chunk(b"x" * 8192) for _ in range(10)) + b"0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as conn:
+        conn.sendall(head("Transfer-Encoding: chunked\r\n") + body)
+        assert status_of(read_answer(conn)) == 413
+
+
+def test_a_slow_endless_chunked_body_is_refused_once_past_the_limit(server):
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as conn:
+        conn.sendall(head("Transfer-Encoding: chunked\r\n"))
+        sent = 0
+        answer = b""
+        conn.setblocking(False)
+        for _ in range(60):  # up to 540 KB, 20 ms apart: never finished
+            try:
+                conn.sendall(chunk(b"y" * 9000))
+                sent += 9000
+            except (BlockingIOError, OSError):
+                pass
+            time.sleep(0.02)
+            try:
+                answer = conn.recv(4096)
+            except BlockingIOError:
+                continue
+            break
+    assert answer and status_of(answer) == 413
+    assert sent < 3 * LIMIT, f"answered only after {sent} bytes"
+
+
+def test_a_chunked_body_within_the_limit_is_accepted(server):
+    payload = json.dumps({"oa": "447700900123", "da": "12345", "message": "chunked"}).encode()
+    body = chunk(payload[:10]) + chunk(payload[10:]) + b"0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as conn:
+        conn.sendall(head("Transfer-Encoding: chunked\r\n") + body)
+        assert status_of(read_answer(conn)) == 200
+
+
+def test_the_server_still_answers_after_all_that(server):
+    assert requests.get(f"http://127.0.0.1:{server}/healthz", timeout=2).json() == {"status": "ok"}
