@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from relay.celeryapp import RelayCelery, make_celery, pending_grace
-from relay.checks import load_ruleset
+from relay.celeryapp import RelayCelery, make_celery, pending_grace, rules_holder
 from relay.errors import IngestError, UnavailableError
+from relay.reloader import RulesHolder
 from relay.rules import Ruleset
 from relay.settings import Settings, load_settings
 from relay.store import Store, connect
@@ -27,7 +27,13 @@ class Relay:
     settings: Settings
     store: Store
     celery: RelayCelery
-    rules: Ruleset
+    rules_holder: RulesHolder
+
+    @property
+    def rules(self) -> Ruleset:
+        """The rules in force now (reloaded when the file changes)."""
+        self.rules_holder.ensure_watching()
+        return self.rules_holder.current
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -36,8 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     client = connect(settings.require_redis(), timeout=settings.enqueue_timeout)
     store = Store(client, settings.history_ttl, settings.dedupe_ttl, grace=pending_grace(settings))
-    rules = load_ruleset(settings)
-    app.extensions["relay"] = Relay(settings, store, make_celery(settings), rules)
+    app.extensions["relay"] = Relay(settings, store, make_celery(settings), rules_holder(settings))
 
     from relay import api, health
     from relay.docs import bp as docs_bp

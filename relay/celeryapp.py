@@ -44,11 +44,13 @@ class RelayCelery(Celery):
         )
 
     @cached_property
-    def rules(self):
-        """The rules this worker process routes and delivers by."""
-        from relay.checks import load_ruleset
+    def rules_holder(self):
+        """The rules this worker process routes and delivers by, reloaded when changed."""
+        return rules_holder(self.settings)
 
-        return load_ruleset(self.settings)
+    @property
+    def rules(self):
+        return self.rules_holder.current
 
     @cached_property
     def runtime(self):
@@ -59,13 +61,26 @@ class RelayCelery(Celery):
             settings=self.settings,
             store=self.store,
             replies=ReplyState(self.store.redis),
-            ruleset=lambda: self.rules,
+            rules=self.rules_holder,
             schedule=self.schedule_delivery,
             max_hop=self.settings.visibility_timeout / 2,
         )
 
     def schedule_delivery(self, job: dict, countdown: float) -> None:
         self.send_task("relay.deliver", args=[job], countdown=countdown or None)
+
+
+def rules_holder(settings: Settings):
+    """A RulesHolder for ``settings.rules_path`` with the settings checks and metrics."""
+    from relay import metrics
+    from relay.checks import load_ruleset
+    from relay.reloader import RulesHolder
+
+    return RulesHolder(
+        settings.rules_path,
+        lambda path: load_ruleset(settings, path),
+        on_change=metrics.rules_changed,
+    )
 
 
 def pending_grace(settings: Settings) -> float:

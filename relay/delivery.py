@@ -23,14 +23,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from redis import RedisError
 
-from relay import dispatch
+from relay import dispatch, metrics
 from relay.actions import Outcome, RetryPolicy, next_delay
 from relay.events import utc_now_iso
+from relay.reloader import RulesHolder
 from relay.replies import ReplyState, apply_opt_keywords, skip_reason
-from relay.rules import Destination, Ruleset, SmsReplyDestination, TemplateError
+from relay.rules import Destination, SmsReplyDestination, TemplateError
 from relay.settings import Settings
 from relay.store import Store
 
@@ -49,7 +51,7 @@ class Runtime:
     settings: Settings
     store: Store
     replies: ReplyState
-    ruleset: Callable[[], Ruleset]
+    rules: RulesHolder
     schedule: Schedule  # (job, countdown seconds) → publish a relay.deliver task
     max_hop: float  # longest countdown a task message may wait (half the visibility timeout)
 
@@ -71,7 +73,7 @@ def route_event(runtime: Runtime, event: dict) -> list[dict]:
         runtime.store.pending.settle_now("route:" + event["id"])
         log.info("event %s: duplicate route task dropped (already routed)", event["id"])
         return []
-    ruleset = runtime.ruleset()
+    ruleset = runtime.rules.current
     apply_opt_keywords(runtime.replies, event)
     try:
         matches = ruleset.match(event)
@@ -97,8 +99,27 @@ def route_event(runtime: Runtime, event: dict) -> list[dict]:
     runtime.store.record_event(event, received, routed, jobs=jobs)
     for job in jobs:
         runtime.schedule(job, 0)
-    log.info("routed %s to %s", event["id"], [job["destination"] for job in jobs] or "nothing")
+    _count_routing(matches)
+    log.info(
+        "routed %s to %s",
+        event["id"],
+        [job["destination"] for job in jobs] or "nothing",
+        extra={
+            "event_id": event["id"],
+            "step": "routed" if jobs else "unrouted",
+            "route": ",".join(match.route for match in matches) or None,
+            "rules_version": ruleset.version,
+        },
+    )
     return jobs
+
+
+def _count_routing(matches) -> None:
+    metric = metrics.m()
+    for match in matches:
+        metric.routed.labels(match.route).inc()
+    if not matches:
+        metric.unrouted.inc()
 
 
 def _routing_failed(runtime: Runtime, event: dict, version: str, exc: Exception) -> None:
@@ -151,7 +172,8 @@ def deliver_job(runtime: Runtime, job: dict) -> str:
         return _dropped(did, "already_done")
     if job.get("gen", 0) != state.generation(did):
         return _dropped(did, "stale")
-    destination = runtime.ruleset().destinations.get(job["destination"])
+    # the rules that routed it, so an in-flight delivery outlives a reload
+    destination = runtime.rules.get(job.get("rules_version")).destinations.get(job["destination"])
     hold = _timeout_of(destination) + LOCK_MARGIN
     if not state.acquire(did, hold):
         runtime.schedule(job, min(hold, runtime.max_hop))
@@ -176,7 +198,7 @@ def _attempt(runtime: Runtime, job: dict, destination: Destination | None) -> st
         state.mark_done(did)
         runtime.store.pending.settle_now("deliver:" + did)
         _history(runtime, job, "skipped", reason=reason)
-        log.info("delivery %s skipped: %s", did, reason)
+        _step(job, destination, "skipped", "delivery %s skipped: %s", did, reason)
         return "skipped"
     policy = RetryPolicy.from_mapping(job["retry"])
     number = state.begin_attempt(did)
@@ -193,11 +215,22 @@ def _attempt(runtime: Runtime, job: dict, destination: Destination | None) -> st
         state.mark_done(did)
         runtime.store.pending.settle_now("deliver:" + did)
         _history(runtime, job, "delivered", attempt=number)
+        _observe_end_to_end(job["event"])
+        _step(
+            job,
+            destination,
+            "success",
+            "delivery %s delivered (attempt %d)",
+            did,
+            number,
+            attempt=number,
+        )
         return "delivered"
     if outcome.kind == "transient" and number < policy.attempts:
         delay = next_delay(outcome, number, policy)
         _schedule_retry(runtime, job, delay)
         _history(runtime, job, "retry_scheduled", attempt=number, delay=round(delay, 3))
+        _step(job, destination, "retry", "delivery %s retry in %.1fs", did, delay, attempt=number)
         return "retry"
     reason = outcome.error or outcome.kind
     if outcome.kind == "transient":
@@ -246,13 +279,45 @@ def _record_attempt(runtime, job, number: int, started: str, outcome: Outcome) -
     }
     runtime.store.deliveries.log_attempt(job["delivery_id"], attempt)
     _history(runtime, job, "attempt", **{k: v for k, v in attempt.items() if k != "at"})
+    metrics.m().delivery_seconds.labels(job["destination"]).observe(outcome.latency)
     log.info(
         "delivery %s attempt %d: %s %s",
         job["delivery_id"],
         number,
         outcome.kind,
         outcome.error or outcome.status or "",
+        extra=_fields(
+            job, step="attempt", attempt=number, outcome=outcome.kind, status=outcome.status
+        ),
     )
+
+
+def _fields(job: dict, **more) -> dict:
+    """The structured fields of a delivery log line."""
+    return {
+        "event_id": job["event"]["id"],
+        "delivery_id": job["delivery_id"],
+        "route": job["route"],
+        "destination": job["destination"],
+        **more,
+    }
+
+
+def _step(job: dict, destination, outcome: str, message: str, *args, **more) -> None:
+    """Count a delivery's step in the metrics and log it as one structured line."""
+    kind = getattr(destination, "type", "unknown")
+    metrics.m().deliveries.labels(job["destination"], kind, outcome).inc()
+    level = logging.WARNING if outcome == "dead_letter" else logging.INFO
+    log.log(level, message, *args, extra=_fields(job, step=outcome, outcome=outcome, **more))
+
+
+def _observe_end_to_end(event: dict) -> None:
+    try:
+        received = datetime.fromisoformat(event["received_at"].replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return
+    elapsed = (datetime.now(timezone.utc) - received).total_seconds()
+    metrics.m().end_to_end_seconds.observe(max(elapsed, 0.0))
 
 
 def _dead_letter(
@@ -276,7 +341,7 @@ def _dead_letter(
     runtime.store.dead_letters.add(record)
     runtime.store.pending.settle_now("deliver:" + did)
     _history(runtime, job, "dead_lettered", reason=reason)
-    log.warning("delivery %s dead-lettered: %s", did, reason)
+    _step(job, destination, "dead_letter", "delivery %s dead-lettered: %s", did, reason)
     return "dead_lettered"
 
 

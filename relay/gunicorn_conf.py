@@ -7,6 +7,12 @@ The app is loaded once in the master so a bad setting stops the process with one
 
 import os
 
+from relay import logs, metrics
+
+# Before the app (and prometheus_client) is loaded: every worker writes its metrics here.
+_OWN_METRICS_DIR = metrics.ENV not in os.environ
+_METRICS_DIR = metrics.prepare("web")
+
 bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
@@ -20,3 +26,16 @@ accesslog = None
 errorlog = "-"
 # Several relays (and test runs) on one machine must not share a control socket path.
 control_socket_disable = True
+
+logconfig_dict = logs.gunicorn_logconfig()
+
+
+def child_exit(server, worker):  # gunicorn hook: drop a dead worker's live gauges
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # gunicorn hook: remove the metrics directory made for this run
+    if _OWN_METRICS_DIR:
+        metrics.clean(_METRICS_DIR)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 from redis import RedisError
+
+from relay import metrics
 
 bp = Blueprint("health", __name__)
 
@@ -52,3 +54,11 @@ def _check_broker(relay) -> str:
     except Exception as exc:  # kombu raises a variety of transport errors
         return f"error: {exc}"
     return "ok"
+
+
+@bp.route("/metrics", methods=["GET"])
+def metrics_endpoint():
+    """Prometheus text format: this web tier's processes, plus gauges read from Redis."""
+    relay = current_app.extensions["relay"]
+    body, content_type = metrics.render(relay.store, relay.celery)
+    return Response(body, content_type=content_type)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -38,6 +39,7 @@ class RulesHolder:
         self._on_change = on_change or (lambda ruleset, ok: None)
         self._lock = threading.Lock()
         self._versions: OrderedDict[str, Ruleset] = OrderedDict()
+        self._watcher_pid: int | None = None
         self._digest = self._file_digest()
         self.current = load(path)  # at start, a bad file is fatal: let it raise
         self._remember(self.current)
@@ -91,16 +93,28 @@ class RulesHolder:
         except OSError:
             return None  # a file being replaced: look again next time
 
+    def ensure_watching(self) -> None:
+        """Start the watcher in this process unless it runs already (cheap: call it often).
+
+        Threads do not survive a fork, so a gunicorn or Celery child starts its own."""
+        if self._watcher_pid != os.getpid():
+            self._watcher_pid = os.getpid()
+            self._on_change(self.current, True)  # this process's own gauges
+            self.watch()
+
     def watch(self, interval: float = WATCH_INTERVAL) -> threading.Event:
-        """Check every ``interval`` seconds in a daemon thread; set the event to stop."""
+        """Check now, then every ``interval`` seconds, in a daemon thread; set the event to
+        stop."""
         stop = threading.Event()
 
         def loop() -> None:
-            while not stop.wait(interval):
+            while True:
                 try:
                     self.check()
                 except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
                     log.exception("rules watcher")
+                if stop.wait(interval):
+                    return
 
         threading.Thread(target=loop, name="relay-rules-watcher", daemon=True).start()
         return stop

@@ -54,6 +54,8 @@ class Settings:
     ingest_api_key_header: str | None = None
     ingest_api_key: str | None = field(default=None, repr=False)
     require_auth: bool = False
+    log_pii: bool = False
+    worker_metrics_port: int | None = None
 
     @property
     def ingest_auth_configured(self) -> bool:
@@ -116,6 +118,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ingest_api_key_header=reader.optional_header_name("RELAY_INGEST_API_KEY_HEADER"),
         ingest_api_key=reader.optional("RELAY_INGEST_API_KEY"),
         require_auth=reader.flag("RELAY_REQUIRE_AUTH"),
+        log_pii=reader.flag("RELAY_LOG_PII"),
+        worker_metrics_port=reader.port("RELAY_WORKER_METRICS_PORT"),
     )
     _check_ingest_auth(settings)
     return settings
@@ -222,6 +226,14 @@ class _Reader:
             raise SettingsError(name, "must be user:password, both non-empty (value not shown)")
         if any(ch < " " or ch == "\x7f" for ch in value):
             raise SettingsError(name, "contains control characters (value not shown)")
+        return value
+
+    def port(self, name: str) -> int | None:
+        if self.optional(name) is None:
+            return None
+        value = self.integer(name, 0, 1)
+        if value > 65535:
+            raise SettingsError(name, f"{value} is not a TCP port (1-65535)")
         return value
 
     def flag(self, name: str) -> bool:

@@ -57,20 +57,3 @@ def start(celery, store, interval: float) -> threading.Event:
 
     threading.Thread(target=loop, name="relay-sweeper", daemon=True).start()
     return stop
-
-
-def install(celery) -> None:
-    """Start the sweeper when the worker is ready; stop it when the worker shuts down."""
-    from celery.signals import worker_ready, worker_shutdown
-
-    state: dict[str, threading.Event] = {}
-
-    @worker_ready.connect(weak=False)
-    def _start(**_) -> None:
-        interval = max(celery.settings.visibility_timeout / 4, 0.5)
-        state["stop"] = start(celery, celery.store, interval)
-
-    @worker_shutdown.connect(weak=False)
-    def _stop(**_) -> None:
-        if "stop" in state:
-            state["stop"].set()

@@ -2,7 +2,10 @@
 
 import sys
 
+from relay import metrics
 from relay.errors import ConfigError
+
+metrics.prepare("worker")  # before anything imports prometheus_client
 
 try:
     from relay.celeryapp import make_celery
@@ -14,6 +17,6 @@ except ConfigError as exc:  # one line naming the variable, not a traceback
     print(f"relay: {exc}", file=sys.stderr)
     sys.exit(2)
 
-from relay.sweeper import install  # noqa: E402 - only once the settings are known good
+from relay.lifecycle import install  # noqa: E402 - only once the settings are known good
 
 install(app)

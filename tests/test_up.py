@@ -145,3 +145,24 @@ def test_up_with_redis_url_starts_no_redis(tmp_path, redis_server):
         process.send_signal(signal.SIGTERM)
         process.wait(60)
         out.close()
+
+
+def test_web_metrics_add_up_across_gunicorn_workers(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    up = Up(tmp_path / "var", tmp_path / "up.log")
+    try:
+        for number in range(12):
+            payload = {**load_fixture("inbound-sms.json"), "message": f"metrics {number}"}
+            assert requests.post(up.url(), json=payload, timeout=5).status_code == 200
+        for _ in range(6):  # whichever of the two workers answers the scrape
+            text = requests.get(up.url("/metrics"), timeout=5).text
+            received = sum(
+                sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name == "relay_notifications_received_total"
+            )
+            assert received == 12
+    finally:
+        up.stop(signal.SIGTERM)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from kombu.exceptions import KombuError, OperationalError
 from redis import RedisError
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from relay import metrics
 from relay.errors import PayloadError, SignatureError, UnavailableError
 from relay.ingest import parsing
 from relay.ingest.auth import IngestAuth, UnauthorizedError
@@ -27,6 +29,23 @@ def _set_up_auth(state) -> None:
     """Built with the app: a SettingsError here (RELAY_REQUIRE_AUTH) stops create_app."""
     settings = state.app.extensions["relay"].settings
     state.app.extensions[AUTH] = IngestAuth.from_settings(settings)
+
+
+@bp.before_request
+def _start_clock() -> None:
+    g.relay_started = time.perf_counter()
+
+
+@bp.after_request
+def _measure(response):
+    """Every webhook POST is timed; a refused one is counted by its status."""
+    if request.method == "POST":
+        metric = metrics.m()
+        if response.status_code == 200:
+            metric.ingest_seconds.observe(time.perf_counter() - g.relay_started)
+        else:
+            metric.rejected.labels(str(response.status_code)).inc()
+    return response
 
 
 @bp.errorhandler(SignatureError)
@@ -138,8 +157,18 @@ def accept(relay, events: list[dict], fingerprints: list[str]) -> tuple[list[str
     finally:
         if enqueued:
             relay.store.confirm([fp for _, fp in enqueued], [event for event, _ in enqueued])
+    metric = metrics.m()
     for event, _ in new:
-        log.info("accepted %s %s from %s", event["id"], event["kind"], event["source"])
+        metric.received.labels(event["kind"], metrics.source_label(event["source"])).inc()
+        log.info(
+            "accepted %s %s from %s",
+            event["id"],
+            event["kind"],
+            event["source"],
+            extra={"event_id": event["id"], "step": "accepted"},
+        )
+    if len(events) > len(new):
+        metric.duplicates.inc(len(events) - len(new))
     return [event["id"] for event, _ in new], len(events) - len(new)
 
 
