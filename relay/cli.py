@@ -50,6 +50,8 @@ def up(rules_path: str | None, host: str, port: int) -> None:
     except ConfigError as exc:
         click.echo(f"relay: {exc}", err=True)
         sys.exit(2)
+    if not embedded:
+        _warn_if_redis_evicts(settings.redis_url)
     python = sys.executable
     children = [
         Child(
@@ -118,6 +120,22 @@ def _check_callback_auth(settings) -> None:
     message = auth.warning(settings)
     if message:
         click.echo(f"relay: {message}", err=True)
+
+
+def _warn_if_redis_evicts(url: str) -> None:
+    from redis import RedisError
+
+    from relay.store import connect, eviction_warning
+
+    try:
+        warning = eviction_warning(connect(url))
+    except RedisError as exc:
+        click.echo(
+            f"relay: warning: Redis at {url.split('@')[-1]} does not answer: {exc}", err=True
+        )
+        return
+    if warning:
+        click.echo(f"relay: warning: {warning}", err=True)
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -6,6 +6,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from redis import RedisError
 
 from relay import metrics
+from relay.store import eviction_warning
 
 bp = Blueprint("health", __name__)
 
@@ -31,12 +32,21 @@ def readyz():
     }
     ready = all(value == "ok" for value in checks.values())
     checks["rules"] = "ok"
+    warnings = [w for w in [_eviction(relay.store.redis)] if w]
     body = {
         "status": "ready" if ready else "not_ready",
         "checks": checks,
         "rules_version": relay.rules.version,
+        "warnings": warnings,
     }
     return jsonify(body), 200 if ready else 503
+
+
+def _eviction(client) -> str | None:
+    try:
+        return eviction_warning(client)
+    except RedisError:
+        return None  # reported by the redis check
 
 
 def _check_redis(client) -> str:

@@ -375,3 +375,17 @@ for _, id in ipairs(ids) do
 end
 return #ids
 """
+
+
+def eviction_warning(client: redis.Redis) -> str | None:
+    """A warning when this Redis may evict keys (events could vanish), else None."""
+    try:
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+    except redis.ResponseError:
+        return None  # CONFIG is disabled (managed Redis): nothing to tell
+    if policy and policy != "noeviction":
+        return (
+            f"Redis maxmemory-policy is {policy!r}: keys (queued events, history, dead "
+            "letters) may be evicted; set it to 'noeviction'"
+        )
+    return None

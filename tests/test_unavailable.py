@@ -73,3 +73,45 @@ def test_a_503_does_not_make_the_retry_a_duplicate(client, own_redis):
     own_redis.start()
     answer = client.post(URL, json=inbound("retried"))
     assert answer.json["duplicates"] == 0 and len(answer.json["accepted"]) == 1
+
+
+def test_readyz_warns_when_redis_may_evict_keys(client, own_redis):
+    import redis as redis_py
+
+    assert client.get("/readyz").json["warnings"] == []
+    redis_py.Redis.from_url(own_redis.url).config_set("maxmemory-policy", "allkeys-lru")
+    answer = client.get("/readyz")
+    assert answer.status_code == 200
+    (warning,) = answer.json["warnings"]
+    assert "allkeys-lru" in warning and "noeviction" in warning
+
+
+def test_up_warns_when_the_configured_redis_may_evict_keys(own_redis, tmp_path):
+    import subprocess
+    import sys
+
+    import redis as redis_py
+
+    from relay.embedded import free_port
+    from tests.harness import ROOT
+
+    redis_py.Redis.from_url(own_redis.url).config_set("maxmemory-policy", "volatile-lru")
+    env = relay_env(own_redis.url, RELAY_DATA_DIR=str(tmp_path))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "relay.cli", "up", "--port", str(free_port())],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "is up" in line or len(lines) > 400:
+                break
+        assert any("warning: Redis maxmemory-policy is 'volatile-lru'" in x for x in lines)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
