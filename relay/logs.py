@@ -36,7 +36,7 @@ _PHONE = re.compile(r"(?<![A-Za-z0-9])\+?\d{7,15}(?![A-Za-z0-9])")
 
 def mask_numbers(text: str) -> str:
     """``447700900123`` → ``********0123`` wherever a phone-number-like run appears."""
-    return _PHONE.sub(lambda m: "*" * (len(m.group()) - 4) + m.group()[-4:], text)
+    return _PHONE.sub(lambda m: re.sub(r"\d", "*", m.group()[:-4]) + m.group()[-4:], text)
 
 
 def _fields(record: logging.LogRecord) -> dict:
