@@ -100,6 +100,7 @@ def celery_config(settings: Settings) -> dict:
     timeout = settings.enqueue_timeout
     return {
         "broker_url": settings.effective_broker_url,
+        "broker_transport": _transport(settings.effective_broker_url),
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": timeout,
         "broker_transport_options": {
@@ -138,6 +139,14 @@ def celery_config(settings: Settings) -> dict:
         },
         "enable_utc": True,
     }
+
+
+def _transport(url: str | None) -> str | None:
+    """relay's Redis transport (one client per channel, see relay.transport) for
+    redis:// and rediss:// brokers; the URL's own transport otherwise."""
+    if url and url.split("://", 1)[0] in ("redis", "rediss"):
+        return "relay.transport:Transport"
+    return None
 
 
 def _queue(name: str) -> Queue:

@@ -10,7 +10,6 @@ import os
 from relay import logs, metrics
 
 # Before the app (and prometheus_client) is loaded: every worker writes its metrics here.
-_OWN_METRICS_DIR = metrics.ENV not in os.environ
 _METRICS_DIR = metrics.prepare("web")
 
 bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
@@ -37,5 +36,5 @@ def child_exit(server, worker):  # gunicorn hook: drop a dead worker's live gaug
 
 
 def on_exit(server):  # gunicorn hook: remove the metrics directory made for this run
-    if _OWN_METRICS_DIR:
-        metrics.clean(_METRICS_DIR)
+    if metrics.OWNED_DIR:
+        metrics.clean(metrics.OWNED_DIR)

@@ -38,3 +38,5 @@ def install(celery) -> None:
     def _shutdown(**_) -> None:
         if "sweeper" in state:
             state["sweeper"].set()
+        if metrics.OWNED_DIR:
+            metrics.clean(metrics.OWNED_DIR)

@@ -23,11 +23,16 @@ _SOURCES: set[str] = set()
 _SOURCES_LOCK = threading.Lock()
 
 
+#: the directory :func:`prepare` made in this process (to remove at exit), if any
+OWNED_DIR: str | None = None
+
+
 def prepare(kind: str) -> str:
     """Make sure this process and its children write metrics to a directory; return it."""
+    global OWNED_DIR
     path = os.environ.get(ENV)
     if not path:
-        path = tempfile.mkdtemp(prefix=f"relay-metrics-{kind}-")
+        path = OWNED_DIR = tempfile.mkdtemp(prefix=f"relay-metrics-{kind}-")
         os.environ[ENV] = path
     os.makedirs(path, exist_ok=True)
     return path

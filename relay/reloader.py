@@ -118,3 +118,13 @@ class RulesHolder:
 
         threading.Thread(target=loop, name="relay-rules-watcher", daemon=True).start()
         return stop
+
+
+class StaticRules:
+    """A RulesHolder for one ruleset that never changes (tools and tests)."""
+
+    def __init__(self, ruleset: Ruleset) -> None:
+        self.current = ruleset
+
+    def get(self, version: str | None) -> Ruleset:
+        return self.current

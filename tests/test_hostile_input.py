@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from relay.app import create_app
 from relay.delivery import Runtime, deliver_job, route_event
 from relay.ingest.views import MAX_ARRAY, MAX_DEPTH
+from relay.reloader import StaticRules
 from relay.replies import ReplyState
 from relay.rules import load_rules_text
 from relay.settings import load_settings
@@ -237,7 +238,7 @@ routes: [{{name: all, to: [event, raw, text, trace]}}]
         settings=settings,
         store=store,
         replies=ReplyState(store.redis),
-        ruleset=lambda: ruleset,
+        rules=StaticRules(ruleset),
         schedule=lambda job, countdown: jobs.append(job),
         max_hop=60,
     )
