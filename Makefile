@@ -23,6 +23,9 @@ run: $(VENV)/.installed-run
 test: $(VENV)/.installed-test
 	$(PY) -m pytest
 
+bench: $(VENV)/.installed-test
+	$(PY) -m bench
+
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check relay tests
 

@@ -91,8 +91,14 @@ class Stack:
     """Redis + gunicorn web + N workers, all on this machine, all stopped by ``close()``."""
 
     def __init__(
-        self, rules: str, workers: int = 1, env: dict | None = None, web_workers: int = 2
+        self,
+        rules: str,
+        workers: int = 1,
+        env: dict | None = None,
+        web_workers: int = 2,
+        worker_loglevel: str = "WARNING",
     ) -> None:
+        self.worker_loglevel = worker_loglevel
         self.dir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
         self.redis = EmbeddedRedis(self.dir / "redis").start()
         (self.dir / "rules.yaml").write_text(rules)
@@ -149,7 +155,7 @@ class Stack:
                 "relay.worker",
                 "worker",
                 "--loglevel",
-                "WARNING",
+                self.worker_loglevel,
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
@@ -234,3 +240,107 @@ def steady_post(
     for worker in workers:
         worker.join()
     return accepted, latencies, rejected[0]
+
+
+class Gunicorn:
+    """Another WSGI app (``module:name``) under gunicorn with relay's settings
+    (``-c python:relay.gunicorn_conf``) on a free port; ``close()`` stops it."""
+
+    def __init__(self, app: str, env: dict, log: Path) -> None:
+        self.port = free_port()
+        self.log = open(log, "ab")  # noqa: SIM115 - closed in close()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                app,
+                "-c",
+                "python:relay.gunicorn_conf",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._wait_ready()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/webhooks/webex-connect"
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                requests.get(f"http://127.0.0.1:{self.port}/", timeout=1)  # any answer will do
+                return
+            except requests.RequestException:
+                time.sleep(0.2)
+        self.close()
+        raise RuntimeError(f"gunicorn did not start; see {self.log.name}")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+
+# -- what processes use, from /proc ---------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its live descendants."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(parents.get(current, ()))
+    return found
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A ``/proc/<pid>/status`` figure in KiB (``VmHWM``, ``VmRSS`` …); 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far (with reaped children)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / _TICK

@@ -1,0 +1,492 @@
+"""relay's benchmarks: ingest (against two baselines), end to end, matching, memory.
+
+    python -m bench [ingest|e2e|matching|memory|all] [--seconds S] [--concurrency C] …
+    make bench                                   # all, default settings (≈ 4 minutes)
+
+Starts what it needs (a private Redis, relay's web under gunicorn with the Procfile's
+settings, Celery workers, the two baseline apps, a local HTTP sink) and stops it all.
+Prints a plain-text table (each figure next to its target, ✓/✗) on stdout, progress on
+stderr; ``--json`` prints the full results as JSON instead (``--json PATH`` writes them
+there and still prints the table). Exit status 1 when an accepted event was lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+from bench import e2e, ingest, loadgen, matching, memory
+
+MB = 1024 * 1024 / 1e6  #: MiB → MB (the targets are in MB)
+
+TARGETS = {
+    "ingest_ratio": 0.70,
+    "open_p99_ms": 20.0,
+    "e2e_events_per_s": 500.0,
+    "matching_us_1000": 50.0,
+    "matching_growth": 2.0,
+    "web_mb": 80.0,
+    "worker_mb": 150.0,
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    env = os.environ
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "what", nargs="?", default="all", choices=["ingest", "e2e", "matching", "memory", "all"]
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=10.0,
+        help="length of each timed phase: ingest saturation and open loop "
+        "per target, e2e steady phase, memory's load; matching spends "
+        "at most this per ruleset size",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=16,
+        help="closed-loop connections (ingest saturation, e2e burst)",
+    )
+    parser.add_argument("--rate", type=float, default=1000.0, help="ingest open-loop req/s")
+    parser.add_argument(
+        "--open-connections",
+        type=int,
+        default=64,
+        help="connections the open-loop generator may use",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="ingest saturation rounds; the targets alternate each round",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="seconds of load before each saturation measurement",
+    )
+    parser.add_argument("--burst", type=int, default=5000, help="e2e throughput: events")
+    parser.add_argument("--e2e-rate", type=float, default=100.0, help="e2e latency: events/s")
+    parser.add_argument(
+        "--sink-delay", type=float, default=0.05, help="seconds the sink takes per request"
+    )
+    parser.add_argument(
+        "--drain", type=float, default=180.0, help="e2e: seconds to wait for the last deliveries"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
+    parser.add_argument(
+        "--worker-concurrency",
+        type=int,
+        default=int(env.get("RELAY_WORKER_CONCURRENCY", 16)),
+        help="RELAY_WORKER_CONCURRENCY (threads pool) of each worker",
+    )
+    parser.add_argument(
+        "--web-concurrency",
+        type=int,
+        default=int(env.get("WEB_CONCURRENCY", 2)),
+        help="WEB_CONCURRENCY: gunicorn processes of every server",
+    )
+    parser.add_argument(
+        "--web-threads",
+        type=int,
+        default=int(env.get("WEB_THREADS", 4)),
+        help="WEB_THREADS: threads per gunicorn process",
+    )
+    parser.add_argument("--procs", type=int, default=1, help="load generator processes")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary directories (logs, Redis data)"
+    )
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="JSON results on stdout instead of the table, or to PATH",
+    )
+    return parser.parse_args(argv)
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    todo = ["matching", "ingest", "e2e", "memory"] if args.what == "all" else [args.what]
+    results: dict = {"machine": machine(), "settings": vars(args).copy(), "generator": {}}
+    snapshots: list[dict] = []
+    started = time.monotonic()
+    progress(f"bench: {', '.join(todo)} (load average {results['machine']['loadavg_start']})")
+
+    if "ingest" in todo or "e2e" in todo:
+        ceiling = loadgen.ceiling(args.concurrency, seconds=2.0, procs=args.procs)
+        results["generator"]["ceiling_rps"] = ceiling["ok"] / ceiling["window"]
+        progress(
+            f"  generator ceiling vs a null server: "
+            f"{results['generator']['ceiling_rps']:,.0f} req/s"
+        )
+    if "matching" in todo:
+        progress("  matching: generating rulesets and events …")
+        results["matching"] = matching.run(seconds=min(args.seconds, 3.0))
+        for size, row in results["matching"].items():
+            progress(f"  matching: {int(size):>6} routes {row['us_per_event']:6.1f} µs/event")
+    if "ingest" in todo:
+        results["ingest"] = ingest.run(
+            seconds=args.seconds,
+            concurrency=args.concurrency,
+            rounds=args.rounds,
+            warmup=args.warmup,
+            rate=args.rate,
+            open_connections=args.open_connections,
+            web_concurrency=args.web_concurrency,
+            web_threads=args.web_threads,
+            procs=args.procs,
+            keep=args.keep,
+            progress=progress,
+            on_servers=lambda servers: snapshots.append(
+                memory.snapshot(servers.stack, "ingest stack (no workers)")
+            ),
+        )
+    if "e2e" in todo:
+        results["e2e"] = e2e.run(
+            burst=args.burst,
+            rate=args.e2e_rate,
+            seconds=max(args.seconds, 5.0),
+            concurrency=args.concurrency,
+            workers=args.workers,
+            worker_concurrency=args.worker_concurrency,
+            web_concurrency=args.web_concurrency,
+            web_threads=args.web_threads,
+            sink_delay=args.sink_delay,
+            drain=args.drain,
+            procs=args.procs,
+            keep=args.keep,
+            progress=progress,
+            on_stack=lambda stack: snapshots.append(memory.snapshot(stack, "e2e stack")),
+        )
+    if "memory" in todo:
+        if snapshots:  # after the load of ingest and e2e above
+            results["memory"] = memory.merge(*snapshots)
+        else:
+            results["memory"] = memory.run(
+                seconds=args.seconds,
+                concurrency=args.concurrency,
+                workers=args.workers,
+                worker_concurrency=args.worker_concurrency,
+                web_concurrency=args.web_concurrency,
+                web_threads=args.web_threads,
+                sink_delay=args.sink_delay,
+                drain=args.drain,
+                procs=args.procs,
+                keep=args.keep,
+                progress=progress,
+            )
+    results["machine"]["loadavg_end"] = loadavg()
+    results["elapsed_s"] = time.monotonic() - started
+    results["targets"] = TARGETS
+
+    text = render(results)
+    if args.json == "-":
+        json.dump(results, sys.stdout, indent=2, default=str)
+        print()
+    else:
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=2, default=str)
+        print(text)
+    lost = results.get("e2e", {}).get("loss", {}).get("lost", 0)
+    return 1 if lost else 0
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def machine() -> dict:
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_start": loadavg(),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+    }
+
+
+# -- the table ----------------------------------------------------------------------------
+
+
+def num(value: float | None, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def ms(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "—"
+    return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def bound(result: dict) -> str:
+    """A "≥ " when requests were abandoned (their latencies are lower bounds)."""
+    return "≥ " if result.get("abandoned") else ""
+
+
+def mark(ok: bool | None) -> str:
+    return "—" if ok is None else ("✓" if ok else "✗")
+
+
+def table(rows: list[list[str]], header: list[str] | None = None) -> list[str]:
+    """Rows of cells as aligned plain text; the first column left, the others left too."""
+    every = ([header] if header else []) + rows
+    widths = [max(len(row[i]) for row in every) for i in range(len(every[0]))]
+    lines = []
+    for index, row in enumerate(every):
+        lines.append(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+        if header and index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return lines
+
+
+def render(r: dict) -> str:
+    s, t = r["settings"], TARGETS
+    out = [
+        f"relay benchmark — {r['machine']['date']}, {r['machine']['cores']} cores, "
+        f"Python {r['machine']['python']}, load average {r['machine']['loadavg_start']} "
+        f"at start, {r['machine']['loadavg_end']} at end ({r['elapsed_s']:.0f} s)"
+    ]
+    if "ingest" in r or "e2e" in r:
+        out.append(
+            f"web: gunicorn -c python:relay.gunicorn_conf, WEB_CONCURRENCY={s['web_concurrency']}"
+            f" × WEB_THREADS={s['web_threads']} for relay and both baselines"
+        )
+        ceiling = r["generator"].get("ceiling_rps")
+        out.append(
+            f"generator: bench.loadgen (asyncio raw-socket HTTP/1.1 keep-alive, pre-built "
+            f"unique requests), {s['procs']} process(es); ceiling ≥ {num(ceiling)} req/s "
+            "against a null server"
+        )
+
+    # figures against targets
+    rows: list[list[str]] = []
+    ing = r.get("ingest")
+    if ing:
+        sat = ing["saturation"]
+        ratio = sat["relay"]["rps"] / sat["lpush"]["rps"] if sat["lpush"]["rps"] else 0.0
+        rows.append(
+            [
+                f"ingest req/s relay ÷ LPUSH (closed loop, {s['concurrency']} conns)",
+                f"{ratio:.0%} ({num(sat['relay']['rps'])} ÷ {num(sat['lpush']['rps'])})",
+                f"≥ {t['ingest_ratio']:.0%}",
+                mark(ratio >= t["ingest_ratio"]),
+            ]
+        )
+        p99 = ing["open"]["relay"]["p99_ms"]
+        rows.append(
+            [
+                f"ingest p99 at {num(s['rate'])} req/s (open loop)",
+                f"{bound(ing['open']['relay'])}{ms(p99)} ms",
+                f"≤ {t['open_p99_ms']:g} ms",
+                mark(p99 <= t["open_p99_ms"]),
+            ]
+        )
+    ee = r.get("e2e")
+    if ee:
+        eps = ee["throughput"]["events_per_s"]
+        rows.append(
+            [
+                f"e2e events/s to a {s['sink_delay'] * 1000:g} ms sink "
+                f"(burst of {num(s['burst'])})",
+                num(eps),
+                f"≥ {num(t['e2e_events_per_s'])}",
+                mark(eps >= t["e2e_events_per_s"]),
+            ]
+        )
+        loss = ee["loss"]
+        rows.append(
+            [
+                "e2e accepted but never delivered",
+                f"{num(loss['lost'])} of {num(loss['accepted'])}",
+                "0",
+                mark(loss["lost"] == 0),
+            ]
+        )
+    mt = r.get("matching")
+    if mt and "1000" in mt:
+        us = mt["1000"]["us_per_event"]
+        rows.append(
+            [
+                "matching µs/event, 1,000 routes",
+                f"{us:.1f}",
+                f"≤ {t['matching_us_1000']:g}",
+                mark(us <= t["matching_us_1000"]),
+            ]
+        )
+        if "10000" in mt:
+            growth = mt["10000"]["us_per_event"] / us
+            rows.append(
+                [
+                    "matching cost 10,000 ÷ 1,000 routes",
+                    f"{growth:.2f}×",
+                    f"≤ {t['matching_growth']:g}×",
+                    mark(growth <= t["matching_growth"]),
+                ]
+            )
+    mem = r.get("memory")
+    if mem:
+        if mem.get("web_peak_mib"):
+            web = mem["web_peak_mib"] * MB
+            rows.append(
+                [
+                    "peak RSS of a web process (gunicorn worker)",
+                    f"{web:.1f} MB",
+                    f"≤ {t['web_mb']:g} MB",
+                    mark(web <= t["web_mb"]),
+                ]
+            )
+        if mem.get("worker_peak_mib"):
+            worker = mem["worker_peak_mib"] * MB
+            rows.append(
+                [
+                    "peak RSS of a worker process (Celery)",
+                    f"{worker:.1f} MB",
+                    f"≤ {t['worker_mb']:g} MB",
+                    mark(worker <= t["worker_mb"]),
+                ]
+            )
+    if rows:
+        out += [""] + table(rows, ["figure", "measured", "target", ""])
+
+    if ing:
+        out += ["", *ingest_details(ing, s)]
+    if ee:
+        out += ["", *e2e_details(ee, s)]
+    if mt:
+        out += ["", *matching_details(mt)]
+    if mem:
+        out += ["", *memory_details(mem)]
+    return "\n".join(out)
+
+
+def ingest_details(ing: dict, s: dict) -> list[str]:
+    sat, opn = ing["saturation"], ing["open"]
+    names = ("relay", "lpush", "delay")
+
+    def row(label, fn):
+        return [label] + [fn(sat[n] if not label.startswith("open") else opn[n]) for n in names]
+
+    rows = [
+        row("requests/s", lambda x: num(x["rps"])),
+        row(
+            "÷ LPUSH",
+            lambda x: f"{x['rps'] / sat['lpush']['rps']:.0%}" if sat["lpush"]["rps"] else "—",
+        ),
+        row("latency p50 / p99 ms", lambda x: f"{ms(x['p50_ms'])} / {ms(x['p99_ms'])}"),
+        row("not 200 / errors", lambda x: f"{x['not_200']} / {x['errors']}"),
+        row(
+            "CPU ms/request: gunicorn / redis",
+            lambda x: f"{x['server_cpu_ms_per_req']:.2f} / {x['redis_cpu_ms_per_req']:.2f}",
+        ),
+        row("generator CPU (share of a core)", lambda x: f"{x['generator_cpu_share']:.0%}"),
+        row(f"open {num(s['rate'])}/s: achieved req/s", lambda x: num(x["achieved_rate"])),
+        row(
+            "open: latency p50 / p99 ms",
+            lambda x: f"{bound(x)}{ms(x['p50_ms'])} / {bound(x)}{ms(x['p99_ms'])}",
+        ),
+        row(
+            "open: not 200 / errors / abandoned",
+            lambda x: f"{x['not_200']} / {x['errors']} / {x['abandoned']}",
+        ),
+    ]
+    title = (
+        f"ingest: {s['seconds']:g} s per target ({s['rounds']} alternating rounds, "
+        f"{s['warmup']:g} s warm-up each), {s['concurrency']} connections; open loop "
+        f"{s['seconds']:g} s at {num(s['rate'])} req/s on ≤ {s['open_connections']} "
+        "connections, latency from when each request was due (a request still waiting "
+        f"{loadgen.GRACE:g} s after the last was due is abandoned and counts the time "
+        "it waited); relay's web with no worker running"
+    )
+    return [title, *table(rows, ["", "relay", "LPUSH", "delay()"])]
+
+
+def e2e_details(ee: dict, s: dict) -> list[str]:
+    th, lat, loss = ee["throughput"], ee["latency"], ee["loss"]
+    cpu = th.get("cpu_ms_per_event", {})
+    rows = [
+        ["burst: accepted / delivered", f"{num(th['accepted'])} / {num(th['delivered'])}"],
+        ["burst: POSTs took (ingest req/s)", f"{th['ingest_s']:.1f} s ({num(th['ingest_rps'])}/s)"],
+        ["burst: first POST → last delivery", f"{th['span_s']:.1f} s"],
+        [
+            "burst: CPU ms/event web / worker / redis / sink / generator",
+            " / ".join(
+                f"{cpu.get(k, float('nan')):.1f}"
+                for k in ("web", "worker", "redis", "sink", "generator")
+            ),
+        ],
+        [
+            f"steady {num(s['e2e_rate'])}/s: POST → delivered p50 / p99",
+            f"{ms(lat['p50_ms'])} / {ms(lat['p99_ms'])} ms",
+        ],
+        ["steady: ingest p99", f"{ms(lat['ingest_p99_ms'])} ms"],
+        [
+            "lost / repeated deliveries / dead letters",
+            f"{loss['lost']} / {loss['repeats']} / {loss['dead_letters']}",
+        ],
+    ]
+    title = (
+        f"e2e: {s['workers']} Celery worker process(es) × {s['worker_concurrency']} "
+        f"threads (celery -A relay.worker worker), sink {s['sink_delay'] * 1000:g} ms "
+        "per request; latency includes the sink's delay"
+    )
+    return [title, *table(rows)]
+
+
+def matching_details(mt: dict) -> list[str]:
+    sizes = list(mt)
+    rows = [
+        ["µs/event (best of repeats)"] + [f"{mt[k]['us_per_event']:.1f}" for k in sizes],
+        ["µs/event without the index"] + [num(mt[k].get("scan_us_per_event"), 1) for k in sizes],
+        ["routes tested per event"] + [num(mt[k].get("candidates_per_event"), 1) for k in sizes],
+        ["events a route matched"] + [f"{mt[k]['matched_share']:.0%}" for k in sizes],
+        ["load time s"] + [f"{mt[k]['load_s']:.2f}" for k in sizes],
+    ]
+    title = (
+        f"matching: Ruleset.match in-process over {mt[sizes[0]]['events']:,} events "
+        "from the seed payloads; generated routes: equality on source / keyword / code / "
+        "status / callback.campaign, a fifth with a prefix, regex, contains or not, 5 % "
+        "continue: true, and 1 % (at most 10) with no equality condition at all"
+    )
+    return [title, *table(rows, [""] + [f"{int(k):,} routes" for k in sizes])]
+
+
+def memory_details(mem: dict) -> list[str]:
+    lines = ["memory: VmHWM (peak RSS) after the load, MB"]
+    for snap in mem.get("snapshots", []):
+        web = ", ".join(f"{v * MB:.1f}" for v in snap.get("web_workers", {}).values())
+        master = snap["web_master"] * MB
+        line = f"  {snap.get('label')}: gunicorn workers {web} (master {master:.1f})"
+        if snap.get("celery"):
+            line += "; Celery worker processes " + ", ".join(
+                f"{v * MB:.1f}" for v in snap["celery"].values()
+            )
+        lines.append(line)
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
