@@ -67,7 +67,13 @@ class RelayCelery(Celery):
         )
 
     def schedule_delivery(self, job: dict, countdown: float) -> None:
-        self.send_task("relay.deliver", args=[job], countdown=countdown or None)
+        self.send_task(
+            "relay.deliver",
+            args=[job],
+            countdown=countdown or None,
+            argsrepr=f"({job['delivery_id']!r})",
+            kwargsrepr="{}",
+        )
 
 
 def rules_holder(settings: Settings):

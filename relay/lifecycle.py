@@ -1,7 +1,8 @@
 """What a worker process runs beside its tasks, hooked to Celery's worker signals:
 
 - the rules watcher (hot reload; SIGHUP checks at once instead of Celery's restart);
-- the pending-outbox sweeper (``relay.sweeper``), in the main process;
+- the inbox pump (``relay.pump``) and the pending-outbox sweeper (``relay.sweeper``), in
+  the main process;
 - the metrics endpoint on ``RELAY_WORKER_METRICS_PORT``, in the main process.
 """
 
@@ -11,7 +12,7 @@ import signal
 
 from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutdown
 
-from relay import logs, metrics, sweeper
+from relay import logs, metrics, pump, sweeper
 
 
 def install(celery) -> None:
@@ -27,6 +28,7 @@ def install(celery) -> None:
         signal.signal(signal.SIGHUP, lambda signum, frame: celery.rules_holder.check())
         interval = max(celery.settings.visibility_timeout / 4, 0.5)
         state["sweeper"] = sweeper.start(celery, celery.store, interval)
+        state["pump"] = pump.start(celery.store, celery)
         if celery.settings.worker_metrics_port:
             metrics.serve(celery.settings.worker_metrics_port, celery.store, celery)
 
@@ -36,7 +38,8 @@ def install(celery) -> None:
 
     @worker_shutdown.connect(weak=False)
     def _shutdown(**_) -> None:
-        if "sweeper" in state:
-            state["sweeper"].set()
+        for name in ("pump", "sweeper"):
+            if name in state:
+                state[name].set()
         if metrics.OWNED_DIR:
             metrics.clean(metrics.OWNED_DIR)

@@ -168,6 +168,10 @@ class StateCollector:
         )
         for name, size in _queue_sizes(self.celery):
             depth.add_metric([name], size)
+        try:
+            depth.add_metric(["relay:inbox"], self.store.inbox_size())
+        except Exception:  # noqa: BLE001
+            pass
         yield depth
 
 

@@ -38,9 +38,26 @@ from relay.errors import UnavailableError
 from relay.events import utc_now_iso
 
 PREFIX = "relay:"
-#: how long a dedupe claim lives before its event is confirmed enqueued (seconds): a web
-#: process that dies between claim and enqueue must not make the sender's retry a duplicate
-PENDING_CLAIM_TTL = 30.0
+
+INBOX = PREFIX + "inbox"  #: event ids accepted and not yet handed to Celery (a list)
+
+#: KEYS: pending zset, pending hash, inbox, then one dedupe key per event;
+#: ARGV: dedupe ttl (ms), then per event: id, pending due score, pending task JSON
+_CLAIM = """
+local out = {}
+for i = 4, #KEYS do
+  local j = (i - 4) * 3 + 2
+  if redis.call('SET', KEYS[i], ARGV[j], 'NX', 'PX', ARGV[1]) then
+    redis.call('ZADD', KEYS[1], ARGV[j + 1], 'route:' .. ARGV[j])
+    redis.call('HSET', KEYS[2], 'route:' .. ARGV[j], ARGV[j + 2])
+    redis.call('LPUSH', KEYS[3], ARGV[j])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
 
 
 def dumps(value: object) -> str:
@@ -74,36 +91,38 @@ class Store:
         self.deliveries = DeliveryState(client, history_ttl)
         self.dead_letters = DeadLetters(client)
         self.pending = Pending(client, grace)
+        self._claim = client.register_script(_CLAIM)
 
     # -- dedupe ---------------------------------------------------------------------------
 
-    def claim(self, fingerprints: Sequence[str], event_ids: Sequence[str]) -> list[bool]:
-        """Atomically claim each fingerprint for its event id; False = a duplicate."""
+    def accept(self, fingerprints: Sequence[str], events: Sequence[dict]) -> list[bool]:
+        """Per event, atomically, in one round trip: claim its fingerprint for the dedupe
+        window, store its routing task as pending and put its id in the inbox. False = a
+        duplicate (nothing written). Once this returns, the event is as durable as Redis:
+        a worker's pump (``relay.pump``) hands the inbox to Celery as ``relay.route``
+        tasks, and the sweeper publishes again anything that goes missing on the way.
+        """
+        keys = [Pending.ZSET, Pending.TASKS, INBOX, *(_dedupe_key(fp) for fp in fingerprints)]
+        due = time.time() + self.pending.grace
+        args: list = [self.dedupe_ttl_ms]
+        for event in events:
+            args += [event["id"], due, dumps({"task": "relay.route", "args": [event]})]
         with _unavailable_on_error():
-            pipe = self.redis.pipeline(transaction=False)
-            for fp, event_id in zip(fingerprints, event_ids, strict=False):
-                pipe.set(_dedupe_key(fp), event_id, nx=True, px=int(PENDING_CLAIM_TTL * 1000))
-            return [bool(ok) for ok in pipe.execute()]
+            return [bool(ok) for ok in self._claim(keys=keys, args=args)]
 
-    def confirm(self, fingerprints: Iterable[str], events: Iterable[dict] = ()) -> None:
-        """The events were enqueued: keep their claims for the whole dedupe window, and
-        register their routing as pending (see :class:`Pending`)."""
-        with _unavailable_on_error():
-            pipe = self.redis.pipeline(transaction=False)
-            for fp in fingerprints:
-                pipe.pexpire(_dedupe_key(fp), self.dedupe_ttl_ms)
-            for event in events:
-                self.pending.register(pipe, "route:" + event["id"], "relay.route", [event])
-            pipe.execute()
+    def take_inbox(self, count: int, timeout: float) -> list[dict]:
+        """Up to ``count`` accepted events from the inbox, oldest first, waiting up to
+        ``timeout`` seconds for the first; each is the ``relay.route`` task spec stored with
+        it (an id whose spec is gone was settled already and is skipped)."""
+        first = self.redis.brpop([INBOX], timeout=timeout)
+        if not first:
+            return []
+        ids = [first[1], *(self.redis.rpop(INBOX, count - 1) or [])]
+        specs = self.redis.hmget(Pending.TASKS, ["route:" + event_id for event_id in ids])
+        return [json.loads(spec) for spec in specs if spec]
 
-    def release(self, fingerprints: Iterable[str]) -> None:
-        """Best effort: forget claims whose events could not be enqueued."""
-        keys = [_dedupe_key(fp) for fp in fingerprints]
-        if keys:
-            try:
-                self.redis.delete(*keys)
-            except redis.RedisError:
-                pass  # the claims expire after PENDING_CLAIM_TTL anyway
+    def inbox_size(self) -> int:
+        return int(self.redis.llen(INBOX))
 
     # -- history --------------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """Publishes again the tasks that stay overdue in the pending outbox (``store.Pending``).
 
 One thread in each worker's main process wakes every ``interval`` seconds; a short Redis
-lock lets one worker sweep at a time. Only when both queues are empty: a task waiting in a
-long queue is not lost, just late, and must not be published twice.
+lock lets one worker sweep at a time. Only when the inbox and both queues are empty: a
+task waiting in a long queue is not lost, just late, and must not be published twice.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def sweep_once(celery, store, interval: float) -> int:
     """Publish overdue tasks again; returns how many."""
     if not store.redis.set(LOCK_KEY, "1", nx=True, px=max(int(interval * 1000), 100)):
         return 0
-    if store.pending.count() == 0 or not queues_empty(celery):
+    if store.pending.count() == 0 or store.inbox_size() or not queues_empty(celery):
         return 0
     overdue = store.pending.overdue()
     for member, spec in overdue:

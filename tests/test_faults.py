@@ -252,3 +252,15 @@ def relay_store(relay: Rig):
     from relay.store import Store, connect
 
     return Store(connect(relay.redis.url), 3600, 3600)
+
+
+def test_events_taken_by_a_pump_that_died_are_published_by_the_sweeper(rig, sink, fault_report):
+    relay = rig()
+    relay.post(15)  # no worker yet: the events wait in the inbox
+    store = relay_store(relay)
+    assert store.inbox_size() == 15
+    store.redis.delete("relay:inbox")  # a pump took them and died before publishing
+    relay.worker()
+    counts = relay.wait_all_delivered()
+    report(fault_report, "inbox entries lost by a dying pump", relay, counts)
+    assert "overdue and not in any queue" in relay.workers[0].log_path.read_text()

@@ -40,13 +40,11 @@ def post(client, body: bytes, content_type: str | None = "application/json", **k
 
 
 def queued_events(redis_client) -> list[dict]:
-    """The events waiting in the relay.route queue, as a worker would decode them."""
-    events = []
-    for raw in redis_client.lrange("relay.route", 0, -1):
-        message = json.loads(raw)
-        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-        events.append(args[0])
-    return events
+    """The events waiting in the inbox, decoded from their stored routing tasks as the
+    pump and the worker decode them."""
+    ids = reversed(redis_client.lrange("relay:inbox", 0, -1))  # oldest first
+    specs = [redis_client.hget("relay:pending:tasks", f"route:{i}") for i in ids]
+    return [json.loads(spec)["args"][0] for spec in specs]
 
 
 def nested(depth: int) -> bytes:
@@ -74,7 +72,7 @@ def test_nesting_past_the_limit_is_400(client, redis_client, depth):
     assert answer.json["error"] == "invalid_payload"
     assert "nested" in answer.json["detail"]
     assert time.monotonic() - started < 1.0
-    assert redis_client.llen("relay.route") == 0
+    assert redis_client.llen("relay:inbox") == 0
 
 
 @pytest.mark.parametrize("opener", [b"[", b'{"a":', b'[{"a":'])
@@ -96,7 +94,7 @@ def test_an_array_past_the_limit_is_400(client, redis_client, where):
     answer = post(client, json.dumps(body, separators=(",", ":")).encode())
     assert answer.status_code == 400
     assert "more than" in answer.json["detail"]
-    assert redis_client.llen("relay.route") == 0
+    assert redis_client.llen("relay:inbox") == 0
 
 
 # -- numbers ------------------------------------------------------------------------------
@@ -117,7 +115,7 @@ def test_non_finite_numbers_are_400(client, redis_client, value, field):
         body = b'{"oa": "1", "da": "2", "message": "m", "' + field.encode() + b'": ' + value + b"}"
     answer = post(client, body)
     assert answer.status_code == 400, answer.json
-    assert redis_client.llen("relay.route") == 0
+    assert redis_client.llen("relay:inbox") == 0
 
 
 @pytest.mark.parametrize("digits", [4301, 5_000, 60_000])
@@ -178,7 +176,7 @@ def test_invalid_utf8_and_raw_control_characters_are_400(client, body):
 )
 def test_any_unicode_text_is_accepted_and_kept(client, redis_client, text):
     for ensure_ascii in (True, False):
-        redis_client.delete("relay.route")
+        redis_client.delete("relay:inbox")
         body = json.dumps(
             {**MESSAGE, "message": text, "n": ensure_ascii}, ensure_ascii=ensure_ascii
         )
@@ -272,7 +270,7 @@ def test_a_lone_surrogate_in_a_reference_is_400(client, redis_client, body, fiel
     answer = post(client, json.dumps(body).encode())
     assert answer.status_code == 400
     assert answer.json["field"] == field
-    assert redis_client.llen("relay.route") == 0
+    assert redis_client.llen("relay:inbox") == 0
 
 
 @pytest.mark.parametrize("kind", ["slack", "sms_reply"])
@@ -313,7 +311,7 @@ def test_chunked_body_over_the_limit_is_413(client, redis_client):
     )
     assert answer.status_code == 413
     assert answer.json["error"] == "payload_too_large"
-    assert redis_client.llen("relay.route") == 0
+    assert redis_client.llen("relay:inbox") == 0
 
 
 @pytest.mark.parametrize("size", [100, 65_536])

@@ -20,8 +20,8 @@ def post(client, body, path=URL, content_type="application/json", **kwargs):
     return client.post(path, data=data, content_type=content_type, **kwargs)
 
 
-def route_queue_length(redis_client) -> int:
-    return redis_client.llen("relay.route")
+def inbox_length(redis_client) -> int:
+    return redis_client.llen("relay:inbox")
 
 
 @pytest.mark.parametrize("name", ALL_FIXTURES)
@@ -89,13 +89,13 @@ def test_bad_payload_is_400_naming_the_field(client, redis_client, body, field):
     assert answer.json["error"] == "invalid_payload"
     assert answer.json["field"] == field
     assert answer.json["detail"].startswith(field)
-    assert route_queue_length(redis_client) == 0
+    assert inbox_length(redis_client) == 0
 
 
 def test_a_batch_with_one_bad_item_enqueues_nothing(client, redis_client):
     body = [load_fixture("receipt-delivered.json"), {"oa": "1"}]
     assert post(client, body).status_code == 400
-    assert route_queue_length(redis_client) == 0
+    assert inbox_length(redis_client) == 0
     assert post(client, body[:1]).json["duplicates"] == 0
 
 
@@ -148,14 +148,14 @@ def test_identical_notification_is_answered_200_and_enqueued_once(client, redis_
     assert first.json["duplicates"] == 0 and len(first.json["accepted"]) == 1
     assert second.status_code == 200
     assert second.json == {"accepted": [], "duplicates": 1}
-    assert route_queue_length(redis_client) == 1
+    assert inbox_length(redis_client) == 1
 
 
 def test_duplicates_within_one_batch_are_counted(client, redis_client):
     payload = load_fixture("receipt-submitted.json")
     answer = post(client, [payload, payload, load_fixture("receipt-delivered.json")])
     assert len(answer.json["accepted"]) == 2 and answer.json["duplicates"] == 1
-    assert route_queue_length(redis_client) == 2
+    assert inbox_length(redis_client) == 2
 
 
 def test_a_different_notification_is_not_a_duplicate(client, redis_client):
@@ -163,7 +163,7 @@ def test_a_different_notification_is_not_a_duplicate(client, redis_client):
     post(client, payload)
     answer = post(client, {**payload, "message": "Another text"})
     assert answer.json["duplicates"] == 0
-    assert route_queue_length(redis_client) == 2
+    assert inbox_length(redis_client) == 2
 
 
 def test_concurrent_copies_on_two_web_apps_are_enqueued_once(settings, redis_client):
@@ -185,7 +185,7 @@ def test_concurrent_copies_on_two_web_apps_are_enqueued_once(settings, redis_cli
     assert [a.status_code for a in answers] == [200] * 16
     assert sum(len(a.json["accepted"]) for a in answers) == 1
     assert sum(a.json["duplicates"] for a in answers) == 15
-    assert route_queue_length(redis_client) == 1
+    assert inbox_length(redis_client) == 1
 
 
 def test_healthz_needs_nothing(client):

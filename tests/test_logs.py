@@ -8,12 +8,15 @@ import pytest
 from relay.logs import ConsoleFormatter, JsonFormatter, mask_numbers
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("reply to 447700900123 failed", "reply to ********0123 failed"),
-    ("to +447700900123.", "to +********0123."),
-    ("event 01M8ESPEZ0YCBY1047700 ok", "event 01M8ESPEZ0YCBY1047700 ok"),  # ids stay
-    ("code 7102 at 2026-11-27", "code 7102 at 2026-11-27"),  # short numbers stay
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("reply to 447700900123 failed", "reply to ********0123 failed"),
+        ("to +447700900123.", "to +********0123."),
+        ("event 01M8ESPEZ0YCBY1047700 ok", "event 01M8ESPEZ0YCBY1047700 ok"),  # ids stay
+        ("code 7102 at 2026-11-27", "code 7102 at 2026-11-27"),  # short numbers stay
+    ],
+)
 def test_phone_numbers_are_masked_to_the_last_four_digits(text, expected):
     assert mask_numbers(text) == expected
 
@@ -26,12 +29,24 @@ def record(message: str, **extra) -> logging.LogRecord:
 
 
 def test_json_line_carries_the_structured_fields_and_nothing_else():
-    entry = record("delivery to 447700900123 failed", event_id="E1", route="r",
-                   destination="d", attempt=2, outcome="retry", data={"args": "secret text"})
+    entry = record(
+        "delivery to 447700900123 failed",
+        event_id="E1",
+        route="r",
+        destination="d",
+        attempt=2,
+        outcome="retry",
+        data={"args": "secret text"},
+    )
     line = json.loads(JsonFormatter().format(entry))
     assert line["message"] == "delivery to ********0123 failed"
     assert {k: line[k] for k in ("event_id", "route", "destination", "attempt", "outcome")} == {
-        "event_id": "E1", "route": "r", "destination": "d", "attempt": 2, "outcome": "retry"}
+        "event_id": "E1",
+        "route": "r",
+        "destination": "d",
+        "attempt": 2,
+        "outcome": "retry",
+    }
     assert "data" not in line and line["level"] == "info" and line["logger"] == "relay.deliver"
 
 

@@ -61,7 +61,7 @@ def post(app, body: bytes = BODY, headers: dict | None = None, path: str = URL):
 
 
 def queued(redis_client) -> int:
-    return redis_client.llen("relay.route")
+    return redis_client.llen("relay:inbox")
 
 
 # -- hub signature ------------------------------------------------------------------------

@@ -7,12 +7,10 @@ import math
 import time
 
 from flask import Blueprint, current_app, g, jsonify, request
-from kombu.exceptions import KombuError, OperationalError
-from redis import RedisError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from relay import metrics
-from relay.errors import PayloadError, SignatureError, UnavailableError
+from relay.errors import PayloadError, SignatureError
 from relay.ingest import parsing
 from relay.ingest.auth import IngestAuth, UnauthorizedError
 
@@ -143,20 +141,10 @@ def check_references(events: list[dict], batch: bool) -> None:
 
 
 def accept(relay, events: list[dict], fingerprints: list[str]) -> tuple[list[str], int]:
-    """Claim, enqueue and confirm each new event; duplicates are only counted."""
-    claims = relay.store.claim(fingerprints, [event["id"] for event in events])
-    new = [(event, fp) for event, fp, ok in zip(events, fingerprints, claims, strict=False) if ok]
-    enqueued: list[tuple[dict, str]] = []
-    try:
-        for event, fp in new:
-            enqueue(relay.celery, event)
-            enqueued.append((event, fp))
-    except UnavailableError:
-        relay.store.release([fp for _, fp in new[len(enqueued) :]])
-        raise
-    finally:
-        if enqueued:
-            relay.store.confirm([fp for _, fp in enqueued], [event for event, _ in enqueued])
+    """Store each new event durably (dedupe claim, pending routing task, inbox) in one Redis
+    round trip; duplicates are only counted. Workers take the inbox from there."""
+    claims = relay.store.accept(fingerprints, events)
+    new = [(event, fp) for event, fp, ok in zip(events, fingerprints, claims, strict=True) if ok]
     metric = metrics.m()
     for event, _ in new:
         metric.received.labels(event["kind"], metrics.source_label(event["source"])).inc()
@@ -170,10 +158,3 @@ def accept(relay, events: list[dict], fingerprints: list[str]) -> tuple[list[str
     if len(events) > len(new):
         metric.duplicates.inc(len(events) - len(new))
     return [event["id"] for event, _ in new], len(events) - len(new)
-
-
-def enqueue(celery, event: dict) -> None:
-    try:
-        celery.send_task("relay.route", args=[event])
-    except (OperationalError, KombuError, RedisError, OSError) as exc:
-        raise UnavailableError(f"broker: {exc}") from exc
