@@ -15,6 +15,35 @@ from relay.cli_common import load_rules_or_exit, settings_or_exit
 from relay.errors import ConfigError
 
 
+def web_argv(host: str, port: int) -> list[str]:
+    """The web process: gunicorn with relay's settings (as the Procfile runs it)."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "relay.wsgi:app",
+        "-c",
+        "python:relay.gunicorn_conf",
+        "--bind",
+        f"{host}:{port}",
+    ]
+
+
+def worker_argv(*extra: str) -> list[str]:
+    """The worker process: a Celery worker on relay's app (as the Procfile runs it)."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "relay.worker",
+        "worker",
+        "--loglevel",
+        "INFO",
+        *extra,
+    ]
+
+
 @click.group()
 @click.version_option(__version__, prog_name="relay")
 def main() -> None:
@@ -52,38 +81,10 @@ def up(rules_path: str | None, host: str, port: int) -> None:
         sys.exit(2)
     if not embedded:
         _warn_if_redis_evicts(settings.redis_url)
-    python = sys.executable
     children = [
+        Child("web", web_argv(host, port), env),
         Child(
-            "web",
-            [
-                python,
-                "-m",
-                "gunicorn",
-                "relay.wsgi:app",
-                "-c",
-                "python:relay.gunicorn_conf",
-                "--bind",
-                f"{host}:{port}",
-            ],
-            env,
-        ),
-        Child(
-            "worker",
-            [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "relay.worker",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            env,
-            stop_timeout=30.0,
+            "worker", worker_argv("--without-gossip", "--without-mingle"), env, stop_timeout=30.0
         ),
     ]
     supervisor = Supervisor(children)
@@ -171,16 +172,7 @@ def _wait_healthy(url: str, supervisor, timeout: float = 30.0) -> bool:
 def web(host: str, port: int) -> None:
     """The web process: gunicorn serving the webhook endpoint."""
     _check_callback_auth(settings_or_exit(require_redis=True))
-    argv = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "relay.wsgi:app",
-        "-c",
-        "python:relay.gunicorn_conf",
-        "--bind",
-        f"{host}:{port}",
-    ]
+    argv = web_argv(host, port)
     os.execv(sys.executable, argv)
 
 
@@ -189,17 +181,7 @@ def web(host: str, port: int) -> None:
 def worker(celery_args: tuple[str, ...]) -> None:
     """The worker process: a Celery worker for routing and delivery (extra args go to celery)."""
     settings_or_exit(require_redis=True)
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "relay.worker",
-        "worker",
-        "--loglevel",
-        "INFO",
-        *celery_args,
-    ]
+    argv = worker_argv(*celery_args)
     os.execv(sys.executable, argv)
 
 
