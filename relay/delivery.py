@@ -167,21 +167,25 @@ def deliver_job(runtime: Runtime, job: dict) -> str:
     if wait > 0.5:
         runtime.schedule(job, min(wait, runtime.max_hop))
         return "waiting"
-    if state.is_done(did):
-        runtime.store.pending.settle_now("deliver:" + did)
-        return _dropped(did, "already_done")
-    if job.get("gen", 0) != state.generation(did):
-        return _dropped(did, "stale")
     # the rules that routed it, so an in-flight delivery outlives a reload
     destination = runtime.rules.get(job.get("rules_version")).destinations.get(job["destination"])
     hold = _timeout_of(destination) + LOCK_MARGIN
-    if not state.acquire(did, hold):
+    verdict, number = state.begin(did, job.get("gen", 0), hold)
+    if verdict == "done":
+        runtime.store.pending.settle_now("deliver:" + did)
+        return _dropped(did, "already_done")
+    if verdict == "stale":
+        return _dropped(did, "stale")
+    if verdict == "busy":
         runtime.schedule(job, min(hold, runtime.max_hop))
         return "busy"
+    result = "failed"
     try:
-        return _attempt(runtime, job, destination)
+        result = _attempt(runtime, job, destination, number)
+        return result
     finally:
-        state.release(did)
+        if result != "delivered":  # a delivered one dropped its lock in the same transaction
+            state.release(did)
 
 
 def _dropped(did: str, why: str) -> str:
@@ -190,7 +194,8 @@ def _dropped(did: str, why: str) -> str:
     return why
 
 
-def _attempt(runtime: Runtime, job: dict, destination: Destination | None) -> str:
+def _attempt(runtime: Runtime, job: dict, destination: Destination | None, number: int) -> str:
+    """Attempt ``number`` (already counted, lock held): skip, send, then settle or retry."""
     state = runtime.store.deliveries
     did = job["delivery_id"]
     reason = _skip_reason(runtime, job, destination)
@@ -201,7 +206,6 @@ def _attempt(runtime: Runtime, job: dict, destination: Destination | None) -> st
         _step(job, destination, "skipped", "delivery %s skipped: %s", did, reason)
         return "skipped"
     policy = RetryPolicy.from_mapping(job["retry"])
-    number = state.begin_attempt(did)
     if number > policy.attempts:
         reason = f"gave up after {policy.attempts} attempts (some did not finish)"
         return _dead_letter(runtime, job, reason, destination)
@@ -210,11 +214,13 @@ def _attempt(runtime: Runtime, job: dict, destination: Destination | None) -> st
         outcome = _missing(job)
     else:
         outcome = perform(destination, job, runtime.settings)
-    _record_attempt(runtime, job, number, started, outcome)
+    attempt = _observe_attempt(job, number, started, outcome)
     if outcome.ok:
-        state.mark_done(did)
-        runtime.store.pending.settle_now("deliver:" + did)
-        _history(runtime, job, "delivered", attempt=number)
+        entries = [
+            _entry(job, "attempt", **_without_time(attempt)),
+            _entry(job, "delivered", attempt=number),
+        ]
+        state.finish_delivered(did, job["event"]["id"], attempt, entries)
         _observe_end_to_end(job["event"])
         _step(
             job,
@@ -226,6 +232,8 @@ def _attempt(runtime: Runtime, job: dict, destination: Destination | None) -> st
             attempt=number,
         )
         return "delivered"
+    state.log_attempt(did, attempt)
+    _history(runtime, job, "attempt", **_without_time(attempt))
     if outcome.kind == "transient" and number < policy.attempts:
         delay = next_delay(outcome, number, policy)
         _schedule_retry(runtime, job, delay)
@@ -268,17 +276,8 @@ def _schedule_retry(runtime: Runtime, job: dict, delay: float) -> None:
     runtime.schedule(follow_up, min(delay, runtime.max_hop))
 
 
-def _record_attempt(runtime, job, number: int, started: str, outcome: Outcome) -> None:
-    attempt = {
-        "attempt": number,
-        "at": started,
-        "outcome": outcome.kind,
-        "status": outcome.status,
-        "error": outcome.error,
-        "latency": round(outcome.latency, 4),
-    }
-    runtime.store.deliveries.log_attempt(job["delivery_id"], attempt)
-    _history(runtime, job, "attempt", **{k: v for k, v in attempt.items() if k != "at"})
+def _observe_attempt(job: dict, number: int, started: str, outcome: Outcome) -> dict:
+    """The attempt's record; its metric and log line (no I/O)."""
     metrics.m().delivery_seconds.labels(job["destination"]).observe(outcome.latency)
     log.info(
         "delivery %s attempt %d: %s %s",
@@ -290,6 +289,18 @@ def _record_attempt(runtime, job, number: int, started: str, outcome: Outcome) -
             job, step="attempt", attempt=number, outcome=outcome.kind, status=outcome.status
         ),
     )
+    return {
+        "attempt": number,
+        "at": started,
+        "outcome": outcome.kind,
+        "status": outcome.status,
+        "error": outcome.error,
+        "latency": round(outcome.latency, 4),
+    }
+
+
+def _without_time(attempt: dict) -> dict:
+    return {key: value for key, value in attempt.items() if key != "at"}
 
 
 def _fields(job: dict, **more) -> dict:
@@ -345,15 +356,19 @@ def _dead_letter(
     return "dead_lettered"
 
 
-def _history(runtime: Runtime, job: dict, step: str, **fields) -> None:
-    entry = {
+def _entry(job: dict, step: str, **fields) -> dict:
+    """A history entry about this delivery."""
+    return {
         "step": step,
         "delivery_id": job["delivery_id"],
         "route": job["route"],
         "destination": job["destination"],
         **fields,
     }
-    runtime.store.add_history(job["event"]["id"], entry)
+
+
+def _history(runtime: Runtime, job: dict, step: str, **fields) -> None:
+    runtime.store.add_history(job["event"]["id"], _entry(job, step, **fields))
 
 
 def _missing(job: dict) -> Outcome:

@@ -240,24 +240,58 @@ class Pending:
         return int(self.redis.zcard(self.ZSET))
 
 
+#: KEYS: done, gen, lock, attempt counter; ARGV: expected generation, lock ms, ttl s
+_BEGIN = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'done', 0} end
+if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[1]) then
+  return {'stale', 0}
+end
+if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[2]) then return {'busy', 0} end
+local n = redis.call('INCR', KEYS[4])
+redis.call('EXPIRE', KEYS[4], ARGV[3])
+return {'go', n}
+"""
+
+
 class DeliveryState:
     """Per-delivery bookkeeping that makes redelivered task messages harmless."""
 
     def __init__(self, client: redis.Redis, ttl: float) -> None:
         self.redis = client
         self.ttl = int(ttl)
+        self._begin = client.register_script(_BEGIN)
+
+    def begin(self, delivery_id: str, gen: int, hold: float) -> tuple[str, int]:
+        """In one round trip: ``("done"|"stale"|"busy", 0)`` when this task message has
+        nothing to do, else take the lock for ``hold`` seconds and count the attempt:
+        ``("go", attempt number)``."""
+        keys = [self._key(delivery_id, part) for part in ("done", "gen", "lock", "n")]
+        verdict, number = self._begin(keys=keys, args=[gen, int(hold * 1000), self.ttl])
+        return (verdict.decode() if isinstance(verdict, bytes) else verdict), int(number)
+
+    def finish_delivered(
+        self, delivery_id: str, event_id: str, attempt: dict, entries: list[dict]
+    ) -> None:
+        """In one transaction: log the attempt, append ``entries`` to the event's history,
+        mark the delivery done, settle it in the pending outbox and drop its lock."""
+        pipe = self.redis.pipeline(transaction=True)
+        log_key, history = self._key(delivery_id, "log"), PREFIX + "history:" + event_id
+        pipe.rpush(log_key, dumps(attempt)).expire(log_key, self.ttl)
+        for entry in entries:
+            pipe.rpush(history, dumps({"at": utc_now_iso(), **entry}))
+        pipe.expire(history, self.ttl)
+        pipe.set(self._key(delivery_id, "done"), "1", ex=self.ttl)
+        pipe.zrem(Pending.ZSET, "deliver:" + delivery_id).hdel(
+            Pending.TASKS, "deliver:" + delivery_id
+        )
+        pipe.delete(self._key(delivery_id, "lock"))
+        pipe.execute()
 
     def _key(self, delivery_id: str, part: str) -> str:
         return f"{PREFIX}dlv:{delivery_id}:{part}"
 
-    def is_done(self, delivery_id: str) -> bool:
-        return bool(self.redis.exists(self._key(delivery_id, "done")))
-
     def mark_done(self, delivery_id: str) -> None:
         self.redis.set(self._key(delivery_id, "done"), "1", ex=self.ttl)
-
-    def generation(self, delivery_id: str) -> int:
-        return int(self.redis.get(self._key(delivery_id, "gen")) or 0)
 
     def next_generation(self, delivery_id: str) -> int:
         key = self._key(delivery_id, "gen")
@@ -266,20 +300,8 @@ class DeliveryState:
         pipe.expire(key, self.ttl)
         return int(pipe.execute()[0])
 
-    def acquire(self, delivery_id: str, seconds: float) -> bool:
-        key = self._key(delivery_id, "lock")
-        return bool(self.redis.set(key, "1", nx=True, px=int(seconds * 1000)))
-
     def release(self, delivery_id: str) -> None:
         self.redis.delete(self._key(delivery_id, "lock"))
-
-    def begin_attempt(self, delivery_id: str) -> int:
-        """The 1-based number of the attempt about to start."""
-        key = self._key(delivery_id, "n")
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.incr(key)
-        pipe.expire(key, self.ttl)
-        return int(pipe.execute()[0])
 
     def log_attempt(self, delivery_id: str, attempt: dict) -> None:
         key = self._key(delivery_id, "log")

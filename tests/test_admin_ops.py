@@ -91,7 +91,8 @@ def test_show_gives_the_whole_record_with_its_age_and_none_for_unknown_ids(store
 
 def test_replay_publishes_the_same_delivery_with_a_fresh_budget(store):
     record = dead_letter(store)
-    store.deliveries.begin_attempt(record["id"])
+    assert store.deliveries.begin(record["id"], 0, 1) == ("go", 1)  # an attempt was made
+    store.deliveries.release(record["id"])
     generation = store.deliveries.next_generation(record["id"])
     publisher = Recorder()
     report = admin.replay(store, publisher, [record["id"], "gone:hook"])
@@ -111,7 +112,7 @@ def test_replay_publishes_the_same_delivery_with_a_fresh_budget(store):
     assert report.replayed == [
         {"id": record["id"], "destination": "hook", "task": "relay.deliver", "generation": 2}
     ]
-    assert store.deliveries.begin_attempt(record["id"]) == 1  # the budget starts again
+    assert store.deliveries.begin(record["id"], 2, 1) == ("go", 1)  # the budget starts again
     assert store.dead_letters.get(record["id"]) is None
     assert store.dead_letters.ids() == []
     (entry,) = store.history("01EVENT")
