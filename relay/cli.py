@@ -60,7 +60,7 @@ def up(rules_path: str | None, host: str, port: int) -> None:
     """All in one: embedded Redis (unless RELAY_REDIS_URL is set), web and a worker."""
     from relay.embedded import EmbeddedRedis
     from relay.samples import sample_curl
-    from relay.supervisor import Child, Supervisor, _die_with_parent
+    from relay.supervisor import Child, Supervisor
 
     if rules_path:
         os.environ["RELAY_RULES"] = rules_path
@@ -73,7 +73,7 @@ def up(rules_path: str | None, host: str, port: int) -> None:
     env = dict(os.environ)
     try:
         if not settings.redis_url:
-            embedded = EmbeddedRedis(settings.data_dir).start(preexec_fn=_die_with_parent)
+            embedded = EmbeddedRedis(settings.data_dir).start()
             env["RELAY_REDIS_URL"] = embedded.url
             click.echo(f"relay: embedded Redis {embedded.url} (data in {embedded.data_dir})")
     except ConfigError as exc:

@@ -62,7 +62,10 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 15.0, preexec_fn=None) -> EmbeddedRedis:
+    def start(self, timeout: float = 15.0) -> EmbeddedRedis:
+        """Start and wait until it answers; it gets SIGTERM if this process dies."""
+        from relay.supervisor import _die_with_parent
+
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock()
         conf = self.data_dir / "redis.conf"
@@ -75,7 +78,7 @@ class EmbeddedRedis:
             [redis_executable(), str(conf)],
             stdout=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=preexec_fn,
+            preexec_fn=_die_with_parent,
         )
         self._wait_ready(timeout)
         return self

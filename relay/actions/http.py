@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -281,4 +282,11 @@ def _new_session() -> requests.Session:
     adapter = HTTPAdapter(pool_maxsize=DEFAULT_POOL_MAXSIZE, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
+    if not urllib.request.getproxies():
+        # requests reads the proxy variables from the environment on every request (a third
+        # of a delivery's CPU here); with none set, read the CA bundle variables once instead
+        session.trust_env = False
+        session.verify = (
+            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        )
     return session
