@@ -98,6 +98,8 @@ def up(rules_path: str | None, host: str, port: int) -> None:
             click.echo(
                 f"\nrelay {__version__} is up.\n  webhook URL: {url}\n"
                 f"  post a sample receipt:\n    {sample_curl(url)}\n"
+                "  then, in another shell here: relay events show <id from the answer>,\n"
+                "  relay dlq list, relay rules test --event FILE --explain\n"
                 "  Ctrl-C stops everything.\n"
             )
         status = supervisor.watch()

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import click
 
+from relay.embedded import running_embedded_url
 from relay.errors import ConfigError, RulesError
 from relay.settings import Settings, load_settings
 
 
 def settings_or_exit(require_redis: bool = False) -> Settings:
-    """Settings, or one line naming the bad variable and exit status 2."""
+    """Settings, or one line naming the bad variable and exit status 2.
+
+    Without RELAY_REDIS_URL, a command that needs Redis uses the embedded one a running
+    `relay up` serves from RELAY_DATA_DIR (so `relay dlq list` works beside `make run`).
+    """
     try:
         settings = load_settings()
+        if require_redis and not settings.redis_url:
+            embedded = running_embedded_url(settings.data_dir)
+            if embedded:
+                settings = dataclasses.replace(settings, redis_url=embedded)
         if require_redis:
             settings.require_redis()
         return settings

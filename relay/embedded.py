@@ -34,6 +34,24 @@ maxmemory-policy noeviction
 """
 
 
+URL_FILE = "redis.url"  #: in the data dir while an embedded Redis serves it
+
+
+def running_embedded_url(data_dir: str | os.PathLike) -> str | None:
+    """The URL of the embedded Redis a running `relay up` serves from ``data_dir``."""
+    path = Path(data_dir) / URL_FILE
+    try:
+        url = path.read_text().strip()
+    except OSError:
+        return None
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=0.5) as client:
+            client.ping()
+    except redis.RedisError:
+        return None  # left by a relay that was killed
+    return url
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -81,6 +99,7 @@ class EmbeddedRedis:
             preexec_fn=_die_with_parent,
         )
         self._wait_ready(timeout)
+        (self.data_dir / URL_FILE).write_text(self.url + "\n")
         return self
 
     def _lock(self) -> None:
@@ -111,6 +130,7 @@ class EmbeddedRedis:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM: redis flushes the append-only file and exits."""
+        (self.data_dir / URL_FILE).unlink(missing_ok=True)
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:

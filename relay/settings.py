@@ -70,7 +70,7 @@ class Settings:
         """The state Redis URL, or a SettingsError saying how to get one."""
         if not self.redis_url:
             raise SettingsError(
-                "RELAY_REDIS_URL", "not set (use `relay up` for the embedded Redis)"
+                "RELAY_REDIS_URL", "not set (set it, or run `relay up` here for the embedded Redis)"
             )
         return self.redis_url
 
