@@ -18,6 +18,7 @@ from pathlib import Path
 
 import requests
 
+from relay.cli import web_argv, worker_argv
 from relay.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,19 +114,7 @@ class Stack:
             }
         )
         self.port = free_port()
-        self.web = self._spawn(
-            "web",
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "relay.wsgi:app",
-                "-c",
-                "python:relay.gunicorn_conf",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-            ],
-        )
+        self.web = self._spawn("web", web_argv("127.0.0.1", self.port))
         self.workers = [self.start_worker(i) for i in range(workers)]
         self._wait_ready()
 
@@ -147,21 +136,9 @@ class Stack:
     def start_worker(self, index: int) -> subprocess.Popen:
         return self._spawn(
             f"worker{index}",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "relay.worker",
-                "worker",
-                "--loglevel",
-                self.worker_loglevel,
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"bench{index}-{time.time_ns()}@%h",
-            ],
+            worker_argv("--without-gossip", "--without-mingle", "--without-heartbeat",
+                        "-n", f"bench{index}-{time.time_ns()}@%h",
+                        loglevel=self.worker_loglevel),
         )
 
     def _wait_ready(self, timeout: float = 60.0) -> None:

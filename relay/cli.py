@@ -29,7 +29,7 @@ def web_argv(host: str, port: int) -> list[str]:
     ]
 
 
-def worker_argv(*extra: str) -> list[str]:
+def worker_argv(*extra: str, loglevel: str = "INFO") -> list[str]:
     """The worker process: a Celery worker on relay's app (as the Procfile runs it)."""
     return [
         sys.executable,
@@ -39,7 +39,7 @@ def worker_argv(*extra: str) -> list[str]:
         "relay.worker",
         "worker",
         "--loglevel",
-        "INFO",
+        loglevel,
         *extra,
     ]
 

@@ -6,12 +6,13 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import redis
+
+from relay.cli import worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "webex-connect"
@@ -57,20 +58,7 @@ class WorkerProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "relay.worker",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                *self.args,
-            ],
+            worker_argv("--without-gossip", "--without-mingle", "--without-heartbeat", *self.args),
             env=self.env,
             cwd=ROOT,
             stdout=self._log,

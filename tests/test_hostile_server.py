@@ -10,12 +10,12 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 import requests
 
+from relay.cli import web_argv
 from tests.harness import ROOT, relay_env, wait_until
 from tests.httpsink import closed_port
 
@@ -30,16 +30,7 @@ def server(redis_server, tmp_path_factory):
     env = relay_env(redis_server.url, WEB_CONCURRENCY="1", WEB_THREADS="4")
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "relay.wsgi:app",
-                "-c",
-                "python:relay.gunicorn_conf",
-                "--bind",
-                f"127.0.0.1:{port}",
-            ],
+            web_argv("127.0.0.1", port),
             env=env,
             cwd=ROOT,
             stdout=out,

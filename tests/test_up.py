@@ -88,7 +88,12 @@ def test_up_serves_persists_and_stops_cleanly(tmp_path):
     store.close()
     shown = subprocess.run(  # finds the embedded Redis through RELAY_DATA_DIR
         [sys.executable, "-m", "relay.cli", "events", "show", event_id],
-        env=user_env(data_dir), cwd=ROOT, capture_output=True, text=True, timeout=30)
+        env=user_env(data_dir),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert shown.returncode == 0, shown.stderr
     assert event_id in shown.stdout
     assert first.stop(signal.SIGTERM) == 0
