@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from redis import RedisError
 
 from relay import dispatch, metrics
-from relay.actions import Outcome, RetryPolicy, next_delay
+from relay.actions import Outcome, RetryPolicy, next_delay, should_retry
 from relay.events import utc_now_iso
 from relay.reloader import RulesHolder
 from relay.replies import ReplyState, apply_opt_keywords, skip_reason
@@ -234,7 +234,7 @@ def _attempt(runtime: Runtime, job: dict, destination: Destination | None, numbe
         return "delivered"
     state.log_attempt(did, attempt)
     _history(runtime, job, "attempt", **_without_time(attempt))
-    if outcome.kind == "transient" and number < policy.attempts:
+    if should_retry(outcome, number, policy):
         delay = next_delay(outcome, number, policy)
         _schedule_retry(runtime, job, delay)
         _history(runtime, job, "retry_scheduled", attempt=number, delay=round(delay, 3))

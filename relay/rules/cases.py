@@ -39,7 +39,7 @@ from typing import Any
 
 from relay.errors import PayloadError, RulesError
 from relay.ingest.parsing import SOURCE_PATTERN, build_events, decode
-from relay.rules.document import Document, Path, Problems, format_path, parse
+from relay.rules.document import Document, Path, Problems, format_path, parse, read_source
 from relay.rules.model import Ruleset
 from relay.rules.suggest import did_you_mean
 from relay.settings import digits
@@ -103,14 +103,7 @@ class CaseResult:
 
 def load_cases(path: str, env: Mapping[str, str] | None = None) -> list[Case]:
     """The cases in the file at ``path``; :class:`CasesError` lists every problem."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
-    except OSError as exc:
-        raise CasesError([f"{path}:1: file: cannot read: {exc.strerror or exc}"]) from exc
-    except UnicodeDecodeError as exc:
-        raise CasesError([f"{path}:1: file: not UTF-8 text ({exc.reason})"]) from exc
-    return read_cases(text, path, os.path.dirname(path), env)
+    return read_cases(read_source(path, CasesError), path, os.path.dirname(path), env)
 
 
 def read_cases(

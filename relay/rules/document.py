@@ -17,7 +17,7 @@ keys. An unquoted value is typed after expansion (``attempts: ${N:-5}`` is the n
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,17 @@ _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _SPECIAL_FLOATS = {".inf": float("inf"), "+.inf": float("inf"), "-.inf": float("-inf")}
 _SPECIAL_FLOATS[".nan"] = float("nan")
 _LEADING_ZERO = re.compile(r"[-+]?0[0-9]")
+
+
+def read_source(path: str, error: Callable[[list[str]], Exception]) -> str:
+    """The text of the YAML file at ``path``; ``error([message])`` when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except OSError as exc:
+        raise error([f"{path}:1: file: cannot read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise error([f"{path}:1: file: not UTF-8 text ({exc.reason})"]) from exc
 
 
 def format_path(path: Path) -> str:

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from relay.errors import RulesError
-from relay.rules.document import Problems, parse
+from relay.rules.document import Problems, parse, read_source
 from relay.rules.model import Destination, Route, Ruleset
 from relay.rules.reader import Reader
 from relay.rules.schema import read_destination, read_route
@@ -43,14 +43,7 @@ def load_rules(
     ``env`` supplies ``${VAR}`` values (default: ``os.environ``); ``checks`` adds
     settings-dependent problems per destination (see :data:`DestinationChecks`).
     """
-    try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
-    except OSError as exc:
-        raise RulesError([f"{path}:1: file: cannot read: {exc.strerror or exc}"]) from exc
-    except UnicodeDecodeError as exc:
-        raise RulesError([f"{path}:1: file: not UTF-8 text ({exc.reason})"]) from exc
-    return load_rules_text(text, path, env, checks)
+    return load_rules_text(read_source(path, RulesError), path, env, checks)
 
 
 def load_rules_text(
