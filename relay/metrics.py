@@ -178,8 +178,8 @@ class StateCollector:
 def _queue_sizes(celery):
     if celery is None:
         return []
-    from relay.celeryapp import DELIVER_QUEUE, ROUTE_QUEUE
-    from relay.sweeper import _queue_size
+    from relay.worker.app import DELIVER_QUEUE, ROUTE_QUEUE
+    from relay.worker.sweeper import _queue_size
 
     try:
         with celery.connection_for_read() as connection:

@@ -41,7 +41,7 @@ SAMPLE_INBOUND = {
 
 def sample_events() -> list[dict]:
     """A normalized delivery receipt and inbound message, e.g. to try templates on."""
-    from relay.ingest.parsing import build_events
+    from relay.parsing import build_events
 
     events, _ = build_events([SAMPLE_RECEIPT, SAMPLE_INBOUND], "default", frozenset())
     return events

@@ -109,9 +109,9 @@ class Relay:
     """A web app (Flask test client) and a real worker sharing one fresh Redis database."""
 
     def __init__(self, redis_server, tmp_path: Path, rules: str, **env: str) -> None:
-        from relay.app import create_app
+        from relay.web.app import create_app
         from relay.settings import load_settings
-        from relay.store import Store, connect
+        from relay.state.store import Store, connect
 
         url = db_url(redis_server, next(_databases))
         redis.Redis.from_url(url).flushdb()

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from relay.app import create_app
+from relay.web.app import create_app
 from relay.settings import load_settings
-from relay.store import Store, connect
+from relay.state.store import Store, connect
 from tests.conftest import load_fixture
 from tests.harness import relay_env
 from tests.httpsink import closed_port

@@ -1,4 +1,4 @@
-"""relay.admin against the suite's real Redis: dead letters, replay, purge, history."""
+"""relay.ops.admin against the suite's real Redis: dead letters, replay, purge, history."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from relay import admin
-from relay.store import Store, connect
+from relay.ops import admin
+from relay.state.store import Store, connect
 
 RETRY = {"attempts": 5, "initial": 0.1, "max": 0.2}
 
@@ -59,7 +59,7 @@ def dead_letter(store: Store, destination: str | None = "hook", event_id: str = 
 
 
 def outbox(store: Store) -> dict:
-    """The tasks registered as pending (relay.store.Pending), by member."""
+    """The tasks registered as pending (relay.state.store.Pending), by member."""
     tasks = store.redis.hgetall(store.pending.TASKS)
     assert set(store.redis.zrange(store.pending.ZSET, 0, -1)) == set(tasks)
     return {member: json.loads(spec) for member, spec in tasks.items()}

@@ -6,8 +6,8 @@ import base64
 import hashlib
 import hmac
 
-from relay.delivery import delivery_id, perform
-from relay.ingest.parsing import build_events
+from relay.worker.delivery import delivery_id, perform
+from relay.parsing import build_events
 from relay.rules import load_rules_text
 from relay.settings import load_settings
 from tests.conftest import load_fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.app import create_app
+from relay.web.app import create_app
 from tests.conftest import load_fixture
 from tests.harness import FIXTURES, wait_until
 

@@ -3,7 +3,7 @@
 import pytest
 
 from relay.events import end_user_and_business, keyword, new_id, parse_callback
-from relay.ingest.parsing import build_events
+from relay.parsing import build_events
 from tests.conftest import load_fixture
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.app import create_app
-from relay.embedded import EmbeddedRedis
+from relay.web.app import create_app
+from relay.cli.embedded import EmbeddedRedis
 from relay.settings import load_settings
 from tests.harness import WorkerProcess, relay_env, wait_until
 from tests.httpsink import Answer, HttpSink
@@ -249,7 +249,7 @@ def test_two_workers_on_one_queue_deliver_each_event_once(rig, sink, fault_repor
 
 
 def relay_store(relay: Rig):
-    from relay.store import Store, connect
+    from relay.state.store import Store, connect
 
     return Store(connect(relay.redis.url), 3600, 3600)
 

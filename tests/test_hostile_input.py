@@ -17,14 +17,14 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from relay.app import create_app
-from relay.delivery import Runtime, deliver_job, route_event
-from relay.ingest.views import MAX_ARRAY, MAX_DEPTH
-from relay.reloader import StaticRules
-from relay.replies import ReplyState
+from relay.web.app import create_app
+from relay.worker.delivery import Runtime, deliver_job, route_event
+from relay.web.ingest import MAX_ARRAY, MAX_DEPTH
+from relay.rules.reloader import StaticRules
+from relay.actions.replies import ReplyState
 from relay.rules import load_rules_text
 from relay.settings import load_settings
-from relay.store import Store, connect
+from relay.state.store import Store, connect
 from tests.harness import FIXTURES, relay_env
 
 URL = "/webhooks/webex-connect"
@@ -275,8 +275,8 @@ def test_a_lone_surrogate_in_a_reference_is_400(client, redis_client, body, fiel
 
 @pytest.mark.parametrize("kind", ["slack", "sms_reply"])
 def test_lone_surrogates_reach_slack_and_sms_replies(sink, kind):
-    from relay.delivery import delivery_id, perform
-    from relay.ingest.parsing import build_events
+    from relay.worker.delivery import delivery_id, perform
+    from relay.parsing import build_events
 
     destination = {
         "slack": f'{{type: slack, webhook_url: "{sink.url()}", text: "{{{{ event.text }}}}"}}',

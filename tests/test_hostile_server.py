@@ -1,4 +1,4 @@
-"""Oversized bodies against the real web process (gunicorn, relay/gunicorn_conf.py).
+"""Oversized bodies against the real web process (gunicorn, relay/web/gunicorn_conf.py).
 
 A Content-Length over RELAY_MAX_BODY_BYTES is refused before the body is read, however
 slowly it comes; a chunked body (no Content-Length) is refused once it passes the limit.

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from relay.app import create_app
+from relay.web.app import create_app
 from tests.conftest import load_fixture
 from tests.harness import FIXTURES
 

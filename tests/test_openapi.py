@@ -1,4 +1,4 @@
-"""relay/openapi.yaml describes the public HTTP API, and the app keeps to it (schemathesis).
+"""relay/web/openapi.yaml describes the public HTTP API, and the app keeps to it (schemathesis).
 
 The run is in-process (the Flask app of the suite's real Redis, no network), bounded and
 derandomized. It covers the public paths only; the admin API (``/api/``) is described
@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from relay import __version__
-from relay.docs import openapi
+from relay.web.openapi import openapi
 from tests.harness import ROOT
 
 PUBLIC = r"^/(webhooks/|healthz$|readyz$|metrics$|openapi\.json$)"
@@ -61,7 +61,7 @@ def flask_rule(path: str) -> str:
 def test_openapi_json_is_the_packaged_yaml(client):
     answer = client.get("/openapi.json")
     assert answer.status_code == 200
-    assert answer.json == yaml.safe_load((ROOT / "relay" / "openapi.yaml").read_text())
+    assert answer.json == yaml.safe_load((ROOT / "relay" / "web" / "openapi.yaml").read_text())
     assert answer.json == openapi()
     assert answer.json["info"]["version"] == __version__
 

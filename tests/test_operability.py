@@ -12,7 +12,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.embedded import free_port
+from relay.cli.embedded import free_port
 from tests.conftest import load_fixture
 from tests.harness import wait_until
 from tests.httpsink import Answer

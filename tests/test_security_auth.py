@@ -18,10 +18,10 @@ import pytest
 from click.testing import CliRunner
 
 from relay import cli
-from relay.app import create_app
+from relay.web.app import create_app
 from relay.errors import SettingsError
-from relay.ingest import auth
-from relay.ingest.views import AUTH
+from relay.web import auth
+from relay.web.ingest import AUTH
 from relay.settings import load_settings
 from tests.conftest import load_fixture
 from tests.harness import ROOT, relay_env
@@ -416,7 +416,7 @@ def test_any_one_method_satisfies_require_auth(make_app, env):
 def test_wsgi_entry_point_refuses_with_one_line_and_exit_2(redis_server):
     env = relay_env(redis_server.url, RELAY_REQUIRE_AUTH="1")
     done = subprocess.run(
-        [sys.executable, "-c", "import relay.wsgi"],
+        [sys.executable, "-c", "import relay.web.wsgi"],
         env=env,
         cwd=ROOT,
         capture_output=True,

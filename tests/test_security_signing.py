@@ -11,7 +11,7 @@ import base64
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from relay.delivery import perform
+from relay.worker.delivery import perform
 from tests.test_delivery import SETTINGS, job_for, rules
 
 OLD = "whsec_" + base64.b64encode(b"old signing key, 32 bytes long!!").decode()

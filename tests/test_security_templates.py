@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from relay.delivery import perform
-from relay.ingest.parsing import build_events
+from relay.worker.delivery import perform
+from relay.parsing import build_events
 from relay.rules import TemplateError
 from relay.rules.templates import compile_template
 from tests.test_delivery import SETTINGS, job_for, rules

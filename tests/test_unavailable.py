@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from relay.app import create_app
-from relay.embedded import EmbeddedRedis
+from relay.web.app import create_app
+from relay.cli.embedded import EmbeddedRedis
 from relay.settings import load_settings
 from tests.conftest import load_fixture
 from tests.harness import relay_env
@@ -92,7 +92,7 @@ def test_up_warns_when_the_configured_redis_may_evict_keys(own_redis, tmp_path):
 
     import redis as redis_py
 
-    from relay.embedded import free_port
+    from relay.cli.embedded import free_port
     from tests.harness import ROOT
 
     redis_py.Redis.from_url(own_redis.url).config_set("maxmemory-policy", "volatile-lru")

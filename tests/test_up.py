@@ -13,7 +13,7 @@ import pytest
 import redis
 import requests
 
-from relay.embedded import free_port
+from relay.cli.embedded import free_port
 from tests.conftest import load_fixture
 from tests.harness import ROOT, wait_until
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.errors import PayloadError, RulesError
-from relay.ingest.parsing import SOURCE_PATTERN, build_events, decode
+from relay.parsing import SOURCE_PATTERN, build_events, decode
 from relay.rules.document import Document, Path, Problems, format_path, parse, read_source
 from relay.rules.model import Ruleset
 from relay.rules.suggest import did_you_mean

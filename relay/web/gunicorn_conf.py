@@ -1,4 +1,4 @@
-"""gunicorn settings for the web process (``gunicorn -c python:relay.gunicorn_conf``).
+"""gunicorn settings for the web process (``gunicorn -c python:relay.web.gunicorn_conf``).
 
 ``WEB_CONCURRENCY`` worker processes (default 2) with ``WEB_THREADS`` threads each
 (default 4), bound to ``$PORT`` (default 8000) on all interfaces unless ``--bind`` is given.

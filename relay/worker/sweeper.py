@@ -12,7 +12,7 @@ import threading
 
 from kombu.exceptions import ChannelError
 
-from relay.celeryapp import DELIVER_QUEUE, ROUTE_QUEUE
+from relay.worker.app import DELIVER_QUEUE, ROUTE_QUEUE
 
 log = logging.getLogger("relay.sweeper")
 LOCK_KEY = "relay:sweeper:lock"

@@ -11,8 +11,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from relay import metrics
 from relay.errors import PayloadError, SignatureError
-from relay.ingest import parsing
-from relay.ingest.auth import IngestAuth, UnauthorizedError
+from relay import parsing
+from relay.web.auth import IngestAuth, UnauthorizedError
 
 log = logging.getLogger("relay.ingest")
 bp = Blueprint("ingest", __name__)

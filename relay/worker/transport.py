@@ -5,7 +5,7 @@ other synchronous command); constructing one (its response-callback table) is ab
 of the cost of publishing a small task. This subclass keeps one client per channel and
 connection pool — redis-py clients over a pool are thread-safe — and changes nothing
 else. It is selected through Celery's documented ``broker_transport`` setting when the
-broker is Redis (see ``relay.celeryapp``).
+broker is Redis (see ``relay.worker.app``).
 """
 
 from __future__ import annotations

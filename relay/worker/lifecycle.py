@@ -1,7 +1,7 @@
 """What a worker process runs beside its tasks, hooked to Celery's worker signals:
 
 - the rules watcher (hot reload; SIGHUP checks at once instead of Celery's restart);
-- the inbox pump (``relay.pump``) and the pending-outbox sweeper (``relay.sweeper``), in
+- the inbox pump (``relay.worker.pump``) and the pending-outbox sweeper (``relay.worker.sweeper``), in
   the main process;
 - the metrics endpoint on ``RELAY_WORKER_METRICS_PORT``, in the main process.
 """
@@ -12,7 +12,9 @@ import signal
 
 from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutdown
 
-from relay import logs, metrics, pump, sweeper
+from relay import logs, metrics
+from relay.worker import pump
+from relay.worker import sweeper
 
 
 def install(celery) -> None:

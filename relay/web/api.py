@@ -3,7 +3,7 @@
 Every ``/api/`` path needs ``Authorization: Bearer $RELAY_ADMIN_TOKEN`` (401 otherwise);
 with the token unset every one of them answers 404, as if the API did not exist. Answers
 are JSON, the same shapes as ``relay dlq … --json`` and ``relay events show --json``
-(see ``relay.admin``). Bad input is a 400 naming the field; unknown ids a 404; Redis or
+(see ``relay.ops.admin``). Bad input is a 400 naming the field; unknown ids a 404; Redis or
 the broker not answering a 503.
 """
 
@@ -17,11 +17,11 @@ from kombu.exceptions import KombuError
 from redis import RedisError
 from werkzeug.exceptions import NotFound
 
-from relay import admin
-from relay.app import RETRY_AFTER
+from relay.ops import admin
+from relay.web.app import RETRY_AFTER
 from relay.durations import parse_duration
 from relay.errors import RelayError
-from relay.ingest import parsing
+from relay import parsing
 
 log = logging.getLogger("relay.api")
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -192,7 +192,7 @@ def show_event(ref: str):
 @bp.post("/rules/test")
 def rules_test():
     """A raw Webex Connect payload → the dry run against the rules this process runs."""
-    from relay.dryrun import dry_run
+    from relay.ops.dryrun import dry_run
 
     source = _query("source").get("source", "default")
     parsing.check_source(source)

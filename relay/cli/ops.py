@@ -1,6 +1,6 @@
-"""``relay dlq …`` and ``relay events show``: the operator tools of ``relay.admin``.
+"""``relay dlq …`` and ``relay events show``: the operator tools of ``relay.ops.admin``.
 
-``--json`` prints the same shapes as the admin API (``relay.api``). Redis or the broker
+``--json`` prints the same shapes as the admin API (``relay.web.api``). Redis or the broker
 not answering is one line on stderr and exit status 1; so is an unknown id.
 """
 
@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from relay.cli_common import settings_or_exit
+from relay.cli.common import settings_or_exit
 from relay.durations import format_duration, parse_duration
 
 if TYPE_CHECKING:
-    from relay.admin import ReplayReport
+    from relay.ops.admin import ReplayReport
 
-# relay.admin (and through it the delivery code) is imported by the commands that use it,
+# relay.ops.admin (and through it the delivery code) is imported by the commands that use it,
 # so that `relay --help` and the other commands stay quick to start.
 
 #: seconds a Redis call of an operator command may take
@@ -39,7 +39,7 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def dlq_list(destination: str | None, as_json: bool) -> None:
     """Every dead letter, oldest first."""
-    from relay import admin
+    from relay.ops import admin
 
     with _infrastructure():
         items = admin.list_dead_letters(_store(), destination)
@@ -56,7 +56,7 @@ def dlq_list(destination: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def dlq_show(delivery_id: str, as_json: bool) -> None:
     """One dead letter: its event, route, destination and every attempt."""
-    from relay import admin
+    from relay.ops import admin
 
     with _infrastructure():
         record = admin.show_dead_letter(_store(), delivery_id)
@@ -81,8 +81,8 @@ def dlq_replay(
     The destination is sent to as the worker's rules define it now; one that is no longer
     in them is dead-lettered again, saying so.
     """
-    from relay import admin
-    from relay.celeryapp import make_celery
+    from relay.ops import admin
+    from relay.worker.app import make_celery
 
     if bool(delivery_ids) == replay_all:
         raise click.UsageError("give dead-letter ids or --all (not both)")
@@ -110,7 +110,7 @@ def dlq_replay(
 @click.argument("delivery_ids", nargs=-1, required=True)
 def dlq_delete(delivery_ids: tuple[str, ...]) -> None:
     """Remove dead letters without sending them."""
-    from relay import admin
+    from relay.ops import admin
 
     store = _store()
     missing = 0
@@ -129,7 +129,7 @@ def dlq_delete(delivery_ids: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def dlq_purge(older_than: str | None, as_json: bool) -> None:
     """Remove dead letters (all of them, or those older than --older-than)."""
-    from relay import admin
+    from relay.ops import admin
 
     seconds = None
     if older_than is not None:
@@ -156,7 +156,7 @@ def events() -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def events_show(ref: str, as_json: bool) -> None:
     """The life of an event: ID is a relay event id, a transid (all its events) or a tid."""
-    from relay import admin
+    from relay.ops import admin
 
     with _infrastructure():
         found = admin.event_history(_store(), ref)
@@ -172,7 +172,7 @@ def events_show(ref: str, as_json: bool) -> None:
 
 
 def _store(settings=None):
-    from relay.store import Store, connect
+    from relay.state.store import Store, connect
 
     settings = settings or settings_or_exit(require_redis=True)
     client = connect(settings.require_redis(), timeout=REDIS_TIMEOUT)
@@ -204,7 +204,7 @@ def _echo_json(value: object) -> None:
 
 def _known_destinations(settings) -> frozenset[str] | None:
     """Destination names of the rules file this command sees, or None when it cannot load."""
-    from relay.checks import load_ruleset
+    from relay.ops.checks import load_ruleset
     from relay.errors import ConfigError
 
     try:
@@ -273,7 +273,7 @@ def format_age(seconds: float | None) -> str:
 
 
 def _describe(record: dict) -> str:
-    from relay import admin
+    from relay.ops import admin
 
     event = record.get("event") or {}
     retry = record.get("retry")
@@ -312,7 +312,7 @@ def _attempt_line(entry: dict, with_time: bool = False) -> str:
 
 
 def format_timeline(item: dict) -> str:
-    """A compact, human timeline of one ``relay.admin.timeline``."""
+    """A compact, human timeline of one ``relay.ops.admin.timeline``."""
 
     head = [f"{item['id']} {item['kind']} {item['summary']}".rstrip()]
     head.append(f"source {item['source']}")

@@ -82,7 +82,7 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 15.0) -> EmbeddedRedis:
         """Start and wait until it answers; it gets SIGTERM if this process dies."""
-        from relay.supervisor import _die_with_parent
+        from relay.cli.supervisor import _die_with_parent
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock()

@@ -11,7 +11,7 @@ import click
 import requests
 
 from relay import __version__
-from relay.cli_common import load_rules_or_exit, settings_or_exit
+from relay.cli.common import load_rules_or_exit, settings_or_exit
 from relay.errors import ConfigError
 
 
@@ -21,9 +21,9 @@ def web_argv(host: str, port: int) -> list[str]:
         sys.executable,
         "-m",
         "gunicorn",
-        "relay.wsgi:app",
+        "relay.web.wsgi:app",
         "-c",
-        "python:relay.gunicorn_conf",
+        "python:relay.web.gunicorn_conf",
         "--bind",
         f"{host}:{port}",
     ]
@@ -58,9 +58,9 @@ def main() -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 def up(rules_path: str | None, host: str, port: int) -> None:
     """All in one: embedded Redis (unless RELAY_REDIS_URL is set), web and a worker."""
-    from relay.embedded import EmbeddedRedis
+    from relay.cli.embedded import EmbeddedRedis
     from relay.samples import sample_curl
-    from relay.supervisor import Child, Supervisor
+    from relay.cli.supervisor import Child, Supervisor
 
     if rules_path:
         os.environ["RELAY_RULES"] = rules_path
@@ -113,7 +113,7 @@ def up(rules_path: str | None, host: str, port: int) -> None:
 
 def _check_callback_auth(settings) -> None:
     """Exit 2 when RELAY_REQUIRE_AUTH finds no callback auth; else warn once if there is none."""
-    from relay.ingest import auth
+    from relay.web import auth
 
     try:
         auth.IngestAuth.from_settings(settings)
@@ -128,7 +128,7 @@ def _check_callback_auth(settings) -> None:
 def _warn_if_redis_evicts(url: str) -> None:
     from redis import RedisError
 
-    from relay.store import connect, eviction_warning
+    from relay.state.store import connect, eviction_warning
 
     try:
         warning = eviction_warning(connect(url))
@@ -187,12 +187,9 @@ def worker(celery_args: tuple[str, ...]) -> None:
     os.execv(sys.executable, argv)
 
 
-from relay.cli_admin import dlq, events  # noqa: E402 - the subcommand groups, after main exists
-from relay.cli_rules import rules  # noqa: E402
+from relay.cli.ops import dlq, events  # noqa: E402 - the subcommand groups, after main exists
+from relay.cli.rules import rules  # noqa: E402
 
 main.add_command(rules)
 main.add_command(dlq)
 main.add_command(events)
-
-if __name__ == "__main__":
-    main()

@@ -1,11 +1,11 @@
 """Operator tools: dead letters (list, show, replay, delete, purge) and event history.
 
-Plain functions over a :class:`relay.store.Store` and, for replays, a *publisher*: anything
+Plain functions over a :class:`relay.state.store.Store` and, for replays, a *publisher*: anything
 with Celery's ``send_task(name, args=[...])`` (the web process's or a command's Celery app).
-``relay.cli_admin`` and ``relay.api`` are thin adapters over them, so the command line
+``relay.cli.ops`` and ``relay.web.api`` are thin adapters over them, so the command line
 and the HTTP API answer with the same JSON shapes.
 
-A replay registers its task in the outbox (``relay.store.Pending``) like every task relay
+A replay registers its task in the outbox (``relay.state.store.Pending``) like every task relay
 publishes, writes a ``replayed`` history entry, publishes, and only then removes the dead
 letter — and only if it is unchanged, so one made anew by a fast failing retry survives.
 
@@ -25,8 +25,8 @@ from typing import Protocol
 
 from redis import RedisError
 
-from relay.delivery import delivery_id
-from relay.store import Store
+from relay.worker.delivery import delivery_id
+from relay.state.store import Store
 
 ROUTING = "(routing)"  #: the "destination" part of a routing dead letter's id
 ENDS = {"delivered", "dead_lettered", "skipped"}  #: history steps that end a delivery
@@ -173,7 +173,7 @@ def _replay_one(store: Store, publisher: Publisher, record: dict) -> dict:
 
 
 def _job(record: dict, generation: int) -> dict:
-    """The ``relay.deliver`` job, as ``relay.delivery`` builds it, for a new generation."""
+    """The ``relay.deliver`` job, as ``relay.worker.delivery`` builds it, for a new generation."""
     return {
         "delivery_id": record["id"],
         "event": record["event"],

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from redis import RedisError
 
 from relay import metrics
-from relay.store import eviction_warning
+from relay.state.store import eviction_warning
 
 bp = Blueprint("health", __name__)
 

@@ -1,11 +1,11 @@
-"""The WSGI entry point gunicorn loads: ``gunicorn relay.wsgi:app``."""
+"""The WSGI entry point gunicorn loads: ``gunicorn relay.web.wsgi:app``."""
 
 import sys
 
 from relay.errors import ConfigError
 
 try:
-    from relay.app import create_app
+    from relay.web.app import create_app
 
     app = create_app()
 except ConfigError as exc:  # one line naming the variable, not a traceback

@@ -99,7 +99,7 @@ class Store:
         """Per event, atomically, in one round trip: claim its fingerprint for the dedupe
         window, store its routing task as pending and put its id in the inbox. False = a
         duplicate (nothing written). Once this returns, the event is as durable as Redis:
-        a worker's pump (``relay.pump``) hands the inbox to Celery as ``relay.route``
+        a worker's pump (``relay.worker.pump``) hands the inbox to Celery as ``relay.route``
         tasks, and the sweeper publishes again anything that goes missing on the way.
         """
         keys = [Pending.ZSET, Pending.TASKS, INBOX, *(_dedupe_key(fp) for fp in fingerprints)]
@@ -343,7 +343,7 @@ class DeadLetters:
         pipe.zrem(f"{PREFIX}dead", delivery_id)
         return bool(pipe.execute()[0])
 
-    # -- operator tools (relay.admin) ---------------------------------------------------------
+    # -- operator tools (relay.ops.admin) ---------------------------------------------------------
 
     def scored(self) -> list[tuple[str, float]]:
         """Every dead-letter id with the time it was stored (epoch seconds), oldest first."""

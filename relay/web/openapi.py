@@ -1,4 +1,4 @@
-"""The API description: ``GET /openapi.json`` serves ``relay/openapi.yaml`` as JSON."""
+"""The API description: ``GET /openapi.json`` serves ``relay/web/openapi.yaml`` as JSON."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ bp = Blueprint("docs", __name__)
 @cache
 def openapi() -> dict:
     """The OpenAPI document shipped with the package (read once per process)."""
-    return yaml.safe_load(files("relay").joinpath("openapi.yaml").read_text(encoding="utf-8"))
+    return yaml.safe_load(files("relay.web").joinpath("openapi.yaml").read_text(encoding="utf-8"))
 
 
 @bp.route("/openapi.json", methods=["GET", "HEAD"])

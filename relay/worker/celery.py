@@ -8,7 +8,7 @@ from relay.errors import ConfigError
 metrics.prepare("worker")  # before anything imports prometheus_client
 
 try:
-    from relay.celeryapp import make_celery
+    from relay.worker.app import make_celery
 
     app = make_celery()
     app.settings.require_redis()
@@ -17,6 +17,6 @@ except ConfigError as exc:  # one line naming the variable, not a traceback
     print(f"relay: {exc}", file=sys.stderr)
     sys.exit(2)
 
-from relay.lifecycle import install  # noqa: E402 - only once the settings are known good
+from relay.worker.lifecycle import install  # noqa: E402 - only once the settings are known good
 
 install(app)

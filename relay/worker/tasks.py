@@ -1,4 +1,4 @@
-"""Celery tasks: thin adapters over ``relay.delivery``.
+"""Celery tasks: thin adapters over ``relay.worker.delivery``.
 
 A Redis error while a task runs (state store unreachable) gives the message back to the
 queue after a pause instead of acknowledging it: the event is retried, not lost.
@@ -13,7 +13,7 @@ from celery import shared_task
 from celery.exceptions import Reject
 from redis import RedisError
 
-from relay import delivery
+from relay.worker import delivery
 
 #: seconds to wait before giving a message back when Redis failed (avoids a hot loop)
 REQUEUE_PAUSE = 1.0

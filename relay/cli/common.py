@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from relay.embedded import running_embedded_url
+from relay.cli.embedded import running_embedded_url
 from relay.errors import ConfigError, RulesError
 from relay.settings import Settings, load_settings
 
@@ -34,7 +34,7 @@ def settings_or_exit(require_redis: bool = False) -> Settings:
 
 def load_rules_or_exit(settings: Settings, path: str, exit_code: int = 2):
     """The ruleset at ``path``, or every error on stderr and ``exit_code``."""
-    from relay.checks import load_ruleset
+    from relay.ops.checks import load_ruleset
 
     try:
         return load_ruleset(settings, path)

@@ -10,7 +10,7 @@ carried by a ``relay.deliver`` task message::
 The delivery id is stable: every retry and replay of the pair carries the same one (sent
 to HTTP destinations as ``webhook-id``).
 
-Redelivered task messages are harmless (see ``relay.store.DeliveryState``): a message of an
+Redelivered task messages are harmless (see ``relay.state.store.DeliveryState``): a message of an
 older generation is dropped, a delivery already done is not sent again, a lock keeps two
 copies from sending at once. A wait longer than the broker's visibility timeout allows
 is split into hops of at most half of it, so a scheduled retry is never redelivered while
@@ -27,14 +27,15 @@ from datetime import datetime, timezone
 
 from redis import RedisError
 
-from relay import dispatch, metrics
+from relay import metrics
+from relay.actions import registry as dispatch
 from relay.actions import Outcome, RetryPolicy, next_delay, should_retry
 from relay.events import utc_now_iso
-from relay.reloader import RulesHolder
-from relay.replies import ReplyState, apply_opt_keywords, skip_reason
+from relay.rules.reloader import RulesHolder
+from relay.actions.replies import ReplyState, apply_opt_keywords, skip_reason
 from relay.rules import Destination, SmsReplyDestination, TemplateError
 from relay.settings import Settings
-from relay.store import Store
+from relay.state.store import Store
 
 log = logging.getLogger("relay.deliver")
 

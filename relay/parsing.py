@@ -8,8 +8,8 @@ from collections.abc import Set
 
 from relay.errors import PayloadError, UnsupportedMediaError
 from relay.events import inbound_event, new_id, receipt_event
-from relay.ingest.schemas import parse_notification
-from relay.store import fingerprint
+from relay.schemas import parse_notification
+from relay.state.store import fingerprint
 
 MAX_BATCH = 1000  #: notifications in one JSON array
 SOURCE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from relay.delivery import delivery_id
-from relay.dispatch import prepare, redact
-from relay.ingest.parsing import build_events
+from relay.worker.delivery import delivery_id
+from relay.actions.registry import prepare, redact
+from relay.parsing import build_events
 from relay.rules import Ruleset, TemplateError
 from relay.rules.explain import RouteExplanation
 from relay.rules.explain import explain as explain_routes

@@ -7,7 +7,7 @@
   its budget instead of hanging when the broker is gone;
 - a visibility timeout (``RELAY_VISIBILITY_TIMEOUT``) after which the Redis transport
   redelivers a task that was taken but never acknowledged, swept for every second.
-  Retry waits longer than half of it are split into hops (see ``relay.tasks``), so a
+  Retry waits longer than half of it are split into hops (see ``relay.worker.tasks``), so a
   scheduled retry is never redelivered while it waits.
 """
 
@@ -33,7 +33,7 @@ class RelayCelery(Celery):
 
     @cached_property
     def store(self):
-        from relay.store import Store, connect
+        from relay.state.store import Store, connect
 
         client = connect(self.settings.require_redis(), timeout=5.0)
         return Store(
@@ -54,8 +54,8 @@ class RelayCelery(Celery):
 
     @cached_property
     def runtime(self):
-        from relay.delivery import Runtime
-        from relay.replies import ReplyState
+        from relay.worker.delivery import Runtime
+        from relay.actions.replies import ReplyState
 
         return Runtime(
             settings=self.settings,
@@ -79,8 +79,8 @@ class RelayCelery(Celery):
 def rules_holder(settings: Settings):
     """A RulesHolder for ``settings.rules_path`` with the settings checks and metrics."""
     from relay import metrics
-    from relay.checks import load_ruleset
-    from relay.reloader import RulesHolder
+    from relay.ops.checks import load_ruleset
+    from relay.rules.reloader import RulesHolder
 
     return RulesHolder(
         settings.rules_path,
@@ -97,7 +97,7 @@ def pending_grace(settings: Settings) -> float:
 
 def make_celery(settings: Settings | None = None) -> RelayCelery:
     settings = settings or load_settings()
-    app = RelayCelery(settings, include=["relay.tasks"])
+    app = RelayCelery(settings, include=["relay.worker.tasks"])
     app.conf.update(celery_config(settings))
     return app
 
@@ -148,10 +148,10 @@ def celery_config(settings: Settings) -> dict:
 
 
 def _transport(url: str | None) -> str | None:
-    """relay's Redis transport (one client per channel, see relay.transport) for
+    """relay's Redis transport (one client per channel, see relay.worker.transport) for
     redis:// and rediss:// brokers; the URL's own transport otherwise."""
     if url and url.split("://", 1)[0] in ("redis", "rediss"):
-        return "relay.transport:Transport"
+        return "relay.worker.transport:Transport"
     return None
 
 

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from relay.celeryapp import RelayCelery, make_celery, pending_grace, rules_holder
+from relay.worker.app import RelayCelery, make_celery, pending_grace, rules_holder
 from relay.errors import IngestError, UnavailableError
-from relay.reloader import RulesHolder
+from relay.rules.reloader import RulesHolder
 from relay.rules import Ruleset
 from relay.settings import Settings, load_settings
-from relay.store import Store, connect
+from relay.state.store import Store, connect
 
 log = logging.getLogger("relay.web")
 
@@ -44,9 +44,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     store = Store(client, settings.history_ttl, settings.dedupe_ttl, grace=pending_grace(settings))
     app.extensions["relay"] = Relay(settings, store, make_celery(settings), rules_holder(settings))
 
-    from relay import api, health
-    from relay.docs import bp as docs_bp
-    from relay.ingest import views
+    from relay.web import api
+    from relay.web import health
+    from relay.web.openapi import bp as docs_bp
+    from relay.web import ingest as views
 
     app.register_blueprint(views.bp)
     app.register_blueprint(health.bp)

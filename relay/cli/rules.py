@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from relay.cli_common import load_rules_or_exit, settings_or_exit
+from relay.cli.common import load_rules_or_exit, settings_or_exit
 from relay.errors import IngestError
 
 
@@ -86,8 +86,8 @@ def rules_test(
 
 
 def _dry_run(ruleset, event_file, settings, source: str, explain: bool, as_json: bool) -> None:
-    from relay.dryrun import dry_run, format_text
-    from relay.ingest.parsing import decode
+    from relay.ops.dryrun import dry_run, format_text
+    from relay.parsing import decode
 
     try:
         reports = dry_run(ruleset, decode(event_file.read()), settings, source, explain)

@@ -1,1 +1,0 @@
-"""Ingest: the webhook endpoint — verify, parse, dedupe, enqueue, answer fast."""
