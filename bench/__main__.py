@@ -1,10 +1,13 @@
-"""relay's benchmarks: ingest (against two baselines), end to end, matching, memory.
+"""relay's benchmarks: ingest (against two baselines), end to end (against a naive relay),
+matching, memory.
 
     python -m bench [ingest|e2e|matching|memory|all] [--seconds S] [--concurrency C] …
-    make bench                                   # all, default settings (≈ 4 minutes)
+    python -m bench e2e                          # end to end only, with the naive baseline
+    make bench                                   # all, default settings (≈ 5 minutes)
 
 Starts what it needs (a private Redis, relay's web under gunicorn with the Procfile's
-settings, Celery workers, the two baseline apps, a local HTTP sink) and stops it all.
+settings, Celery workers, the two ingest baseline apps, the naive relay of bench.naive, a
+local HTTP sink) and stops it all.
 Prints a plain-text table (each figure next to its target, ✓/✗) on stdout, progress on
 stderr; ``--json`` prints the full results as JSON instead (``--json PATH`` writes them
 there and still prints the table). Exit status 1 when an accepted event was lost.
@@ -28,6 +31,8 @@ TARGETS = {
     "ingest_ratio": 0.70,
     "open_p99_ms": 20.0,
     "e2e_events_per_s": 500.0,
+    "e2e_vs_naive": 1.3,
+    "worker_cpu_ms_per_event": 2.5,
     "matching_us_1000": 50.0,
     "matching_growth": 2.0,
     "web_mb": 80.0,
@@ -85,6 +90,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--drain", type=float, default=180.0, help="e2e: seconds to wait for the last deliveries"
+    )
+    parser.add_argument(
+        "--no-naive",
+        action="store_true",
+        help="e2e: skip the naive-relay baseline burst (bench.naive)",
     )
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
     parser.add_argument(
@@ -176,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             keep=args.keep,
             progress=progress,
             on_stack=lambda stack: snapshots.append(memory.snapshot(stack, "e2e stack")),
+            naive=not args.no_naive,
         )
     if "memory" in todo:
         if snapshots:  # after the load of ingest and e2e above
@@ -272,7 +283,8 @@ def render(r: dict) -> str:
     ]
     if "ingest" in r or "e2e" in r:
         out.append(
-            f"web: gunicorn -c python:relay.gunicorn_conf, WEB_CONCURRENCY={s['web_concurrency']}"
+            "web: gunicorn -c python:relay.web.gunicorn_conf,"
+            f" WEB_CONCURRENCY={s['web_concurrency']}"
             f" × WEB_THREADS={s['web_threads']} for relay and both baselines"
         )
         ceiling = r["generator"].get("ceiling_rps")
@@ -317,6 +329,27 @@ def render(r: dict) -> str:
                 mark(eps >= t["e2e_events_per_s"]),
             ]
         )
+        naive = ee.get("naive")
+        if naive:
+            ratio = ee["relay_vs_naive"]
+            rows.append(
+                [
+                    "e2e events/s relay ÷ naive relay (same burst, processes, sink)",
+                    f"{ratio:.2f}× ({num(eps)} ÷ {num(naive['events_per_s'])})",
+                    f"≥ {t['e2e_vs_naive']:g}×",
+                    mark(ratio >= t["e2e_vs_naive"]),
+                ]
+            )
+        worker_cpu = ee["throughput"]["cpu_ms_per_event"].get("worker")
+        if worker_cpu is not None:
+            rows.append(
+                [
+                    "e2e worker CPU per delivered event (burst)",
+                    f"{worker_cpu:.2f} ms",
+                    f"≤ {t['worker_cpu_ms_per_event']:g} ms",
+                    mark(worker_cpu <= t["worker_cpu_ms_per_event"]),
+                ]
+            )
         loss = ee["loss"]
         rows.append(
             [
@@ -376,6 +409,8 @@ def render(r: dict) -> str:
         out += ["", *ingest_details(ing, s)]
     if ee:
         out += ["", *e2e_details(ee, s)]
+        if ee.get("naive"):
+            out += ["", *naive_details(ee, s)]
     if mt:
         out += ["", *matching_details(mt)]
     if mem:
@@ -454,6 +489,50 @@ def e2e_details(ee: dict, s: dict) -> list[str]:
         "per request; latency includes the sink's delay"
     )
     return [title, *table(rows)]
+
+
+def naive_details(ee: dict, s: dict) -> list[str]:
+    sides = {"relay": ee["throughput"], "naive": ee["naive"]}
+    roles = ("web", "worker", "redis", "sink", "generator")
+
+    def row(label, fn):
+        return [label] + [fn(side) for side in sides.values()]
+
+    def cpu(side: dict, role: str) -> float:
+        return side["cpu_ms_per_event"].get(role, float("nan"))
+
+    rows = [
+        row("accepted / delivered", lambda x: f"{num(x['accepted'])} / {num(x['delivered'])}"),
+        row(
+            "POSTs took (ingest req/s)",
+            lambda x: f"{x['ingest_s']:.1f} s ({num(x['ingest_rps'])}/s)",
+        ),
+        row("first POST → last delivery", lambda x: f"{x['span_s']:.1f} s"),
+        row("events/s", lambda x: num(x["events_per_s"])),
+        row(
+            "÷ naive",
+            lambda x: (
+                f"{x['events_per_s'] / sides['naive']['events_per_s']:.2f}×"
+                if sides["naive"]["events_per_s"]
+                else "—"
+            ),
+        ),
+        *[row(f"CPU ms/event: {role}", lambda x, r=role: f"{cpu(x, r):.2f}") for role in roles],
+        row(
+            "CPU ms/event: web + worker + redis",
+            lambda x: f"{sum(cpu(x, r) for r in ('web', 'worker', 'redis')):.2f}",
+        ),
+    ]
+    title = (
+        f"e2e burst, relay against a naive relay (bench.naive: Flask send_task per "
+        f"notification, one Celery task that requests.post()s it; JSON, results ignored, "
+        f"Celery's defaults otherwise) run first on the same Redis and sink with the same "
+        f"processes: gunicorn gthread {s['web_concurrency']} × {s['web_threads']}, "
+        f"{s['workers']} Celery worker(s) × {s['worker_concurrency']} "
+        f"{ee['config'].get('worker_pool', 'threads')}; burst of {num(s['burst'])} on "
+        f"{s['concurrency']} connections"
+    )
+    return [title, *table(rows, ["", "relay", "naive"])]
 
 
 def matching_details(mt: dict) -> list[str]:

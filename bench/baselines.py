@@ -1,7 +1,7 @@
 """The two baselines the ingest benchmark compares relay with, as WSGI apps for gunicorn:
 
-    gunicorn bench.baselines:lpush -c python:relay.gunicorn_conf   # LPUSH the raw body
-    gunicorn bench.baselines:delay -c python:relay.gunicorn_conf   # Celery delay() by hand
+    gunicorn bench.baselines:lpush -c python:relay.web.gunicorn_conf   # LPUSH the raw body
+    gunicorn bench.baselines:delay -c python:relay.web.gunicorn_conf   # Celery delay() by hand
 
 Both answer ``POST /webhooks/webex-connect`` (relay's path) and use ``BENCH_REDIS_URL``.
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import requests
 
 from relay.cli import web_argv, worker_argv
-from relay.embedded import EmbeddedRedis, free_port
+from relay.cli.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,7 +89,8 @@ class Sink:
 
 
 class Stack:
-    """Redis + gunicorn web + N workers, all on this machine, all stopped by ``close()``."""
+    """Redis + gunicorn web + N workers, all on this machine, all stopped by ``close()``
+    (but a ``redis`` passed in, which the caller stops)."""
 
     def __init__(
         self,
@@ -98,10 +99,13 @@ class Stack:
         env: dict | None = None,
         web_workers: int = 2,
         worker_loglevel: str = "WARNING",
+        redis: EmbeddedRedis | None = None,
     ) -> None:
         self.worker_loglevel = worker_loglevel
         self.dir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-        self.redis = EmbeddedRedis(self.dir / "redis").start()
+        # a Redis given by the caller is the caller's to stop; the stack starts its own else
+        self.own_redis = redis is None
+        self.redis = redis or EmbeddedRedis(self.dir / "redis").start()
         (self.dir / "rules.yaml").write_text(rules)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
         self.env.update(
@@ -136,9 +140,14 @@ class Stack:
     def start_worker(self, index: int) -> subprocess.Popen:
         return self._spawn(
             f"worker{index}",
-            worker_argv("--without-gossip", "--without-mingle", "--without-heartbeat",
-                        "-n", f"bench{index}-{time.time_ns()}@%h",
-                        loglevel=self.worker_loglevel),
+            worker_argv(
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"bench{index}-{time.time_ns()}@%h",
+                loglevel=self.worker_loglevel,
+            ),
         )
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
@@ -168,7 +177,8 @@ class Stack:
                 process.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
-        self.redis.stop()
+        if self.own_redis:
+            self.redis.stop()
 
 
 def steady_post(
@@ -221,7 +231,7 @@ def steady_post(
 
 class Gunicorn:
     """Another WSGI app (``module:name``) under gunicorn with relay's settings
-    (``-c python:relay.gunicorn_conf``) on a free port; ``close()`` stops it."""
+    (``-c python:relay.web.gunicorn_conf``) on a free port; ``close()`` stops it."""
 
     def __init__(self, app: str, env: dict, log: Path) -> None:
         self.port = free_port()
@@ -233,7 +243,7 @@ class Gunicorn:
                 "gunicorn",
                 app,
                 "-c",
-                "python:relay.gunicorn_conf",
+                "python:relay.web.gunicorn_conf",
                 "--bind",
                 f"127.0.0.1:{self.port}",
             ],

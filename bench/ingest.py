@@ -1,9 +1,9 @@
 """Ingest: relay's webhook endpoint against two baselines on the same gunicorn settings.
 
-One private Redis; relay's web (``relay.wsgi:app``) with no Celery worker running, so its
+One private Redis; relay's web (``relay.web.wsgi:app``) with no Celery worker running, so its
 queue fills like the baselines' do and no routing competes for the CPU; and the two
 baselines of :mod:`bench.baselines` (a bare ``LPUSH``, a hand-written Celery ``delay()``),
-each under ``gunicorn -c python:relay.gunicorn_conf`` with the same WEB_CONCURRENCY and
+each under ``gunicorn -c python:relay.web.gunicorn_conf`` with the same WEB_CONCURRENCY and
 WEB_THREADS. Every POST is one of the seed payloads (tests/fixtures/webex-connect, in
 turn) made unique (``transid`` / ``tid``), so relay's dedupe never short-circuits.
 

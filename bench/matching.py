@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from relay.codes import CODE_DESCRIPTIONS
-from relay.ingest.parsing import build_events
+from relay.parsing import build_events
 from relay.rules import load_rules_text
 
 SEEDS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "webex-connect"
