@@ -26,8 +26,12 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(PY) -m bench
 
+# style, the import layers (pyproject.toml [tool.importlinter]) and types
 lint: $(VENV)/.installed-test
-	$(VENV)/bin/ruff check relay tests
+	$(VENV)/bin/ruff check relay tests bench
+	$(VENV)/bin/ruff format --check relay tests bench
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy relay
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

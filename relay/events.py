@@ -1,7 +1,16 @@
-"""The normalized event (DESIGN §6): what rules, templates, receivers and history see.
+"""The records relay passes around, each with one definition and one constructor.
 
-An event is a plain JSON-native dict, so that it travels through Celery's JSON
-serializer unchanged. Fields that belong to the other kind are absent, not null.
+- :class:`Event` — the normalized notification that rules, templates, receivers and
+  history see (README: "The event"). A plain JSON-native dict, so that it travels through
+  Celery's JSON serializer unchanged; fields of the other kind are absent, not null.
+  Built by :func:`receipt_event` and :func:`inbound_event`.
+- :class:`Job` — one delivery: one (event, destination) pair, carried by a
+  ``relay.deliver`` task message (:func:`new_job`).
+- :class:`Attempt` — one finished try at a job (:func:`new_attempt`).
+- :class:`HistoryEntry` — one step in an event's life (:func:`history_entry`,
+  :func:`delivery_entry`); its ``step`` is a :class:`Step`.
+- :class:`DeadLetter` — a delivery (or a routing) that gave up (:func:`dead_letter`,
+  :func:`routing_dead_letter`).
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ import time
 import unicodedata
 from collections.abc import Mapping, Set
 from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, TypedDict
 from urllib.parse import parse_qsl
 
 from relay.codes import CODE_DESCRIPTIONS, is_final
@@ -36,7 +47,41 @@ def utc_now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def receipt_event(fields: Mapping, raw: object, source: str, event_id: str) -> dict:
+class Event(TypedDict, total=False):
+    """The normalized event. Common fields first; then a receipt's, then a message's."""
+
+    id: str
+    kind: str
+    source: str
+    received_at: str
+    raw: Any
+    timestamp: str
+    channel: str
+    # delivery_receipt
+    status: str
+    final: bool
+    code: str
+    code_description: str
+    description: str
+    additional_info: str
+    destination: str
+    transid: str
+    subtid: str
+    correlation_id: str
+    callback_data: str
+    callback: dict[str, Any]
+    # inbound_message
+    tid: str
+    user_id: str
+    network_id: str
+    sender: str
+    recipient: str
+    text: str
+    keyword: str
+    sender_opted_out: bool
+
+
+def receipt_event(fields: Mapping[str, Any], raw: object, source: str, event_id: str) -> Event:
     """Event for a delivery receipt; ``fields`` come from the receipt schema."""
     status = fields["status"]
     code = fields.get("code", "")
@@ -65,8 +110,8 @@ def receipt_event(fields: Mapping, raw: object, source: str, event_id: str) -> d
 
 
 def inbound_event(
-    fields: Mapping, raw: object, source: str, event_id: str, own_numbers: Set[str]
-) -> dict:
+    fields: Mapping[str, Any], raw: object, source: str, event_id: str, own_numbers: Set[str]
+) -> Event:
     """Event for an inbound message; ``fields`` come from the inbound schema."""
     sender, recipient = end_user_and_business(fields["oa"], fields["da"], own_numbers)
     text = fields.get("text", "")
@@ -114,7 +159,7 @@ def _strip_accents(text: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
-def parse_callback(data: str) -> dict:
+def parse_callback(data: str) -> dict[str, Any]:
     """``callbackData`` as a mapping: a JSON object, or ``k=v;k2=v2`` / ``k=v&k2=v2`` pairs."""
     data = data.strip()
     if not data:
@@ -129,3 +174,204 @@ def parse_callback(data: str) -> dict:
     if not pairs or not all("=" in part for part in pairs):
         return {}
     return dict(parse_qsl("&".join(pairs), keep_blank_values=True))
+
+
+# -- deliveries ----------------------------------------------------------------------------
+
+
+def delivery_id(event_id: str, destination: str) -> str:
+    """The stable id of one (event, destination) delivery, sent as ``webhook-id``."""
+    return f"{event_id}:{destination}"
+
+
+#: the "destination" part of a routing dead letter's id (``<event id>:(routing)``)
+ROUTING = "(routing)"
+
+
+class RetrySpec(TypedDict):
+    """A retry policy as a job carries it (seconds)."""
+
+    attempts: int
+    initial: float
+    max: float
+
+
+class Job(TypedDict):
+    """One delivery. ``gen`` is the generation of its live task message (an older one is
+    a stale copy); ``not_before`` the epoch second before which it must not be tried."""
+
+    delivery_id: str
+    event: Event
+    route: str | None
+    destination: str
+    rules_version: str
+    retry: RetrySpec
+    gen: int
+    not_before: float | None
+
+
+def new_job(
+    event: Event,
+    route: str | None,
+    destination: str,
+    rules_version: str,
+    retry: RetrySpec,
+    gen: int = 0,
+    not_before: float | None = None,
+) -> Job:
+    return {
+        "delivery_id": delivery_id(event["id"], destination),
+        "event": event,
+        "route": route,
+        "destination": destination,
+        "rules_version": rules_version,
+        "retry": retry,
+        "gen": gen,
+        "not_before": not_before,
+    }
+
+
+class Attempt(TypedDict):
+    """One finished try: ``outcome`` is ``ok``, ``transient`` or ``permanent``."""
+
+    attempt: int
+    at: str
+    outcome: str
+    status: int | None
+    error: str | None
+    latency: float
+
+
+def new_attempt(
+    number: int, at: str, outcome: str, status: int | None, error: str | None, latency: float
+) -> Attempt:
+    return {
+        "attempt": number,
+        "at": at,
+        "outcome": outcome,
+        "status": status,
+        "error": error,
+        "latency": round(latency, 4),
+    }
+
+
+# -- history -------------------------------------------------------------------------------
+
+
+class Step(str, Enum):
+    """The steps of an event's history, in the order they usually come."""
+
+    RECEIVED = "received"
+    ROUTED = "routed"
+    UNROUTED = "unrouted"
+    ATTEMPT = "attempt"
+    RETRY_SCHEDULED = "retry_scheduled"
+    DELIVERED = "delivered"
+    SKIPPED = "skipped"
+    DEAD_LETTERED = "dead_lettered"
+    REPLAYED = "replayed"
+    REPLAY_FAILED = "replay_failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: steps that end a delivery
+ENDS = frozenset({Step.DELIVERED, Step.DEAD_LETTERED, Step.SKIPPED})
+
+
+class HistoryEntry(TypedDict, total=False):
+    """One step of an event's life; which fields are present depends on ``step``."""
+
+    at: str
+    step: str
+    rules_version: str
+    routes: list[str]
+    destinations: list[str]
+    delivery_id: str
+    route: str | None
+    destination: str | None
+    reason: str
+    attempt: int
+    outcome: str
+    status: int | None
+    error: str | None
+    latency: float
+    delay: float
+
+
+def history_entry(step: Step, **fields: Any) -> HistoryEntry:
+    """An entry stamped now (``at``); ``fields`` as :class:`HistoryEntry` names them."""
+    entry: dict[str, Any] = {"at": utc_now_iso(), "step": step.value, **fields}
+    return entry  # type: ignore[return-value]
+
+
+def delivery_entry(job: Job, step: Step, **fields: Any) -> HistoryEntry:
+    """An entry about the delivery ``job``."""
+    return history_entry(
+        step,
+        delivery_id=job["delivery_id"],
+        route=job["route"],
+        destination=job["destination"],
+        **fields,
+    )
+
+
+# -- dead letters --------------------------------------------------------------------------
+
+
+class DeadLetter(TypedDict):
+    """A delivery that gave up (or a routing that failed: ``destination`` is None)."""
+
+    id: str
+    event: Event
+    route: str | None
+    destination: str | None
+    rules_version: str
+    retry: RetrySpec | None
+    reason: str
+    dead_at: str
+    attempts: list[Attempt]
+
+
+def dead_letter(job: Job, reason: str, attempts: list[Attempt]) -> DeadLetter:
+    return {
+        "id": job["delivery_id"],
+        "event": job["event"],
+        "route": job["route"],
+        "destination": job["destination"],
+        "rules_version": job["rules_version"],
+        "retry": job["retry"],
+        "reason": reason,
+        "dead_at": utc_now_iso(),
+        "attempts": attempts,
+    }
+
+
+def routing_dead_letter(event: Event, rules_version: str, reason: str) -> DeadLetter:
+    return {
+        "id": delivery_id(event["id"], ROUTING),
+        "event": event,
+        "route": None,
+        "destination": None,
+        "rules_version": rules_version,
+        "retry": None,
+        "reason": reason,
+        "dead_at": utc_now_iso(),
+        "attempts": [],
+    }
+
+
+def job_of(record: DeadLetter, gen: int) -> Job:
+    """The job that replays the dead letter ``record`` as generation ``gen``."""
+    assert record["destination"] is not None and record["retry"] is not None
+    return {
+        "delivery_id": record["id"],
+        "event": record["event"],
+        "route": record["route"],
+        "destination": record["destination"],
+        "rules_version": record["rules_version"],
+        "retry": record["retry"],
+        "gen": gen,
+        "not_before": None,
+    }

@@ -3,10 +3,15 @@
 Both the web and the worker side run in multiprocess mode: each process writes its values
 to files in ``PROMETHEUS_MULTIPROC_DIR`` and a scrape sums them. :func:`prepare` points
 that variable at a fresh directory when it is unset; it must run before
-``prometheus_client`` is imported, which is why this module imports it lazily.
+``prometheus_client`` is imported (the library reads the variable on import), which is why
+this module imports it inside its functions.
 
 Label sets are bounded: sources beyond ``MAX_SOURCES`` distinct values are counted as
 ``other``; routes and destinations come from the rules file; no ids or numbers.
+
+The scrape also reads gauges from Redis and the broker: the caller hands :func:`render`
+(or :func:`serve`) the state store and a function that reads the queue depths, so that this
+module knows neither the Celery app nor its queues.
 """
 
 from __future__ import annotations
@@ -15,16 +20,48 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from functools import cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter, Gauge, Histogram
+    from prometheus_client.metrics_core import Metric
 
 MAX_SOURCES = 50
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 _SOURCES: set[str] = set()
 _SOURCES_LOCK = threading.Lock()
 
+#: reads the task queues' depths: ``[(queue name, messages waiting), ...]``
+QueueSizes = Callable[[], Iterable[tuple[str, int]]]
 
 #: the directory :func:`prepare` made in this process (to remove at exit), if any
 OWNED_DIR: str | None = None
+
+
+class _Counted(Protocol):
+    def count(self) -> int: ...
+
+
+class StateView(Protocol):
+    """What a scrape reads from the state store (``relay.state.Store``)."""
+
+    @property
+    def dead_letters(self) -> _Counted: ...
+
+    @property
+    def pending(self) -> _Counted: ...
+
+    def inbox_size(self) -> int: ...
+
+
+class Versioned(Protocol):
+    """A ruleset, as far as the version gauge cares."""
+
+    @property
+    def version(self) -> str: ...
 
 
 def prepare(kind: str) -> str:
@@ -50,67 +87,75 @@ def source_label(source: str) -> str:
     return "other"
 
 
-@cache
-def m():
-    """The metric objects (created on first use, after :func:`prepare`)."""
-    from prometheus_client import Counter, Gauge, Histogram
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_SLOW = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
 
-    latency = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-    slow = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
 
-    class Metrics:
-        received = Counter(
+class Metrics:
+    """The metric objects of this process (see :func:`m`)."""
+
+    def __init__(self) -> None:
+        # here, not at the top: only after prepare() (see the module docstring)
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.received: Counter = Counter(
             "relay_notifications_received_total",
             "Notifications accepted for routing",
             ["kind", "source"],
         )
-        duplicates = Counter(
+        self.duplicates: Counter = Counter(
             "relay_notifications_duplicate_total",
             "Notifications answered 200 as duplicates, not routed again",
         )
-        rejected = Counter(
+        self.rejected: Counter = Counter(
             "relay_notifications_rejected_total",
             "Requests to the webhook refused, by HTTP status",
             ["reason"],
         )
-        ingest_seconds = Histogram(
-            "relay_ingest_duration_seconds", "Time to accept a webhook request", buckets=latency
+        self.ingest_seconds: Histogram = Histogram(
+            "relay_ingest_duration_seconds", "Time to accept a webhook request", buckets=_LATENCY
         )
-        routed = Counter("relay_events_routed_total", "Events matched by each route", ["route"])
-        unrouted = Counter("relay_events_unrouted_total", "Events no route matched")
-        deliveries = Counter(
+        self.routed: Counter = Counter(
+            "relay_events_routed_total", "Events matched by each route", ["route"]
+        )
+        self.unrouted: Counter = Counter("relay_events_unrouted_total", "Events no route matched")
+        self.deliveries: Counter = Counter(
             "relay_deliveries_total",
             "Delivery attempts and their ends",
             ["destination", "type", "outcome"],
         )
-        delivery_seconds = Histogram(
+        self.delivery_seconds: Histogram = Histogram(
             "relay_delivery_duration_seconds",
             "Time of one delivery attempt",
             ["destination"],
-            buckets=latency,
+            buckets=_LATENCY,
         )
-        end_to_end_seconds = Histogram(
-            "relay_end_to_end_seconds", "From receipt to successful delivery", buckets=slow
+        self.end_to_end_seconds: Histogram = Histogram(
+            "relay_end_to_end_seconds", "From receipt to successful delivery", buckets=_SLOW
         )
-        rules_info = Gauge(
+        self.rules_info: Gauge = Gauge(
             "relay_rules_info",
             "The rules version in force (1)",
             ["version"],
             multiprocess_mode="liveall",
         )
-        rules_reload_ok = Gauge(
+        self.rules_reload_ok: Gauge = Gauge(
             "relay_rules_last_reload_success",
             "1 if the last rules reload worked, else 0",
             multiprocess_mode="livemin",
         )
 
-    return Metrics
+
+@cache
+def m() -> Metrics:
+    """The metric objects (created on first use, after :func:`prepare`)."""
+    return Metrics()
 
 
 _IN_FORCE: set[str] = set()  # the version this process's rules_info says is in force
 
 
-def rules_changed(ruleset, ok: bool) -> None:
+def rules_changed(ruleset: Versioned | None, ok: bool) -> None:
     """For RulesHolder's on_change: the version gauge and the reload-success gauge."""
     metrics = m()
     metrics.rules_reload_ok.set(1 if ok else 0)
@@ -122,9 +167,12 @@ def rules_changed(ruleset, ok: bool) -> None:
         metrics.rules_info.labels(ruleset.version).set(1)
 
 
-def render(store=None, celery=None) -> tuple[bytes, str]:
+def render(
+    store: StateView | None = None, queue_sizes: QueueSizes | None = None
+) -> tuple[bytes, str]:
     """The scrape: every process's values, plus gauges read from Redis and the broker."""
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    # here, not at the top: only after prepare() (see the module docstring)
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
     m()
@@ -132,10 +180,8 @@ def render(store=None, celery=None) -> tuple[bytes, str]:
     if os.environ.get(ENV):
         MultiProcessCollector(registry)
     else:
-        from prometheus_client import REGISTRY
-
         registry = REGISTRY
-    extra = StateCollector(store, celery)
+    extra = StateCollector(store, queue_sizes)
     registry.register(extra)
     try:
         return generate_latest(registry), CONTENT_TYPE_LATEST
@@ -146,16 +192,17 @@ def render(store=None, celery=None) -> tuple[bytes, str]:
 class StateCollector:
     """Gauges read at scrape time: dead letters stored, queue depth, pending tasks."""
 
-    def __init__(self, store, celery) -> None:
-        self.store, self.celery = store, celery
+    def __init__(self, store: StateView | None, queue_sizes: QueueSizes | None) -> None:
+        self.store, self.queue_sizes = store, queue_sizes
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
+        # here, not at the top: only after prepare() (see the module docstring)
         from prometheus_client.core import GaugeMetricFamily
 
         if self.store is None:
             return
         try:
-            dead = self.store.redis.zcard("relay:dead")
+            dead = self.store.dead_letters.count()
             pending = self.store.pending.count()
         except Exception:  # noqa: BLE001 - a scrape must not fail because Redis did
             return
@@ -166,7 +213,7 @@ class StateCollector:
         depth = GaugeMetricFamily(
             "relay_queue_depth", "Messages waiting in each queue", labels=["queue"]
         )
-        for name, size in _queue_sizes(self.celery):
+        for name, size in self._queue_sizes():
             depth.add_metric([name], size)
         try:
             depth.add_metric(["relay:inbox"], self.store.inbox_size())
@@ -174,37 +221,31 @@ class StateCollector:
             pass
         yield depth
 
-
-def _queue_sizes(celery):
-    if celery is None:
-        return []
-    from relay.worker.app import DELIVER_QUEUE, ROUTE_QUEUE
-    from relay.worker.sweeper import _queue_size
-
-    try:
-        with celery.connection_for_read() as connection:
-            return [(name, _queue_size(connection, name)) for name in (ROUTE_QUEUE, DELIVER_QUEUE)]
-    except Exception:  # noqa: BLE001
-        return []
+    def _queue_sizes(self) -> list[tuple[str, int]]:
+        if self.queue_sizes is None:
+            return []
+        try:
+            return list(self.queue_sizes())
+        except Exception:  # noqa: BLE001 - nor because the broker did
+            return []
 
 
-def serve(port: int, store=None, celery=None) -> None:
+def serve(port: int, store: StateView | None = None, queue_sizes: QueueSizes | None = None) -> None:
     """A metrics endpoint for the worker (``RELAY_WORKER_METRICS_PORT``), in a thread."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
             if self.path.split("?")[0] not in ("/metrics", "/"):
                 self.send_error(404)
                 return
-            body, content_type = render(store, celery)
+            body, content_type = render(store, queue_sizes)
             self.send_response(200)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args) -> None:
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
             pass
 
     server = ThreadingHTTPServer(("0.0.0.0", port), Handler)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Set
 
 from relay.errors import PayloadError, UnsupportedMediaError
-from relay.events import inbound_event, new_id, receipt_event
+from relay.events import Event, inbound_event, new_id, receipt_event
 from relay.schemas import parse_notification
-from relay.state.store import fingerprint
 
 MAX_BATCH = 1000  #: notifications in one JSON array
 SOURCE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -61,9 +61,10 @@ def notifications(document: object) -> list[tuple[str, object]]:
 
 def build_events(
     document: object, source: str, own_numbers: Set[str]
-) -> tuple[list[dict], list[str]]:
+) -> tuple[list[Event], list[str]]:
     """Validated events and their dedupe fingerprints, or a PayloadError for the first bad one."""
-    events, fingerprints = [], []
+    events: list[Event] = []
+    fingerprints: list[str] = []
     for path, item in notifications(document):
         kind, fields = parse_notification(item, path)
         event_id = new_id()
@@ -73,3 +74,10 @@ def build_events(
             events.append(inbound_event(fields, item, source, event_id, own_numbers))
         fingerprints.append(fingerprint(item))
     return events, fingerprints
+
+
+def fingerprint(notification: object) -> str:
+    """The dedupe key of a notification: same JSON content (whatever the key order or
+    spacing) → same fingerprint."""
+    canonical = json.dumps(notification, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -2,6 +2,9 @@
 
 import json
 
+from relay.events import Event
+from relay.parsing import build_events
+
 SAMPLE_RECEIPT = {
     "deliveryInfoNotification": {
         "deliveryInfo": {
@@ -23,6 +26,7 @@ SAMPLE_RECEIPT = {
 
 
 def sample_curl(url: str) -> str:
+    """A ``curl`` command that POSTs :data:`SAMPLE_RECEIPT` to ``url``."""
     body = json.dumps(SAMPLE_RECEIPT, separators=(",", ":"))
     return f"curl -sS -X POST {url} -H 'Content-Type: application/json' -d '{body}'"
 
@@ -39,9 +43,7 @@ SAMPLE_INBOUND = {
 }
 
 
-def sample_events() -> list[dict]:
+def sample_events() -> list[Event]:
     """A normalized delivery receipt and inbound message, e.g. to try templates on."""
-    from relay.parsing import build_events
-
     events, _ = build_events([SAMPLE_RECEIPT, SAMPLE_INBOUND], "default", frozenset())
     return events

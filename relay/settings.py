@@ -56,6 +56,8 @@ class Settings:
     require_auth: bool = False
     log_pii: bool = False
     worker_metrics_port: int | None = None
+    intake_threads: int = 64
+    sole_worker: bool = False  #: set by ``relay up``: no other worker shares this Redis
 
     @property
     def ingest_auth_configured(self) -> bool:
@@ -120,6 +122,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         require_auth=reader.flag("RELAY_REQUIRE_AUTH"),
         log_pii=reader.flag("RELAY_LOG_PII"),
         worker_metrics_port=reader.port("RELAY_WORKER_METRICS_PORT"),
+        intake_threads=reader.integer("RELAY_WORKER_INTAKE_THREADS", 64, 1),
+        sole_worker=reader.flag("RELAY_SOLE_WORKER"),
     )
     _check_ingest_auth(settings)
     return settings

@@ -7,9 +7,9 @@ import json
 import pytest
 import redis
 
-from relay.web.app import create_app
 from relay.cli.embedded import EmbeddedRedis
 from relay.settings import load_settings
+from relay.web.app import create_app
 from tests.harness import FIXTURES, Relay, WorkerProcess, db_url, relay_env
 from tests.httpsink import HttpSink
 
@@ -86,7 +86,7 @@ def worker_settings(redis_server, session_worker):
 
 @pytest.fixture
 def worker_store(worker_settings):
-    from relay.state.store import Store, connect
+    from relay.state import Store, connect
 
     return Store(connect(worker_settings.redis_url), 3600, 3600)
 

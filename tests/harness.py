@@ -109,9 +109,9 @@ class Relay:
     """A web app (Flask test client) and a real worker sharing one fresh Redis database."""
 
     def __init__(self, redis_server, tmp_path: Path, rules: str, **env: str) -> None:
-        from relay.web.app import create_app
         from relay.settings import load_settings
-        from relay.state.store import Store, connect
+        from relay.state import Store, connect
+        from relay.web.app import create_app
 
         url = db_url(redis_server, next(_databases))
         redis.Redis.from_url(url).flushdb()
@@ -143,3 +143,12 @@ class Relay:
             return ends if len(ends) >= count else None
 
         return wait_until(done, 20)
+
+
+def fresh_db_url(redis_server) -> str:
+    """The URL of a Redis database of the suite's ``redis_server`` no other test is using,
+    emptied (for tests that start their own workers)."""
+    url = db_url(redis_server, next(_databases))
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url

@@ -10,7 +10,6 @@ import pytest
 from relay.actions import (
     DEFAULT_MAX_RETRY_AFTER,
     Outcome,
-    RetryPolicy,
     backoff,
     classify_http,
     next_delay,
@@ -18,6 +17,7 @@ from relay.actions import (
     should_retry,
 )
 from relay.errors import PermanentDeliveryError, TransientDeliveryError
+from relay.rules import RetryPolicy
 
 NOW = 1_700_000_000.0
 

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from relay.web.app import create_app
 from relay.settings import load_settings
-from relay.state.store import Store, connect
+from relay.state import Store, connect
+from relay.web.app import create_app
 from tests.conftest import load_fixture
 from tests.harness import relay_env
 from tests.httpsink import closed_port
@@ -145,7 +145,7 @@ def test_replay_by_ids_or_all_of_a_destination(api, store, redis_client):
 def test_purge_older_than_keeps_young_ones(api, store):
     seed(store, "01OLD")
     seed(store, "01NEW")
-    store.redis.zadd("relay:dead", {"01OLD:trace": time.time() - 8 * 86400})
+    store.client.zadd("relay:dead", {"01OLD:trace": time.time() - 8 * 86400})
     answer = api.delete("/api/dead-letters?older_than=7d", headers=AUTH)
     assert answer.json == {"purged": 1}
     assert store.dead_letters.ids() == ["01NEW:trace"]
@@ -246,10 +246,11 @@ def test_redis_not_answering_is_a_503(redis_server):
 
 def test_event_history_by_transid(api, store):
     event = {"id": "01A", "kind": "delivery_receipt", "status": "Submitted", "transid": "T"}
-    store.record_event(
+    store.route(
         {**event, "received_at": "2024-01-01T00:00:00.000Z"},
-        {"step": "received", "rules_version": "v"},
-        {"step": "unrouted", "rules_version": "v"},
+        [{"step": "received", "rules_version": "v"}, {"step": "unrouted", "rules_version": "v"}],
+        jobs=[],
+        holds=[],
     )
     answer = api.get("/api/events/T", headers=AUTH)
     assert answer.status_code == 200

@@ -119,7 +119,7 @@ def test_replay_all_of_one_destination_and_purge_older_than(start_relay, sink):
     wait_until(lambda: delivered(relay, first, "a") and delivered(relay, second, "a"))
     assert sorted(relay.store.dead_letters.ids()) == sorted([f"{first}:b", f"{second}:b"])
 
-    relay.store.redis.zadd("relay:dead", {f"{first}:b": time.time() - 3 * 86400})
+    relay.store.client.zadd("relay:dead", {f"{first}:b": time.time() - 3 * 86400})
     purged = relay_cli(relay, "dlq", "purge", "--older-than", "2d")
     assert purged.stdout.strip() == "purged 1 dead letter older than 2d"
     assert relay.store.dead_letters.ids() == [f"{second}:b"]

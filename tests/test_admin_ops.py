@@ -8,7 +8,7 @@ import time
 import pytest
 
 from relay.ops import admin
-from relay.state.store import Store, connect
+from relay.state import Store, connect
 
 RETRY = {"attempts": 5, "initial": 0.1, "max": 0.2}
 
@@ -60,13 +60,13 @@ def dead_letter(store: Store, destination: str | None = "hook", event_id: str = 
 
 def outbox(store: Store) -> dict:
     """The tasks registered as pending (relay.state.store.Pending), by member."""
-    tasks = store.redis.hgetall(store.pending.TASKS)
-    assert set(store.redis.zrange(store.pending.ZSET, 0, -1)) == set(tasks)
+    tasks = store.client.hgetall("relay:pending:tasks")
+    assert set(store.client.zrange("relay:pending", 0, -1)) == set(tasks)
     return {member: json.loads(spec) for member, spec in tasks.items()}
 
 
 def age(store: Store, did: str, seconds: float) -> None:
-    store.redis.zadd("relay:dead", {did: time.time() - seconds})
+    store.client.zadd("relay:dead", {did: time.time() - seconds})
 
 
 def test_list_summarises_dead_letters_oldest_first_and_filters_by_destination(store):
@@ -185,13 +185,13 @@ def test_purge_older_than_keeps_young_dead_letters(store):
 
 
 def test_purge_of_more_than_one_batch_removes_them_all(store):
-    pipe = store.redis.pipeline()
+    pipe = store.client.pipeline()
     for number in range(1234):
         pipe.set(f"relay:dead:e{number}:hook", "{}")
         pipe.zadd("relay:dead", {f"e{number}:hook": number})
     pipe.execute()
     assert admin.purge(store) == 1234
-    assert not list(store.redis.scan_iter("relay:dead*"))
+    assert not list(store.client.scan_iter("relay:dead*"))
 
 
 # -- history --------------------------------------------------------------------------------
@@ -268,8 +268,8 @@ def test_routing_state_is_derived_from_the_history(history, routing):
 def test_history_by_transid_lists_every_event_by_arrival(store):
     later = event("01B", transid="T", received_at="2024-01-01T00:00:02.000Z")
     earlier = event("01A", transid="T", received_at="2024-01-01T00:00:01.000Z")
-    store.record_event(later, {"step": "received", "rules_version": "v"})
-    store.record_event(earlier, {"step": "received", "rules_version": "v"})
+    store.route(later, [{"step": "received", "rules_version": "v"}], jobs=[], holds=[])
+    store.route(earlier, [{"step": "received", "rules_version": "v"}], jobs=[], holds=[])
     found = admin.event_history(store, "T")
     assert [item["id"] for item in found] == ["01A", "01B"]
     assert found[0]["rules_version"] == "v"

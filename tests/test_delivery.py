@@ -6,10 +6,11 @@ import base64
 import hashlib
 import hmac
 
-from relay.worker.delivery import delivery_id, perform
+from relay.events import delivery_id
 from relay.parsing import build_events
 from relay.rules import load_rules_text
 from relay.settings import load_settings
+from relay.worker.delivery import perform
 from tests.conftest import load_fixture
 
 SETTINGS = load_settings({})

@@ -1,4 +1,4 @@
-"""The normalized event: fields derived from payloads (DESIGN §6)."""
+"""The normalized event: fields derived from payloads."""
 
 import pytest
 

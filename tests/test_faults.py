@@ -1,4 +1,4 @@
-"""Nothing lost (DESIGN §8): fault scenarios with real Redis, real workers, a real receiver.
+"""Nothing lost: fault scenarios with real Redis, real workers, a real receiver.
 
 Every scenario asserts that each accepted event reached its destination (repeats are
 allowed only with the same ``webhook-id``) and reports how many repeats occurred; the
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from relay.web.app import create_app
 from relay.cli.embedded import EmbeddedRedis
 from relay.settings import load_settings
+from relay.web.app import create_app
 from tests.harness import WorkerProcess, relay_env, wait_until
 from tests.httpsink import Answer, HttpSink
 
@@ -249,7 +249,7 @@ def test_two_workers_on_one_queue_deliver_each_event_once(rig, sink, fault_repor
 
 
 def relay_store(relay: Rig):
-    from relay.state.store import Store, connect
+    from relay.state import Store, connect
 
     return Store(connect(relay.redis.url), 3600, 3600)
 
@@ -259,7 +259,7 @@ def test_events_taken_by_a_pump_that_died_are_published_by_the_sweeper(rig, sink
     relay.post(15)  # no worker yet: the events wait in the inbox
     store = relay_store(relay)
     assert store.inbox_size() == 15
-    store.redis.delete("relay:inbox")  # a pump took them and died before publishing
+    store.client.delete("relay:inbox")  # a pump took them and died before publishing
     relay.worker()
     counts = relay.wait_all_delivered()
     report(fault_report, "inbox entries lost by a dying pump", relay, counts)

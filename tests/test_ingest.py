@@ -1,4 +1,4 @@
-"""The webhook endpoint against the suite's real Redis (DESIGN §4)."""
+"""The webhook endpoint against the suite's real Redis."""
 
 from __future__ import annotations
 

@@ -18,11 +18,11 @@ import pytest
 from click.testing import CliRunner
 
 from relay import cli
-from relay.web.app import create_app
 from relay.errors import SettingsError
-from relay.web import auth
-from relay.web.ingest import AUTH
 from relay.settings import load_settings
+from relay.web import auth
+from relay.web.app import create_app
+from relay.web.ingest import AUTH
 from tests.conftest import load_fixture
 from tests.harness import ROOT, relay_env
 

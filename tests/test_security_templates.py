@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from relay.worker.delivery import perform
 from relay.parsing import build_events
 from relay.rules import TemplateError
 from relay.rules.templates import compile_template
+from relay.worker.delivery import perform
 from tests.test_delivery import SETTINGS, job_for, rules
 
 

@@ -1,4 +1,4 @@
-"""Redis unreachable at ingest: a fast 503 with Retry-After, never a hang (DESIGN §4)."""
+"""Redis unreachable at ingest: a fast 503 with Retry-After, never a hang."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from relay.web.app import create_app
 from relay.cli.embedded import EmbeddedRedis
 from relay.settings import load_settings
+from relay.web.app import create_app
 from tests.conftest import load_fixture
 from tests.harness import relay_env
 

@@ -1,14 +1,15 @@
 """Delivery actions: each sends one rendered delivery and returns an :class:`Outcome`.
 
-The task layer maps outcomes to retries or dead letters with :func:`should_retry` and
-:func:`next_delay`; actions themselves never retry.
+One module per destination type (``http``, ``log``, ``email``, ``slack``, ``sms``) and
+:mod:`relay.actions.registry`, which maps type names to them. The task layer maps
+outcomes to retries or dead letters with :func:`should_retry` and :func:`next_delay`
+(under a :class:`relay.rules.RetryPolicy`); actions themselves never retry.
 """
 
 from relay.actions.base import (
     DEFAULT_MAX_RETRY_AFTER,
     Kind,
     Outcome,
-    RetryPolicy,
     backoff,
     classify_http,
     next_delay,
@@ -33,7 +34,6 @@ __all__ = [
     "USER_AGENT",
     "Kind",
     "Outcome",
-    "RetryPolicy",
     "Signer",
     "SmtpTarget",
     "backoff",

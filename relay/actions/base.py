@@ -1,8 +1,9 @@
-"""What a delivery attempt came to, and when to try again.
+"""What a delivery attempt came to, when to try again, and what every action shares.
 
-Every action (http, log, later email, slack, sms) returns an :class:`Outcome` instead of
-raising; the task layer alone turns an outcome into a retry or a dead letter
-(DESIGN.md section 8) with :func:`should_retry` and :func:`next_delay`.
+Every action (http, log, email, slack, sms) returns an :class:`Outcome` instead of
+raising; the task layer alone turns an outcome into a retry or a dead letter (see
+README: Delivery guarantees) with :func:`should_retry` and :func:`next_delay`, under the
+destination's :class:`~relay.rules.RetryPolicy`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import math
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import timezone
 from typing import Any, Literal
 
 from relay.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from relay.rules import RetryPolicy, Template, render
 
 Kind = Literal["ok", "transient", "permanent"]
 
@@ -27,6 +29,9 @@ DEFAULT_MAX_RETRY_AFTER = 24 * 60 * 60.0
 
 #: HTTP statuses outside 5xx that are worth another try (timeout, too early, rate limited)
 TRANSIENT_STATUSES: frozenset[int] = frozenset({408, 425, 429})
+
+#: characters of a server's answer or an exception quoted in an outcome's error, at most
+MAX_ERROR_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -127,50 +132,6 @@ def backoff(attempt: int, initial: float, maximum: float, rng: Any = random) -> 
     return rng.uniform(0.0, ceiling)
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently to retry a transient failure (DESIGN.md section 8).
-
-    ``attempts`` counts every try including the first; ``initial`` and ``max`` are seconds.
-    """
-
-    attempts: int = 20
-    initial: float = 2.0
-    max: float = 1800.0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
-            raise ValueError(f"retry.attempts must be an integer, got {self.attempts!r}")
-        if self.attempts < 1:
-            raise ValueError(f"retry.attempts must be at least 1, got {self.attempts}")
-        if not self.initial > 0:
-            raise ValueError(f"retry.initial must be positive, got {self.initial!r}")
-        if not self.max >= self.initial:
-            raise ValueError(f"retry.max ({self.max!r}) is less than initial ({self.initial!r})")
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None) -> RetryPolicy:
-        """Build from ``{attempts, initial, max}`` (seconds as numbers); missing keys default.
-
-        Unknown keys are a ValueError. Duration strings ("2s", "30m") are the rules
-        loader's to parse before this point.
-        """
-        data = dict(data or {})
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown retry setting(s): {', '.join(unknown)}")
-        for key in ("initial", "max"):
-            if key in data:
-                data[key] = _seconds(key, data[key])
-        return cls(**data)
-
-
-def _seconds(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"retry.{key} must be a number of seconds, got {value!r}")
-    return float(value)
-
-
 def should_retry(outcome: Outcome, attempt: int, policy: RetryPolicy) -> bool:
     """True when ``outcome`` of the 1-based ``attempt`` is transient and attempts remain."""
     return outcome.kind == "transient" and attempt < policy.attempts
@@ -187,3 +148,18 @@ def next_delay(outcome: Outcome, attempt: int, policy: RetryPolicy, rng: Any = r
     if outcome.retry_after is not None:
         return min(max(outcome.retry_after, 0.0), DEFAULT_MAX_RETRY_AFTER)
     return backoff(attempt, policy.initial, policy.max, rng)
+
+
+def shorten(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, the last one an ellipsis when it was longer."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def render_text(template: Template, job: Mapping[str, Any]) -> str:
+    """``template`` rendered for ``job`` (its event, route and destination), fit to send.
+
+    A lone surrogate from a payload becomes ``?``: no encoder on the way out (SMTP, JSON
+    for Slack and Webex Connect) accepts one. TemplateError on failure.
+    """
+    text = render(template, job["event"], job["route"], job["destination"])
+    return text.encode("utf-8", "replace").decode("utf-8")

@@ -1,9 +1,10 @@
-"""Deliver one rendered email through the SMTP server of ``RELAY_SMTP_URL``.
+"""The ``email`` destination: deliver one rendered email through ``RELAY_SMTP_URL``.
 
-:func:`parse_smtp_url` reads the URL once into an :class:`SmtpTarget`; :func:`send_email`
+:func:`prepare` renders the message from a job; :func:`send` sends it. Underneath,
+:func:`parse_smtp_url` reads the URL into an :class:`SmtpTarget` and :func:`send_email`
 sends one message over a fresh connection and returns an :class:`Outcome`, never raising
 for a network or SMTP failure. SMTP 4xx and connection problems are transient, SMTP 5xx
-permanent (DESIGN.md section 8). The password never appears in an error text.
+permanent (see config/README.md: ``email``). The password never appears in an error text.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from email.message import EmailMessage
 from typing import Any, Literal
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
-from relay.actions.base import Kind, Outcome
+from relay.actions.base import Kind, Outcome, render_text, shorten
+from relay.events import Job
+from relay.rules import EmailDestination
+from relay.settings import Settings
 
 Mode = Literal["plain", "starttls", "tls"]
 
@@ -33,9 +37,6 @@ DEFAULT_SMTPS_PORT = 465
 
 #: seconds, for connecting and for each SMTP command
 DEFAULT_TIMEOUT = 10.0
-
-#: characters of a server's reply quoted in an outcome's error
-MAX_REPLY_CHARS = 200
 
 #: the error of a rejected login: never the user name or password
 AUTH_FAILED = "SMTP authentication failed"
@@ -49,6 +50,39 @@ _HEADER_NAME = re.compile(r"[!-9;-~]+")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+
+def prepare(destination: EmailDestination, job: Job, settings: Settings) -> dict:
+    """The message to send: sender, recipients, rendered subject, body and html part."""
+    return {
+        "from": settings.mail_from,
+        "to": list(destination.to),
+        "cc": list(destination.cc),
+        "subject": render_text(destination.subject, job),
+        "body": render_text(destination.body, job),
+        "html": render_text(destination.html, job) if destination.html else None,
+    }
+
+
+def send(destination: EmailDestination, prepared: dict, job: Job, settings: Settings) -> Outcome:
+    """Send ``prepared`` through ``RELAY_SMTP_URL``, marked with the delivery id."""
+    return send_email(
+        parse_smtp_url(settings.smtp_url or ""),
+        prepared["from"],
+        prepared["to"],
+        prepared["cc"],
+        prepared["subject"],
+        prepared["body"],
+        prepared["html"],
+        headers={"X-Relay-Delivery-Id": job["delivery_id"]},
+    )
+
+
+def check(destination: EmailDestination, settings: Settings) -> list[str]:
+    """An email destination cannot work without an SMTP server."""
+    if not settings.smtp_url:
+        return ["email destinations need RELAY_SMTP_URL (smtp://user:pass@host:port)"]
+    return []
 
 
 @dataclass(frozen=True)
@@ -206,7 +240,7 @@ def send_email(
             message_id_domain=message_id_domain, headers=headers,
         )  # fmt: skip
     except ValueError as exc:
-        return Outcome("permanent", error=_shorten(f"invalid message: {exc}"))
+        return Outcome("permanent", error=shorten(f"invalid message: {exc}"))
     outcome = _attempt(target, message, _address(mail_from), recipients, timeout, ssl_context)
     return dataclasses.replace(outcome, latency=time.monotonic() - started)
 
@@ -298,21 +332,21 @@ def _failure(exc: smtplib.SMTPException | OSError | UnicodeError, timeout: float
     if isinstance(exc, smtplib.SMTPResponseException):  # sender refused, data, helo, connect
         return _reply(exc.smtp_code, exc.smtp_error)
     if isinstance(exc, smtplib.SMTPNotSupportedError):
-        return Outcome("permanent", error=_shorten(f"SMTP server does not support it: {exc}"))
+        return Outcome("permanent", error=shorten(f"SMTP server does not support it: {exc}"))
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         if isinstance(exc.__context__, TimeoutError):  # smtplib wraps a timed-out read
             return Outcome("transient", error=f"timeout after {timeout:g}s")
         return Outcome("transient", error="SMTP server disconnected")
     if isinstance(exc, ssl.SSLCertVerificationError):  # a setup to fix, not a passing glitch
-        return Outcome("permanent", error=_shorten(f"TLS: {exc.verify_message}"))
+        return Outcome("permanent", error=shorten(f"TLS: {exc.verify_message}"))
     if isinstance(exc, TimeoutError):
         return Outcome("transient", error=f"timeout after {timeout:g}s")
     if isinstance(exc, OSError):
-        return Outcome("transient", error=_shorten(f"connection failed: {exc}"))
+        return Outcome("transient", error=shorten(f"connection failed: {exc}"))
     if isinstance(exc, UnicodeError):  # its text could quote a character of the password
         return Outcome("permanent", error="SMTP cannot send a non-ASCII user name or password")
     # smtplib's own fixed texts, e.g. "No suitable authentication method found."
-    return Outcome("permanent", error=_shorten(f"SMTP: {exc}"))
+    return Outcome("permanent", error=shorten(f"SMTP: {exc}"))
 
 
 def _auth_failure(code: int) -> Outcome:
@@ -322,19 +356,19 @@ def _auth_failure(code: int) -> Outcome:
 
 
 def _reply(code: int, text: bytes | str) -> Outcome:
-    return Outcome(_kind(code), status=code, error=_shorten(f"SMTP {code}: {_text(text)}"))
+    return Outcome(_kind(code), status=code, error=shorten(f"SMTP {code}: {_text(text)}"))
 
 
 def _all_refused(recipients: Mapping[str, tuple[int, bytes]]) -> Outcome:
     """Every recipient refused: transient if any refusal is 4xx (nobody got a copy yet)."""
     codes = [code for code, _ in recipients.values()]
     code = next((c for c in codes if 400 <= c < 500), max(codes, default=550))
-    error = _shorten(f"SMTP {code}: all recipients refused: {_listing(recipients)}")
+    error = shorten(f"SMTP {code}: all recipients refused: {_listing(recipients)}")
     return Outcome(_kind(code), status=code, error=error)
 
 
 def _refused_text(refused: Mapping[str, tuple[int, bytes]], total: int) -> str:
-    return _shorten(f"{len(refused)} of {total} recipients refused: {_listing(refused)}")
+    return shorten(f"{len(refused)} of {total} recipients refused: {_listing(refused)}")
 
 
 def _listing(recipients: Mapping[str, tuple[int, bytes]]) -> str:
@@ -353,7 +387,3 @@ def _kind(code: int) -> Kind:
 def _text(reply: bytes | str) -> str:
     text = reply.decode("utf-8", errors="replace") if isinstance(reply, bytes) else reply
     return " ".join(text.split())
-
-
-def _shorten(text: str, limit: int = MAX_REPLY_CHARS + 100) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"

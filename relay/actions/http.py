@@ -1,9 +1,11 @@
-"""Deliver one rendered body to an HTTP destination and classify what happened.
+"""The ``http`` destination: deliver one rendered body and classify what happened.
 
-The caller renders everything first (URL, header values, body bytes); :func:`send_http`
-only sends, never raises for a delivery failure, and returns an :class:`Outcome`.
-Redirects are never followed, response bodies are read up to :data:`MAX_RESPONSE_BYTES`,
-and every request carries ``webhook-id`` (the stable delivery id receivers dedupe on).
+:func:`prepare` renders the request (headers, body) from a job; :func:`send` sends it
+with :func:`send_http`, which never raises for a delivery failure and returns an
+:class:`Outcome`. Redirects are never followed, response bodies are read up to
+:data:`MAX_RESPONSE_BYTES`, and every request carries ``webhook-id`` (the stable delivery
+id receivers dedupe on). :func:`exchange` is the one request the Slack and SMS actions
+share.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
 from relay import __version__
-from relay.actions.base import Outcome, classify_http, parse_retry_after
+from relay.actions.base import Outcome, classify_http, parse_retry_after, render_text, shorten
+from relay.actions.signing import standard_webhooks_signer
+from relay.events import Job
+from relay.rules import HttpDestination, Template
+from relay.settings import Settings
 
 #: the methods an http destination may use
 METHODS: frozenset[str] = frozenset({"POST", "PUT", "PATCH"})
@@ -50,6 +56,56 @@ Signer = Callable[[str, int, bytes], Mapping[str, str]]
 _session: requests.Session | None = None
 _session_pid: int | None = None
 _session_lock = threading.Lock()
+
+
+def prepare(destination: HttpDestination, job: Job, settings: Settings) -> dict:
+    """The request to send: method, URL, rendered headers, Content-Type and body text."""
+    body, kind = http_body(destination, job)
+    return {
+        "method": destination.method,
+        "url": destination.url,
+        "headers": {name: render_text(value, job) for name, value in destination.headers.items()},
+        "content_type": content_type_for(kind, body),
+        "body": body.decode("utf-8", "replace"),
+    }
+
+
+def http_body(destination: HttpDestination, job: Job) -> tuple[bytes, str]:
+    """The request body and its kind (``event``, ``raw`` or ``template``)."""
+    body, event = destination.body, job["event"]
+    if isinstance(body, Template):
+        return render_text(body, job).encode(), "template"
+    if body == "raw":
+        return _json(event["raw"]), "raw"
+    return _json(event), "event"
+
+
+def _json(value: object) -> bytes:
+    """Compact UTF-8 JSON; \\u escapes only for text UTF-8 cannot carry (lone surrogates)."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
+def send(destination: HttpDestination, prepared: dict, job: Job, settings: Settings) -> Outcome:
+    """Send ``prepared`` once, signed when the destination says ``sign``."""
+    signer = standard_webhooks_signer(destination.sign.secret) if destination.sign else None
+    return send_http(
+        prepared["url"],
+        prepared["body"].encode(),
+        delivery_id=job["delivery_id"],
+        method=prepared["method"],
+        headers=prepared["headers"],
+        content_type=prepared["content_type"],
+        timeout=destination.timeout,
+        signer=signer,
+    )
+
+
+def check(destination: HttpDestination, settings: Settings) -> list[str]:
+    """Nothing an http destination needs comes from the settings."""
+    return []
 
 
 def content_type_for(body_kind: str, body: bytes) -> str:
@@ -177,9 +233,9 @@ def exchange(
     ) as exc:
         if quiet:  # their texts quote the value
             return Outcome("permanent", error="invalid URL or header value (not sent)")
-        return Outcome("permanent", error=_shorten(f"invalid request: {exc}"))
+        return Outcome("permanent", error=shorten(f"invalid request: {exc}"))
     except requests.RequestException as exc:
-        return Outcome("transient", error=_shorten(f"{type(exc).__name__}: {exc}"))
+        return Outcome("transient", error=shorten(f"{type(exc).__name__}: {exc}"))
 
 
 def _read_capped(response: requests.Response, deadline: float) -> bytes:
@@ -208,7 +264,7 @@ def _outcome_of(answer: Answer) -> Outcome:
         return Outcome("ok", status=status)
     if 300 <= status < 400:
         location = answer.headers.get("Location") or "(no Location header)"
-        error = _shorten(f"HTTP {status}: redirect to {location} not followed")
+        error = shorten(f"HTTP {status}: redirect to {location} not followed")
     else:
         snippet = _snippet(body)
         error = f"HTTP {status}: {snippet}" if snippet else f"HTTP {status}"
@@ -220,11 +276,7 @@ def _outcome_of(answer: Answer) -> Outcome:
 
 def _snippet(body: bytes) -> str:
     text = " ".join(body.decode("utf-8", errors="replace").split())
-    return _shorten(text, MAX_ERROR_BODY_CHARS)
-
-
-def _shorten(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shorten(text, MAX_ERROR_BODY_CHARS)
 
 
 def _connection_error_text(exc: requests.ConnectionError) -> str:
@@ -233,7 +285,7 @@ def _connection_error_text(exc: requests.ConnectionError) -> str:
     requests' own message is a nested repr of urllib3 objects; the root OSError says it all.
     """
     reason = _root_os_error(exc)
-    return _shorten(f"connection failed: {reason if reason else type(exc).__name__}")
+    return shorten(f"connection failed: {reason if reason else type(exc).__name__}")
 
 
 def _root_os_error(exc: BaseException) -> OSError | None:

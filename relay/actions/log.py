@@ -5,9 +5,26 @@ from __future__ import annotations
 import logging
 import time
 
-from relay.actions.base import Outcome
+from relay.actions.base import Outcome, render_text
+from relay.events import Job
+from relay.rules import LogDestination
+from relay.settings import Settings
 
 LOGGER = logging.getLogger("relay.deliver.log")
+
+
+def prepare(destination: LogDestination, job: Job, settings: Settings) -> dict:
+    """The line to write: the destination's ``text`` rendered for the job."""
+    return {"line": render_text(destination.text, job)}
+
+
+def send(destination: LogDestination, prepared: dict, job: Job, settings: Settings) -> Outcome:
+    return send_log(prepared["line"])
+
+
+def check(destination: LogDestination, settings: Settings) -> list[str]:
+    """Nothing a log destination needs comes from the settings."""
+    return []
 
 
 def send_log(line: str, logger: logging.Logger = LOGGER) -> Outcome:

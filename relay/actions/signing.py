@@ -1,30 +1,20 @@
 """Standard Webhooks signatures for outbound HTTP deliveries.
 
 ``webhook-signature: v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``, one ``v1,…``
-per secret, space-separated, so a receiver can rotate secrets. A secret written
-``whsec_<base64>`` is the base64 of the key (the Standard Webhooks form); any other text
-is used as the key's UTF-8 bytes.
+per secret, space-separated, so a receiver can rotate secrets. How a secret is written
+(``whsec_<base64>`` or raw text) is the rules file's business: :func:`secret_key`.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
 
-PREFIX = "whsec_"
+from relay.rules.model import secret_key
 
-
-def secret_key(secret: str) -> bytes:
-    """The HMAC key of one secret; ValueError for a ``whsec_`` secret that is not base64."""
-    if secret.startswith(PREFIX):
-        try:
-            return base64.b64decode(secret[len(PREFIX) :], validate=True)
-        except binascii.Error:
-            raise ValueError("a whsec_ secret must be base64 after the prefix") from None
-    return secret.encode()
+__all__ = ["secret_key", "signature", "standard_webhooks_signer"]
 
 
 def signature(key: bytes, delivery_id: str, timestamp: int, body: bytes) -> str:

@@ -1,9 +1,12 @@
-"""Deliver one rendered message to Slack: an incoming webhook or the Web API's chat.postMessage.
+"""The ``slack`` destination: an incoming webhook or the Web API's chat.postMessage.
 
-Both senders return an :class:`Outcome` and never raise for a network or Slack failure.
-HTTP 429 and 5xx are transient (``Retry-After`` honoured); so are the Web API's own
-"try again" errors (:data:`TRANSIENT_API_ERRORS`); every other Slack error is permanent.
-Error texts quote Slack's error code, never the token or the webhook URL (both secrets).
+:func:`prepare` renders the message from a job; :func:`send` posts it; :func:`check`
+tries a ``blocks`` template on sample events when the rules load. Both senders
+(:func:`send_slack_webhook`, :func:`send_slack_api`) return an :class:`Outcome` and never
+raise for a network or Slack failure. HTTP 429 and 5xx are transient (``Retry-After``
+honoured); so are the Web API's own "try again" errors (:data:`TRANSIENT_API_ERRORS`);
+every other Slack error is permanent. Error texts quote Slack's error code, never the
+token or the webhook URL (both secrets).
 """
 
 from __future__ import annotations
@@ -16,8 +19,19 @@ from typing import Any
 
 import requests
 
-from relay.actions.base import Kind, Outcome, classify_http, parse_retry_after
+from relay.actions.base import (
+    Kind,
+    Outcome,
+    classify_http,
+    parse_retry_after,
+    render_text,
+    shorten,
+)
 from relay.actions.http import Answer, exchange
+from relay.events import Job
+from relay.rules import SlackDestination, TemplateError, render
+from relay.samples import sample_events
+from relay.settings import Settings
 
 #: the Web API base of :func:`send_slack_api`
 DEFAULT_API_URL = "https://slack.com/api"
@@ -30,10 +44,53 @@ TRANSIENT_API_ERRORS: frozenset[str] = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 )
 
-#: characters of an answer quoted in an outcome's error
-MAX_ERROR_CHARS = 300
-
 JSON_UTF8 = "application/json; charset=utf-8"
+
+
+def prepare(destination: SlackDestination, job: Job, settings: Settings) -> dict:
+    """The message to post: the webhook URL, or the API URL and channel, and the payload."""
+    blocks = render_text(destination.blocks, job) if destination.blocks else None
+    payload = build_payload(render_text(destination.text, job), blocks)
+    if destination.webhook_url:
+        return {"webhook_url": destination.webhook_url, "payload": payload}
+    return {
+        "api": f"{settings.slack_api_url}/chat.postMessage",
+        "channel": destination.channel,
+        "payload": payload,
+    }
+
+
+def send(destination: SlackDestination, prepared: dict, job: Job, settings: Settings) -> Outcome:
+    """Post ``prepared`` to the webhook, or with the token to ``RELAY_SLACK_API_URL``."""
+    if destination.webhook_url:
+        return send_slack_webhook(destination.webhook_url, prepared["payload"])
+    token, channel = destination.token or "", destination.channel or ""  # both set: see schema
+    return send_slack_api(token, channel, prepared["payload"], api_url=settings.slack_api_url)
+
+
+def check(destination: SlackDestination, settings: Settings) -> list[str]:
+    """A ``blocks`` template must render to a JSON list of block objects.
+
+    It is tried on a sample delivery receipt and a sample inbound message; a template
+    that fails for one kind (a field the other kind has) is left for real events to
+    decide. At most one problem is reported.
+    """
+    if destination.blocks is None:
+        return []
+    problems = []
+    for event in sample_events():
+        try:
+            text = render(destination.blocks, event, "sample", destination.name)
+        except TemplateError:
+            continue  # a field of the other kind: decided when a real event comes
+        try:
+            blocks = json.loads(text)
+        except ValueError as exc:
+            problems.append(f"blocks: does not render to JSON for a sample {event['kind']}: {exc}")
+            continue
+        if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
+            problems.append("blocks: must render to a JSON list of block objects")
+    return problems[:1]
 
 
 def build_payload(text: str, blocks_json: str | None) -> dict[str, Any]:
@@ -165,7 +222,7 @@ def _details(reply: Mapping[str, Any]) -> str:
 
 def _failed(kind: Kind, answer: Answer, error: str) -> Outcome:
     retry_after = parse_retry_after(answer.retry_after) if kind == "transient" else None
-    return Outcome(kind, status=answer.status, error=_shorten(error), retry_after=retry_after)
+    return Outcome(kind, status=answer.status, error=shorten(error), retry_after=retry_after)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -178,7 +235,3 @@ def _json_object(body: bytes) -> dict[str, Any]:
 
 def _text(body: bytes) -> str:
     return " ".join(body.decode("utf-8", errors="replace").split())
-
-
-def _shorten(text: str, limit: int = MAX_ERROR_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"

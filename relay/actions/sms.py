@@ -1,5 +1,19 @@
-"""Send one SMS (an auto-reply) through the Webex Connect API and classify the answer.
+"""The ``sms_reply`` destination: auto-replies through the Webex Connect API.
 
+Auto-reply safety (see config/README.md: ``sms_reply``):
+
+- STOP-class keywords mark the sender opted out and START/UNSTOP/YES clear it, before the
+  event is matched (:func:`apply_opt_keywords`), so rules and templates see
+  ``event.sender_opted_out`` as it now is (a STOP message sees ``true``: answer it with one
+  confirmation from a destination that says ``to_opted_out: true``). Opt-outs are kept per
+  sender number, without expiry (:class:`relay.state.replies.ReplyState`).
+- No reply goes to an opted-out number (unless ``to_opted_out: true``), to a short code
+  (six digits or fewer), to a sender that is not a phone number, or to one of
+  ``RELAY_OWN_NUMBERS`` (:func:`skip_reason`): loops between two auto-responders stop there.
+- ``cooldown``: at most one reply per (sender, destination) per window. The window is
+  claimed by the delivery that sends; its own retries keep it.
+
+Sending (:func:`prepare`, :func:`send`, :func:`send_sms`):
 ``POST {api_url}/v1/sms/messages`` with the service key in a header (``Authorization`` by
 default; some accounts use ``key``). 2xx is ok; 429, 5xx, timeouts and connection problems
 are transient (``Retry-After`` honoured); every other answer is permanent, e.g.
@@ -13,12 +27,17 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Set
 from typing import Any, Literal
 
 import requests
 
-from relay.actions.base import Outcome, classify_http, parse_retry_after
+from relay.actions.base import Outcome, classify_http, parse_retry_after, render_text, shorten
 from relay.actions.http import Answer, exchange
+from relay.events import INBOUND_MESSAGE, Event, Job
+from relay.rules import SmsReplyDestination
+from relay.settings import Settings, digits
+from relay.state.replies import ReplyState
 
 #: seconds, for connecting and for each read
 DEFAULT_TIMEOUT = 10.0
@@ -29,8 +48,13 @@ MAX_CONTENT_CHARS = 4000
 #: characters; Webex Connect's limit for an Idempotency-Key
 MAX_IDEMPOTENCY_KEY_CHARS = 64
 
-#: characters of an answer quoted in an outcome's error
-MAX_ERROR_CHARS = 300
+OPT_OUT_KEYWORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+)
+OPT_IN_KEYWORDS = frozenset({"START", "UNSTOP", "YES"})
+
+#: digits; a sender this short is a short code, never replied to
+SHORT_CODE_MAX_DIGITS = 6
 
 # GSM 03.38 default alphabet (3GPP TS 23.038 6.2.1) and its extension table's characters.
 GSM_BASIC = (
@@ -41,6 +65,71 @@ GSM_EXTENSION = "^{}\\[~]|€"
 GSM_CHARACTERS: frozenset[str] = frozenset(GSM_BASIC + GSM_EXTENSION)
 
 ContentType = Literal["text", "unicode"]
+
+
+def apply_opt_keywords(state: ReplyState, event: Event) -> None:
+    """Update the sender's opt-out from the keyword; set ``event['sender_opted_out']``."""
+    if event.get("kind") != INBOUND_MESSAGE or not digits(event.get("sender", "")):
+        return
+    keyword = event.get("keyword", "")
+    if keyword in OPT_OUT_KEYWORDS or keyword in OPT_IN_KEYWORDS:
+        state.set_opted_out(event["sender"], keyword in OPT_OUT_KEYWORDS)
+        event["sender_opted_out"] = keyword in OPT_OUT_KEYWORDS
+    else:
+        event["sender_opted_out"] = state.opted_out(event["sender"])
+
+
+def skip_reason(
+    destination: SmsReplyDestination, event: Event, own_numbers: Set[str], state: ReplyState
+) -> str | None:
+    """Why this reply must not be sent, or None (cooldown is claimed separately)."""
+    if event.get("kind") != INBOUND_MESSAGE:
+        return "not an inbound message"
+    sender = str(event.get("sender", ""))
+    number = digits(sender)
+    if not number or any(ch.isalpha() for ch in sender):
+        return "sender is not a phone number"
+    if len(number) <= SHORT_CODE_MAX_DIGITS:
+        return "sender is a short code"
+    if number in own_numbers:
+        return "sender is one of our own numbers"
+    if not destination.to_opted_out and state.opted_out(sender):
+        return "sender opted out"
+    return None
+
+
+def prepare(destination: SmsReplyDestination, job: Job, settings: Settings) -> dict:
+    """The reply to send: to the event's sender, from ``from`` or the number it was sent to."""
+    event = job["event"]
+    return {
+        "url": f"{settings.webex_api_url.rstrip('/')}/v1/sms/messages",
+        "from": digits(destination.from_ or event.get("recipient", "")),
+        "to": "+" + digits(event.get("sender", "")),
+        "content": render_text(destination.text, job),
+        "correlationId": event["id"],
+        "idempotencyKey": job["delivery_id"],
+    }
+
+
+def send(destination: SmsReplyDestination, prepared: dict, job: Job, settings: Settings) -> Outcome:
+    """Send ``prepared`` with the service key of the settings."""
+    return send_sms(
+        settings.webex_api_url.rstrip("/"),
+        settings.webex_service_key or "",
+        from_=prepared["from"],
+        to=prepared["to"],
+        content=prepared["content"],
+        correlation_id=prepared["correlationId"],
+        idempotency_key=prepared["idempotencyKey"],
+        key_header=settings.webex_key_header,
+    )
+
+
+def check(destination: SmsReplyDestination, settings: Settings) -> list[str]:
+    """An sms_reply destination cannot work without the Webex Connect service key."""
+    if not settings.webex_service_key:
+        return ["sms_reply destinations need RELAY_WEBEX_SERVICE_KEY"]
+    return []
 
 
 def content_type_for_text(text: str) -> ContentType:
@@ -151,7 +240,7 @@ def _outcome_of(answer: Answer) -> Outcome:
     if kind == "ok":
         return Outcome("ok", status=answer.status)
     retry_after = parse_retry_after(answer.retry_after) if kind == "transient" else None
-    error = _shorten(_error_text(answer.status, answer.body))
+    error = shorten(_error_text(answer.status, answer.body))
     return Outcome(kind, status=answer.status, error=error, retry_after=retry_after)
 
 
@@ -172,7 +261,3 @@ def _json_object(body: bytes) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _shorten(text: str, limit: int = MAX_ERROR_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"

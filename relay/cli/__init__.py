@@ -6,13 +6,20 @@ import os
 import socket
 import sys
 import time
+import uuid
 
 import click
 import requests
 
 from relay import __version__
 from relay.cli.common import load_rules_or_exit, settings_or_exit
+from relay.cli.embedded import EmbeddedRedis
+from relay.cli.supervisor import Child, Supervisor
 from relay.errors import ConfigError
+from relay.samples import sample_curl
+from relay.settings import Settings
+from relay.state import RedisError, connect, eviction_warning
+from relay.web import auth
 
 
 def web_argv(host: str, port: int) -> list[str]:
@@ -30,7 +37,9 @@ def web_argv(host: str, port: int) -> list[str]:
 
 
 def worker_argv(*extra: str, loglevel: str = "INFO") -> list[str]:
-    """The worker process: a Celery worker on relay's app (as the Procfile runs it)."""
+    """The worker process: a Celery worker on relay's app (as the Procfile runs it), with
+    a node name of its own (``relay-<pid>-<random>@<host>``), so any number of workers run
+    on one host."""
     return [
         sys.executable,
         "-m",
@@ -40,6 +49,8 @@ def worker_argv(*extra: str, loglevel: str = "INFO") -> list[str]:
         "worker",
         "--loglevel",
         loglevel,
+        "--hostname",
+        f"relay-{os.getpid()}-{uuid.uuid4().hex[:6]}@%h",
         *extra,
     ]
 
@@ -58,10 +69,6 @@ def main() -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 def up(rules_path: str | None, host: str, port: int) -> None:
     """All in one: embedded Redis (unless RELAY_REDIS_URL is set), web and a worker."""
-    from relay.cli.embedded import EmbeddedRedis
-    from relay.samples import sample_curl
-    from relay.cli.supervisor import Child, Supervisor
-
     if rules_path:
         os.environ["RELAY_RULES"] = rules_path
     settings = settings_or_exit()
@@ -79,15 +86,21 @@ def up(rules_path: str | None, host: str, port: int) -> None:
     except ConfigError as exc:
         click.echo(f"relay: {exc}", err=True)
         sys.exit(2)
-    if not embedded:
+    if settings.redis_url:  # not the embedded one, whose configuration is ours
         _warn_if_redis_evicts(settings.redis_url)
+    # the data-dir lock proves no other worker uses the embedded Redis: the worker may
+    # resume at start whatever the last run left in flight (relay.worker.recovery)
+    worker_env = {**env, "RELAY_SOLE_WORKER": "1"} if embedded else env
     children = [
         Child("web", web_argv(host, port), env),
         Child(
-            "worker", worker_argv("--without-gossip", "--without-mingle"), env, stop_timeout=30.0
+            "worker",
+            worker_argv("--without-gossip", "--without-mingle"),
+            worker_env,
+            stop_timeout=30.0,
         ),
     ]
-    supervisor = Supervisor(children)
+    supervisor = Supervisor(children, services=[embedded] if embedded else [])
     supervisor.install_signal_handlers()
     status = 0
     try:
@@ -111,10 +124,8 @@ def up(rules_path: str | None, host: str, port: int) -> None:
     sys.exit(status)
 
 
-def _check_callback_auth(settings) -> None:
+def _check_callback_auth(settings: Settings) -> None:
     """Exit 2 when RELAY_REQUIRE_AUTH finds no callback auth; else warn once if there is none."""
-    from relay.web import auth
-
     try:
         auth.IngestAuth.from_settings(settings)
     except ConfigError as exc:
@@ -126,10 +137,6 @@ def _check_callback_auth(settings) -> None:
 
 
 def _warn_if_redis_evicts(url: str) -> None:
-    from redis import RedisError
-
-    from relay.state.store import connect, eviction_warning
-
     try:
         warning = eviction_warning(connect(url))
     except RedisError as exc:
@@ -151,7 +158,7 @@ def _check_port_free(host: str, port: int) -> None:
             sys.exit(2)
 
 
-def _wait_healthy(url: str, supervisor, timeout: float = 30.0) -> bool:
+def _wait_healthy(url: str, supervisor: Supervisor, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not supervisor.stopping:
         try:

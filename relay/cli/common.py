@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from relay.cli.embedded import running_embedded_url
 from relay.errors import ConfigError, RulesError
 from relay.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from relay.rules import Ruleset
 
 
 def settings_or_exit(require_redis: bool = False) -> Settings:
@@ -32,8 +36,10 @@ def settings_or_exit(require_redis: bool = False) -> Settings:
         sys.exit(2)
 
 
-def load_rules_or_exit(settings: Settings, path: str, exit_code: int = 2):
+def load_rules_or_exit(settings: Settings, path: str, exit_code: int = 2) -> Ruleset:
     """The ruleset at ``path``, or every error on stderr and ``exit_code``."""
+    # imported here, as in relay.cli.rules: loading the rules machinery (Jinja, YAML, the
+    # schema) is start-up time that `relay --help` and the dlq/events commands need not pay
     from relay.ops.checks import load_ruleset
 
     try:

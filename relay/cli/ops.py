@@ -10,18 +10,23 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
+from kombu.exceptions import KombuError
 
 from relay.cli.common import settings_or_exit
 from relay.durations import format_duration, parse_duration
+from relay.errors import ConfigError
+from relay.settings import Settings
+from relay.state import RedisError, Store, open_store
 
 if TYPE_CHECKING:
     from relay.ops.admin import ReplayReport
 
-# relay.ops.admin (and through it the delivery code) is imported by the commands that use it,
-# so that `relay --help` and the other commands stay quick to start.
+# relay.ops.admin (and through it the delivery code and the rules machinery) and the Celery
+# app are imported by the functions that use them ("start-up cost" below), so that
+# `relay --help` and the other commands stay quick to start.
 
 #: seconds a Redis call of an operator command may take
 REDIS_TIMEOUT = 5.0
@@ -39,7 +44,7 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def dlq_list(destination: str | None, as_json: bool) -> None:
     """Every dead letter, oldest first."""
-    from relay.ops import admin
+    from relay.ops import admin  # start-up cost
 
     with _infrastructure():
         items = admin.list_dead_letters(_store(), destination)
@@ -56,7 +61,7 @@ def dlq_list(destination: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def dlq_show(delivery_id: str, as_json: bool) -> None:
     """One dead letter: its event, route, destination and every attempt."""
-    from relay.ops import admin
+    from relay.ops import admin  # start-up cost
 
     with _infrastructure():
         record = admin.show_dead_letter(_store(), delivery_id)
@@ -81,8 +86,8 @@ def dlq_replay(
     The destination is sent to as the worker's rules define it now; one that is no longer
     in them is dead-lettered again, saying so.
     """
-    from relay.ops import admin
-    from relay.worker.app import make_celery
+    from relay.ops import admin  # start-up cost
+    from relay.ops.broker import make_celery  # start-up cost
 
     if bool(delivery_ids) == replay_all:
         raise click.UsageError("give dead-letter ids or --all (not both)")
@@ -110,7 +115,7 @@ def dlq_replay(
 @click.argument("delivery_ids", nargs=-1, required=True)
 def dlq_delete(delivery_ids: tuple[str, ...]) -> None:
     """Remove dead letters without sending them."""
-    from relay.ops import admin
+    from relay.ops import admin  # start-up cost
 
     store = _store()
     missing = 0
@@ -129,7 +134,7 @@ def dlq_delete(delivery_ids: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def dlq_purge(older_than: str | None, as_json: bool) -> None:
     """Remove dead letters (all of them, or those older than --older-than)."""
-    from relay.ops import admin
+    from relay.ops import admin  # start-up cost
 
     seconds = None
     if older_than is not None:
@@ -156,7 +161,7 @@ def events() -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def events_show(ref: str, as_json: bool) -> None:
     """The life of an event: ID is a relay event id, a transid (all its events) or a tid."""
-    from relay.ops import admin
+    from relay.ops import admin  # start-up cost
 
     with _infrastructure():
         found = admin.event_history(_store(), ref)
@@ -171,20 +176,14 @@ def events_show(ref: str, as_json: bool) -> None:
 # -- plumbing -------------------------------------------------------------------------------
 
 
-def _store(settings=None):
-    from relay.state.store import Store, connect
-
+def _store(settings: Settings | None = None) -> Store:
     settings = settings or settings_or_exit(require_redis=True)
-    client = connect(settings.require_redis(), timeout=REDIS_TIMEOUT)
-    return Store(client, settings.history_ttl, settings.dedupe_ttl)
+    return open_store(settings, timeout=REDIS_TIMEOUT)
 
 
 @contextmanager
 def _infrastructure() -> Iterator[None]:
     """Redis or the broker failing: one line and exit status 1, not a traceback."""
-    from kombu.exceptions import KombuError
-    from redis import RedisError
-
     try:
         yield
     except RedisError as exc:
@@ -193,7 +192,7 @@ def _infrastructure() -> Iterator[None]:
         _fail(f"broker: {exc}")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"relay: {message}", err=True)
     sys.exit(1)
 
@@ -202,10 +201,9 @@ def _echo_json(value: object) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-def _known_destinations(settings) -> frozenset[str] | None:
+def _known_destinations(settings: Settings) -> frozenset[str] | None:
     """Destination names of the rules file this command sees, or None when it cannot load."""
-    from relay.ops.checks import load_ruleset
-    from relay.errors import ConfigError
+    from relay.ops.checks import load_ruleset  # start-up cost
 
     try:
         return frozenset(load_ruleset(settings).destinations)
@@ -231,7 +229,7 @@ def _merge(report: ReplayReport, one: ReplayReport, echo: bool) -> None:
 # -- text output ----------------------------------------------------------------------------
 
 
-def _table(items: list[dict]) -> str:
+def _table(items: list[dict[str, Any]]) -> str:
     header = ("ID", "AGE", "ROUTE", "DESTINATION", "ATTEMPTS", "LAST ERROR")
     rows = [
         (
@@ -272,8 +270,8 @@ def format_age(seconds: float | None) -> str:
     return f"{int(seconds)}s"
 
 
-def _describe(record: dict) -> str:
-    from relay.ops import admin
+def _describe(record: dict[str, Any]) -> str:
+    from relay.ops import admin  # start-up cost
 
     event = record.get("event") or {}
     retry = record.get("retry")
@@ -298,7 +296,7 @@ def _describe(record: dict) -> str:
     return "\n".join(lines)
 
 
-def _attempt_line(entry: dict, with_time: bool = False) -> str:
+def _attempt_line(entry: dict[str, Any], with_time: bool = False) -> str:
     parts = [f"attempt {entry.get('attempt')}: {entry.get('outcome')}"]
     if entry.get("status") is not None:
         parts.append(f"status {entry['status']}")
@@ -311,7 +309,7 @@ def _attempt_line(entry: dict, with_time: bool = False) -> str:
     return f"{entry.get('at')}  {text}" if with_time else text
 
 
-def format_timeline(item: dict) -> str:
+def format_timeline(item: dict[str, Any]) -> str:
     """A compact, human timeline of one ``relay.ops.admin.timeline``."""
 
     head = [f"{item['id']} {item['kind']} {item['summary']}".rstrip()]
@@ -331,7 +329,7 @@ def format_timeline(item: dict) -> str:
     return "\n".join(lines)
 
 
-def _step_text(entry: dict) -> str:
+def _step_text(entry: dict[str, Any]) -> str:
     step = entry.get("step")
     who = entry.get("destination")
     if step == "received":
@@ -358,7 +356,7 @@ def _step_text(entry: dict) -> str:
     return f"{step} {json.dumps(rest, ensure_ascii=False)}"
 
 
-def _final(item: dict) -> str:
+def _final(item: dict[str, Any]) -> str:
     if item["routing"] != "routed":
         reason = f" ({item['routing_error']})" if item["routing_error"] else ""
         return f"{item['routing']}{reason}"

@@ -1,14 +1,25 @@
-"""``relay rules check`` and ``relay rules test``."""
+"""``relay rules check`` and ``relay rules test``.
+
+The rules machinery (Jinja, YAML, the schema, the dry run) is imported by the functions
+that use it: it is start-up time that `relay --help` and the other commands need not pay.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from relay.cli.common import load_rules_or_exit, settings_or_exit
 from relay.errors import IngestError
+from relay.parsing import decode
+from relay.settings import Settings
+
+if TYPE_CHECKING:
+    from relay.rules import Ruleset
+    from relay.rules.cases import CaseResult
 
 
 @click.group()
@@ -25,7 +36,7 @@ def rules_check(path: str | None, strict: bool) -> None:
     Warnings (routes that never match, unused destinations, codes and statuses Webex
     Connect never sends) follow the summary on stderr; with --strict they exit 1.
     """
-    from relay.rules import describe
+    from relay.rules import describe  # start-up cost: see the module docstring
 
     settings = settings_or_exit()
     path = path or settings.rules_path
@@ -38,8 +49,8 @@ def rules_check(path: str | None, strict: bool) -> None:
         sys.exit(1)
 
 
-def _warnings(ruleset, path: str) -> list[str]:
-    from relay.rules.lint import lines_of, lint
+def _warnings(ruleset: Ruleset, path: str) -> list[str]:
+    from relay.rules.lint import lines_of, lint  # start-up cost: see the module docstring
 
     with open(path, encoding="utf-8") as file:
         line = lines_of(file.read())
@@ -69,7 +80,12 @@ def _warnings(ruleset, path: str) -> list[str]:
 @click.option("--explain", is_flag=True, help="show why each route matched or not")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def rules_test(
-    path: str | None, event_file, cases_path: str | None, source: str, explain: bool, as_json: bool
+    path: str | None,
+    event_file: IO[bytes] | None,
+    cases_path: str | None,
+    source: str,
+    explain: bool,
+    as_json: bool,
 ) -> None:
     """Dry run: which routes match the payload and what each destination would get.
 
@@ -81,13 +97,19 @@ def rules_test(
     ruleset = load_rules_or_exit(settings, path or settings.rules_path, exit_code=1)
     if cases_path is not None:
         _run_cases(ruleset, cases_path, explain, as_json)
-    else:
+    elif event_file is not None:
         _dry_run(ruleset, event_file, settings, source, explain, as_json)
 
 
-def _dry_run(ruleset, event_file, settings, source: str, explain: bool, as_json: bool) -> None:
-    from relay.ops.dryrun import dry_run, format_text
-    from relay.parsing import decode
+def _dry_run(
+    ruleset: Ruleset,
+    event_file: IO[bytes],
+    settings: Settings,
+    source: str,
+    explain: bool,
+    as_json: bool,
+) -> None:
+    from relay.ops.dryrun import dry_run, format_text  # start-up cost: see the module docstring
 
     try:
         reports = dry_run(ruleset, decode(event_file.read()), settings, source, explain)
@@ -100,8 +122,8 @@ def _dry_run(ruleset, event_file, settings, source: str, explain: bool, as_json:
         click.echo(format_text(reports))
 
 
-def _run_cases(ruleset, cases_path: str, explain: bool, as_json: bool) -> None:
-    from relay.rules.cases import CasesError, load_cases, run_cases, summary
+def _run_cases(ruleset: Ruleset, cases_path: str, explain: bool, as_json: bool) -> None:
+    from relay.rules.cases import CasesError, load_cases, run_cases, summary  # start-up cost
 
     try:
         cases = load_cases(cases_path)
@@ -122,8 +144,8 @@ def _run_cases(ruleset, cases_path: str, explain: bool, as_json: bool) -> None:
     sys.exit(0 if all(result.passed for result in results) else 1)
 
 
-def _case_dict(ruleset, result, explain: bool) -> dict:
-    from relay.rules.explain import explain as explain_routes
+def _case_dict(ruleset: Ruleset, result: CaseResult, explain: bool) -> dict[str, Any]:
+    from relay.rules.explain import explain as explain_routes  # start-up cost: see above
 
     out = result.to_dict()
     if explain:
@@ -134,9 +156,9 @@ def _case_dict(ruleset, result, explain: bool) -> dict:
     return out
 
 
-def _case_explanation(ruleset, result) -> list[str]:
+def _case_explanation(ruleset: Ruleset, result: CaseResult) -> list[str]:
     """For a failed case: every route and why it matched or not, per event."""
-    from relay.rules.explain import explain as explain_routes
+    from relay.rules.explain import explain as explain_routes  # start-up cost: see above
 
     lines, several = [], len(result.case.events) > 1
     for n, event in enumerate(result.case.events):

@@ -14,14 +14,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import FrameType
+from typing import Protocol
 
 PR_SET_PDEATHSIG = 1
 RESTART_DELAY = 1.0  #: seconds before a child that died on its own is started again
 CONFIG_EXIT = 2  #: a child exiting with this status found bad settings: do not restart it
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """preexec_fn: the kernel sends SIGTERM to the child when its parent dies."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -35,39 +38,51 @@ class Child:
     argv: list[str]
     env: dict[str, str]
     stop_timeout: float = 15.0
-    process: subprocess.Popen | None = field(default=None, repr=False)
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            self.argv, env=self.env, start_new_session=True, preexec_fn=_die_with_parent
+            self.argv, env=self.env, start_new_session=True, preexec_fn=die_with_parent
         )
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
-        if not self.running():
+        process = self.process
+        if process is None or process.poll() is not None:
             return
-        self.process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(self.stop_timeout)
+            process.wait(self.stop_timeout)
         except subprocess.TimeoutExpired:
             print(
                 f"relay: {self.name} did not stop in {self.stop_timeout:g}s; killing it",
                 file=sys.stderr,
             )
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+class Service(Protocol):
+    """A process the supervisor keeps alive but did not start (the embedded Redis)."""
+
+    name: str
+
+    def running(self) -> bool: ...
+
+    def restart(self) -> None: ...
 
 
 class Supervisor:
-    """Starts children, restarts one that dies, stops all on SIGINT/SIGTERM."""
+    """Starts children, restarts one (or a service) that dies, stops all on SIGINT/SIGTERM."""
 
-    def __init__(self, children: list[Child]) -> None:
+    def __init__(self, children: list[Child], services: Sequence[Service] = ()) -> None:
         self.children = children
+        self.services = list(services)
         self.stopping = False
 
-    def _on_signal(self, signum, frame) -> None:
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
 
     def install_signal_handlers(self) -> None:
@@ -79,9 +94,19 @@ class Supervisor:
             child.start()
 
     def watch(self, poll: float = 0.2) -> int:
-        """Until a stop signal (0) or a child's configuration error (2): restart the dead."""
+        """Until a stop signal (0) or a child's configuration error (2): restart the dead
+        (the services first: the children need them)."""
         while not self.stopping:
             time.sleep(poll)
+            for service in self.services:
+                if self.stopping or service.running():
+                    continue
+                print(f"relay: {service.name} died; restarting it", file=sys.stderr)
+                try:
+                    service.restart()
+                except Exception as exc:  # noqa: BLE001 - say why, try again next poll
+                    print(f"relay: {service.name} did not restart: {exc}", file=sys.stderr)
+                    time.sleep(RESTART_DELAY)
             for child in self.children:
                 if self.stopping or child.running():
                     continue

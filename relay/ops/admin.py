@@ -18,18 +18,23 @@ know the rules pass their destination names to get a warning in the report.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from redis import RedisError
-
-from relay.worker.delivery import delivery_id
-from relay.state.store import Store
-
-ROUTING = "(routing)"  #: the "destination" part of a routing dead letter's id
-ENDS = {"delivered", "dead_lettered", "skipped"}  #: history steps that end a delivery
+from relay.events import (
+    ENDS,
+    DeadLetter,
+    Event,
+    HistoryEntry,
+    Step,
+    delivery_id,
+    history_entry,
+    job_of,
+)
+from relay.state import RedisError, Store
+from relay.state.keys import deliver_member, route_member
 
 
 class Publisher(Protocol):
@@ -53,10 +58,10 @@ def list_dead_letters(
     ]
 
 
-def summary(record: dict, age: float) -> dict:
+def summary(record: DeadLetter, age: float) -> dict[str, Any]:
     """One line's worth of a dead letter (``relay dlq list``)."""
     attempts = record.get("attempts") or []
-    last = attempts[-1] if attempts else {}
+    last: dict[str, Any] = dict(attempts[-1]) if attempts else {}
     event = record.get("event") or {}
     return {
         "id": record["id"],
@@ -144,24 +149,22 @@ def replay_all(
     return replay(store, publisher, ids, known_destinations)
 
 
-def _replay_one(store: Store, publisher: Publisher, record: dict) -> dict:
+def _replay_one(store: Store, publisher: Publisher, record: DeadLetter) -> dict[str, Any]:
     did, event, destination = record["id"], record["event"], record["destination"]
-    entry = {
-        "step": "replayed",
-        "delivery_id": did,
-        "route": record.get("route"),
-        "destination": destination,
-    }
+    entry = history_entry(
+        Step.REPLAYED, delivery_id=did, route=record.get("route"), destination=destination
+    )
+    args: list
     if destination is None:  # routing failed: route the event again
         task, args, generation = "relay.route", [event], None
-        member = "route:" + event["id"]
+        member = route_member(event["id"])
     else:
         generation = store.deliveries.reset_budget(did)
-        task, args = "relay.deliver", [_job(record, generation)]
-        member = "deliver:" + did
-    # Like every task relay publishes, registered in the outbox first (store.Pending);
+        task, args = "relay.deliver", [job_of(record, generation)]
+        member = deliver_member(did)
+    # Like every task relay publishes, registered in the outbox first (relay.state.pending);
     # the history entry is written before publishing so it precedes the new attempts.
-    store.pending.register(store.redis.pipeline(transaction=True), member, task, args).execute()
+    store.pending.register_now(member, task, args)
     store.add_history(event["id"], entry)
     try:
         publisher.send_task(task, args=args)
@@ -172,25 +175,15 @@ def _replay_one(store: Store, publisher: Publisher, record: dict) -> dict:
     return {"id": did, "destination": destination, "task": task, "generation": generation}
 
 
-def _job(record: dict, generation: int) -> dict:
-    """The ``relay.deliver`` job, as ``relay.worker.delivery`` builds it, for a new generation."""
-    return {
-        "delivery_id": record["id"],
-        "event": record["event"],
-        "route": record["route"],
-        "destination": record["destination"],
-        "rules_version": record["rules_version"],
-        "retry": record["retry"],
-        "gen": generation,
-        "not_before": None,
-    }
-
-
 def _note_failed_replay(
-    store: Store, event_id: str, entry: dict, member: str, exc: Exception
+    store: Store, event_id: str, entry: HistoryEntry, member: str, exc: Exception
 ) -> None:
     """The replay did not happen: withdraw it from the outbox and say so in the history."""
-    failed = {**entry, "step": "replay_failed", "reason": f"{type(exc).__name__}: {exc}"}
+    failed: HistoryEntry = {
+        **entry,
+        "step": Step.REPLAY_FAILED.value,
+        "reason": f"{type(exc).__name__}: {exc}",
+    }
     try:
         store.pending.settle_now(member)
         store.add_history(event_id, failed)
@@ -211,10 +204,13 @@ def event_history(store: Store, ref: str) -> list[dict]:
     return sorted(found, key=lambda item: (item["received_at"] or "", item["id"]))
 
 
-def timeline(event: dict, history: list[dict]) -> dict:
+def timeline(event: Event, history: list[HistoryEntry]) -> dict[str, Any]:
     """What happened to ``event``, derived from its history entries (oldest first)."""
     # the last one: a replayed routing dead letter is received (and routed) again
-    received = next((entry for entry in reversed(history) if entry.get("step") == "received"), {})
+    received = next(
+        (entry for entry in reversed(history) if entry.get("step") == Step.RECEIVED),
+        HistoryEntry(),
+    )
     return {
         "id": event["id"],
         "kind": event.get("kind"),
@@ -229,44 +225,44 @@ def timeline(event: dict, history: list[dict]) -> dict:
     }
 
 
-def event_label(event: dict) -> str:
+def event_label(event: Mapping[str, Any]) -> str:
     """``Delivered 7500`` for a receipt, the keyword for an inbound message."""
     if event.get("kind") == "delivery_receipt":
         return " ".join(part for part in (event.get("status"), event.get("code")) if part)
     return event.get("keyword") or ""
 
 
-def _routing(history: list[dict]) -> dict:
+def _routing(history: list[HistoryEntry]) -> dict[str, Any]:
     """Routes matched and the routing state: routed, unrouted, dead_lettered or pending."""
     state: dict = {"routing": "pending", "routes": [], "routing_error": None}
     for entry in history:
         step, routing_entry = entry.get("step"), entry.get("destination") is None
-        if step == "routed":
+        if step == Step.ROUTED:
             state.update(routing="routed", routes=entry.get("routes", []), routing_error=None)
-        elif step == "unrouted":
+        elif step == Step.UNROUTED:
             state.update(routing="unrouted", routes=[], routing_error=None)
-        elif step == "dead_lettered" and "delivery_id" not in entry:
+        elif step == Step.DEAD_LETTERED and "delivery_id" not in entry:
             state.update(routing="dead_lettered", routing_error=entry.get("reason"))
-        elif step == "replayed" and routing_entry:
+        elif step == Step.REPLAYED and routing_entry:
             state.update(routing="pending")
-        elif step == "replay_failed" and routing_entry:
+        elif step == Step.REPLAY_FAILED and routing_entry:
             state.update(routing="dead_lettered")
     return state
 
 
-def deliveries(event_id: str, history: list[dict]) -> list[dict]:
+def deliveries(event_id: str, history: list[HistoryEntry]) -> list[dict[str, Any]]:
     """Per destination: its attempts and final state (delivered, dead_lettered, skipped or
     pending), derived from the history entries; routed destinations with none are pending."""
     found: dict[str, dict] = {}
     for entry in history:
-        if entry.get("step") == "routed":
+        if entry.get("step") == Step.ROUTED:
             for name in entry.get("destinations", []):
                 found.setdefault(name, _delivery(event_id, name))
             continue
-        name = entry.get("destination")
-        if "delivery_id" not in entry or name is None:
+        target = entry.get("destination")
+        if "delivery_id" not in entry or target is None:
             continue
-        item = found.setdefault(name, _delivery(event_id, name))
+        item = found.setdefault(target, _delivery(event_id, target))
         item["route"] = entry.get("route") or item["route"]
         _apply(item, entry)
     return list(found.values())
@@ -284,9 +280,9 @@ def _delivery(event_id: str, destination: str) -> dict:
     }
 
 
-def _apply(item: dict, entry: dict) -> None:
+def _apply(item: dict[str, Any], entry: HistoryEntry) -> None:
     step = entry.get("step")
-    if step == "attempt":
+    if step == Step.ATTEMPT:
         item["attempts"].append(
             {
                 "attempt": entry.get("attempt"),
@@ -299,9 +295,9 @@ def _apply(item: dict, entry: dict) -> None:
         )
     elif step in ENDS:
         item.update(state=step, reason=entry.get("reason"))
-    elif step == "replayed":
+    elif step == Step.REPLAYED:
         item.update(state="pending", reason=None, replays=item["replays"] + 1)
-    elif step == "replay_failed":
+    elif step == Step.REPLAY_FAILED:
         item.update(state="dead_lettered", reason=entry.get("reason"))
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from relay.worker.delivery import delivery_id
 from relay.actions.registry import prepare, redact
+from relay.events import Event, RetrySpec, new_job
 from relay.parsing import build_events
-from relay.rules import Ruleset, TemplateError
+from relay.rules import RetryPolicy, Ruleset, TemplateError
 from relay.rules.explain import RouteExplanation
 from relay.rules.explain import explain as explain_routes
 from relay.settings import Settings
@@ -35,7 +35,7 @@ def dry_run(
     return reports
 
 
-def _report(ruleset: Ruleset, event: dict, settings: Settings) -> dict:
+def _report(ruleset: Ruleset, event: Event, settings: Settings) -> dict:
     if event["kind"] == "inbound_message":
         event["sender_opted_out"] = False
     matches = ruleset.match(event)
@@ -51,20 +51,18 @@ def _report(ruleset: Ruleset, event: dict, settings: Settings) -> dict:
     }
 
 
-def _delivery(ruleset: Ruleset, event: dict, route: str, name: str, retry, settings) -> dict:
+def _delivery(
+    ruleset: Ruleset,
+    event: Event,
+    route: str,
+    name: str,
+    retry: RetryPolicy,
+    settings: Settings,
+) -> dict:
     destination = ruleset.destinations[name]
-    job = {
-        "event": event,
-        "route": route,
-        "destination": name,
-        "delivery_id": delivery_id(event["id"], name),
-    }
-    out = {
-        "destination": name,
-        "type": destination.type,
-        "route": route,
-        "retry": {"attempts": retry.attempts, "initial": retry.initial, "max": retry.max},
-    }
+    spec: RetrySpec = {"attempts": retry.attempts, "initial": retry.initial, "max": retry.max}
+    job = new_job(event, route, name, ruleset.version, spec)
+    out = {"destination": name, "type": destination.type, "route": route, "retry": spec}
     try:
         out["request"] = redact(prepare(destination, job, settings))
     except (TemplateError, ValueError) as exc:

@@ -1,4 +1,4 @@
-"""The rules engine: load a rules file (DESIGN §7) strictly, match events purely.
+"""The rules engine: load a rules file (config/README.md) strictly, match events purely.
 
 ::
 
@@ -11,12 +11,10 @@
 from relay.durations import format_duration, parse_duration
 from relay.rules.loader import DestinationChecks, describe, load_rules, load_rules_text
 from relay.rules.model import (
-    DEFAULT_RETRY,
     Destination,
     EmailDestination,
     HttpDestination,
     LogDestination,
-    RetryPolicy,
     Route,
     RouteMatch,
     Ruleset,
@@ -24,6 +22,7 @@ from relay.rules.model import (
     SlackDestination,
     SmsReplyDestination,
 )
+from relay.rules.retry import DEFAULT_RETRY, RetryPolicy
 from relay.rules.templates import Template, TemplateError, render
 
 __all__ = [

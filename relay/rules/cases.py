@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.errors import PayloadError, RulesError
+from relay.events import Event
 from relay.parsing import SOURCE_PATTERN, build_events, decode
 from relay.rules.document import Document, Path, Problems, format_path, parse, read_source
 from relay.rules.model import Ruleset
@@ -68,7 +69,7 @@ class Case:
 
     name: str
     line: int
-    events: tuple[dict, ...]
+    events: tuple[Event, ...]
     routes: tuple[str, ...] | None = None
     destinations: frozenset[str] | None = None
     unrouted: bool | None = None
@@ -192,7 +193,8 @@ class _Reader:
         if not isinstance(data, list) or not data:
             self.error((), "expected a non-empty list of cases")
             return []
-        cases, first = [], {}
+        cases: list[Case] = []
+        first: dict[str, int] = {}
         for i, item in enumerate(data):
             case = self.case((i,), item)
             if case is not None and case.name in first:
@@ -235,7 +237,7 @@ class _Reader:
             self.error(path + (key,), str(exc))
             return None
 
-    def events(self, path: Path, values: Mapping[str, Any]) -> tuple[dict, ...] | None:
+    def events(self, path: Path, values: Mapping[str, Any]) -> tuple[Event, ...] | None:
         """The payload's events, or ``None`` when it (or source, own_numbers) is unusable."""
         needed = ("payload", "payload_file", "source", "own_numbers")
         if ("payload" in values) == ("payload_file" in values):

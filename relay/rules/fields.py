@@ -1,4 +1,4 @@
-"""How conditions read and compare event fields (DESIGN §6, §7).
+"""How conditions read and compare event fields (README: Events; config/README.md: Conditions).
 
 - A missing field or ``None`` matches nothing except ``exists: false`` and ``not``.
 - Strings and numbers compare as text (``code: 7500`` matches ``"7500"``; ``7500.0`` is
@@ -19,7 +19,7 @@ from relay.rules.suggest import did_you_mean
 
 Event = Mapping[str, Any]
 
-#: the top-level event fields of DESIGN §6 that a condition may name
+#: the top-level event fields (README: Events) that a condition may name
 EVENT_FIELDS = frozenset(
     "id kind source received_at status final code code_description description "
     "additional_info destination channel timestamp transid subtid correlation_id "

@@ -106,7 +106,8 @@ def _check_replies_reach_inbound(
         return
     by_name = {route.name: route for route in routes}
     for i, item in enumerate(data):
-        route = by_name.get(item.get("name")) if isinstance(item, Mapping) else None
+        route_name = item.get("name") if isinstance(item, Mapping) else None
+        route = by_name.get(route_name) if isinstance(route_name, str) else None
         if route is None or _can_match_inbound(route.match):
             continue
         for j, name in enumerate(route.to):
@@ -175,7 +176,8 @@ def _read_routes(reader: Reader, data: Any, known: set[str]) -> tuple[Route, ...
     if not isinstance(data, list):
         reader.error(("routes",), "expected a list of routes")
         return ()
-    routes, first = [], {}
+    routes: list[Route] = []
+    first: dict[str, int] = {}
     for i, item in enumerate(data):
         route = read_route(reader, ("routes", i), item, known)
         name = item.get("name") if isinstance(item, Mapping) else None

@@ -1,4 +1,4 @@
-"""Route conditions (DESIGN §7) compiled once per ruleset; matching is a pure function.
+"""Route conditions (config/README.md: Conditions) compiled once per ruleset; matching is pure.
 
 :func:`compile_condition` turns a ``match`` mapping (plain data) into a :class:`Condition`
 whose ``test(event)`` is a tree of closures; :class:`~relay.rules.index.Index` finds the routes

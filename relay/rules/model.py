@@ -5,17 +5,20 @@ Build one with :func:`relay.rules.load_rules`; the classes check nothing themsel
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
 
-from relay.actions.base import RetryPolicy
 from relay.rules.index import Index
 from relay.rules.matcher import MATCH_ALL, Condition
+from relay.rules.retry import DEFAULT_RETRY, RetryPolicy
 from relay.rules.templates import Template
 
-DEFAULT_RETRY = RetryPolicy()
+#: the prefix of a signing secret given as base64 (the Standard Webhooks form)
+WHSEC_PREFIX = "whsec_"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,9 +33,24 @@ class Destination:
 
 @dataclass(frozen=True)
 class Signing:
-    """Standard Webhooks signature settings of an http destination."""
+    """Standard Webhooks signature settings of an http destination.
+
+    ``secret`` is one or more space-separated secrets, each read by :func:`secret_key`.
+    """
 
     secret: str
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key of one signing secret: ``whsec_<base64>`` is the base64 of the key,
+    any other text is used as the key's UTF-8 bytes. A bad ``whsec_`` value is a ValueError.
+    """
+    if secret.startswith(WHSEC_PREFIX):
+        try:
+            return base64.b64decode(secret[len(WHSEC_PREFIX) :], validate=True)
+        except binascii.Error:
+            raise ValueError("a whsec_ secret must be base64 after the prefix") from None
+    return secret.encode()
 
 
 @dataclass(frozen=True, kw_only=True)

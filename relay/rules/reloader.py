@@ -1,4 +1,4 @@
-"""The rules a process runs by, reloaded when the file changes (DESIGN §7).
+"""The rules a process runs by, reloaded when the file changes (README: "Hot reload").
 
 Every web and worker process holds a :class:`RulesHolder`. A watcher thread looks at the
 file every second (and at once when asked, e.g. on SIGHUP); a changed file that loads

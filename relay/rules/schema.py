@@ -1,4 +1,4 @@
-"""The strict schema of a rules file (DESIGN §7): the keys each part may have.
+"""The strict schema of a rules file (config/README.md): the keys each part may have.
 
 Every table lists the allowed keys; anything else is an error with a typo hint. Routes
 without ``match`` match every event (``match: {}`` and an empty ``match:`` mean the same).
@@ -14,17 +14,9 @@ from dataclasses import asdict
 from types import MappingProxyType
 from typing import Any
 
-from relay.actions.signing import secret_key
 from relay.durations import format_duration
 from relay.rules.matcher import MATCH_ALL, ConditionError, compile_condition
-from relay.rules.model import (
-    DEFAULT_RETRY,
-    DESTINATION_TYPES,
-    Destination,
-    RetryPolicy,
-    Route,
-    Signing,
-)
+from relay.rules.model import DESTINATION_TYPES, Destination, Route, Signing, secret_key
 from relay.rules.reader import (
     FAILED,
     Invalid,
@@ -38,6 +30,7 @@ from relay.rules.reader import (
     text_or_number,
     url,
 )
+from relay.rules.retry import DEFAULT_RETRY, RetryPolicy
 from relay.rules.suggest import did_you_mean
 from relay.rules.templates import compile_template
 

@@ -4,7 +4,7 @@ Templates run in Jinja's immutable sandbox (no ``__class__``-style escapes, no m
 event for the next destination) with :class:`jinja2.StrictUndefined`, so a name that does not
 exist is an error rather than an empty string. Autoescape is off: output is not HTML.
 
-A template sees ``event`` (the event dict, DESIGN §6), ``route`` (route name, or ``default``)
+A template sees ``event`` (the event dict, README: Events), ``route`` (route name, or ``default``)
 and ``destination`` (destination name), and two filters besides Jinja's own:
 
 - ``mask``: keep the last 4 characters, star the rest (``447700900123`` → ``********0123``);

@@ -1,0 +1,18 @@
+"""The only code that talks to Redis: keys, Lua scripts, the inbox, events and their
+history, the pending outbox, delivery state, dead letters, opt-outs and cooldowns.
+
+Everything else reaches Redis through a :class:`Store` made by :func:`open_store`.
+"""
+
+from relay.state.client import RedisError, Unavailable, connect, eviction_warning
+from relay.state.store import Store, open_store, pending_grace
+
+__all__ = [
+    "RedisError",
+    "Store",
+    "Unavailable",
+    "connect",
+    "eviction_warning",
+    "open_store",
+    "pending_grace",
+]

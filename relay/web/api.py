@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import hmac
 import logging
+from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
 from kombu.exceptions import KombuError
-from redis import RedisError
 from werkzeug.exceptions import NotFound
 
-from relay.ops import admin
-from relay.web.app import RETRY_AFTER
+from relay import parsing
 from relay.durations import parse_duration
 from relay.errors import RelayError
-from relay import parsing
+from relay.ops import admin
+from relay.ops.dryrun import dry_run
+from relay.state import RedisError
+from relay.web.answers import unavailable
+from relay.web.context import current_relay
 
 log = logging.getLogger("relay.api")
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -42,11 +46,11 @@ class ApiRequestError(RelayError):
 
 
 @bp.before_app_request
-def _authorize():
+def _authorize() -> ResponseReturnValue | None:
     """Runs for every request, so that unknown /api/ paths and methods are guarded too."""
     if request.path != "/api" and not request.path.startswith("/api/"):
         return None
-    token = current_app.extensions["relay"].settings.admin_token
+    token = current_relay().settings.admin_token
     if not token:
         raise NotFound()
     if not _bearer_matches(request.headers.get("Authorization", ""), token):
@@ -65,7 +69,7 @@ def _bearer_matches(header: str, token: str) -> bool:
 
 
 @bp.errorhandler(ApiRequestError)
-def _request_error(exc: ApiRequestError):
+def _request_error(exc: ApiRequestError) -> ResponseReturnValue:
     body = {"error": "invalid_request", "detail": exc.detail}
     if exc.field:
         body["field"] = exc.field
@@ -75,12 +79,12 @@ def _request_error(exc: ApiRequestError):
 @bp.errorhandler(RedisError)
 @bp.errorhandler(KombuError)
 @bp.errorhandler(OSError)
-def _unavailable(exc: Exception):
+def _unavailable(exc: Exception) -> ResponseReturnValue:
     log.warning("admin API answering 503: %s", exc)
-    return jsonify(error="unavailable", detail=str(exc)), 503, {"Retry-After": RETRY_AFTER}
+    return unavailable(exc)
 
 
-def _not_found(detail: str):
+def _not_found(detail: str) -> ResponseReturnValue:
     return jsonify(error="not_found", detail=detail), 404
 
 
@@ -88,32 +92,32 @@ def _not_found(detail: str):
 
 
 @bp.get("/dead-letters")
-def list_dead_letters():
+def list_dead_letters() -> ResponseReturnValue:
     params = _query("destination", "limit")
     limit = _integer(params.get("limit"), "limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT)
-    items = admin.list_dead_letters(_relay().store, params.get("destination"))
+    items = admin.list_dead_letters(current_relay().store, params.get("destination"))
     return jsonify(dead_letters=items[:limit], total=len(items))
 
 
 @bp.get("/dead-letters/<path:delivery_id>")
-def show_dead_letter(delivery_id: str):
+def show_dead_letter(delivery_id: str) -> ResponseReturnValue:
     _query()
-    record = admin.show_dead_letter(_relay().store, delivery_id)
+    record = admin.show_dead_letter(current_relay().store, delivery_id)
     if record is None:
         return _not_found(f"no dead letter {delivery_id!r}")
     return jsonify(record)
 
 
 @bp.delete("/dead-letters/<path:delivery_id>")
-def delete_dead_letter(delivery_id: str):
+def delete_dead_letter(delivery_id: str) -> ResponseReturnValue:
     _query()
-    if not admin.delete_dead_letter(_relay().store, delivery_id):
+    if not admin.delete_dead_letter(current_relay().store, delivery_id):
         return _not_found(f"no dead letter {delivery_id!r}")
     return jsonify(deleted=[delivery_id])
 
 
 @bp.delete("/dead-letters")
-def purge_dead_letters():
+def purge_dead_letters() -> ResponseReturnValue:
     # unknown parameters are refused: a misspelt older_than must not purge everything
     params = _query("older_than")
     older_than = None
@@ -122,13 +126,13 @@ def purge_dead_letters():
             older_than = parse_duration(params["older_than"])
         except ValueError as exc:
             raise ApiRequestError(str(exc), "older_than") from None
-    return jsonify(purged=admin.purge(_relay().store, older_than))
+    return jsonify(purged=admin.purge(current_relay().store, older_than))
 
 
 @bp.post("/dead-letters/<path:delivery_id>/replay")
-def replay_dead_letter(delivery_id: str):
+def replay_dead_letter(delivery_id: str) -> ResponseReturnValue:
     _query()
-    relay = _relay()
+    relay = current_relay()
     report = admin.replay(relay.store, relay.celery, [delivery_id], relay.rules.destinations)
     if report.not_found:
         return _not_found(f"no dead letter {delivery_id!r}")
@@ -136,14 +140,14 @@ def replay_dead_letter(delivery_id: str):
 
 
 @bp.post("/dead-letters/replay")
-def replay_dead_letters():
+def replay_dead_letters() -> ResponseReturnValue:
     """Body ``{"ids": [...]}`` or ``{"all": true, "destination": "crm"}`` (destination optional)."""
     _query()
     body = _json_object()
     unknown = sorted(set(body) - {"ids", "all", "destination"})
     if unknown:
         raise ApiRequestError(f"unknown field {unknown[0]!r}", unknown[0])
-    relay = _relay()
+    relay = current_relay()
     known = relay.rules.destinations
     if body.get("all") is not None or "destination" in body:
         _check_all(body)
@@ -153,7 +157,7 @@ def replay_dead_letters():
     return jsonify(report.to_dict()), 202
 
 
-def _check_all(body: dict) -> None:
+def _check_all(body: dict[str, Any]) -> None:
     if "all" not in body:
         raise ApiRequestError('only with "all": true', "destination")
     if body["all"] is not True:
@@ -165,7 +169,7 @@ def _check_all(body: dict) -> None:
         raise ApiRequestError("must be a destination name", "destination")
 
 
-def _ids(body: dict) -> list[str]:
+def _ids(body: dict[str, Any]) -> list[str]:
     ids = body.get("ids")
     if not isinstance(ids, list) or not ids:
         raise ApiRequestError('a non-empty list of dead-letter ids (or "all": true)', "ids")
@@ -181,33 +185,27 @@ def _ids(body: dict) -> list[str]:
 
 
 @bp.get("/events/<path:ref>")
-def show_event(ref: str):
+def show_event(ref: str) -> ResponseReturnValue:
     _query()
-    events = admin.event_history(_relay().store, ref)
+    events = admin.event_history(current_relay().store, ref)
     if not events:
         return _not_found(f"no event with id, transid or tid {ref!r}")
     return jsonify(query=ref, events=events)
 
 
 @bp.post("/rules/test")
-def rules_test():
+def rules_test() -> ResponseReturnValue:
     """A raw Webex Connect payload → the dry run against the rules this process runs."""
-    from relay.ops.dryrun import dry_run
-
     source = _query("source").get("source", "default")
     parsing.check_source(source)
     parsing.check_content_type(request.headers.get("Content-Type"))
     document = parsing.decode(request.get_data(cache=False))
-    relay = _relay()
+    relay = current_relay()
     reports = dry_run(relay.rules, document, relay.settings, source)
     return jsonify(rules_version=relay.rules.version, reports=reports)
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-def _relay():
-    return current_app.extensions["relay"]
 
 
 def _query(*allowed: str) -> dict[str, str]:
@@ -232,7 +230,7 @@ def _integer(raw: str | None, name: str, default: int, low: int, high: int) -> i
     return value
 
 
-def _json_object() -> dict:
+def _json_object() -> dict[str, Any]:
     parsing.check_content_type(request.headers.get("Content-Type"))
     try:
         document = parsing.decode(request.get_data(cache=False))

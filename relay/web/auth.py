@@ -25,7 +25,7 @@ import logging
 import re
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from typing import Protocol
 
 from relay.errors import IngestError, SettingsError, SignatureError
 from relay.settings import Settings
@@ -39,6 +39,12 @@ _DIGESTS = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
 _BY_LENGTH = {64: "sha256", 128: "sha512"}  #: hex digits of each digest
 _PREFIX = re.compile(r"^(?:sha1|sha256|sha512)=", re.IGNORECASE)
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
+
+
+class HeaderLookup(Protocol):
+    """Request headers, as far as the checks read them (a dict, werkzeug's Headers)."""
+
+    def get(self, key: str, /) -> str | None: ...
 
 
 class UnauthorizedError(IngestError):
@@ -85,7 +91,7 @@ class IngestAuth:
         """Headers of a 401 for a failed Basic or API-key check."""
         return {"WWW-Authenticate": f'Basic realm="{REALM}"'} if self._basic else {}
 
-    def check_headers(self, headers: Mapping[str, str], peer: str | None) -> None:
+    def check_headers(self, headers: HeaderLookup, peer: str | None) -> None:
         """UnauthorizedError unless Basic and the API key (those configured) are right."""
         if self._basic and not _equal(self._basic, _basic_credentials(headers)):
             self._reject(UnauthorizedError("basic credentials missing or wrong"), peer)
@@ -94,7 +100,7 @@ class IngestAuth:
         ):
             self._reject(UnauthorizedError(f"{self._api_key_header} missing or wrong"), peer)
 
-    def check_signature(self, headers: Mapping[str, str], body: bytes, peer: str | None) -> None:
+    def check_signature(self, headers: HeaderLookup, body: bytes, peer: str | None) -> None:
         """SignatureError unless ``x-hub-signature`` signs ``body`` (when a secret is set)."""
         if self._hub_key is None:
             return
@@ -149,13 +155,13 @@ def _equal(expected_digest: bytes, given: bytes | None) -> bool:
     return given is not None and hmac.compare_digest(expected_digest, _digest(given))
 
 
-def _header_bytes(headers: Mapping[str, str], name: str) -> bytes | None:
+def _header_bytes(headers: HeaderLookup, name: str) -> bytes | None:
     """The header's bytes as sent (WSGI gives them as latin-1 text), or None when absent."""
     value = headers.get(name)
     return None if value is None else _to_bytes(value)
 
 
-def _basic_credentials(headers: Mapping[str, str]) -> bytes | None:
+def _basic_credentials(headers: HeaderLookup) -> bytes | None:
     """``user:password`` bytes of an ``Authorization: Basic …`` header, or None."""
     scheme, _, token = (headers.get("Authorization") or "").strip().partition(" ")
     if scheme.lower() != "basic":

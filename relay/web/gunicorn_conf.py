@@ -6,11 +6,14 @@ The app is loaded once in the master so a bad setting stops the process with one
 """
 
 import os
+from typing import Any
 
 from relay import logs, metrics
 
 # Before the app (and prometheus_client) is loaded: every worker writes its metrics here.
 _METRICS_DIR = metrics.prepare("web")
+
+from prometheus_client import multiprocess  # noqa: E402 - only once prepare() set the directory
 
 bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -29,12 +32,10 @@ control_socket_disable = True
 logconfig_dict = logs.gunicorn_logconfig()
 
 
-def child_exit(server, worker):  # gunicorn hook: drop a dead worker's live gauges
-    from prometheus_client import multiprocess
-
+def child_exit(server: Any, worker: Any) -> None:  # gunicorn hook: drop a dead worker's gauges
     multiprocess.mark_process_dead(worker.pid)
 
 
-def on_exit(server):  # gunicorn hook: remove the metrics directory made for this run
+def on_exit(server: Any) -> None:  # gunicorn hook: remove the metrics directory made for this run
     if metrics.OWNED_DIR:
         metrics.clean(metrics.OWNED_DIR)

@@ -2,37 +2,37 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
-from redis import RedisError
+from flask import Blueprint, Response, jsonify
+from flask.typing import ResponseReturnValue
 
 from relay import metrics
-from relay.state.store import eviction_warning
+from relay.web.context import Relay, current_relay
 
 bp = Blueprint("health", __name__)
 
 
 @bp.route("/healthz", methods=["GET", "HEAD"])
-def healthz():
+def healthz() -> ResponseReturnValue:
     """Liveness: the process answers; no dependency is asked."""
     return jsonify(status="ok")
 
 
 @bp.route("/readyz", methods=["GET", "HEAD"])
-def readyz():
+def readyz() -> ResponseReturnValue:
     """200 only when Redis and the broker answer and rules are loaded; JSON says which fails.
 
     Rules are loaded before the process serves at all, so ``rules`` is always ``ok`` here;
     the check is listed so monitors see the version in force.
     """
-    relay = current_app.extensions["relay"]
-    redis_state = _check_redis(relay.store.redis)
+    relay = current_relay()
+    redis_state = relay.store.check()
     checks = {
         "redis": redis_state,
         "broker": _check_broker(relay) if relay.settings.broker_url else redis_state,
     }
     ready = all(value == "ok" for value in checks.values())
     checks["rules"] = "ok"
-    warnings = [w for w in [_eviction(relay.store.redis)] if w]
+    warnings = [w for w in [relay.store.eviction_warning()] if w]
     body = {
         "status": "ready" if ready else "not_ready",
         "checks": checks,
@@ -42,22 +42,7 @@ def readyz():
     return jsonify(body), 200 if ready else 503
 
 
-def _eviction(client) -> str | None:
-    try:
-        return eviction_warning(client)
-    except RedisError:
-        return None  # reported by the redis check
-
-
-def _check_redis(client) -> str:
-    try:
-        client.ping()
-    except RedisError as exc:
-        return f"error: {exc}"
-    return "ok"
-
-
-def _check_broker(relay) -> str:
+def _check_broker(relay: Relay) -> str:
     try:
         with relay.celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=relay.settings.enqueue_timeout)
@@ -67,8 +52,8 @@ def _check_broker(relay) -> str:
 
 
 @bp.route("/metrics", methods=["GET"])
-def metrics_endpoint():
+def metrics_endpoint() -> Response:
     """Prometheus text format: this web tier's processes, plus gauges read from Redis."""
-    relay = current_app.extensions["relay"]
-    body, content_type = metrics.render(relay.store, relay.celery)
+    relay = current_relay()
+    body, content_type = metrics.render(relay.store, relay.queue_sizes)
     return Response(body, content_type=content_type)

@@ -6,13 +6,16 @@ import logging
 import math
 import time
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask.blueprints import BlueprintSetupState
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from relay import metrics
+from relay import metrics, parsing
 from relay.errors import PayloadError, SignatureError
-from relay import parsing
+from relay.events import Event
 from relay.web.auth import IngestAuth, UnauthorizedError
+from relay.web.context import Relay, current_relay, relay_of
 
 log = logging.getLogger("relay.ingest")
 bp = Blueprint("ingest", __name__)
@@ -23,9 +26,9 @@ MAX_ARRAY = parsing.MAX_BATCH  #: items in any one JSON array of a body
 
 
 @bp.record_once
-def _set_up_auth(state) -> None:
+def _set_up_auth(state: BlueprintSetupState) -> None:
     """Built with the app: a SettingsError here (RELAY_REQUIRE_AUTH) stops create_app."""
-    settings = state.app.extensions["relay"].settings
+    settings = relay_of(state.app).settings
     state.app.extensions[AUTH] = IngestAuth.from_settings(settings)
 
 
@@ -35,7 +38,7 @@ def _start_clock() -> None:
 
 
 @bp.after_request
-def _measure(response):
+def _measure(response: Response) -> Response:
     """Every webhook POST is timed; a refused one is counted by its status."""
     if request.method == "POST":
         metric = metrics.m()
@@ -48,7 +51,7 @@ def _measure(response):
 
 @bp.errorhandler(SignatureError)
 @bp.errorhandler(UnauthorizedError)
-def refused(exc: SignatureError | UnauthorizedError):
+def refused(exc: SignatureError | UnauthorizedError) -> ResponseReturnValue:
     """401 with nothing but the error code: a caller is not told which check failed."""
     headers = current_app.extensions[AUTH].challenge if exc.code == "unauthorized" else {}
     return jsonify(error=exc.code), 401, headers
@@ -56,7 +59,7 @@ def refused(exc: SignatureError | UnauthorizedError):
 
 @bp.route("/webhooks/webex-connect", methods=["GET", "HEAD"], defaults={"source": "default"})
 @bp.route("/webhooks/webex-connect/<source>", methods=["GET", "HEAD"])
-def check_url(source: str):
+def check_url(source: str) -> ResponseReturnValue:
     """Webex Connect checks the URL (HEAD) before it saves a webhook."""
     parsing.check_source(source)
     return jsonify(service="relay", source=source)
@@ -64,7 +67,7 @@ def check_url(source: str):
 
 @bp.route("/webhooks/webex-connect", methods=["POST"], defaults={"source": "default"})
 @bp.route("/webhooks/webex-connect/<source>", methods=["POST"])
-def receive(source: str):
+def receive(source: str) -> ResponseReturnValue:
     auth: IngestAuth = current_app.extensions[AUTH]
     auth.check_headers(request.headers, request.remote_addr)
     body = read_body(current_app.config["MAX_CONTENT_LENGTH"])
@@ -73,7 +76,7 @@ def receive(source: str):
     parsing.check_content_type(request.headers.get("Content-Type"))
     document = parsing.decode(body)
     check_limits(document)
-    relay = current_app.extensions["relay"]
+    relay = current_relay()
     events, fingerprints = parsing.build_events(document, source, relay.settings.own_numbers)
     check_references(events, isinstance(document, list))
     accepted, duplicates = accept(relay, events, fingerprints)
@@ -123,16 +126,20 @@ def check_limits(document: object) -> None:
         stack.extend((child, depth + 1) for child in children)
 
 
-def check_references(events: list[dict], batch: bool) -> None:
+def check_references(events: list[Event], batch: bool) -> None:
     """PayloadError for a ``transid`` or ``tid`` UTF-8 cannot carry (a lone surrogate).
 
     Both become Redis keys (look-ups by reference), which must encode. Message text may
     hold lone surrogates (a split emoji): the event is stored as ASCII-escaped JSON.
     """
     for index, event in enumerate(events):
-        for name, where in (("transid", "deliveryInfoNotification.transid"), ("tid", "tid")):
+        references = (
+            (event.get("transid", ""), "deliveryInfoNotification.transid"),
+            (event.get("tid", ""), "tid"),
+        )
+        for value, where in references:
             try:
-                event.get(name, "").encode()
+                value.encode()
             except UnicodeEncodeError:
                 field = f"[{index}].{where}" if batch else where
                 raise PayloadError(
@@ -140,7 +147,7 @@ def check_references(events: list[dict], batch: bool) -> None:
                 ) from None
 
 
-def accept(relay, events: list[dict], fingerprints: list[str]) -> tuple[list[str], int]:
+def accept(relay: Relay, events: list[Event], fingerprints: list[str]) -> tuple[list[str], int]:
     """Store each new event durably (dedupe claim, pending routing task, inbox) in one Redis
     round trip; duplicates are only counted. Workers take the inbox from there."""
     claims = relay.store.accept(fingerprints, events)

@@ -7,16 +7,19 @@ from relay.errors import ConfigError
 
 metrics.prepare("worker")  # before anything imports prometheus_client
 
-try:
-    from relay.worker.app import make_celery
+# Imported only once the metrics directory is set: prometheus_client reads it at import.
+from relay.worker.app import make_worker_app  # noqa: E402
+from relay.worker.lifecycle import install  # noqa: E402
+from relay.worker.recovery import resume  # noqa: E402
 
-    app = make_celery()
+try:
+    app = make_worker_app()
     app.settings.require_redis()
     app.rules  # noqa: B018 - load now: a bad rules file stops the worker at start
 except ConfigError as exc:  # one line naming the variable, not a traceback
     print(f"relay: {exc}", file=sys.stderr)
     sys.exit(2)
 
-from relay.worker.lifecycle import install  # noqa: E402 - only once the settings are known good
-
 install(app)
+if app.settings.sole_worker:
+    resume(app, app.store)

@@ -1,47 +1,77 @@
-"""What a worker process runs beside its tasks, hooked to Celery's worker signals:
+"""What a worker process runs beside its tasks, hooked to Celery's worker signals.
+
+In the main process:
 
 - the rules watcher (hot reload; SIGHUP checks at once instead of Celery's restart);
-- the inbox pump (``relay.worker.pump``) and the pending-outbox sweeper (``relay.worker.sweeper``), in
-  the main process;
-- the metrics endpoint on ``RELAY_WORKER_METRICS_PORT``, in the main process.
+- the heartbeat of this worker node and the task messages it holds
+  (``relay.worker.ownership``);
+- the intake that takes accepted events from the inbox and routes them
+  (``relay.worker.intake``);
+- the sweeper that publishes again what nobody holds (``relay.worker.sweeper``);
+- the metrics endpoint on ``RELAY_WORKER_METRICS_PORT``.
 """
 
 from __future__ import annotations
 
 import signal
+from typing import Any
 
-from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    setup_logging,
+    task_received,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 
 from relay import logs, metrics
-from relay.worker import pump
+from relay.ops.broker import queue_sizes
 from relay.worker import sweeper
+from relay.worker.app import RelayCelery
+from relay.worker.intake import Intake
 
 
-def install(celery) -> None:
-    state: dict = {}
+def install(celery: RelayCelery) -> None:
+    state: dict[str, Any] = {}
 
     @setup_logging.connect(weak=False)
-    def _logging(**_) -> None:  # Celery's own logs in relay's format
+    def _logging(**_: Any) -> None:  # Celery's own logs in relay's format
         logs.configure(celery.settings.log_format, celery.settings.log_pii)
 
+    @task_received.connect(weak=False)
+    def _received(request: Any = None, **_: Any) -> None:
+        celery.heartbeat.received(getattr(request, "id", None))
+
     @worker_ready.connect(weak=False)
-    def _ready(**_) -> None:
+    def _ready(**_: Any) -> None:
         celery.rules_holder.ensure_watching()
         signal.signal(signal.SIGHUP, lambda signum, frame: celery.rules_holder.check())
-        interval = max(celery.settings.visibility_timeout / 4, 0.5)
-        state["sweeper"] = sweeper.start(celery, celery.store, interval)
-        state["pump"] = pump.start(celery.store, celery)
+        state["heartbeat"] = celery.heartbeat.start()
+        state["sweeper"] = sweeper.start(celery, celery.store)
+        intake = Intake(celery.runtime, celery.settings.intake_threads)
+        intake.start()
+        state["intake"] = intake
         if celery.settings.worker_metrics_port:
-            metrics.serve(celery.settings.worker_metrics_port, celery.store, celery)
+            metrics.serve(
+                celery.settings.worker_metrics_port,
+                celery.store,
+                lambda: queue_sizes(celery),
+            )
 
     @worker_process_init.connect(weak=False)
-    def _child(**_) -> None:  # prefork pool children hold their own copy of the rules
+    def _child(**_: Any) -> None:  # prefork pool children hold their own copy of the rules
         celery.rules_holder.ensure_watching()
 
     @worker_shutdown.connect(weak=False)
-    def _shutdown(**_) -> None:
-        for name in ("pump", "sweeper"):
+    def _shutdown(**_: Any) -> None:
+        if "intake" in state:
+            state["intake"].stop(wait=True)
+        for name in ("sweeper", "heartbeat"):
             if name in state:
                 state[name].set()
+        try:
+            celery.store.pending.leave()
+        except Exception:  # noqa: BLE001 - Redis away: the missed heartbeat says the same
+            pass
         if metrics.OWNED_DIR:
             metrics.clean(metrics.OWNED_DIR)

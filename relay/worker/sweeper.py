@@ -1,8 +1,12 @@
-"""Publishes again the tasks that stay overdue in the pending outbox (``store.Pending``).
+"""Publishes again the work nobody holds any more (``relay.state.pending``).
 
-One thread in each worker's main process wakes every ``interval`` seconds; a short Redis
-lock lets one worker sweep at a time. Only when the inbox and both queues are empty: a
-task waiting in a long queue is not lost, just late, and must not be published twice.
+One thread in each worker's main process wakes every few seconds; a short Redis lock lets
+one worker sweep at a time. Two kinds of work are published again:
+
+- what a dead worker node held (no heartbeat for ``NODE_TTL`` seconds), at once: tasks
+  are idempotent, so a copy the broker also redelivers later is dropped;
+- what nobody holds and stays overdue ``grace`` seconds past its due time, only while
+  the inbox and both queues are empty: a task waiting in a long queue is late, not lost.
 """
 
 from __future__ import annotations
@@ -10,41 +14,47 @@ from __future__ import annotations
 import logging
 import threading
 
-from kombu.exceptions import ChannelError
-
-from relay.worker.app import DELIVER_QUEUE, ROUTE_QUEUE
+from relay.ops.broker import queue_sizes
+from relay.state import Store
+from relay.state.pending import Spec
+from relay.worker.ownership import task_id
 
 log = logging.getLogger("relay.sweeper")
-LOCK_KEY = "relay:sweeper:lock"
+
+#: seconds between sweeps
+INTERVAL = 2.0
 
 
-def queues_empty(celery) -> bool:
-    with celery.connection_for_read() as connection:
-        return all(_queue_size(connection, name) == 0 for name in (ROUTE_QUEUE, DELIVER_QUEUE))
+def publish(celery, member: str, spec: Spec) -> None:  # noqa: ANN001
+    celery.send_task(spec["task"], args=spec["args"], task_id=task_id(member))
 
 
-def _queue_size(connection, name: str) -> int:
-    with connection.channel() as channel:  # a failed passive declare closes an AMQP channel
-        try:
-            return channel.queue_declare(queue=name, passive=True).message_count
-        except ChannelError:  # the Redis transport: an empty queue has no key
-            return 0
-
-
-def sweep_once(celery, store, interval: float) -> int:
-    """Publish overdue tasks again; returns how many."""
-    if not store.redis.set(LOCK_KEY, "1", nx=True, px=max(int(interval * 1000), 100)):
+def sweep_once(celery, store: Store, interval: float = INTERVAL, sole: bool = False) -> int:  # noqa: ANN001
+    """Publish again what dead nodes held and what is overdue; returns how many.
+    ``sole``: this worker knows it is the only one (``relay up``): every other node is
+    dead."""
+    if not store.pending.lock("sweeper", interval):
         return 0
-    if store.pending.count() == 0 or store.inbox_size() or not queues_empty(celery):
-        return 0
-    overdue = store.pending.overdue()
-    for member, spec in overdue:
-        celery.send_task(spec["task"], args=spec["args"])
+    count = 0
+    for node in store.pending.dead_nodes(everyone_else=sole):
+        taken = store.pending.take_over(node)
+        for member, spec in taken:
+            publish(celery, member, spec)
+        if taken:
+            log.warning("took over %d tasks held by worker %s (it stopped)", len(taken), node)
+        count += len(taken)
+    if store.pending.count() == 0 or store.inbox_size():
+        return count
+    if any(size for _, size in queue_sizes(celery)):
+        return count
+    for member, spec in store.pending.overdue():
+        publish(celery, member, spec)
         log.warning("republished %s: overdue and not in any queue (lost by the broker?)", member)
-    return len(overdue)
+        count += 1
+    return count
 
 
-def start(celery, store, interval: float) -> threading.Event:
+def start(celery, store: Store, interval: float = INTERVAL) -> threading.Event:  # noqa: ANN001
     """Run sweeps in a daemon thread until the returned event is set."""
     stop = threading.Event()
 

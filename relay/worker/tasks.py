@@ -1,27 +1,34 @@
-"""Celery tasks: thin adapters over ``relay.worker.delivery``.
+"""Celery tasks: thin adapters over ``relay.worker.routing`` and ``relay.worker.delivery``.
+
+``relay.route`` carries an event that a worker took over or a replay sent again (accepted
+events are routed by the intake, ``relay.worker.intake``, with no task); ``relay.deliver``
+carries a retry, a replay, or a delivery taken over.
 
 A Redis error while a task runs (state store unreachable) gives the message back to the
-queue after a pause instead of acknowledging it: the event is retried, not lost.
+queue after a pause instead of acknowledging it: the work is retried, not lost.
 """
 
 from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
+from typing import Any
 
 from celery import shared_task
 from celery.exceptions import Reject
-from redis import RedisError
 
-from relay.worker import delivery
+from relay.events import Event, Job
+from relay.state import RedisError
+from relay.worker import delivery, routing
 
 #: seconds to wait before giving a message back when Redis failed (avoids a hot loop)
 REQUEUE_PAUSE = 1.0
 
 
-def _requeue_on_redis_error(func):
+def _requeue_on_redis_error(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
-    def wrapper(self, *args):
+    def wrapper(self: Any, *args: Any) -> Any:
         try:
             return func(self, *args)
         except RedisError as exc:
@@ -33,13 +40,13 @@ def _requeue_on_redis_error(func):
 
 @shared_task(name="relay.route", bind=True)
 @_requeue_on_redis_error
-def route(self, event: dict) -> int:
-    """Match the event to routes and schedule one delivery per destination."""
-    return len(delivery.route_event(self.app.runtime, event))
+def route(self: Any, event: Event) -> int:
+    """Route the event and run its deliveries' first attempts."""
+    return len(routing.route_event(self.app.runtime, event))
 
 
 @shared_task(name="relay.deliver", bind=True)
 @_requeue_on_redis_error
-def deliver(self, job: dict) -> str:
+def deliver(self: Any, job: Job) -> str:
     """One attempt at one (event, destination) delivery, or a wait before it."""
     return delivery.deliver_job(self.app.runtime, job)

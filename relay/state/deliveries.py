@@ -1,0 +1,155 @@
+"""Per-delivery bookkeeping that makes redelivered task messages harmless.
+
+Each attempt starts with :meth:`DeliveryState.begin` (one round trip: done? stale? busy?
+else take the lock and count the attempt) and ends with one transaction that writes its
+outcome, its history entries and what comes next (settled, a retry, a dead letter).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from relay.events import Attempt, DeadLetter, HistoryEntry, Job
+from relay.state import keys
+from relay.state.client import dumps, loads
+from relay.state.pending import Pending
+
+#: KEYS: done, gen, lock, attempt counter, owned set (or the counter again);
+#: ARGV: expected generation, lock ms, ttl s, member
+_BEGIN = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'done', 0} end
+if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[1]) then
+  return {'stale', 0}
+end
+if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[2]) then return {'busy', 0} end
+local n = redis.call('INCR', KEYS[4])
+redis.call('EXPIRE', KEYS[4], ARGV[3])
+if KEYS[5] ~= KEYS[4] then redis.call('SADD', KEYS[5], ARGV[4]) end
+return {'go', n}
+"""
+
+
+class DeliveryState:
+    def __init__(self, client: redis.Redis, ttl: float, pending: Pending) -> None:
+        self.redis = client
+        self.ttl = int(ttl)
+        self.pending = pending
+        self._begin = client.register_script(_BEGIN)
+
+    def begin(self, delivery_id: str, gen: int, hold: float) -> tuple[str, int]:
+        """``("done"|"stale"|"busy", 0)`` when this task message has nothing to do, else
+        take the lock for ``hold`` seconds, count the attempt and hold the delivery as
+        this node's: ``("go", attempt number)``."""
+        node = self.pending.node
+        counter = keys.delivery(delivery_id, "n")
+        owned = keys.owned(node) if node else counter
+        verdict, number = self._begin(
+            keys=[
+                keys.delivery(delivery_id, "done"),
+                keys.delivery(delivery_id, "gen"),
+                keys.delivery(delivery_id, "lock"),
+                counter,
+                owned,
+            ],
+            args=[gen, int(hold * 1000), self.ttl, keys.deliver_member(delivery_id)],
+        )
+        return (verdict.decode() if isinstance(verdict, bytes) else verdict), int(number)
+
+    def delivered(self, job: Job, attempt: Attempt, entries: Sequence[HistoryEntry]) -> None:
+        """In one transaction: log the attempt, append ``entries`` to the event's history,
+        mark the delivery done, settle it and drop its lock."""
+        did = job["delivery_id"]
+        pipe = self.redis.pipeline(transaction=True)
+        self._log(pipe, did, attempt)
+        self._history(pipe, job, entries)
+        pipe.set(keys.delivery(did, "done"), "1", ex=self.ttl)
+        self.pending.settle(pipe, keys.deliver_member(did))
+        pipe.delete(keys.delivery(did, "lock"))
+        pipe.execute()
+
+    def failed(
+        self,
+        job: Job,
+        attempt: Attempt,
+        entries: Sequence[HistoryEntry],
+        retry_at: float | None = None,
+    ) -> Job | None:
+        """In one transaction: log a failed attempt and its history; with ``retry_at``,
+        register the follow-up job (a new generation) and return it. The lock stays (the
+        caller releases it, or a dead letter does)."""
+        did = job["delivery_id"]
+        follow_up: Job | None = None
+        if retry_at is not None:
+            gen = self.next_generation(did)
+            follow_up = {**job, "gen": gen, "not_before": retry_at}
+        pipe = self.redis.pipeline(transaction=True)
+        self._log(pipe, did, attempt)
+        self._history(pipe, job, entries)
+        if follow_up is not None:
+            self.pending.register(
+                pipe, keys.deliver_member(did), "relay.deliver", [follow_up], due=retry_at
+            )
+        pipe.delete(keys.delivery(did, "lock"))
+        pipe.execute()
+        return follow_up
+
+    def skipped(self, job: Job, entries: Sequence[HistoryEntry]) -> None:
+        """The delivery must not go out (an auto-reply's safety rules): done and settled."""
+        did = job["delivery_id"]
+        pipe = self.redis.pipeline(transaction=True)
+        self._history(pipe, job, entries)
+        pipe.set(keys.delivery(did, "done"), "1", ex=self.ttl)
+        self.pending.settle(pipe, keys.deliver_member(did))
+        pipe.delete(keys.delivery(did, "lock"))
+        pipe.execute()
+
+    def dead(
+        self,
+        job: Job,
+        record: DeadLetter,
+        entries: Sequence[HistoryEntry],
+        last: Attempt | None = None,
+    ) -> None:
+        """Log the ``last`` attempt, store the dead letter, write ``entries``, settle the
+        delivery and drop its lock, in one transaction."""
+        did = job["delivery_id"]
+        pipe = self.redis.pipeline(transaction=True)
+        if last is not None:
+            self._log(pipe, did, last)
+        pipe.set(keys.dead(did), dumps(record))
+        pipe.zadd(keys.DEAD, {did: time.time()})
+        self._history(pipe, job, entries)
+        self.pending.settle(pipe, keys.deliver_member(did))
+        pipe.delete(keys.delivery(did, "lock"))
+        pipe.execute()
+
+    def release(self, delivery_id: str) -> None:
+        self.redis.delete(keys.delivery(delivery_id, "lock"))
+
+    def attempts(self, delivery_id: str) -> list[Attempt]:
+        return [loads(item) for item in self.redis.lrange(keys.delivery(delivery_id, "log"), 0, -1)]
+
+    def reset_budget(self, delivery_id: str) -> int:
+        """A fresh retry budget (for a replay); returns the new generation."""
+        self.redis.delete(keys.delivery(delivery_id, "n"), keys.delivery(delivery_id, "done"))
+        return self.next_generation(delivery_id)
+
+    def next_generation(self, delivery_id: str) -> int:
+        key = keys.delivery(delivery_id, "gen")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, self.ttl)
+        return int(pipe.execute()[0])
+
+    def _log(self, pipe: Any, delivery_id: str, attempt: Attempt) -> None:
+        key = keys.delivery(delivery_id, "log")
+        pipe.rpush(key, dumps(attempt)).expire(key, self.ttl)
+
+    def _history(self, pipe: Any, job: Job, entries: Sequence[HistoryEntry]) -> None:
+        if entries:
+            key = keys.history(job["event"]["id"])
+            pipe.rpush(key, *(dumps(entry) for entry in entries)).expire(key, self.ttl)

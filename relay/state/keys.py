@@ -1,0 +1,94 @@
+"""Every Redis key relay uses. All start with ``relay:``.
+
+::
+
+    relay:inbox                 list: ids of accepted events not yet taken by a worker
+    relay:dedupe:<sha256>       event id of the first copy of a notification
+    relay:event:<id>            the event (JSON)
+    relay:history:<id>          its life: a list of JSON history entries, oldest first
+    relay:ref:<value>           sorted set of event ids sharing a transid or tid
+    relay:routed:<id>           set once the event was routed (a second routing is dropped)
+    relay:dlv:<delivery id>:n      attempts started (counted before each try: a try that
+                                   kills its worker still counts)
+    relay:dlv:<delivery id>:gen    generation of the delivery's live task message; a message
+                                   of an older generation is a stale copy and is dropped
+    relay:dlv:<delivery id>:lock   held while an attempt runs
+    relay:dlv:<delivery id>:done   set once the destination accepted it
+    relay:dlv:<delivery id>:log    every finished attempt (JSON list)
+    relay:dead:<delivery id>    a dead letter (JSON)
+    relay:dead                  sorted set of dead-letter ids by time
+    relay:pending               sorted set: every unit of work not yet settled
+                                ("route:<event id>", "deliver:<delivery id>"), scored by
+                                when it counts as lost if nobody owns it
+    relay:pending:tasks         hash: the same members → the task that does it (JSON)
+    relay:nodes                 sorted set: worker node ids → time of their last heartbeat
+    relay:owned:<node>          set: the pending members a worker node has taken
+    relay:optout:<digits>       an opted-out sender
+    relay:cooldown:<dest>:<digits>  a reply window, holding the delivery id that claimed it
+    relay:lock:<name>           short locks (one sweeper at a time)
+"""
+
+from __future__ import annotations
+
+PREFIX = "relay:"
+
+INBOX = PREFIX + "inbox"
+PENDING = PREFIX + "pending"
+PENDING_TASKS = PREFIX + "pending:tasks"
+NODES = PREFIX + "nodes"
+DEAD = PREFIX + "dead"
+
+
+def dedupe(fp: str) -> str:
+    return PREFIX + "dedupe:" + fp
+
+
+def event(event_id: str) -> str:
+    return PREFIX + "event:" + event_id
+
+
+def history(event_id: str) -> str:
+    return PREFIX + "history:" + event_id
+
+
+def ref(value: str) -> str:
+    return PREFIX + "ref:" + value
+
+
+def routed(event_id: str) -> str:
+    return PREFIX + "routed:" + event_id
+
+
+def delivery(delivery_id: str, part: str) -> str:
+    """``part``: ``n``, ``gen``, ``lock``, ``done`` or ``log``."""
+    return f"{PREFIX}dlv:{delivery_id}:{part}"
+
+
+def dead(delivery_id: str) -> str:
+    return PREFIX + "dead:" + delivery_id
+
+
+def owned(node: str) -> str:
+    return PREFIX + "owned:" + node
+
+
+def optout(digits: str) -> str:
+    return PREFIX + "optout:" + digits
+
+
+def cooldown(destination: str, digits: str) -> str:
+    return f"{PREFIX}cooldown:{destination}:{digits}"
+
+
+def lock(name: str) -> str:
+    return PREFIX + "lock:" + name
+
+
+def route_member(event_id: str) -> str:
+    """The pending-outbox member of an event's routing."""
+    return "route:" + event_id
+
+
+def deliver_member(delivery_id: str) -> str:
+    """The pending-outbox member of a delivery."""
+    return "deliver:" + delivery_id

@@ -1,0 +1,171 @@
+"""The pending outbox: every unit of work not yet settled, and which worker holds it.
+
+Every task relay publishes (``relay.route`` for an event, ``relay.deliver`` for a
+delivery) is registered here, in the same round trip as the state that created it, and
+settled in the same round trip as the state that ends it. Nothing is lost while its
+member is here: a sweeper publishes it again when it is overdue.
+
+Who holds a member decides how soon it counts as lost:
+
+- **owned** — a worker node took it (from the inbox, or as a task message it received) and
+  put it in its ``relay:owned:<node>`` set. A live node sends a heartbeat every
+  :data:`HEARTBEAT` seconds; a node silent for :data:`NODE_TTL` seconds is dead, and its
+  members are published again at once (:meth:`Pending.take_over`). A slow but alive
+  delivery is never taken over: its node's heartbeat goes on.
+- **not owned** — queued in the broker, or lost between the broker and a worker (kombu's
+  Redis transport pops a message, then records it as unacknowledged in a second command).
+  It is overdue ``grace`` seconds after it was due, and published again only while the
+  inbox and the queues are empty: a task waiting in a long queue is late, not lost.
+
+Tasks are idempotent (routed marker, delivery generation, done marker and lock), so a
+second copy of one is harmless.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from relay.state import keys
+from relay.state.client import dumps, loads, texts
+
+#: seconds between a worker node's heartbeats
+HEARTBEAT = 2.0
+#: seconds without a heartbeat after which a node is dead and its work is taken over
+NODE_TTL = 15.0
+
+#: KEYS: owned set of the node, nodes zset, pending zset, pending hash;
+#: ARGV: node, new due score. Returns member, spec, member, spec, … still pending.
+_TAKE_OVER = """
+local members = redis.call('SMEMBERS', KEYS[1])
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+local out = {}
+for _, member in ipairs(members) do
+  local spec = redis.call('HGET', KEYS[4], member)
+  if spec then
+    redis.call('ZADD', KEYS[3], 'XX', ARGV[2], member)
+    out[#out + 1] = member
+    out[#out + 1] = spec
+  end
+end
+return out
+"""
+
+#: KEYS: nodes zset, owned set, pending hash; ARGV: node, now, members…
+_HEARTBEAT = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+for i = 3, #ARGV do
+  if redis.call('HEXISTS', KEYS[3], ARGV[i]) == 1 then redis.call('SADD', KEYS[2], ARGV[i]) end
+end
+return 1
+"""
+
+Spec = dict[str, Any]  #: ``{"task": name, "args": [...]}``
+
+
+class Pending:
+    def __init__(self, client: redis.Redis, grace: float, node: str | None = None) -> None:
+        self.redis = client
+        self.grace = grace
+        self.node = node  #: this process's worker node id (None in the web and commands)
+        self._take_over = client.register_script(_TAKE_OVER)
+        self._heartbeat = client.register_script(_HEARTBEAT)
+
+    # -- registering and settling (added to a caller's pipeline) --------------------------
+
+    def register(
+        self,
+        pipe: Any,
+        member: str,
+        task: str,
+        args: list[Any],
+        due: float | None = None,
+        own: bool = False,
+    ) -> Any:
+        """Add to ``pipe``: ``member`` runs ``task(*args)``, overdue ``grace`` after ``due``;
+        ``own``: this node holds it."""
+        pipe.zadd(keys.PENDING, {member: (due or time.time()) + self.grace})
+        pipe.hset(keys.PENDING_TASKS, member, dumps({"task": task, "args": args}))
+        if own and self.node:
+            pipe.sadd(keys.owned(self.node), member)
+        return pipe
+
+    def settle(self, pipe: Any, member: str) -> Any:
+        pipe.zrem(keys.PENDING, member)
+        pipe.hdel(keys.PENDING_TASKS, member)
+        if self.node:
+            pipe.srem(keys.owned(self.node), member)
+        return pipe
+
+    def register_now(self, member: str, task: str, args: list[Any]) -> None:
+        self.register(self.redis.pipeline(transaction=True), member, task, args).execute()
+
+    def settle_now(self, member: str) -> None:
+        self.settle(self.redis.pipeline(transaction=True), member).execute()
+
+    # -- ownership ------------------------------------------------------------------------
+
+    def heartbeat(self, taken: Iterable[str] = (), now: float | None = None) -> None:
+        """This node is alive; it also holds those of ``taken`` (members of task messages
+        it received since the last beat) that are still pending."""
+        assert self.node, "only a worker node has a heartbeat"
+        self._heartbeat(
+            keys=[keys.NODES, keys.owned(self.node), keys.PENDING_TASKS],
+            args=[self.node, time.time() if now is None else now, *taken],
+        )
+
+    def disown(self, member: str) -> None:
+        """This node gives ``member`` up: it is overdue ``grace`` after it was due."""
+        if self.node:
+            self.redis.srem(keys.owned(self.node), member)
+
+    def leave(self) -> None:
+        """This node stops cleanly: what it still holds is taken over at once."""
+        if self.node:
+            self.redis.zadd(keys.NODES, {self.node: 0})
+
+    def dead_nodes(self, now: float | None = None, everyone_else: bool = False) -> list[str]:
+        """Nodes silent for NODE_TTL seconds (``everyone_else``: every node but this one,
+        for a worker that knows it is the only one)."""
+        if everyone_else:
+            return [n for n in texts(self.redis.zrange(keys.NODES, 0, -1)) if n != self.node]
+        bound = (time.time() if now is None else now) - NODE_TTL
+        nodes = texts(self.redis.zrangebyscore(keys.NODES, 0, bound))
+        return [n for n in nodes if n != self.node]
+
+    def take_over(self, node: str) -> list[tuple[str, Spec]]:
+        """The members ``node`` held that are still pending, with their tasks; the node
+        is forgotten. Each member's due time is pushed ``grace`` ahead (claimed)."""
+        flat = self._take_over(
+            keys=[keys.owned(node), keys.NODES, keys.PENDING, keys.PENDING_TASKS],
+            args=[node, time.time() + self.grace],
+        )
+        return [(flat[i], loads(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    # -- the unowned fallback -------------------------------------------------------------
+
+    def overdue(self, limit: int = 500) -> list[tuple[str, Spec]]:
+        """Overdue members and their tasks, each postponed by ``grace`` (claimed for now)."""
+        members = texts(self.redis.zrangebyscore(keys.PENDING, 0, time.time(), start=0, num=limit))
+        if not members:
+            return []
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(keys.PENDING, {m: time.time() + self.grace for m in members}, xx=True)
+        pipe.hmget(keys.PENDING_TASKS, members)
+        specs = pipe.execute()[1]
+        return [(m, loads(spec)) for m, spec in zip(members, specs, strict=True) if spec]
+
+    def count(self) -> int:
+        return int(self.redis.zcard(keys.PENDING))
+
+    def get(self, member: str) -> Spec | None:
+        raw = self.redis.hget(keys.PENDING_TASKS, member)
+        return loads(raw) if raw else None
+
+    def lock(self, name: str, seconds: float) -> bool:
+        """A short lock (one sweeper at a time): True when this caller got it."""
+        return bool(self.redis.set(keys.lock(name), "1", nx=True, px=max(int(seconds * 1000), 100)))

@@ -1,0 +1,142 @@
+"""Routing: record an accepted event, match it, and start its deliveries at once.
+
+One round trip records the event, its history and its pending deliveries, settles its
+routing and takes the lock of each delivery's first attempt (``Store.route``); the first
+attempts then run right here, in the same task or intake thread. Only retries (and work
+taken over from a dead worker) travel as ``relay.deliver`` task messages.
+
+Should matching itself fail (a bug), the event becomes a dead letter with no destination,
+which a replay routes again.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from relay import metrics
+from relay.actions.sms import apply_opt_keywords
+from relay.events import (
+    Event,
+    Job,
+    RetrySpec,
+    Step,
+    history_entry,
+    new_job,
+    routing_dead_letter,
+)
+from relay.rules import RetryPolicy, RouteMatch
+from relay.state import RedisError
+from relay.worker import delivery
+from relay.worker.runtime import Runtime
+
+log = logging.getLogger("relay.deliver")
+
+REDIS_PAUSE = 1.0  #: seconds between tries while Redis does not answer
+
+
+def route_event(runtime: Runtime, event: Event) -> list[str]:
+    """Route ``event`` and run each delivery's first attempt; what each came to."""
+    ruleset = runtime.rules.current
+    apply_opt_keywords(runtime.store.replies, event)
+    try:
+        matches = ruleset.match(event)
+        jobs = [
+            new_job(event, match.route, name, ruleset.version, _retry(match.retry[name]))
+            for match in matches
+            for name in match.destinations
+        ]
+    except Exception as exc:
+        log.exception("routing %s failed", event["id"])
+        _routing_failed(runtime, event, ruleset.version, exc)
+        return []
+    entries = [
+        history_entry(Step.RECEIVED, rules_version=ruleset.version),
+        _routed(matches, jobs, ruleset.version),
+    ]
+    destinations = [ruleset.destinations.get(job["destination"]) for job in jobs]
+    holds = _holds(destinations)
+    numbers = runtime.store.route(event, entries, jobs, holds)
+    if numbers is None:
+        # routed before: by a copy of this event, or by this very call when Redis applied
+        # it and the answer was lost. Drive its deliveries on, idempotently (done ones are
+        # dropped), so none stays held by this node with nobody working on it.
+        log.info("event %s: routed already; its deliveries are checked", event["id"])
+        return [_until_redis_answers(runtime, job) for job in jobs]
+    _count(matches)
+    log.info(
+        "routed %s to %s",
+        event["id"],
+        [job["destination"] for job in jobs] or "nothing",
+        extra={
+            "event_id": event["id"],
+            "step": "routed" if jobs else "unrouted",
+            "route": ",".join(match.route for match in matches) or None,
+            "rules_version": ruleset.version,
+        },
+    )
+    results = []
+    for job, destination, number, hold in zip(jobs, destinations, numbers, holds, strict=True):
+        if number == 0:  # another copy holds its lock: try again as a task
+            runtime.schedule(job, min(hold, runtime.max_hop))
+            results.append("busy")
+            continue
+        try:
+            results.append(delivery.run_attempt(runtime, job, destination, number))
+        except RedisError as exc:  # the outcome could not be recorded: take the job up again
+            log.warning("delivery %s interrupted: %s", job["delivery_id"], exc)
+            results.append(_until_redis_answers(runtime, job))
+    return results
+
+
+def _until_redis_answers(runtime: Runtime, job: Job) -> str:
+    """Run the job as its task would (done → dropped, lock held → a task after the
+    lock's hold, else an attempt), pausing while Redis is away. Gives up only at shutdown:
+    the node then stops beating, and another worker takes the job over."""
+    while True:
+        try:
+            return delivery.deliver_job(runtime, job)
+        except RedisError as exc:
+            log.warning("delivery %s paused: %s", job["delivery_id"], exc)
+            if runtime.stopping.wait(REDIS_PAUSE):
+                return "interrupted"
+
+
+def _routed(matches: list[RouteMatch], jobs: list[Job], version: str):  # noqa: ANN202
+    if not jobs:
+        return history_entry(Step.UNROUTED, rules_version=version)
+    return history_entry(
+        Step.ROUTED,
+        routes=[match.route for match in matches],
+        destinations=[job["destination"] for job in jobs],
+        rules_version=version,
+    )
+
+
+def _holds(destinations: list) -> list[float]:
+    """Each first attempt's lock: long enough for the attempts before it and its own."""
+    holds, total = [], 0.0
+    for destination in destinations:
+        total += delivery.timeout_of(destination) + delivery.LOCK_MARGIN
+        holds.append(total)
+    return holds
+
+
+def _retry(policy: RetryPolicy) -> RetrySpec:
+    return {"attempts": policy.attempts, "initial": policy.initial, "max": policy.max}
+
+
+def _count(matches: list[RouteMatch]) -> None:
+    metric = metrics.m()
+    for match in matches:
+        metric.routed.labels(match.route).inc()
+    if not matches:
+        metric.unrouted.inc()
+
+
+def _routing_failed(runtime: Runtime, event: Event, version: str, exc: Exception) -> None:
+    reason = f"routing failed: {type(exc).__name__}: {exc}"
+    entries = [
+        history_entry(Step.RECEIVED, rules_version=version),
+        history_entry(Step.DEAD_LETTERED, reason=reason),
+    ]
+    runtime.store.routing_failed(event, entries, routing_dead_letter(event, version, reason))
