@@ -38,7 +38,8 @@ HEARTBEAT = 2.0
 NODE_TTL = 15.0
 
 #: KEYS: owned set of the node, nodes zset, pending zset, pending hash;
-#: ARGV: node, new due score. Returns member, spec, member, spec, … still pending.
+#: ARGV: node, new due score, key prefix. Returns member, spec, member, spec, … still
+#: pending. The dead node's delivery locks are dropped: nobody is sending under them.
 _TAKE_OVER = """
 local members = redis.call('SMEMBERS', KEYS[1])
 redis.call('DEL', KEYS[1])
@@ -48,6 +49,9 @@ for _, member in ipairs(members) do
   local spec = redis.call('HGET', KEYS[4], member)
   if spec then
     redis.call('ZADD', KEYS[3], 'XX', ARGV[2], member)
+    if string.sub(member, 1, 8) == 'deliver:' then
+      redis.call('DEL', ARGV[3] .. 'dlv:' .. string.sub(member, 9) .. ':lock')
+    end
     out[#out + 1] = member
     out[#out + 1] = spec
   end
@@ -139,10 +143,11 @@ class Pending:
 
     def take_over(self, node: str) -> list[tuple[str, Spec]]:
         """The members ``node`` held that are still pending, with their tasks; the node
-        is forgotten. Each member's due time is pushed ``grace`` ahead (claimed)."""
+        is forgotten and its delivery locks dropped. Each member's due time is pushed
+        ``grace`` ahead (claimed)."""
         flat = self._take_over(
             keys=[keys.owned(node), keys.NODES, keys.PENDING, keys.PENDING_TASKS],
-            args=[node, time.time() + self.grace],
+            args=[node, time.time() + self.grace, keys.PREFIX],
         )
         return [(flat[i], loads(flat[i + 1])) for i in range(0, len(flat), 2)]
 

@@ -33,7 +33,9 @@ def sweep_once(celery, store: Store, interval: float = INTERVAL, sole: bool = Fa
     """Publish again what dead nodes held and what is overdue; returns how many.
     ``sole``: this worker knows it is the only one (``relay up``): every other node is
     dead."""
-    if not store.pending.lock("sweeper", interval):
+    # the sole worker at its start sweeps whatever the lock says: the lock may be the
+    # dead run's own
+    if not store.pending.lock("sweeper", interval) and not sole:
         return 0
     count = 0
     for node in store.pending.dead_nodes(everyone_else=sole):
