@@ -6,8 +6,8 @@ import pytest
 
 from relay.rules import load_rules_text
 from relay.rules.lint import lines_of, lint
+from tests.cli.test_rules_commands import EXAMPLE, relay
 from tests.harness import ROOT
-from tests.test_cli_rules import EXAMPLE, relay
 
 HEAD = """version: 1
 destinations:

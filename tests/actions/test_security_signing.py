@@ -12,7 +12,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from relay.worker.delivery import perform
-from tests.test_delivery import SETTINGS, job_for, rules
+from tests.worker.test_delivery import SETTINGS, job_for, rules
 
 OLD = "whsec_" + base64.b64encode(b"old signing key, 32 bytes long!!").decode()
 NEW = "whsec_" + base64.b64encode(b"new signing key, also 32 bytes!!").decode()

@@ -8,9 +8,9 @@ import pytest
 
 from relay.rules import load_rules_text
 from relay.rules.cases import CasesError, load_cases, read_cases, run_case, run_cases, summary
+from tests.cli.test_rules_commands import EXAMPLE, relay
 from tests.harness import ROOT
-from tests.test_cli_rules import EXAMPLE, relay
-from tests.test_rules_matcher import RULES
+from tests.rules.test_matcher import RULES
 
 CASES_FILE = ROOT / "config" / "cases.yaml"
 RECEIPT = "{deliveryInfoNotification: {deliveryInfo: {deliveryStatus: %s, code: '%s'}}}"

@@ -20,7 +20,7 @@ from relay.rules import (
     parse_duration,
 )
 
-ERRORS = Path(__file__).parent / "rules_errors"
+ERRORS = Path(__file__).parent / "errors"
 
 # fixture → (line, "where: what"); the full message is "PATH:LINE: where: what"
 EXPECTED = {

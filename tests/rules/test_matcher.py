@@ -356,7 +356,7 @@ def _random_ruleset(rnd: random.Random):
 
 
 def _reference_match(ruleset, event):
-    """The README's routing rule read literally: every route in order, first wins unless continue."""
+    """The README's routing rule, literally: every route in order, first wins unless continue."""
     names = []
     for route in ruleset.routes:
         if route.condition.test(event):

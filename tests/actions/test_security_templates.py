@@ -13,7 +13,7 @@ from relay.parsing import build_events
 from relay.rules import TemplateError
 from relay.rules.templates import compile_template
 from relay.worker.delivery import perform
-from tests.test_delivery import SETTINGS, job_for, rules
+from tests.worker.test_delivery import SETTINGS, job_for, rules
 
 
 def inbound(text: str) -> dict:

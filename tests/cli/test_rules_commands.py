@@ -30,7 +30,7 @@ def test_check_of_the_example_rules_is_ok():
 
 
 def test_check_reports_every_error_and_exits_1():
-    path = "tests/rules_errors/many_errors.yaml"
+    path = "tests/rules/errors/many_errors.yaml"
     done = relay("rules", "check", path)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
@@ -97,7 +97,7 @@ def test_up_refuses_a_bad_rules_file(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     env["RELAY_DATA_DIR"] = str(tmp_path / "var")
-    done = relay("up", "--rules", "tests/rules_errors/unknown_operator.yaml", env=env)
+    done = relay("up", "--rules", "tests/rules/errors/unknown_operator.yaml", env=env)
     assert done.returncode == 2
     assert "unknown operator" in done.stderr
     assert not (tmp_path / "var").exists()

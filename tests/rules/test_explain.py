@@ -9,9 +9,9 @@ import pytest
 
 from relay.rules import load_rules_text
 from relay.rules.explain import MATCHED, RouteExplanation, check, explain
+from tests.cli.test_rules_commands import EXAMPLE, relay
 from tests.harness import FIXTURES
-from tests.test_cli_rules import EXAMPLE, relay
-from tests.test_rules_matcher import (
+from tests.rules.test_matcher import (
     CASES,
     INBOUND,
     RECEIPT,

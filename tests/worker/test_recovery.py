@@ -39,9 +39,9 @@ from relay.state import keys
 from relay.state.pending import HEARTBEAT, NODE_TTL
 from relay.web.app import create_app
 from relay.worker.sweeper import INTERVAL
+from tests.cli.test_up import processes_with
 from tests.harness import ROOT, WorkerProcess, fresh_db_url, relay_env, wait_until
 from tests.httpsink import Answer, HttpSink
-from tests.test_up import processes_with
 
 RULES = """
 version: 1
