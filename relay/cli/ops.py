@@ -1,4 +1,4 @@
-"""``relay dlq …`` and ``relay events show``: the operator tools of ``relay.ops.admin``.
+"""``relay dlq …`` and ``relay events show``: the operator tools of ``relay.ops``.
 
 ``--json`` prints the same shapes as the admin API (``relay.web.api``). Redis or the broker
 not answering is one line on stderr and exit status 1; so is an unknown id.
@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import click
 from kombu.exceptions import KombuError
@@ -18,15 +18,14 @@ from kombu.exceptions import KombuError
 from relay.cli.common import settings_or_exit
 from relay.durations import format_duration, parse_duration
 from relay.errors import ConfigError
+from relay.events import Step
+from relay.ops import dead_letters, history
+from relay.ops.dead_letters import ReplayReport
 from relay.settings import Settings
 from relay.state import RedisError, Store, open_store
 
-if TYPE_CHECKING:
-    from relay.ops.admin import ReplayReport
-
-# relay.ops.admin (and through it the delivery code and the rules machinery) and the Celery
-# app are imported by the functions that use them ("start-up cost" below), so that
-# `relay --help` and the other commands stay quick to start.
+# The Celery app and the rules machinery are imported by the functions that use them
+# ("start-up cost" below), so that `relay --help` and the other commands start quickly.
 
 #: seconds a Redis call of an operator command may take
 REDIS_TIMEOUT = 5.0
@@ -44,10 +43,9 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def dlq_list(destination: str | None, as_json: bool) -> None:
     """Every dead letter, oldest first."""
-    from relay.ops import admin  # start-up cost
 
     with _infrastructure():
-        items = admin.list_dead_letters(_store(), destination)
+        items = dead_letters.list_dead_letters(_store(), destination)
     if as_json:
         _echo_json({"dead_letters": items, "total": len(items)})
     elif not items:
@@ -61,10 +59,9 @@ def dlq_list(destination: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def dlq_show(delivery_id: str, as_json: bool) -> None:
     """One dead letter: its event, route, destination and every attempt."""
-    from relay.ops import admin  # start-up cost
 
     with _infrastructure():
-        record = admin.show_dead_letter(_store(), delivery_id)
+        record = dead_letters.show_dead_letter(_store(), delivery_id)
     if record is None:
         _fail(f"no dead letter {delivery_id!r} (see `relay dlq list`)")
     if as_json:
@@ -86,7 +83,6 @@ def dlq_replay(
     The destination is sent to as the worker's rules define it now; one that is no longer
     in them is dead-lettered again, saying so.
     """
-    from relay.ops import admin  # start-up cost
     from relay.ops.broker import make_celery  # start-up cost
 
     if bool(delivery_ids) == replay_all:
@@ -95,13 +91,15 @@ def dlq_replay(
         raise click.UsageError("--destination goes with --all")
     settings = settings_or_exit(require_redis=True)
     store = _store(settings)
-    report = admin.ReplayReport()
+    report = dead_letters.ReplayReport()
     with _infrastructure(), make_celery(settings) as celery:
         if replay_all:
-            delivery_ids = tuple(item["id"] for item in admin.list_dead_letters(store, destination))
+            delivery_ids = tuple(
+                item["id"] for item in dead_letters.list_dead_letters(store, destination)
+            )
         known = _known_destinations(settings)
         for did in delivery_ids:  # one by one, so each is reported even if a later one fails
-            one = admin.replay(store, celery, [did], known)
+            one = dead_letters.replay(store, celery, [did], known)
             _merge(report, one, echo=not as_json)
     if as_json:
         _echo_json(report.to_dict())
@@ -115,13 +113,12 @@ def dlq_replay(
 @click.argument("delivery_ids", nargs=-1, required=True)
 def dlq_delete(delivery_ids: tuple[str, ...]) -> None:
     """Remove dead letters without sending them."""
-    from relay.ops import admin  # start-up cost
 
     store = _store()
     missing = 0
     with _infrastructure():
         for did in delivery_ids:
-            if admin.delete_dead_letter(store, did):
+            if dead_letters.delete_dead_letter(store, did):
                 click.echo(f"deleted {did}")
             else:
                 click.echo(f"relay: no dead letter {did!r}", err=True)
@@ -134,7 +131,6 @@ def dlq_delete(delivery_ids: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def dlq_purge(older_than: str | None, as_json: bool) -> None:
     """Remove dead letters (all of them, or those older than --older-than)."""
-    from relay.ops import admin  # start-up cost
 
     seconds = None
     if older_than is not None:
@@ -143,7 +139,7 @@ def dlq_purge(older_than: str | None, as_json: bool) -> None:
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--older-than") from None
     with _infrastructure():
-        count = admin.purge(_store(), seconds)
+        count = dead_letters.purge(_store(), seconds)
     if as_json:
         _echo_json({"purged": count})
     else:
@@ -161,10 +157,9 @@ def events() -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def events_show(ref: str, as_json: bool) -> None:
     """The life of an event: ID is a relay event id, a transid (all its events) or a tid."""
-    from relay.ops import admin  # start-up cost
 
     with _infrastructure():
-        found = admin.event_history(_store(), ref)
+        found = history.event_history(_store(), ref)
     if not found:
         _fail(f"no event with id, transid or tid {ref!r} (history is kept RELAY_HISTORY_TTL)")
     if as_json:
@@ -271,13 +266,12 @@ def format_age(seconds: float | None) -> str:
 
 
 def _describe(record: dict[str, Any]) -> str:
-    from relay.ops import admin  # start-up cost
 
     event = record.get("event") or {}
     retry = record.get("retry")
     lines = [
         f"dead letter  {record['id']}",
-        f"event        {event.get('id')} {event.get('kind')} {admin.event_label(event)}".rstrip(),
+        f"event        {event.get('id')} {event.get('kind')} {history.event_label(event)}".rstrip(),
         f"route        {record.get('route') or '-'}",
         f"destination  {record.get('destination') or '(routing)'}",
         f"dead since   {record.get('dead_at')} ({format_age(record.get('age_seconds'))} ago)",
@@ -310,7 +304,7 @@ def _attempt_line(entry: dict[str, Any], with_time: bool = False) -> str:
 
 
 def format_timeline(item: dict[str, Any]) -> str:
-    """A compact, human timeline of one ``relay.ops.admin.timeline``."""
+    """A compact, human timeline of one ``relay.ops.history.timeline``."""
 
     head = [f"{item['id']} {item['kind']} {item['summary']}".rstrip()]
     head.append(f"source {item['source']}")
@@ -332,26 +326,26 @@ def format_timeline(item: dict[str, Any]) -> str:
 def _step_text(entry: dict[str, Any]) -> str:
     step = entry.get("step")
     who = entry.get("destination")
-    if step == "received":
+    if step == Step.RECEIVED:
         return f"received (rules {entry.get('rules_version')})"
-    if step == "routed":
+    if step == Step.ROUTED:
         routes = ", ".join(entry.get("routes", []))
         return f"routed: {routes} → {', '.join(entry.get('destinations', []))}"
-    if step == "unrouted":
+    if step == Step.UNROUTED:
         return "unrouted: no route matched"
-    if step == "dead_lettered" and "delivery_id" not in entry:
+    if step == Step.DEAD_LETTERED and "delivery_id" not in entry:
         return f"routing failed, dead-lettered: {entry.get('reason')}"
     texts = {
-        "attempt": lambda: _attempt_line(entry),
-        "retry_scheduled": lambda: f"retry in {entry.get('delay')}s",
-        "delivered": lambda: "delivered",
-        "dead_lettered": lambda: f"dead-lettered: {entry.get('reason')}",
-        "skipped": lambda: f"skipped: {entry.get('reason')}",
-        "replayed": lambda: "replayed",
-        "replay_failed": lambda: f"replay failed: {entry.get('reason')}",
+        Step.ATTEMPT: lambda: _attempt_line(entry),
+        Step.RETRY_SCHEDULED: lambda: f"retry in {entry.get('delay')}s",
+        Step.DELIVERED: lambda: "delivered",
+        Step.DEAD_LETTERED: lambda: f"dead-lettered: {entry.get('reason')}",
+        Step.SKIPPED: lambda: f"skipped: {entry.get('reason')}",
+        Step.REPLAYED: lambda: "replayed",
+        Step.REPLAY_FAILED: lambda: f"replay failed: {entry.get('reason')}",
     }
     if step in texts:
-        return f"{who or '(routing)'}  {texts[step]()}"
+        return f"{who or '(routing)'}  {texts[Step(step)]()}"
     rest = {key: value for key, value in entry.items() if key not in ("at", "step")}
     return f"{step} {json.dumps(rest, ensure_ascii=False)}"
 

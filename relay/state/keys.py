@@ -92,3 +92,12 @@ def route_member(event_id: str) -> str:
 def deliver_member(delivery_id: str) -> str:
     """The pending-outbox member of a delivery."""
     return "deliver:" + delivery_id
+
+
+def storable(key: str) -> bool:
+    """False for text no Redis key can hold (lone surrogates): such an id is simply unknown."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -3,7 +3,7 @@
 Every ``/api/`` path needs ``Authorization: Bearer $RELAY_ADMIN_TOKEN`` (401 otherwise);
 with the token unset every one of them answers 404, as if the API did not exist. Answers
 are JSON, the same shapes as ``relay dlq … --json`` and ``relay events show --json``
-(see ``relay.ops.admin``). Bad input is a 400 naming the field; unknown ids a 404; Redis or
+(see ``relay.ops``). Bad input is a 400 naming the field; unknown ids a 404; Redis or
 the broker not answering a 503.
 """
 
@@ -21,7 +21,7 @@ from werkzeug.exceptions import NotFound
 from relay import parsing
 from relay.durations import parse_duration
 from relay.errors import RelayError
-from relay.ops import admin
+from relay.ops import dead_letters, history
 from relay.ops.dryrun import dry_run
 from relay.state import RedisError
 from relay.web.answers import unavailable
@@ -95,14 +95,14 @@ def _not_found(detail: str) -> ResponseReturnValue:
 def list_dead_letters() -> ResponseReturnValue:
     params = _query("destination", "limit")
     limit = _integer(params.get("limit"), "limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT)
-    items = admin.list_dead_letters(current_relay().store, params.get("destination"))
+    items = dead_letters.list_dead_letters(current_relay().store, params.get("destination"))
     return jsonify(dead_letters=items[:limit], total=len(items))
 
 
 @bp.get("/dead-letters/<path:delivery_id>")
 def show_dead_letter(delivery_id: str) -> ResponseReturnValue:
     _query()
-    record = admin.show_dead_letter(current_relay().store, delivery_id)
+    record = dead_letters.show_dead_letter(current_relay().store, delivery_id)
     if record is None:
         return _not_found(f"no dead letter {delivery_id!r}")
     return jsonify(record)
@@ -111,7 +111,7 @@ def show_dead_letter(delivery_id: str) -> ResponseReturnValue:
 @bp.delete("/dead-letters/<path:delivery_id>")
 def delete_dead_letter(delivery_id: str) -> ResponseReturnValue:
     _query()
-    if not admin.delete_dead_letter(current_relay().store, delivery_id):
+    if not dead_letters.delete_dead_letter(current_relay().store, delivery_id):
         return _not_found(f"no dead letter {delivery_id!r}")
     return jsonify(deleted=[delivery_id])
 
@@ -126,14 +126,14 @@ def purge_dead_letters() -> ResponseReturnValue:
             older_than = parse_duration(params["older_than"])
         except ValueError as exc:
             raise ApiRequestError(str(exc), "older_than") from None
-    return jsonify(purged=admin.purge(current_relay().store, older_than))
+    return jsonify(purged=dead_letters.purge(current_relay().store, older_than))
 
 
 @bp.post("/dead-letters/<path:delivery_id>/replay")
 def replay_dead_letter(delivery_id: str) -> ResponseReturnValue:
     _query()
     relay = current_relay()
-    report = admin.replay(relay.store, relay.celery, [delivery_id], relay.rules.destinations)
+    report = dead_letters.replay(relay.store, relay.celery, [delivery_id], relay.rules.destinations)
     if report.not_found:
         return _not_found(f"no dead letter {delivery_id!r}")
     return jsonify(report.to_dict()), 202
@@ -151,9 +151,9 @@ def replay_dead_letters() -> ResponseReturnValue:
     known = relay.rules.destinations
     if body.get("all") is not None or "destination" in body:
         _check_all(body)
-        report = admin.replay_all(relay.store, relay.celery, body.get("destination"), known)
+        report = dead_letters.replay_all(relay.store, relay.celery, body.get("destination"), known)
     else:
-        report = admin.replay(relay.store, relay.celery, _ids(body), known)
+        report = dead_letters.replay(relay.store, relay.celery, _ids(body), known)
     return jsonify(report.to_dict()), 202
 
 
@@ -187,7 +187,7 @@ def _ids(body: dict[str, Any]) -> list[str]:
 @bp.get("/events/<path:ref>")
 def show_event(ref: str) -> ResponseReturnValue:
     _query()
-    events = admin.event_history(current_relay().store, ref)
+    events = history.event_history(current_relay().store, ref)
     if not events:
         return _not_found(f"no event with id, transid or tid {ref!r}")
     return jsonify(query=ref, events=events)

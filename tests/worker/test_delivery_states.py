@@ -13,7 +13,7 @@ import time
 import pytest
 
 from relay.events import job_of, new_job
-from relay.ops import admin
+from relay.ops import dead_letters
 from relay.parsing import build_events
 from relay.rules import load_rules_text
 from relay.rules.reloader import StaticRules
@@ -152,7 +152,7 @@ def test_a_replayed_dead_letter_is_delivered_with_a_fresh_budget(rig):
         def send_task(self, name, args):
             published.append((name, args))
 
-    report = admin.replay(store, Publisher(), [job["delivery_id"]])
+    report = dead_letters.replay(store, Publisher(), [job["delivery_id"]])
     assert report.not_found == [] and len(published) == 1
     name, (replayed,) = published[0]
     assert name == "relay.deliver" and replayed == job_of(record, 1)

@@ -1,13 +1,14 @@
-"""Operator tools: dead letters (list, show, replay, delete, purge) and event history.
+"""Operator tools for dead letters: list, show, replay, delete, purge.
 
-Plain functions over a :class:`relay.state.store.Store` and, for replays, a *publisher*: anything
-with Celery's ``send_task(name, args=[...])`` (the web process's or a command's Celery app).
-``relay.cli.ops`` and ``relay.web.api`` are thin adapters over them, so the command line
-and the HTTP API answer with the same JSON shapes.
+Plain functions over a :class:`relay.state.Store` and, for replays, a *publisher*:
+anything with Celery's ``send_task(name, args=[...])`` (the web process's or a command's
+Celery app). ``relay.cli.ops`` and ``relay.web.api`` are thin adapters over them, so the
+command line and the HTTP API answer with the same JSON shapes.
 
-A replay registers its task in the outbox (``relay.state.store.Pending``) like every task relay
-publishes, writes a ``replayed`` history entry, publishes, and only then removes the dead
-letter — and only if it is unchanged, so one made anew by a fast failing retry survives.
+A replay registers its task in the pending outbox (``relay.state.pending``) like every task
+relay publishes, writes a ``replayed`` history entry, publishes, and only then removes the
+dead letter — and only if it is unchanged, so one made anew by a fast failing retry
+survives.
 
 Replay publishes even when the destination is no longer in the rules: the worker's rules
 are the ones that count (a command line may read another file), and it dead-letters such
@@ -18,23 +19,20 @@ know the rules pass their destination names to get a warning in the report.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from relay.events import (
-    ENDS,
     DeadLetter,
-    Event,
     HistoryEntry,
     Step,
-    delivery_id,
     history_entry,
     job_of,
 )
 from relay.state import RedisError, Store
-from relay.state.keys import deliver_member, route_member
+from relay.state.keys import deliver_member, route_member, storable
 
 
 class Publisher(Protocol):
@@ -80,7 +78,7 @@ def summary(record: DeadLetter, age: float) -> dict[str, Any]:
 
 def show_dead_letter(store: Store, delivery_id: str, now: float | None = None) -> dict | None:
     """The whole dead letter (event, every attempt) plus ``age_seconds``, or None."""
-    record = store.dead_letters.get(delivery_id) if _storable(delivery_id) else None
+    record = store.dead_letters.get(delivery_id) if storable(delivery_id) else None
     if record is None:
         return None
     stored = store.dead_letters.stored_at(delivery_id) or _epoch(record.get("dead_at"))
@@ -90,7 +88,7 @@ def show_dead_letter(store: Store, delivery_id: str, now: float | None = None) -
 
 
 def delete_dead_letter(store: Store, delivery_id: str) -> bool:
-    return _storable(delivery_id) and store.dead_letters.remove(delivery_id)
+    return storable(delivery_id) and store.dead_letters.remove(delivery_id)
 
 
 def purge(store: Store, older_than: float | None = None, now: float | None = None) -> int:
@@ -124,7 +122,7 @@ def replay(
     """
     report = ReplayReport()
     for did in dict.fromkeys(delivery_ids):
-        record = store.dead_letters.get(did) if _storable(did) else None
+        record = store.dead_letters.get(did) if storable(did) else None
         if record is None:
             report.not_found.append(did)
             continue
@@ -189,125 +187,6 @@ def _note_failed_replay(
         store.add_history(event_id, failed)
     except RedisError:
         pass  # the dead letter is still there; at worst the outbox sends the replay later
-
-
-# -- history --------------------------------------------------------------------------------
-
-
-def event_history(store: Store, ref: str) -> list[dict]:
-    """The life of each event ``ref`` names (a relay id, a transid or a tid), by arrival."""
-    found = []
-    for event_id in store.find(ref) if _storable(ref) else []:
-        event = store.event(event_id)
-        if event is not None:
-            found.append(timeline(event, store.history(event_id)))
-    return sorted(found, key=lambda item: (item["received_at"] or "", item["id"]))
-
-
-def timeline(event: Event, history: list[HistoryEntry]) -> dict[str, Any]:
-    """What happened to ``event``, derived from its history entries (oldest first)."""
-    # the last one: a replayed routing dead letter is received (and routed) again
-    received = next(
-        (entry for entry in reversed(history) if entry.get("step") == Step.RECEIVED),
-        HistoryEntry(),
-    )
-    return {
-        "id": event["id"],
-        "kind": event.get("kind"),
-        "source": event.get("source"),
-        "received_at": event.get("received_at"),
-        "summary": event_label(event),
-        "rules_version": received.get("rules_version"),
-        **_routing(history),
-        "deliveries": deliveries(event["id"], history),
-        "history": history,
-        "event": event,
-    }
-
-
-def event_label(event: Mapping[str, Any]) -> str:
-    """``Delivered 7500`` for a receipt, the keyword for an inbound message."""
-    if event.get("kind") == "delivery_receipt":
-        return " ".join(part for part in (event.get("status"), event.get("code")) if part)
-    return event.get("keyword") or ""
-
-
-def _routing(history: list[HistoryEntry]) -> dict[str, Any]:
-    """Routes matched and the routing state: routed, unrouted, dead_lettered or pending."""
-    state: dict = {"routing": "pending", "routes": [], "routing_error": None}
-    for entry in history:
-        step, routing_entry = entry.get("step"), entry.get("destination") is None
-        if step == Step.ROUTED:
-            state.update(routing="routed", routes=entry.get("routes", []), routing_error=None)
-        elif step == Step.UNROUTED:
-            state.update(routing="unrouted", routes=[], routing_error=None)
-        elif step == Step.DEAD_LETTERED and "delivery_id" not in entry:
-            state.update(routing="dead_lettered", routing_error=entry.get("reason"))
-        elif step == Step.REPLAYED and routing_entry:
-            state.update(routing="pending")
-        elif step == Step.REPLAY_FAILED and routing_entry:
-            state.update(routing="dead_lettered")
-    return state
-
-
-def deliveries(event_id: str, history: list[HistoryEntry]) -> list[dict[str, Any]]:
-    """Per destination: its attempts and final state (delivered, dead_lettered, skipped or
-    pending), derived from the history entries; routed destinations with none are pending."""
-    found: dict[str, dict] = {}
-    for entry in history:
-        if entry.get("step") == Step.ROUTED:
-            for name in entry.get("destinations", []):
-                found.setdefault(name, _delivery(event_id, name))
-            continue
-        target = entry.get("destination")
-        if "delivery_id" not in entry or target is None:
-            continue
-        item = found.setdefault(target, _delivery(event_id, target))
-        item["route"] = entry.get("route") or item["route"]
-        _apply(item, entry)
-    return list(found.values())
-
-
-def _delivery(event_id: str, destination: str) -> dict:
-    return {
-        "destination": destination,
-        "delivery_id": delivery_id(event_id, destination),
-        "route": None,
-        "state": "pending",
-        "reason": None,
-        "replays": 0,
-        "attempts": [],
-    }
-
-
-def _apply(item: dict[str, Any], entry: HistoryEntry) -> None:
-    step = entry.get("step")
-    if step == Step.ATTEMPT:
-        item["attempts"].append(
-            {
-                "attempt": entry.get("attempt"),
-                "at": entry.get("at"),
-                "outcome": entry.get("outcome"),
-                "status": entry.get("status"),
-                "latency": entry.get("latency"),
-                "error": entry.get("error"),
-            }
-        )
-    elif step in ENDS:
-        item.update(state=step, reason=entry.get("reason"))
-    elif step == Step.REPLAYED:
-        item.update(state="pending", reason=None, replays=item["replays"] + 1)
-    elif step == Step.REPLAY_FAILED:
-        item.update(state="dead_lettered", reason=entry.get("reason"))
-
-
-def _storable(key: str) -> bool:
-    """False for text no Redis key can hold (lone surrogates): such an id is simply unknown."""
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _epoch(iso: str | None) -> float | None:

@@ -1,4 +1,4 @@
-"""relay.ops.admin against the suite's real Redis: dead letters, replay, purge, history."""
+"""relay.ops against the suite's real Redis: dead letters, replay, purge, history."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from relay.ops import admin
+from relay.ops import dead_letters
+from relay.ops import history as views
 from relay.state import Store, connect
 
 RETRY = {"attempts": 5, "initial": 0.1, "max": 0.2}
@@ -73,20 +74,20 @@ def test_list_summarises_dead_letters_oldest_first_and_filters_by_destination(st
     dead_letter(store, "hook", "01A")
     dead_letter(store, "crm", "01B")
     age(store, "01A:hook", 120)
-    items = admin.list_dead_letters(store)
+    items = dead_letters.list_dead_letters(store)
     assert [item["id"] for item in items] == ["01A:hook", "01B:crm"]
     first = items[0]
     assert first["event_id"] == "01A" and first["route"] == "all" and first["attempts"] == 1
     assert first["last_status"] == 400 and first["last_error"] == "HTTP 400"
     assert 119 < first["age_seconds"] < 130
-    assert [item["id"] for item in admin.list_dead_letters(store, "crm")] == ["01B:crm"]
+    assert [item["id"] for item in dead_letters.list_dead_letters(store, "crm")] == ["01B:crm"]
 
 
 def test_show_gives_the_whole_record_with_its_age_and_none_for_unknown_ids(store):
     record = dead_letter(store)
-    shown = admin.show_dead_letter(store, record["id"])
+    shown = dead_letters.show_dead_letter(store, record["id"])
     assert shown == {**record, "age_seconds": shown["age_seconds"]}
-    assert admin.show_dead_letter(store, "nope:hook") is None
+    assert dead_letters.show_dead_letter(store, "nope:hook") is None
 
 
 def test_replay_publishes_the_same_delivery_with_a_fresh_budget(store):
@@ -95,7 +96,7 @@ def test_replay_publishes_the_same_delivery_with_a_fresh_budget(store):
     store.deliveries.release(record["id"])
     generation = store.deliveries.next_generation(record["id"])
     publisher = Recorder()
-    report = admin.replay(store, publisher, [record["id"], "gone:hook"])
+    report = dead_letters.replay(store, publisher, [record["id"], "gone:hook"])
     job = {
         "delivery_id": record["id"],
         "event": record["event"],
@@ -122,7 +123,7 @@ def test_replay_publishes_the_same_delivery_with_a_fresh_budget(store):
 def test_replay_of_a_routing_dead_letter_routes_the_event_again(store):
     record = dead_letter(store, destination=None)
     publisher = Recorder()
-    admin.replay(store, publisher, [record["id"]])
+    dead_letters.replay(store, publisher, [record["id"]])
     assert publisher.sent == [("relay.route", [record["event"]])]
     assert list(outbox(store)) == ["route:01EVENT"]
     assert store.dead_letters.ids() == []
@@ -134,7 +135,7 @@ def test_a_dead_letter_made_anew_while_replaying_is_kept(store):
     def fail_again_at_once(name, args):
         store.dead_letters.add({**record, "reason": "again", "dead_at": "later"})
 
-    admin.replay(store, Recorder(fail_again_at_once), [record["id"]])
+    dead_letters.replay(store, Recorder(fail_again_at_once), [record["id"]])
     assert store.dead_letters.get(record["id"])["reason"] == "again"
     assert store.dead_letters.ids() == [record["id"]]
 
@@ -146,19 +147,19 @@ def test_a_replay_that_cannot_publish_keeps_the_dead_letter_and_says_so(store):
         raise OSError("connection refused")
 
     with pytest.raises(OSError):
-        admin.replay(store, Recorder(broker_down), [record["id"]])
+        dead_letters.replay(store, Recorder(broker_down), [record["id"]])
     assert store.dead_letters.get(record["id"]) == record
     steps = [entry["step"] for entry in store.history("01EVENT")]
     assert steps == ["replayed", "replay_failed"]
     assert outbox(store) == {}
-    (delivery,) = admin.deliveries("01EVENT", store.history("01EVENT"))
+    (delivery,) = views.deliveries("01EVENT", store.history("01EVENT"))
     assert delivery["state"] == "dead_lettered"
 
 
 def test_replay_warns_about_a_destination_no_longer_in_the_rules_and_still_publishes(store):
     record = dead_letter(store, "old")
     publisher = Recorder()
-    report = admin.replay(store, publisher, [record["id"]], known_destinations={"hook"})
+    report = dead_letters.replay(store, publisher, [record["id"]], known_destinations={"hook"})
     assert "'old' is not in the current rules" in report.warnings[0]
     assert len(publisher.sent) == 1
 
@@ -168,7 +169,7 @@ def test_replay_all_of_one_destination_leaves_the_others(store):
     dead_letter(store, "crm", "01B")
     dead_letter(store, "hook", "01C")
     publisher = Recorder()
-    report = admin.replay_all(store, publisher, "hook")
+    report = dead_letters.replay_all(store, publisher, "hook")
     assert [item["id"] for item in report.replayed] == ["01A:hook", "01C:hook"]
     assert store.dead_letters.ids() == ["01B:crm"]
 
@@ -177,10 +178,10 @@ def test_purge_older_than_keeps_young_dead_letters(store):
     dead_letter(store, "hook", "01A")
     dead_letter(store, "hook", "01B")
     age(store, "01A:hook", 8 * 86400)
-    assert admin.purge(store, older_than=7 * 86400) == 1
+    assert dead_letters.purge(store, older_than=7 * 86400) == 1
     assert store.dead_letters.ids() == ["01B:hook"]
     assert store.dead_letters.get("01A:hook") is None
-    assert admin.purge(store) == 1
+    assert dead_letters.purge(store) == 1
     assert store.dead_letters.ids() == []
 
 
@@ -190,7 +191,7 @@ def test_purge_of_more_than_one_batch_removes_them_all(store):
         pipe.set(f"relay:dead:e{number}:hook", "{}")
         pipe.zadd("relay:dead", {f"e{number}:hook": number})
     pipe.execute()
-    assert admin.purge(store) == 1234
+    assert dead_letters.purge(store) == 1234
     assert not list(store.client.scan_iter("relay:dead*"))
 
 
@@ -223,7 +224,7 @@ ROUTED = [h("received", rules_version="v1"), h("routed", routes=["r"], destinati
     ],
 )
 def test_final_state_of_each_destination_is_derived_from_the_history(history, states):
-    found = {item["destination"]: item["state"] for item in admin.deliveries("E", history)}
+    found = {item["destination"]: item["state"] for item in views.deliveries("E", history)}
     assert found == {"a": "pending", "b": "pending"} | states
 
 
@@ -234,7 +235,7 @@ def test_attempts_carry_time_outcome_status_and_latency():
         h("attempt", "a", attempt=2, outcome="ok", status=200, latency=0.02, error=None),
         h("delivered", "a", attempt=2),
     ]
-    (a, b) = admin.deliveries("E", history)
+    (a, b) = views.deliveries("E", history)
     assert [(x["attempt"], x["outcome"], x["status"], x["latency"]) for x in a["attempts"]] == [
         (1, "transient", 503, 0.01),
         (2, "ok", 200, 0.02),
@@ -262,7 +263,7 @@ def test_attempts_carry_time_outcome_status_and_latency():
     ],
 )
 def test_routing_state_is_derived_from_the_history(history, routing):
-    assert admin.timeline(event("E"), history)["routing"] == routing
+    assert views.timeline(event("E"), history)["routing"] == routing
 
 
 def test_history_by_transid_lists_every_event_by_arrival(store):
@@ -270,8 +271,8 @@ def test_history_by_transid_lists_every_event_by_arrival(store):
     earlier = event("01A", transid="T", received_at="2024-01-01T00:00:01.000Z")
     store.route(later, [{"step": "received", "rules_version": "v"}], jobs=[], holds=[])
     store.route(earlier, [{"step": "received", "rules_version": "v"}], jobs=[], holds=[])
-    found = admin.event_history(store, "T")
+    found = views.event_history(store, "T")
     assert [item["id"] for item in found] == ["01A", "01B"]
     assert found[0]["rules_version"] == "v"
-    assert [item["id"] for item in admin.event_history(store, "01B")] == ["01B"]
-    assert admin.event_history(store, "unknown") == []
+    assert [item["id"] for item in views.event_history(store, "01B")] == ["01B"]
+    assert views.event_history(store, "unknown") == []

@@ -1,0 +1,124 @@
+"""Operator views of an event's history: its timeline and each delivery's state, derived
+from the history entries (``relay events show``, ``GET /api/events/<ref>``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from relay.events import (
+    ENDS,
+    Event,
+    HistoryEntry,
+    Step,
+    delivery_id,
+)
+from relay.state import Store
+from relay.state.keys import storable
+
+
+def event_history(store: Store, ref: str) -> list[dict]:
+    """The life of each event ``ref`` names (a relay id, a transid or a tid), by arrival."""
+    found = []
+    for event_id in store.find(ref) if storable(ref) else []:
+        event = store.event(event_id)
+        if event is not None:
+            found.append(timeline(event, store.history(event_id)))
+    return sorted(found, key=lambda item: (item["received_at"] or "", item["id"]))
+
+
+def timeline(event: Event, history: list[HistoryEntry]) -> dict[str, Any]:
+    """What happened to ``event``, derived from its history entries (oldest first)."""
+    # the last one: a replayed routing dead letter is received (and routed) again
+    received = next(
+        (entry for entry in reversed(history) if entry.get("step") == Step.RECEIVED),
+        HistoryEntry(),
+    )
+    return {
+        "id": event["id"],
+        "kind": event.get("kind"),
+        "source": event.get("source"),
+        "received_at": event.get("received_at"),
+        "summary": event_label(event),
+        "rules_version": received.get("rules_version"),
+        **_routing(history),
+        "deliveries": deliveries(event["id"], history),
+        "history": history,
+        "event": event,
+    }
+
+
+def event_label(event: Mapping[str, Any]) -> str:
+    """``Delivered 7500`` for a receipt, the keyword for an inbound message."""
+    if event.get("kind") == "delivery_receipt":
+        return " ".join(part for part in (event.get("status"), event.get("code")) if part)
+    return event.get("keyword") or ""
+
+
+def _routing(history: list[HistoryEntry]) -> dict[str, Any]:
+    """Routes matched and the routing state: routed, unrouted, dead_lettered or pending."""
+    state: dict = {"routing": "pending", "routes": [], "routing_error": None}
+    for entry in history:
+        step, routing_entry = entry.get("step"), entry.get("destination") is None
+        if step == Step.ROUTED:
+            state.update(routing="routed", routes=entry.get("routes", []), routing_error=None)
+        elif step == Step.UNROUTED:
+            state.update(routing="unrouted", routes=[], routing_error=None)
+        elif step == Step.DEAD_LETTERED and "delivery_id" not in entry:
+            state.update(routing="dead_lettered", routing_error=entry.get("reason"))
+        elif step == Step.REPLAYED and routing_entry:
+            state.update(routing="pending")
+        elif step == Step.REPLAY_FAILED and routing_entry:
+            state.update(routing="dead_lettered")
+    return state
+
+
+def deliveries(event_id: str, history: list[HistoryEntry]) -> list[dict[str, Any]]:
+    """Per destination: its attempts and final state (delivered, dead_lettered, skipped or
+    pending), derived from the history entries; routed destinations with none are pending."""
+    found: dict[str, dict] = {}
+    for entry in history:
+        if entry.get("step") == Step.ROUTED:
+            for name in entry.get("destinations", []):
+                found.setdefault(name, _delivery(event_id, name))
+            continue
+        target = entry.get("destination")
+        if "delivery_id" not in entry or target is None:
+            continue
+        item = found.setdefault(target, _delivery(event_id, target))
+        item["route"] = entry.get("route") or item["route"]
+        _apply(item, entry)
+    return list(found.values())
+
+
+def _delivery(event_id: str, destination: str) -> dict:
+    return {
+        "destination": destination,
+        "delivery_id": delivery_id(event_id, destination),
+        "route": None,
+        "state": "pending",
+        "reason": None,
+        "replays": 0,
+        "attempts": [],
+    }
+
+
+def _apply(item: dict[str, Any], entry: HistoryEntry) -> None:
+    step = entry.get("step")
+    if step == Step.ATTEMPT:
+        item["attempts"].append(
+            {
+                "attempt": entry.get("attempt"),
+                "at": entry.get("at"),
+                "outcome": entry.get("outcome"),
+                "status": entry.get("status"),
+                "latency": entry.get("latency"),
+                "error": entry.get("error"),
+            }
+        )
+    elif step in ENDS:
+        item.update(state=step, reason=entry.get("reason"))
+    elif step == Step.REPLAYED:
+        item.update(state="pending", reason=None, replays=item["replays"] + 1)
+    elif step == Step.REPLAY_FAILED:
+        item.update(state="dead_lettered", reason=entry.get("reason"))
