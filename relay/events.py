@@ -365,13 +365,11 @@ def routing_dead_letter(event: Event, rules_version: str, reason: str) -> DeadLe
 def job_of(record: DeadLetter, gen: int) -> Job:
     """The job that replays the dead letter ``record`` as generation ``gen``."""
     assert record["destination"] is not None and record["retry"] is not None
-    return {
-        "delivery_id": record["id"],
-        "event": record["event"],
-        "route": record["route"],
-        "destination": record["destination"],
-        "rules_version": record["rules_version"],
-        "retry": record["retry"],
-        "gen": gen,
-        "not_before": None,
-    }
+    return new_job(
+        record["event"],
+        record["route"],
+        record["destination"],
+        record["rules_version"],
+        record["retry"],
+        gen=gen,
+    )

@@ -62,13 +62,9 @@ class DeliveryState:
     def delivered(self, job: Job, attempt: Attempt, entries: Sequence[HistoryEntry]) -> None:
         """In one transaction: log the attempt, append ``entries`` to the event's history,
         mark the delivery done, settle it and drop its lock."""
-        did = job["delivery_id"]
         pipe = self.redis.pipeline(transaction=True)
-        self._log(pipe, did, attempt)
-        self._history(pipe, job, entries)
-        pipe.set(keys.delivery(did, "done"), "1", ex=self.ttl)
-        self.pending.settle(pipe, keys.deliver_member(did))
-        pipe.delete(keys.delivery(did, "lock"))
+        self._log(pipe, job["delivery_id"], attempt)
+        self._done(pipe, job, entries)
         pipe.execute()
 
     def failed(
@@ -99,13 +95,16 @@ class DeliveryState:
 
     def skipped(self, job: Job, entries: Sequence[HistoryEntry]) -> None:
         """The delivery must not go out (an auto-reply's safety rules): done and settled."""
-        did = job["delivery_id"]
         pipe = self.redis.pipeline(transaction=True)
+        self._done(pipe, job, entries)
+        pipe.execute()
+
+    def _done(self, pipe: Any, job: Job, entries: Sequence[HistoryEntry]) -> None:
+        did = job["delivery_id"]
         self._history(pipe, job, entries)
         pipe.set(keys.delivery(did, "done"), "1", ex=self.ttl)
         self.pending.settle(pipe, keys.deliver_member(did))
         pipe.delete(keys.delivery(did, "lock"))
-        pipe.execute()
 
     def dead(
         self,
