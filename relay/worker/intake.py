@@ -36,6 +36,7 @@ class Intake:
         self.threads = threads
         self.slots = threading.Semaphore(threads)
         self.stopping = runtime.stopping  # set at shutdown: routings waiting on Redis end
+        self.closed = threading.Event()  # set when shutdown begins: take nothing more
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="relay-intake")
         self._thread: threading.Thread | None = None
 
@@ -84,7 +85,7 @@ class Intake:
         """Take and route in a daemon thread until :meth:`stop`."""
 
         def loop() -> None:
-            while not self.stopping.is_set():
+            while not self.closed.is_set():
                 try:
                     self.take_once()
                 except Exception as exc:  # noqa: BLE001 - Redis away: wait, retry
@@ -94,8 +95,13 @@ class Intake:
         self._thread = threading.Thread(target=loop, name="relay-intake", daemon=True)
         self._thread.start()
 
+    def close(self) -> None:
+        """Take nothing more (the worker begins to shut down); what was taken goes on."""
+        self.closed.set()
+
     def stop(self, wait: bool = True) -> None:
         """Take nothing more; with ``wait``, let the routings under way finish."""
+        self.closed.set()
         self.stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=WAIT + 1)

@@ -22,6 +22,7 @@ from celery.signals import (
     worker_process_init,
     worker_ready,
     worker_shutdown,
+    worker_shutting_down,
 )
 
 from relay import logs, metrics
@@ -61,6 +62,11 @@ def install(celery: RelayCelery) -> None:
     @worker_process_init.connect(weak=False)
     def _child(**_: Any) -> None:  # prefork pool children hold their own copy of the rules
         celery.rules_holder.ensure_watching()
+
+    @worker_shutting_down.connect(weak=False)
+    def _closing(**_: Any) -> None:  # a stop signal: take no new events from the inbox
+        if "intake" in state:
+            state["intake"].close()
 
     @worker_shutdown.connect(weak=False)
     def _shutdown(**_: Any) -> None:
