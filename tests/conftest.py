@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import signal
+import time
+from typing import NoReturn
 
 import pytest
 import redis
@@ -10,7 +14,20 @@ import redis
 from relay.cli.embedded import EmbeddedRedis
 from relay.settings import load_settings
 from relay.web.app import create_app
-from tests.harness import FIXTURES, Relay, WorkerProcess, db_url, relay_env
+from tests.harness import (
+    FIXTURES,
+    Broker,
+    Relay,
+    WorkerProcess,
+    amqp_consumers,
+    amqp_turn,
+    amqp_unreachable,
+    amqp_url,
+    db_url,
+    purge_amqp_queues,
+    relay_env,
+    without_credentials,
+)
 from tests.httpsink import HttpSink
 
 
@@ -106,8 +123,8 @@ def start_relay(redis_server, tmp_path):
         return relay
 
     yield start
-    for relay in started:
-        relay.worker.stop()
+    for relay in started:  # the test is over: no need for a warm shutdown (up to 10 s on
+        relay.worker.stop(signal.SIGKILL)  # RabbitMQ); its database is emptied before reuse
 
 
 @pytest.fixture
@@ -115,6 +132,65 @@ def sink():
     """A local HTTP receiver (see tests/httpsink.py)."""
     with HttpSink() as server:
         yield server
+
+
+#: the amqp variants skipped: test id, why
+_AMQP_SKIPPED: list[tuple[str, str]] = []
+
+
+def _skip_amqp(request, reason: str) -> NoReturn:
+    _AMQP_SKIPPED.append((request.node.nodeid, reason))
+    pytest.skip(reason)
+
+
+@functools.cache
+def _amqp_unreachable(url: str) -> str | None:
+    """Checked once a session: an unreachable broker skips each amqp variant at once."""
+    return amqp_unreachable(url)
+
+
+def _wait_for_no_consumers(url: str, timeout: float) -> dict[str, int]:
+    """relay's queues on RabbitMQ with consumers still after ``timeout`` seconds (a worker
+    just stopped may take a moment to be seen gone); empty when there are none."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = {name: count for name, count in amqp_consumers(url).items() if count}
+        if not busy or time.monotonic() > deadline:
+            return busy
+        time.sleep(0.5)
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def broker(request, tmp_path):
+    """The Celery broker a test's relay processes use; each test asking for it runs twice:
+
+    - ``redis``: the state store's Redis (relay's default): no environment added;
+    - ``amqp``: RabbitMQ at ``RELAY_TEST_AMQP_URL`` (default
+      ``amqp://guest:guest@127.0.0.1:5672//``) as ``RELAY_BROKER_URL``; skipped, saying
+      why, when it is not reachable or other workers consume relay's queues there. One
+      test at a time uses it; relay's queues are purged before and after, and the test's
+      workers must have connected to it.
+    """
+    if request.param == "redis":
+        yield Broker("redis")
+        return
+    url = amqp_url()
+    where = without_credentials(url)
+    reason = _amqp_unreachable(url)
+    if reason:
+        _skip_amqp(request, f"RabbitMQ not reachable at {where}: {reason}")
+    with amqp_turn(url, timeout=60) as turn:
+        if not turn:
+            _skip_amqp(request, f"RabbitMQ at {where} busy: another test session for 60 s")
+        # workers not this test's (another run, a stray process) would take its tasks
+        others = _wait_for_no_consumers(url, 20)
+        if others:
+            _skip_amqp(request, f"RabbitMQ at {where} in use: other consumers {others}")
+        purge_amqp_queues(url)
+        yield Broker("amqp", {"RELAY_BROKER_URL": url})
+        purge_amqp_queues(url)
+    for log in sorted(tmp_path.glob("worker*.log")):
+        assert "Connected to amqp://" in log.read_text(errors="replace"), f"{log}: not on RabbitMQ"
 
 
 _FAULT_REPORT: list[str] = []
@@ -127,6 +203,14 @@ def fault_report() -> list[str]:
 
 
 def pytest_terminal_summary(terminalreporter):
+    if _AMQP_SKIPPED:
+        terminalreporter.section("RabbitMQ (amqp) variants SKIPPED")
+        terminalreporter.write_line(
+            f"{len(_AMQP_SKIPPED)} tests did not run with RELAY_BROKER_URL=amqp://… "
+            "(RELAY_TEST_AMQP_URL names the RabbitMQ to use):"
+        )
+        for nodeid, reason in _AMQP_SKIPPED:
+            terminalreporter.write_line(f"  {nodeid}: {reason}")
     if _FAULT_REPORT:
         terminalreporter.section("fault scenarios")
         for line in _FAULT_REPORT:

@@ -1,18 +1,27 @@
-"""Real parts for the tests: a Celery worker process, polling with a deadline."""
+"""Real parts for the tests: a Celery worker process, polling with a deadline, the broker."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import itertools
 import os
 import signal
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
+from kombu import Connection, Exchange, Queue
+from kombu.exceptions import ChannelError
 
 from relay.cli import worker_argv
+from relay.ops.broker import DELIVER_QUEUE, ROUTE_QUEUE
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "webex-connect"
@@ -152,3 +161,83 @@ def fresh_db_url(redis_server) -> str:
     with redis.Redis.from_url(url) as client:
         client.flushdb()
     return url
+
+
+# -- the broker: the suite's Redis, or RabbitMQ ----------------------------------------------
+
+#: RabbitMQ for the ``amqp`` variants of the end-to-end and fault tests, unless
+#: ``RELAY_TEST_AMQP_URL`` names another
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@dataclass
+class Broker:
+    """The Celery broker of a test's relay processes (the ``broker`` fixture)."""
+
+    name: str  #: "redis" (the state store's Redis, relay's default) or "amqp"
+    env: dict[str, str] = field(default_factory=dict)  #: added to the processes' environment
+
+
+def amqp_url() -> str:
+    return os.environ.get("RELAY_TEST_AMQP_URL") or DEFAULT_AMQP_URL
+
+
+def without_credentials(url: str) -> str:
+    """``host:port/vhost`` of a broker URL, for messages."""
+    parts = urlsplit(url)
+    return f"{parts.netloc.rsplit('@', 1)[-1]}{parts.path}"
+
+
+def amqp_unreachable(url: str) -> str | None:
+    """Why RabbitMQ at ``url`` cannot be used (a short connect), or None."""
+    try:
+        with Connection(url, connect_timeout=2) as connection:
+            connection.connect()
+    except Exception as exc:  # noqa: BLE001 - any reason is a reason to skip
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def purge_amqp_queues(url: str) -> None:
+    """Empty relay's queues on RabbitMQ at ``url`` (declared as relay declares them)."""
+    with Connection(url, connect_timeout=5) as connection:
+        channel = connection.default_channel
+        for name in (ROUTE_QUEUE, DELIVER_QUEUE):
+            queue = Queue(name, Exchange(name, type="direct"), routing_key=name)(channel)
+            queue.declare()
+            queue.purge()
+
+
+def amqp_consumers(url: str) -> dict[str, int]:
+    """How many consumers each of relay's queues has on RabbitMQ at ``url``."""
+    counts = {}
+    with Connection(url, connect_timeout=5) as connection:
+        for name in (ROUTE_QUEUE, DELIVER_QUEUE):
+            with connection.channel() as channel:  # a failed passive declare closes it
+                try:
+                    counts[name] = channel.queue_declare(queue=name, passive=True).consumer_count
+                except ChannelError:  # no such queue yet
+                    counts[name] = 0
+    return counts
+
+
+@contextlib.contextmanager
+def amqp_turn(url: str, timeout: float) -> Iterator[bool]:
+    """One test at a time, across the test sessions of this machine, uses RabbitMQ at
+    ``url``: relay's queue names are fixed, so the workers of two tests would take (and
+    their purges drop) each other's tasks. Yields False when the turn did not come within
+    ``timeout`` seconds."""
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"relay-tests-amqp-{digest}.lock"
+    deadline = time.monotonic() + timeout
+    with open(path, "a") as handle:  # the lock goes with the file's closing
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    yield False
+                    return
+                time.sleep(0.2)
+        yield True

@@ -1,5 +1,8 @@
 """Operator tools end to end: a real worker, a real HTTP receiver, the `relay` command run
-as an operator runs it (a subprocess with the Relay's environment) and the admin API."""
+as an operator runs it (a subprocess with the Relay's environment) and the admin API.
+
+A replay travels through the broker as a Celery task: the command's replay runs with both
+brokers (the ``broker`` fixture: the suite's Redis, and RabbitMQ where reachable)."""
 
 from __future__ import annotations
 
@@ -59,9 +62,9 @@ def delivered(relay, event_id: str, destination: str) -> bool:
     return any(entry["destination"] == destination for entry in ends)
 
 
-def test_a_dead_letter_is_listed_then_replayed_with_the_same_webhook_id(start_relay, sink):
+def test_a_dead_letter_is_listed_then_replayed_with_the_same_webhook_id(broker, start_relay, sink):
     sink.script(Answer(400, body="bad field"))
-    relay = start_relay(rules(sink, "hook"))
+    relay = start_relay(rules(sink, "hook"), **broker.env)
     event_id = relay.post(inbound("reject me once"))
     assert relay.finished(event_id)[0]["step"] == "dead_lettered"
     did = f"{event_id}:hook"

@@ -1,7 +1,9 @@
 """Routing and HTTP delivery end to end: real Redis, a real worker, a real HTTP receiver.
 
 Each test starts its own worker on its own Redis database with the rules it needs
-(the ``start_relay`` fixture).
+(the ``start_relay`` fixture). The tests whose retries travel through the broker as
+Celery tasks run with both brokers (the ``broker`` fixture: the suite's Redis, and
+RabbitMQ where reachable); first attempts run in the worker's intake, without the broker.
 """
 
 from __future__ import annotations
@@ -63,9 +65,9 @@ def test_example_rules_send_each_seed_payload_where_they_promise(start_relay, si
     assert all(request.path == "/failures" for request in received)
 
 
-def test_500_500_200_is_three_requests_with_one_webhook_id(start_relay, sink):
+def test_500_500_200_is_three_requests_with_one_webhook_id(broker, start_relay, sink):
     sink.script(Answer(500), Answer(500), Answer(200))
-    relay = start_relay(http_rules(sink.url("/hook")))
+    relay = start_relay(http_rules(sink.url("/hook")), **broker.env)
     event_id = relay.post(inbound("retry me"))
     relay.finished(event_id)
     time.sleep(0.5)  # a fourth request would arrive now if one were coming
@@ -98,9 +100,10 @@ def test_400_is_one_request_and_a_dead_letter(start_relay, sink):
     assert "HTTP 400" in letter["reason"]
 
 
-def test_transient_failures_until_attempts_run_out_are_dead_lettered(start_relay, sink):
+def test_transient_failures_until_attempts_run_out_are_dead_lettered(broker, start_relay, sink):
     sink.script(*[Answer(503)] * 3)
-    relay = start_relay(http_rules(sink.url("/hook"), retry="{attempts: 3, initial: 50ms}"))
+    rules = http_rules(sink.url("/hook"), retry="{attempts: 3, initial: 50ms}")
+    relay = start_relay(rules, **broker.env)
     event_id = relay.post(inbound("always down"))
     (end,) = relay.finished(event_id)
     assert end["step"] == "dead_lettered"
@@ -131,7 +134,9 @@ def test_retry_after_is_honoured(start_relay, sink):
 
 
 def test_retry_wait_longer_than_visibility_timeout_sends_once(start_relay, sink):
-    """The Celery-on-Redis trap: an ETA past the visibility timeout is redelivered."""
+    """The Celery-on-Redis trap: an ETA past the visibility timeout is redelivered.
+    Redis broker only: RabbitMQ has no visibility timeout (it redelivers an unacknowledged
+    message only when its consumer's connection closes)."""
     sink.script(Answer(503, {"Retry-After": "5"}), Answer(200))
     relay = start_relay(http_rules(sink.url("/hook")), RELAY_VISIBILITY_TIMEOUT="2s")
     event_id = relay.post(inbound("long wait"))

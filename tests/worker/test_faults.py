@@ -3,6 +3,16 @@
 Every scenario asserts that each accepted event reached its destination (repeats are
 allowed only with the same ``webhook-id``) and reports how many repeats occurred; the
 figures are printed in the test session summary.
+
+Where the broker plays a part (retries, work taken over from a dead worker, work
+published again by the sweeper, competing consumers) a scenario runs with both brokers
+(the ``broker`` fixture: the suite's Redis, and RabbitMQ where reachable). These run with
+the Redis broker only:
+
+- Redis killed, or down at ingest: accepted events wait in Redis whatever the broker,
+  and with Redis as broker a Redis outage is also a broker outage, the harder case;
+- SIGTERM: every delivery is a first attempt, run by the worker's intake without the
+  broker, and a warm shutdown finishes those under way.
 """
 
 from __future__ import annotations
@@ -131,25 +141,27 @@ def rig(tmp_path, sink):
         built.close()
 
 
-def report(fault_report, scenario: str, rig: Rig, counts: collections.Counter) -> None:
+def report(
+    fault_report, scenario: str, rig: Rig, counts: collections.Counter, broker: str = "redis"
+) -> None:
     repeats = sum(counts.values()) - len(counts)
     fault_report.append(
-        f"{scenario}: {len(rig.accepted)} events accepted, "
+        f"{scenario} ({broker} broker): {len(rig.accepted)} events accepted, "
         f"{len(rig.accepted)} delivered, 0 lost, {repeats} repeated, "
         f"{rig.restarts} worker restarts"
     )
 
 
-def test_worker_killed_with_sigkill_mid_delivery_then_restarted(rig, sink, fault_report):
+def test_worker_killed_with_sigkill_mid_delivery_then_restarted(broker, rig, sink, fault_report):
     sink.default = Answer(200, delay=0.3)
-    relay = rig()
+    relay = rig(**broker.env)
     worker = relay.worker()
     relay.post(60)
     wait_until(lambda: len(sink.requests) >= 8, 30)
     relay.kill(worker, signal.SIGKILL)
     relay.worker()
     counts = relay.wait_all_delivered()
-    report(fault_report, "worker SIGKILL mid-delivery", relay, counts)
+    report(fault_report, "worker SIGKILL mid-delivery", relay, counts, broker.name)
 
 
 def test_worker_sigterm_mid_delivery_is_a_graceful_shutdown(rig, sink, fault_report):
@@ -195,9 +207,11 @@ def test_redis_down_at_ingest_then_back(rig, sink, fault_report):
     report(fault_report, "Redis down at ingest (503), then back", relay, counts)
 
 
-def test_destination_down_longer_than_visibility_timeout(rig, sink, fault_report):
+def test_destination_down_longer_than_visibility_timeout(broker, rig, sink, fault_report):
+    """Every retry waits in the broker meanwhile (with RabbitMQ, which has no visibility
+    timeout, the scenario is the destination down for 7 s)."""
     sink.default = Answer(503)
-    relay = rig(attempts=30)
+    relay = rig(attempts=30, **broker.env)
     worker = relay.worker()
     relay.post(20)
     wait_until(lambda: len(sink.requests) >= 20, 20)
@@ -207,14 +221,14 @@ def test_destination_down_longer_than_visibility_timeout(rig, sink, fault_report
     after = collections.Counter(
         request.header("webhook-id") for request, status in sink.answered() if status == 200
     )
-    report(fault_report, "destination down 2x visibility timeout", relay, counts)
+    report(fault_report, "destination down 2x visibility timeout", relay, counts, broker.name)
     assert set(after.values()) == {1}, after  # each succeeds once: no redelivery storm
     assert "duplicate task message" not in worker.log_path.read_text()
 
 
-def test_poison_event_is_dead_lettered_and_others_still_flow(rig, sink, fault_report):
+def test_poison_event_is_dead_lettered_and_others_still_flow(broker, rig, sink, fault_report):
     """The receiver kills the worker whenever the poison delivery arrives."""
-    relay = rig(attempts=3)
+    relay = rig(attempts=3, **broker.env)
     killed = []
 
     def kill_worker_on_poison(request):
@@ -233,16 +247,16 @@ def test_poison_event_is_dead_lettered_and_others_still_flow(rig, sink, fault_re
     counts = relay.wait_all_delivered()
     assert "gave up after 3 attempts" in letter["reason"]
     assert len(killed) == 3
-    report(fault_report, "poison event killing its worker", relay, counts)
+    report(fault_report, "poison event killing its worker", relay, counts, broker.name)
 
 
-def test_two_workers_on_one_queue_deliver_each_event_once(rig, sink, fault_report):
-    relay = rig()
+def test_two_workers_on_one_queue_deliver_each_event_once(broker, rig, sink, fault_report):
+    relay = rig(**broker.env)
     relay.worker()
     relay.worker()
     relay.post(150)
     counts = relay.wait_all_delivered()
-    report(fault_report, "two workers competing", relay, counts)
+    report(fault_report, "two workers competing", relay, counts, broker.name)
     assert set(counts.values()) == {1}
     logs = [w.log_path.read_text() for w in relay.workers]
     assert all("relay.deliver" in log for log in logs)  # both took part
@@ -254,13 +268,15 @@ def relay_store(relay: Rig):
     return Store(connect(relay.redis.url), 3600, 3600)
 
 
-def test_events_taken_by_a_pump_that_died_are_published_by_the_sweeper(rig, sink, fault_report):
-    relay = rig()
+def test_events_taken_by_a_pump_that_died_are_published_by_the_sweeper(
+    broker, rig, sink, fault_report
+):
+    relay = rig(**broker.env)
     relay.post(15)  # no worker yet: the events wait in the inbox
     store = relay_store(relay)
     assert store.inbox_size() == 15
     store.client.delete("relay:inbox")  # a pump took them and died before publishing
     relay.worker()
     counts = relay.wait_all_delivered()
-    report(fault_report, "inbox entries lost by a dying pump", relay, counts)
+    report(fault_report, "inbox entries lost by a dying pump", relay, counts, broker.name)
     assert "overdue and not in any queue" in relay.workers[0].log_path.read_text()

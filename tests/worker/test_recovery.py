@@ -5,9 +5,12 @@
 - its embedded Redis killed while events arrive: ``relay up`` starts it again, the web
   answers 200 again, and nothing answered 200 is lost;
 - one of two workers killed mid-delivery: the other takes its work over once the dead
-  node's heartbeat is missed, long before the broker's visibility timeout;
+  node's heartbeat is missed, long before the broker's visibility timeout (with the Redis
+  broker and with RabbitMQ);
 - a delivery slower than a node's lease (``NODE_TTL``) is not taken over, not sent twice;
 - two workers on one host share the work, with the Redis broker and with RabbitMQ.
+
+RabbitMQ variants (the ``broker`` fixture) skip, saying why, when it is not reachable.
 
 Each scenario checks that every accepted event reached the receiver (answered 2xx) and
 that relay recorded it as delivered; the figures go to the session summary.
@@ -33,7 +36,6 @@ import redis
 import requests
 
 from relay.cli.embedded import free_port
-from relay.ops.broker import make_celery
 from relay.settings import load_settings
 from relay.state import keys
 from relay.state.pending import HEARTBEAT, NODE_TTL
@@ -54,8 +56,6 @@ destinations:
 routes:
   - {{name: all, to: [hook]}}
 """
-
-DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 def write_rules(tmp_path: Path, sink: HttpSink, timeout: str = "10s") -> Path:
@@ -404,10 +404,11 @@ def start_workers(tmp_path):
 
 @pytest.mark.faults
 def test_killed_worker_s_work_is_taken_over_long_before_the_visibility_timeout(
-    tmp_path, redis_server, sink, start_workers, fault_report
+    broker, tmp_path, redis_server, sink, start_workers, fault_report
 ):
     sink.default = Answer(200, delay=3.0)
-    env = relay_env(fresh_db_url(redis_server), RELAY_RULES=str(write_rules(tmp_path, sink)))
+    rules = write_rules(tmp_path, sink)
+    env = relay_env(fresh_db_url(redis_server), RELAY_RULES=str(rules), **broker.env)
     assert load_settings(env).visibility_timeout == 300  # the default, not shortened
     workers = start_workers(env)
     ids = workers.post(40, "takeover")
@@ -421,7 +422,8 @@ def test_killed_worker_s_work_is_taken_over_long_before_the_visibility_timeout(
     survivor = next(w for w in workers.workers if w is not victim)
     assert "took over" in survivor.log_path.read_text()
     fault_report.append(
-        f"one of two workers SIGKILLed mid-delivery (visibility timeout 300 s): "
+        f"one of two workers SIGKILLed mid-delivery ({broker.name} broker, visibility "
+        f"timeout 300 s): "
         f"40 accepted, {len(held[victim])} held by it ({len(deliveries)} deliveries), "
         f"40 delivered {took:.1f}s after the kill, {repeats(sink)} repeated"
     )
@@ -454,60 +456,13 @@ def test_delivery_slower_than_the_lease_is_not_taken_over(
     )
 
 
-def amqp_unreachable(url: str) -> str | None:
-    """Why RabbitMQ at ``url`` cannot be used, or None."""
-    from kombu import Connection  # imported here: only this test talks to RabbitMQ itself
-
-    try:
-        with Connection(url, connect_timeout=2) as connection:
-            connection.connect()
-    except Exception as exc:  # noqa: BLE001 - any reason is a reason to skip
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def purge_queues(env: dict[str, str]) -> None:
-    """Empty relay's queues on the broker of ``env`` (fixed names: shared by every run)."""
-    app = make_celery(load_settings(env))
-    with app.connection_for_write() as connection:
-        for queue in app.conf.task_queues:
-            bound = queue(connection.default_channel)
-            bound.declare()
-            bound.purge()
-
-
-@pytest.fixture
-def amqp_env():
-    """``amqp_env(env) -> env``: RabbitMQ as broker (skip when not reachable); relay's
-    queues are purged before and after."""
-    used: list[dict[str, str]] = []
-
-    def make(env: dict[str, str]) -> dict[str, str]:
-        url = os.environ.get("RELAY_TEST_AMQP_URL", DEFAULT_AMQP_URL)
-        reason = amqp_unreachable(url)
-        if reason:
-            pytest.skip(
-                f"RabbitMQ not reachable at {urlsplit(url).netloc.split('@')[-1]}: {reason}"
-            )
-        env = {**env, "RELAY_BROKER_URL": url}
-        purge_queues(env)
-        used.append(env)
-        return env
-
-    yield make
-    for env in used:
-        purge_queues(env)
-
-
 @pytest.mark.e2e
-@pytest.mark.parametrize("broker", ["redis", "amqp"])
 def test_two_workers_on_one_host_share_the_work(
-    broker, tmp_path, redis_server, sink, start_workers, amqp_env, fault_report
+    broker, tmp_path, redis_server, sink, start_workers, fault_report
 ):
     sink.script(*[Answer(503)] * 30)  # 30 first attempts fail: their retries go by the broker
-    env = relay_env(fresh_db_url(redis_server), RELAY_RULES=str(write_rules(tmp_path, sink)))
-    if broker == "amqp":
-        env = amqp_env(env)
+    rules = write_rules(tmp_path, sink)
+    env = relay_env(fresh_db_url(redis_server), RELAY_RULES=str(rules), **broker.env)
     workers = start_workers(env)
     ids = workers.post(200, "share")
     wait_delivered(workers.redis, sink, ids, 60)
@@ -520,6 +475,6 @@ def test_two_workers_on_one_host_share_the_work(
     assert any(attempt != "1" for d in delivered for attempt in d)  # retries were delivered
     assert set(answered_2xx(sink).values()) == {1}
     fault_report.append(
-        f"two workers on one host, {broker} broker: 200 accepted, 200 delivered "
+        f"two workers on one host, {broker.name} broker: 200 accepted, 200 delivered "
         f"({' + '.join(str(len(d)) for d in delivered)}), 30 retried, 0 repeated"
     )
