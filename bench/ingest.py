@@ -166,7 +166,7 @@ class Servers:
 def run(
     seconds: float = 10.0,
     concurrency: int = 16,
-    rounds: int = 2,
+    rounds: int = 3,
     warmup: float = 1.0,
     rate: float = 1000.0,
     open_seconds: float | None = None,
@@ -210,6 +210,12 @@ def run(
         for name in TARGETS:
             merged, cpu = _merge(saturation[name])
             out["saturation"][name] = summary(merged, seconds, cpu)
+        # relay ÷ LPUSH in each round (same round, next to each other): the median of these
+        # is the steadier figure on a machine whose speed drifts between rounds
+        out["round_ratios"] = [
+            relay[0]["ok"] / lpush[0]["ok"] if lpush[0]["ok"] else 0.0
+            for relay, lpush in zip(saturation["relay"], saturation["lpush"], strict=True)
+        ]
         open_seconds = open_seconds or seconds
         for name in TARGETS:
             spec = {

@@ -6,9 +6,10 @@
     ├── ConfigError            settings or rules invalid
     │   ├── SettingsError      one RELAY_* variable: names it
     │   └── RulesError         a rules file: every problem as "file:line: path: message"
-    ├── IngestError            → a 4xx answer through one Flask error handler
-    │   ├── SignatureError     401
+    ├── IngestError            → a 4xx answer through the web's one error handler
+    │   ├── SignatureError     401 (the answer names no check)
     │   ├── PayloadError       400, names the field
+    │   ├── RequestError       400 (or another 4xx) of the admin API, names the field
     │   ├── TooLargeError      413
     │   └── UnsupportedMediaError 415
     ├── UnavailableError       → 503 with Retry-After: Redis/broker not reachable in time
@@ -44,12 +45,20 @@ class RulesError(ConfigError):
 
 
 class IngestError(RelayError):
+    """A request the web refuses: ``status``, ``code`` and (unless ``quiet``) the detail
+    and the field at fault go into the JSON answer."""
+
     status = 400
     code = "invalid_payload"
+    quiet = False  #: True: the answer carries the code only (authentication failures)
 
-    def __init__(self, detail: object = None, field: str | None = None) -> None:
+    def __init__(
+        self, detail: object = None, field: str | None = None, status: int | None = None
+    ) -> None:
         self.detail = detail
         self.field = field
+        if status is not None:
+            self.status = status
         super().__init__(str(detail) if detail is not None else self.code)
 
 
@@ -61,6 +70,13 @@ class PayloadError(IngestError):
 class SignatureError(IngestError):
     status = 401
     code = "invalid_signature"
+    quiet = True
+
+
+class RequestError(IngestError):
+    """A bad request to the admin API."""
+
+    code = "invalid_request"
 
 
 class TooLargeError(IngestError):

@@ -10,39 +10,24 @@ the broker not answering a 503.
 from __future__ import annotations
 
 import hmac
-import logging
 from typing import Any
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
-from kombu.exceptions import KombuError
 from werkzeug.exceptions import NotFound
 
 from relay import parsing
 from relay.durations import parse_duration
-from relay.errors import RelayError
+from relay.errors import RelayError, RequestError
 from relay.ops import dead_letters, history
 from relay.ops.dryrun import dry_run
-from relay.state import RedisError
-from relay.web.answers import unavailable
 from relay.web.context import current_relay
 
-log = logging.getLogger("relay.api")
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 DEFAULT_LIST_LIMIT = 1000  #: dead letters in one list answer
 MAX_LIST_LIMIT = 10000  #: largest ``limit`` accepted
 MAX_REPLAY_IDS = 1000  #: ids in one replay request
-
-
-class ApiRequestError(RelayError):
-    """A 400 (or another 4xx) of the admin API, naming the field at fault."""
-
-    def __init__(self, detail: str, field: str | None = None, status: int = 400) -> None:
-        self.detail = detail
-        self.field = field
-        self.status = status
-        super().__init__(detail)
 
 
 @bp.before_app_request
@@ -66,22 +51,6 @@ def _bearer_matches(header: str, token: str) -> bool:
     return hmac.compare_digest(
         given.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
     )
-
-
-@bp.errorhandler(ApiRequestError)
-def _request_error(exc: ApiRequestError) -> ResponseReturnValue:
-    body = {"error": "invalid_request", "detail": exc.detail}
-    if exc.field:
-        body["field"] = exc.field
-    return jsonify(body), exc.status
-
-
-@bp.errorhandler(RedisError)
-@bp.errorhandler(KombuError)
-@bp.errorhandler(OSError)
-def _unavailable(exc: Exception) -> ResponseReturnValue:
-    log.warning("admin API answering 503: %s", exc)
-    return unavailable(exc)
 
 
 def _not_found(detail: str) -> ResponseReturnValue:
@@ -125,7 +94,7 @@ def purge_dead_letters() -> ResponseReturnValue:
         try:
             older_than = parse_duration(params["older_than"])
         except ValueError as exc:
-            raise ApiRequestError(str(exc), "older_than") from None
+            raise RequestError(str(exc), "older_than") from None
     return jsonify(purged=dead_letters.purge(current_relay().store, older_than))
 
 
@@ -146,7 +115,7 @@ def replay_dead_letters() -> ResponseReturnValue:
     body = _json_object()
     unknown = sorted(set(body) - {"ids", "all", "destination"})
     if unknown:
-        raise ApiRequestError(f"unknown field {unknown[0]!r}", unknown[0])
+        raise RequestError(f"unknown field {unknown[0]!r}", unknown[0])
     relay = current_relay()
     known = relay.rules.destinations
     if body.get("all") is not None or "destination" in body:
@@ -159,25 +128,25 @@ def replay_dead_letters() -> ResponseReturnValue:
 
 def _check_all(body: dict[str, Any]) -> None:
     if "all" not in body:
-        raise ApiRequestError('only with "all": true', "destination")
+        raise RequestError('only with "all": true', "destination")
     if body["all"] is not True:
-        raise ApiRequestError("must be true (or give ids instead)", "all")
+        raise RequestError("must be true (or give ids instead)", "all")
     if "ids" in body:
-        raise ApiRequestError("give either ids or all, not both", "ids")
+        raise RequestError("give either ids or all, not both", "ids")
     destination = body.get("destination")
     if destination is not None and (not isinstance(destination, str) or not destination):
-        raise ApiRequestError("must be a destination name", "destination")
+        raise RequestError("must be a destination name", "destination")
 
 
 def _ids(body: dict[str, Any]) -> list[str]:
     ids = body.get("ids")
     if not isinstance(ids, list) or not ids:
-        raise ApiRequestError('a non-empty list of dead-letter ids (or "all": true)', "ids")
+        raise RequestError('a non-empty list of dead-letter ids (or "all": true)', "ids")
     if len(ids) > MAX_REPLAY_IDS:
-        raise ApiRequestError(f"more than {MAX_REPLAY_IDS} ids", "ids")
+        raise RequestError(f"more than {MAX_REPLAY_IDS} ids", "ids")
     for index, item in enumerate(ids):
         if not isinstance(item, str) or not item:
-            raise ApiRequestError("must be a dead-letter id (a string)", f"ids[{index}]")
+            raise RequestError("must be a dead-letter id (a string)", f"ids[{index}]")
     return ids
 
 
@@ -212,9 +181,9 @@ def _query(*allowed: str) -> dict[str, str]:
     """The query parameters, each given once; a 400 for any other."""
     for name in request.args:
         if name not in allowed:
-            raise ApiRequestError(f"unknown query parameter {name!r}", name)
+            raise RequestError(f"unknown query parameter {name!r}", name)
         if len(request.args.getlist(name)) > 1:
-            raise ApiRequestError("given more than once", name)
+            raise RequestError("given more than once", name)
     return dict(request.args)
 
 
@@ -224,9 +193,9 @@ def _integer(raw: str | None, name: str, default: int, low: int, high: int) -> i
     try:
         value = int(raw)
     except ValueError:
-        raise ApiRequestError(f"{raw!r} is not a whole number", name) from None
+        raise RequestError(f"{raw!r} is not a whole number", name) from None
     if not low <= value <= high:
-        raise ApiRequestError(f"must be between {low} and {high}", name)
+        raise RequestError(f"must be between {low} and {high}", name)
     return value
 
 
@@ -235,7 +204,7 @@ def _json_object() -> dict[str, Any]:
     try:
         document = parsing.decode(request.get_data(cache=False))
     except RelayError as exc:
-        raise ApiRequestError(str(exc), "body") from None
+        raise RequestError(str(exc), "body") from None
     if not isinstance(document, dict):
-        raise ApiRequestError("expected a JSON object", "body")
+        raise RequestError("expected a JSON object", "body")
     return document

@@ -6,16 +6,19 @@ import logging
 
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
+from kombu.exceptions import KombuError
 from werkzeug.exceptions import HTTPException
 
 from relay.errors import IngestError, UnavailableError
 from relay.ops.broker import make_celery
 from relay.ops.checks import rules_holder
 from relay.settings import Settings, load_settings
-from relay.state import open_store
+from relay.state import RedisError, open_store
 from relay.web import api, health, ingest, openapi
 from relay.web.answers import unavailable
+from relay.web.auth import UnauthorizedError
 from relay.web.context import KEY, Relay
+from relay.web.ingest import AUTH
 
 log = logging.getLogger("relay.web")
 
@@ -35,15 +38,23 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _register_error_handlers(app: Flask) -> None:
+    """The one place that turns an exception into a JSON answer, for every path."""
+
     @app.errorhandler(IngestError)
-    def ingest_error(exc: IngestError) -> ResponseReturnValue:
-        body = {"error": exc.code, "detail": str(exc)}
-        if exc.field:
-            body["field"] = exc.field
-        return jsonify(body), exc.status
+    def refused(exc: IngestError) -> ResponseReturnValue:
+        body: dict[str, object] = {"error": exc.code}
+        if not exc.quiet:  # an authentication failure does not say which check failed
+            body["detail"] = str(exc)
+            if exc.field:
+                body["field"] = exc.field
+        headers = app.extensions[AUTH].challenge if isinstance(exc, UnauthorizedError) else {}
+        return jsonify(body), exc.status, headers
 
     @app.errorhandler(UnavailableError)
-    def service_unavailable(exc: UnavailableError) -> ResponseReturnValue:
+    @app.errorhandler(RedisError)
+    @app.errorhandler(KombuError)
+    @app.errorhandler(OSError)
+    def service_unavailable(exc: Exception) -> ResponseReturnValue:
         log.warning("answering 503: %s", exc)
         return unavailable(exc)
 

@@ -52,6 +52,7 @@ class UnauthorizedError(IngestError):
 
     status = 401
     code = "unauthorized"
+    quiet = True
 
 
 class IngestAuth:

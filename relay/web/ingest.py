@@ -12,9 +12,9 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from relay import metrics, parsing
-from relay.errors import PayloadError, SignatureError
+from relay.errors import PayloadError
 from relay.events import Event
-from relay.web.auth import IngestAuth, UnauthorizedError
+from relay.web.auth import IngestAuth
 from relay.web.context import Relay, current_relay, relay_of
 
 log = logging.getLogger("relay.ingest")
@@ -47,14 +47,6 @@ def _measure(response: Response) -> Response:
         else:
             metric.rejected.labels(str(response.status_code)).inc()
     return response
-
-
-@bp.errorhandler(SignatureError)
-@bp.errorhandler(UnauthorizedError)
-def refused(exc: SignatureError | UnauthorizedError) -> ResponseReturnValue:
-    """401 with nothing but the error code: a caller is not told which check failed."""
-    headers = current_app.extensions[AUTH].challenge if exc.code == "unauthorized" else {}
-    return jsonify(error=exc.code), 401, headers
 
 
 @bp.route("/webhooks/webex-connect", methods=["GET", "HEAD"], defaults={"source": "default"})
