@@ -159,8 +159,16 @@ def _strip_accents(text: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
+#: nesting levels a JSON ``callbackData`` may have (the same as a request body's)
+CALLBACK_MAX_DEPTH = 32
+
+
 def parse_callback(data: str) -> dict[str, Any]:
-    """``callbackData`` as a mapping: a JSON object, or ``k=v;k2=v2`` / ``k=v&k2=v2`` pairs."""
+    """``callbackData`` as a mapping: a JSON object, or ``k=v;k2=v2`` / ``k=v&k2=v2`` pairs.
+
+    A JSON object nested deeper than CALLBACK_MAX_DEPTH reads as ``{}``: event data nested
+    that deep would only serve to exhaust a parser's stack further down the line.
+    """
     data = data.strip()
     if not data:
         return {}
@@ -169,11 +177,24 @@ def parse_callback(data: str) -> dict[str, Any]:
             value = json.loads(data)
         except (ValueError, RecursionError):
             return {}
-        return value if isinstance(value, dict) else {}
+        return value if isinstance(value, dict) and _shallow(value) else {}
     pairs = [part for part in _PAIR_SPLIT.split(data) if part.strip()]
     if not pairs or not all("=" in part for part in pairs):
         return {}
     return dict(parse_qsl("&".join(pairs), keep_blank_values=True))
+
+
+def _shallow(value: object) -> bool:
+    """True when no array or object in ``value`` is nested past CALLBACK_MAX_DEPTH."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > CALLBACK_MAX_DEPTH:
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return True
 
 
 # -- deliveries ----------------------------------------------------------------------------

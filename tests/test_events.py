@@ -203,3 +203,12 @@ def test_inbound_oa_is_business_when_it_is_one_of_our_numbers():
 def test_inbound_ts_is_used_when_datetime_is_missing():
     event = _event({"oa": "1", "da": "2", "message": "x", "ts": "2015-04-12T13:00:19Z"})
     assert event["timestamp"] == "2015-04-12T13:00:19Z"
+
+
+def test_callback_data_nested_past_the_body_limit_reads_as_empty():
+    """A callbackData string holding JSON nested 960 deep (fine for json.loads here) would
+    reach every later parser of the event; it reads as {} instead."""
+    deep = '{"a":' * 960 + "1" + "}" * 960
+    assert parse_callback(deep) == {}
+    ok = '{"a":' * 32 + "1" + "}" * 32
+    assert parse_callback(ok) != {}
