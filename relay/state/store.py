@@ -10,6 +10,7 @@ auto-reply state (:mod:`relay.state.replies`). Every key is listed in
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +34,8 @@ from relay.state.deliveries import DeliveryState
 from relay.state.pending import Pending, Spec
 from relay.state.replies import ReplyState
 
+log = logging.getLogger("relay.state")
+
 #: KEYS: pending zset, pending hash, inbox, then one dedupe key per event;
 #: ARGV: dedupe ttl (ms), then per event: id, pending due score, pending task JSON
 _ACCEPT = """
@@ -52,7 +55,7 @@ return out
 """
 
 #: KEYS: inbox, pending hash, owned set of the node (the inbox again: no node);
-#: ARGV: how many more to pop, then ids popped already. Returns their routing tasks.
+#: ARGV: how many more to pop, then ids popped already. Returns id, routing task, id, …
 _TAKE = """
 local ids = {}
 for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
@@ -65,6 +68,7 @@ for _, id in ipairs(ids) do
   local spec = redis.call('HGET', KEYS[2], 'route:' .. id)
   if spec then
     if KEYS[3] ~= KEYS[1] then redis.call('SADD', KEYS[3], 'route:' .. id) end
+    out[#out + 1] = id
     out[#out + 1] = spec
   end
 end
@@ -175,7 +179,19 @@ class Store:
             specs = self._take(
                 keys=[keys.INBOX, keys.PENDING_TASKS, owned], args=[count - 1, first[1]]
             )
-        return [loads(spec) for spec in specs]
+        pairs = zip(specs[::2], specs[1::2], strict=True)
+        return [spec for spec in (self._decode(i, raw) for i, raw in pairs) if spec is not None]
+
+    def _decode(self, event_id: str, raw: str) -> Spec | None:
+        """A stored routing task, or None for one that does not decode: it must not hold
+        up the events taken with it, and this node gives it up to the pending outbox."""
+        try:
+            spec: Spec = loads(raw)
+            return spec
+        except (ValueError, RecursionError) as exc:
+            log.error("the routing task of event %s does not decode: %s", event_id, exc)
+            self.pending.disown(keys.route_member(event_id))
+            return None
 
     def inbox_size(self) -> int:
         return int(self.client.llen(keys.INBOX))
