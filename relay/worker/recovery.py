@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import logging
 
+from celery import Celery
+
 from relay.state import Store
 from relay.worker import sweeper
 
 log = logging.getLogger("relay.worker")
 
 
-def restore_unacked(celery) -> int:  # noqa: ANN001 - a Celery app
+def restore_unacked(celery: Celery) -> int:
     """Give every unacknowledged message back to its queue (Redis brokers); how many."""
     with celery.connection_for_write() as connection:
         channel = connection.default_channel
@@ -35,7 +37,7 @@ def restore_unacked(celery) -> int:  # noqa: ANN001 - a Celery app
         return len(tags)
 
 
-def resume(celery, store: Store) -> None:  # noqa: ANN001
+def resume(celery: Celery, store: Store) -> None:
     restored = restore_unacked(celery)
     taken = sweeper.sweep_once(celery, store, sole=True)
     if restored or taken:

@@ -17,6 +17,7 @@ from relay import metrics
 from relay.actions.sms import apply_opt_keywords
 from relay.events import (
     Event,
+    HistoryEntry,
     Job,
     RetrySpec,
     Step,
@@ -24,7 +25,7 @@ from relay.events import (
     new_job,
     routing_dead_letter,
 )
-from relay.rules import RetryPolicy, RouteMatch
+from relay.rules import Destination, RetryPolicy, RouteMatch
 from relay.state import RedisError
 from relay.worker import delivery
 from relay.worker.runtime import Runtime
@@ -101,7 +102,7 @@ def _until_redis_answers(runtime: Runtime, job: Job) -> str:
                 return "interrupted"
 
 
-def _routed(matches: list[RouteMatch], jobs: list[Job], version: str):  # noqa: ANN202
+def _routed(matches: list[RouteMatch], jobs: list[Job], version: str) -> HistoryEntry:
     if not jobs:
         return history_entry(Step.UNROUTED, rules_version=version)
     return history_entry(
@@ -112,7 +113,7 @@ def _routed(matches: list[RouteMatch], jobs: list[Job], version: str):  # noqa: 
     )
 
 
-def _holds(destinations: list) -> list[float]:
+def _holds(destinations: list[Destination | None]) -> list[float]:
     """Each first attempt's lock: long enough for the attempts before it and its own."""
     holds, total = [], 0.0
     for destination in destinations:

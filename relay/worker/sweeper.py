@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from celery import Celery
+
 from relay.ops.broker import queue_sizes
 from relay.state import Store
 from relay.state.pending import Spec
@@ -25,11 +27,11 @@ log = logging.getLogger("relay.sweeper")
 INTERVAL = 2.0
 
 
-def publish(celery, member: str, spec: Spec) -> None:  # noqa: ANN001
+def publish(celery: Celery, member: str, spec: Spec) -> None:
     celery.send_task(spec["task"], args=spec["args"], task_id=task_id(member))
 
 
-def sweep_once(celery, store: Store, interval: float = INTERVAL, sole: bool = False) -> int:  # noqa: ANN001
+def sweep_once(celery: Celery, store: Store, interval: float = INTERVAL, sole: bool = False) -> int:
     """Publish again what dead nodes held and what is overdue; returns how many.
     ``sole``: this worker knows it is the only one (``relay up``): every other node is
     dead."""
@@ -56,7 +58,7 @@ def sweep_once(celery, store: Store, interval: float = INTERVAL, sole: bool = Fa
     return count
 
 
-def start(celery, store: Store, interval: float = INTERVAL) -> threading.Event:  # noqa: ANN001
+def start(celery: Celery, store: Store, interval: float = INTERVAL) -> threading.Event:
     """Run sweeps in a daemon thread until the returned event is set."""
     stop = threading.Event()
 
