@@ -28,6 +28,7 @@ import json
 import re
 import time
 from collections.abc import Set
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 import requests
@@ -68,15 +69,39 @@ ContentType = Literal["text", "unicode"]
 
 
 def apply_opt_keywords(state: ReplyState, event: Event) -> None:
-    """Update the sender's opt-out from the keyword; set ``event['sender_opted_out']``."""
+    """Update the sender's opt-out from the keyword; set ``event['sender_opted_out']``.
+
+    The later message wins, by the message's own time (``datetime``, else ``ts``), its
+    arrival breaking ties: a STOP sent after a START leaves the number opted out even when
+    the two are routed in the other order.
+    """
     if event.get("kind") != INBOUND_MESSAGE or not digits(event.get("sender", "")):
         return
     keyword = event.get("keyword", "")
     if keyword in OPT_OUT_KEYWORDS or keyword in OPT_IN_KEYWORDS:
-        state.set_opted_out(event["sender"], keyword in OPT_OUT_KEYWORDS)
-        event["sender_opted_out"] = keyword in OPT_OUT_KEYWORDS
+        event["sender_opted_out"] = state.set_opted_out(
+            event["sender"], keyword in OPT_OUT_KEYWORDS, message_order(event)
+        )
     else:
         event["sender_opted_out"] = state.opted_out(event["sender"])
+
+
+def message_order(event: Event) -> str:
+    """Sortable text: the message's own time (UTC, ms), then its arrival (the event id,
+    which sorts by arrival); a message without a readable time counts from its arrival."""
+    sent = _epoch_ms(event.get("timestamp", "")) or _epoch_ms(event.get("received_at", ""))
+    return f"{sent or 0:015d}:{event.get('id', '')}"
+
+
+def _epoch_ms(text: str) -> int | None:
+    """``2024-01-07T14:36:09.266Z`` or ``2024-01-07 14:36:09`` (UTC when no offset)."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)
 
 
 def skip_reason(

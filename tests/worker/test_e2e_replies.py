@@ -152,3 +152,26 @@ def test_rejected_reply_is_a_dead_letter_without_the_key(relay, sink):
     assert SERVICE_KEY not in json.dumps(letter)
     assert SERVICE_KEY not in json.dumps(relay.store.history(event_id))
     assert SERVICE_KEY not in relay.worker.log_path.read_text()
+
+
+def test_start_then_stop_back_to_back_leaves_every_number_opted_out(relay, sink):
+    """The intake routes many events at once, so a number's START and STOP may be routed in
+    either order; the messages' own times decide, and HELP then gets no reply."""
+    numbers = [f"4477009{n:05d}" for n in range(60)]
+    ids = []
+    for number in numbers:
+        for text, sent in (
+            ("START", "2026-01-01T10:00:00.001Z"),
+            ("STOP", "2026-01-01T10:00:00.002Z"),
+        ):
+            ids.append(
+                relay.post({**sms(number, text), "datetime": sent, "tid": f"{number}{text}"})
+            )
+    for event_id in ids:  # routed: START matches no route, STOP gets its confirmation
+        wait_until(lambda event_id=event_id: relay.store.history(event_id), 20)
+    wait_until(lambda: len(sink.requests) >= len(numbers), 20)  # every STOP confirmed
+    replies_before = len(sink.requests)
+    helps = [relay.post({**sms(number, "HELP"), "tid": f"{number}HELP"}) for number in numbers]
+    ends = [relay.finished(event_id) for event_id in helps]
+    assert {end["reason"] for (end,) in ends} == {"sender opted out"}
+    assert len(sink.requests) == replies_before

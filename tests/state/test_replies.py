@@ -1,0 +1,48 @@
+"""Opt-outs against the suite's real Redis: the later message decides, whatever the order
+in which messages are processed."""
+
+from __future__ import annotations
+
+from relay.actions.sms import apply_opt_keywords
+from relay.state import connect
+from relay.state.replies import ReplyState
+
+
+def message(event_id: str, sender: str, keyword: str, sent: str) -> dict:
+    return {
+        "id": event_id,
+        "kind": "inbound_message",
+        "sender": sender,
+        "keyword": keyword,
+        "timestamp": sent,
+        "received_at": "2026-01-01T00:00:00.000Z",
+    }
+
+
+def test_a_stop_sent_after_a_start_wins_when_processed_first(redis_server):
+    state = ReplyState(connect(redis_server.url))
+    stop = message("01B", "447700900123", "STOP", "2026-01-01T10:00:00.002Z")
+    start = message("01A", "447700900123", "START", "2026-01-01T10:00:00.001Z")
+    apply_opt_keywords(state, stop)
+    apply_opt_keywords(state, start)  # older: changes nothing
+    assert state.opted_out("+44 7700 900123")
+    assert stop["sender_opted_out"] is True and start["sender_opted_out"] is True
+
+
+def test_same_time_arrival_breaks_the_tie_and_a_later_start_opts_in_again(redis_server):
+    state = ReplyState(connect(redis_server.url))
+    apply_opt_keywords(state, message("01B", "447700900124", "STOP", "2026-01-01 10:00:00"))
+    apply_opt_keywords(state, message("01A", "447700900124", "START", "2026-01-01 10:00:00"))
+    assert state.opted_out("447700900124")  # same time: 01B arrived later
+    later = message("01C", "447700900124", "START", "2026-01-01 10:00:01")
+    apply_opt_keywords(state, later)
+    assert not state.opted_out("447700900124") and later["sender_opted_out"] is False
+
+
+def test_an_opt_out_stored_before_orders_were_kept_still_counts(redis_server):
+    client = connect(redis_server.url)
+    client.set("relay:optout:447700900125", "1")
+    state = ReplyState(client)
+    assert state.opted_out("447700900125")
+    apply_opt_keywords(state, message("01A", "447700900125", "START", "2026-01-01 10:00:00"))
+    assert not state.opted_out("447700900125")
