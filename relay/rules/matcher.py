@@ -8,16 +8,18 @@ Conditions: a mapping is AND over its entries; ``any: [...]``, ``all: [...]`` an
 ``not: {...}`` combine conditions; any other key is a field path compared with a scalar
 (equals), a list (any of) or a mapping of operators, ANDed: ``equals``, ``in``, ``not``,
 ``prefix``, ``suffix``, ``contains`` (each a string or a list, any of), ``regex``
-(``re.search``), ``range: [lo, hi]`` (numeric, inclusive; a non-numeric field does not
-match) and ``exists: true|false``.
+(searched anywhere, on RE2: linear time, no backreferences or lookaround),
+``range: [lo, hi]`` (numeric, inclusive; a non-numeric field does not match) and
+``exists: true|false``.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import re2
 
 from relay.rules.fields import Event, Field, as_number, as_text, field_problem
 from relay.rules.fields import field as field_access
@@ -129,6 +131,31 @@ def _bounds(arg: Any) -> tuple[float, float] | None:
     if len(numbers) != 2 or any(n is None or n != n for n in numbers):
         return None
     return numbers[0], numbers[1]  # type: ignore[return-value]
+
+
+def compile_regex(source: str, ignore_case: bool = False) -> Any:
+    """A rule's regex on RE2: matching takes time linear in the text whatever the pattern
+    (no backtracking blow-up from a pattern like ``^(\\w+\\s?)+$``). ValueError, with
+    RE2's reason, for a pattern RE2 does not take (backreferences, lookaround)."""
+    options = re2.Options()
+    options.log_errors = False
+    options.case_sensitive = not ignore_case
+    try:
+        return re2.compile(source, options)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        raise ValueError(
+            reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+        ) from None
+
+
+def regex_search(pattern: Any, text: str) -> bool:
+    """``pattern.search(text)``; lone surrogates (which RE2's UTF-8 cannot carry) count as
+    U+FFFD."""
+    try:
+        return pattern.search(text) is not None
+    except UnicodeEncodeError:
+        return pattern.search(text.encode("utf-8", "replace").decode("utf-8")) is not None
 
 
 def _takes(at: Path, what: str) -> str:
@@ -257,13 +284,13 @@ class _Compiler:
         if not isinstance(arg, str):
             return self.fail(where, at, _takes(at, "a string"))
         try:
-            pattern = re.compile(arg, re.IGNORECASE if access.ignores_case else 0)
-        except re.error as exc:
+            pattern = compile_regex(arg, ignore_case=access.ignores_case)
+        except ValueError as exc:
             return self.fail(where, at, f"bad regex {arg!r}: {exc}")
 
         def test(value: Any) -> bool:
             text = value if value.__class__ is str else as_text(value)
-            return text is not None and pattern.search(text) is not None
+            return text is not None and regex_search(pattern, text)
 
         return test
 
