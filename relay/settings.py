@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from relay.durations import parse_duration
 from relay.errors import SettingsError
 
-DEFAULT_MAX_BODY_BYTES = 65536  #: bytes
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024  #: bytes: a full batch (1,000) of typical receipts fits
 DEFAULT_DEDUPE_TTL = "24h"
 DEFAULT_HISTORY_TTL = "7d"
 DEFAULT_VISIBILITY_TIMEOUT = "5m"  #: broker redelivers a task unacked this long

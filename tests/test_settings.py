@@ -18,7 +18,7 @@ def test_defaults_match_the_design():
     assert settings.redis_url is None
     assert settings.rules_path == "config/rules.yaml"
     assert settings.data_dir == "./var"
-    assert settings.max_body_bytes == 65536
+    assert settings.max_body_bytes == 1024 * 1024
     assert settings.dedupe_ttl == 24 * 3600
     assert settings.history_ttl == 7 * 24 * 3600
     assert settings.webex_hub_algorithm == "auto"

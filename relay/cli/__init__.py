@@ -72,15 +72,21 @@ def up(rules_path: str | None, host: str, port: int) -> None:
     if rules_path:
         os.environ["RELAY_RULES"] = rules_path
     settings = settings_or_exit()
+    embedded = None if settings.redis_url else EmbeddedRedis(settings.data_dir)
+    try:
+        if embedded and embedded.data_dir.is_dir():  # in use? the refusal comes first, alone
+            embedded.lock()
+    except ConfigError as exc:
+        click.echo(f"relay: {exc}", err=True)
+        sys.exit(2)
     _check_callback_auth(settings)
     load_rules_or_exit(settings, settings.rules_path)
     os.environ["RELAY_RULES"] = os.path.abspath(settings.rules_path)
     _check_port_free(host, port)
-    embedded = None
     env = dict(os.environ)
     try:
-        if not settings.redis_url:
-            embedded = EmbeddedRedis(settings.data_dir).start()
+        if embedded:
+            embedded.start()
             env["RELAY_REDIS_URL"] = embedded.url
             click.echo(f"relay: embedded Redis {embedded.url} (data in {embedded.data_dir})")
     except ConfigError as exc:

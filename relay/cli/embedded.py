@@ -89,8 +89,7 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 15.0) -> EmbeddedRedis:
         """Start and wait until it answers; it gets SIGTERM if this process dies."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock()
+        self.lock()
         conf = self.data_dir / "redis.conf"
         conf.write_text(
             REDIS_CONF.format(
@@ -123,7 +122,12 @@ class EmbeddedRedis:
         )
         self._wait_ready(self.process, timeout)
 
-    def _lock(self) -> None:
+    def lock(self) -> None:
+        """Take the data dir for this process until it exits; ConfigError when another relay
+        holds it. ``start`` takes it unless it is taken already."""
+        if self._lock_file is not None:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         lock_file = open(self.data_dir / "relay.lock", "w")  # noqa: SIM115 - held open
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -31,6 +31,8 @@ from relay.state import RedisError, Store, open_store
 REDIS_TIMEOUT = 5.0
 #: widest "last error" column in ``relay dlq list``
 ERROR_WIDTH = 60
+#: widest text an event brings into a heading (its keyword, its own time)
+LABEL_WIDTH = 60
 
 
 @click.group()
@@ -250,9 +252,10 @@ def _one_line(text: str) -> str:
     return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
 
 
-def _clip(text: str) -> str:
+def _clip(text: str, width: int = ERROR_WIDTH) -> str:
+    """``text`` on one line, cut to ``width`` characters (the last one ``…``)."""
     text = _one_line(text)
-    return text if len(text) <= ERROR_WIDTH else text[: ERROR_WIDTH - 1] + "…"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def format_age(seconds: float | None) -> str:
@@ -271,7 +274,7 @@ def _describe(record: dict[str, Any]) -> str:
     retry = record.get("retry")
     lines = [
         f"dead letter  {record['id']}",
-        f"event        {event.get('id')} {event.get('kind')} {history.event_label(event)}".rstrip(),
+        f"event        {event.get('id')} {event.get('kind')} {_label(event)}".rstrip(),
         f"route        {record.get('route') or '-'}",
         f"destination  {record.get('destination') or '(routing)'}",
         f"dead since   {record.get('dead_at')} ({format_age(record.get('age_seconds'))} ago)",
@@ -290,6 +293,10 @@ def _describe(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _label(event: dict[str, Any]) -> str:
+    return _clip(history.event_label(event), LABEL_WIDTH)
+
+
 def _attempt_line(entry: dict[str, Any], with_time: bool = False) -> str:
     parts = [f"attempt {entry.get('attempt')}: {entry.get('outcome')}"]
     if entry.get("status") is not None:
@@ -306,12 +313,14 @@ def _attempt_line(entry: dict[str, Any], with_time: bool = False) -> str:
 def format_timeline(item: dict[str, Any]) -> str:
     """A compact, human timeline of one ``relay.ops.history.timeline``."""
 
-    head = [f"{item['id']} {item['kind']} {item['summary']}".rstrip()]
+    head = [f"{item['id']} {item['kind']} {_clip(item['summary'], LABEL_WIDTH)}".rstrip()]
     head.append(f"source {item['source']}")
     event = item["event"]
     for name in ("transid", "tid"):
         if event.get(name):
             head.append(f"{name} {event[name]}")
+    if item.get("timestamp"):  # the event's own time (a receipt's timeStamp)
+        head.append(f"timestamp {_clip(str(item['timestamp']), LABEL_WIDTH)}")
     head.append(f"received {item['received_at']}")
     lines = [" · ".join(head)]
     day = (item["received_at"] or "")[:10]

@@ -3,8 +3,11 @@
 Every web and worker process holds a :class:`RulesHolder`. A watcher thread looks at the
 file every second (and at once when asked, e.g. on SIGHUP); a changed file that loads
 replaces the running rules, one that fails is logged with every error and ignored — the
-running rules stay. Deliveries carry the version that routed them, and the holder keeps
-the last few versions, so in-flight deliveries finish under the rules that routed them.
+running rules stay, and the holder's ``failure`` says so (``/readyz``) until a version
+loads. A file that fails while it is still changing (an editor or ``cp`` half-way through
+writing it) is not a failure yet: it is read again at the next look. Deliveries carry the
+version that routed them, and the holder keeps the last few versions, so in-flight
+deliveries finish under the rules that routed them.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from relay.errors import RulesError
 from relay.rules import Ruleset
@@ -23,6 +28,20 @@ log = logging.getLogger("relay.rules")
 
 KEEP_VERSIONS = 16  #: older rulesets kept for in-flight deliveries
 WATCH_INTERVAL = 1.0  #: seconds between looks at the file
+SETTLE = 0.15  #: seconds a file that failed to load is given to show it is still being written
+
+
+@dataclass(frozen=True)
+class ReloadFailure:
+    """The last change to the rules file did not load: its errors, and the version kept."""
+
+    errors: tuple[str, ...]  #: every "file:line: path: message"
+    version: str  #: the version still in force
+
+    def __str__(self) -> str:
+        more = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+        first = self.errors[0] if self.errors else "unknown error"
+        return f"reload failed: {first}{more}, still running version {self.version}"
 
 
 class RulesHolder:
@@ -39,6 +58,8 @@ class RulesHolder:
         self._on_change = on_change or (lambda ruleset, ok: None)
         self._lock = threading.Lock()
         self._versions: OrderedDict[str, Ruleset] = OrderedDict()
+        #: set when the file in place failed to load; None once a version loads
+        self.failure: ReloadFailure | None = None
         self._watcher_pid: int | None = None
         self._digest = self._file_digest()
         self.current = load(path)  # at start, a bad file is fatal: let it raise
@@ -55,22 +76,19 @@ class RulesHolder:
         digest = self._file_digest()
         if digest is None or digest == self._digest:
             return False
-        self._digest = digest
         try:
             ruleset = self._load(self.path)
         except (RulesError, OSError) as exc:
-            errors = exc.errors if isinstance(exc, RulesError) else [str(exc)]
-            log.error(
-                "rules reload failed; keeping version %s:\n%s",
-                self.current.version,
-                "\n".join(errors),
-                extra={"rules_version": self.current.version},
-            )
-            self._on_change(None, False)
+            if self._still_changing(digest):
+                return False  # being written: read again at the next look
+            self._digest = digest
+            self._failed(exc.errors if isinstance(exc, RulesError) else [str(exc)])
             return False
+        self._digest = digest
         with self._lock:
             previous, self.current = self.current, ruleset
             self._remember(ruleset)
+            self.failure = None
         log.info(
             "rules reloaded: version %s (was %s)",
             ruleset.version,
@@ -79,6 +97,21 @@ class RulesHolder:
         )
         self._on_change(ruleset, True)
         return True
+
+    def _still_changing(self, digest: str) -> bool:
+        """Whether the file differs, SETTLE seconds on, from what ``digest`` was taken of."""
+        time.sleep(SETTLE)
+        return self._file_digest() != digest
+
+    def _failed(self, errors: list[str]) -> None:
+        self.failure = ReloadFailure(tuple(errors), self.current.version)
+        log.error(
+            "rules reload failed; keeping version %s:\n%s",
+            self.current.version,
+            "\n".join(errors),
+            extra={"rules_version": self.current.version},
+        )
+        self._on_change(None, False)
 
     def _remember(self, ruleset: Ruleset) -> None:
         self._versions[ruleset.version] = ruleset

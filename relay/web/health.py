@@ -6,6 +6,7 @@ from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
 
 from relay import metrics
+from relay.rules.reloader import ReloadFailure
 from relay.web.context import Relay, current_relay
 
 bp = Blueprint("health", __name__)
@@ -21,8 +22,9 @@ def healthz() -> ResponseReturnValue:
 def readyz() -> ResponseReturnValue:
     """200 only when Redis and the broker answer and rules are loaded; JSON says which fails.
 
-    Rules are loaded before the process serves at all, so ``rules`` is always ``ok`` here;
-    the check is listed so monitors see the version in force.
+    Rules are loaded before the process serves at all, so they never make it unready; the
+    check is listed so monitors see the version in force, and ``reload failed: …`` (with a
+    warning) when the file in place did not load and an older version still runs.
     """
     relay = current_relay()
     redis_state = relay.store.check()
@@ -31,15 +33,27 @@ def readyz() -> ResponseReturnValue:
         "broker": _check_broker(relay) if relay.settings.broker_url else redis_state,
     }
     ready = all(value == "ok" for value in checks.values())
-    checks["rules"] = "ok"
-    warnings = [w for w in [relay.store.eviction_warning()] if w]
+    version = relay.rules.version
+    failure = relay.rules_holder.failure
+    checks["rules"] = str(failure) if failure else "ok"
+    warnings = [w for w in [relay.store.eviction_warning(), _rules_warning(relay, failure)] if w]
     body = {
         "status": "ready" if ready else "not_ready",
         "checks": checks,
-        "rules_version": relay.rules.version,
+        "rules_version": version,
         "warnings": warnings,
     }
     return jsonify(body), 200 if ready else 503
+
+
+def _rules_warning(relay: Relay, failure: ReloadFailure | None) -> str | None:
+    if failure is None:
+        return None
+    path = relay.rules_holder.path
+    return (
+        f"the rules file {path} does not load ({len(failure.errors)} error(s); "
+        f"`relay rules check {path}` lists them): version {failure.version} stays in force"
+    )
 
 
 def _check_broker(relay: Relay) -> str:

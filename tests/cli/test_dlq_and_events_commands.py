@@ -159,6 +159,37 @@ def test_events_show_of_a_transid_lists_its_events_in_order(start_relay, sink):
     assert unknown.returncode == 1 and "no event" in unknown.stderr
 
 
+def receipt(fixture: str, timestamp: str) -> dict:
+    """A receipt of the message TRANSID, with its own time ``timestamp``."""
+    payload = load_fixture(fixture)
+    payload["deliveryInfoNotification"]["transid"] = TRANSID
+    payload["deliveryInfoNotification"]["deliveryInfo"]["timeStamp"] = timestamp
+    return payload
+
+
+def test_events_show_lists_receipts_by_their_own_time_whatever_their_arrival(start_relay, sink):
+    relay = start_relay(rules(sink, "hook"))
+    ids = {}  # posted Clicked, Delivered, Submitted; their own times say the reverse
+    for fixture, status, timestamp in (
+        ("receipt-clicked.json", "Clicked", "2022-10-10T13:55:02.000+01:00"),
+        ("receipt-delivered.json", "Delivered", "2022-10-10T12:53:20.100Z"),
+        ("receipt-submitted.json", "Submitted", "2022-10-10T13:53:13.749+01:00"),
+    ):
+        ids[status] = relay.post(receipt(fixture, timestamp))
+    for event_id in ids.values():
+        relay.finished(event_id)
+
+    text = relay_cli(relay, "events", "show", TRANSID)
+    assert text.returncode == 0, text.stderr
+    heads = [block.splitlines()[0] for block in text.stdout.strip().split("\n\n")]
+    order = ["Submitted", "Delivered", "Clicked"]
+    assert [head.split()[0] for head in heads] == [ids[status] for status in order]
+    assert " · timestamp 2022-10-10T13:53:13.749+01:00 · received 20" in heads[0]
+    as_json = json.loads(relay_cli(relay, "events", "show", TRANSID, "--json").stdout)
+    assert [item["id"] for item in as_json["events"]] == [ids[status] for status in order]
+    assert as_json["events"][1]["timestamp"] == "2022-10-10T12:53:20.100Z"
+
+
 def test_the_api_lists_replays_and_shows_history_behind_the_token(start_relay, sink):
     sink.script(Answer(400))
     relay = start_relay(rules(sink, "hook"), RELAY_ADMIN_TOKEN=TOKEN)

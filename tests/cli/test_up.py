@@ -129,7 +129,8 @@ def test_second_up_on_the_same_data_dir_is_refused(tmp_path):
             timeout=30,
         )
         assert other.returncode == 2
-        assert "in use by another relay" in other.stderr
+        in_use = f"relay: RELAY_DATA_DIR: {(tmp_path / 'var').resolve()} is in use by another relay"
+        assert other.stderr.splitlines() == [in_use]  # first and alone: no warning before it
     finally:
         up.stop(signal.SIGTERM)
 

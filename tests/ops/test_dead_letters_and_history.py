@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timezone
 
 import pytest
 
@@ -276,3 +277,64 @@ def test_history_by_transid_lists_every_event_by_arrival(store):
     assert found[0]["rules_version"] == "v"
     assert [item["id"] for item in views.event_history(store, "01B")] == ["01B"]
     assert views.event_history(store, "unknown") == []
+
+
+def test_history_by_transid_lists_receipts_in_their_own_time_order(store):
+    """Posted Clicked, Delivered, Submitted; their timeStamps say Submitted first."""
+    arrivals = [
+        ("01A", "Clicked", "2022-10-10T13:53:20.000+01:00"),
+        ("01B", "Delivered", "2022-10-10T12:53:15.500Z"),  # 13:53:15.5 at +01:00
+        ("01C", "Submitted", "2022-10-10T13:53:13.749+01:00"),
+        ("01D", "Delivered", ""),  # no own time: its arrival stands in (the latest)
+    ]
+    for n, (event_id, status, timestamp) in enumerate(arrivals):
+        receipt = event(
+            event_id,
+            kind="delivery_receipt",
+            status=status,
+            transid="T",
+            timestamp=timestamp,
+            received_at=f"2024-01-01T00:00:0{n}.000Z",
+        )
+        store.route(receipt, [{"step": "received", "rules_version": "v"}], jobs=[], holds=[])
+    found = views.event_history(store, "T")
+    assert [item["id"] for item in found] == ["01C", "01B", "01A", "01D"]
+    assert (found[0]["timestamp"], found[0]["received_at"]) == (
+        "2022-10-10T13:53:13.749+01:00",
+        "2024-01-01T00:00:02.000Z",
+    )
+
+
+def test_receipts_with_the_same_own_time_are_in_arrival_order(store):
+    for event_id, received_at in (("01B", "00:00:01"), ("01A", "00:00:02")):
+        receipt = event(
+            event_id,
+            transid="T",
+            timestamp="2022-10-10T13:53:13.749+01:00",
+            received_at=f"2024-01-01T{received_at}.000Z",
+        )
+        store.route(receipt, [{"step": "received", "rules_version": "v"}], jobs=[], holds=[])
+    assert [item["id"] for item in views.event_history(store, "T")] == ["01B", "01A"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2022-10-10T13:53:13.749+01:00", "2022-10-10T12:53:13.749000+00:00"),
+        ("2024-01-07T14:36:09.266Z", "2024-01-07T14:36:09.266000+00:00"),
+        ("2022-10-10 13:53:13", "2022-10-10T13:53:13+00:00"),  # no offset: UTC
+        ("2022-10-10T13:53:13.7+0100", "2022-10-10T12:53:13.700000+00:00"),
+        ("2022-10-10T13:53:13.123456789Z", "2022-10-10T13:53:13.123456+00:00"),
+        ("1665406393749", "2022-10-10T12:53:13.749000+00:00"),  # Unix milliseconds
+        ("1665406393", "2022-10-10T12:53:13+00:00"),  # Unix seconds
+        ("", None),
+        ("soon", None),
+        ("nan", None),
+        ("1e999", None),
+        (None, None),
+        ({"at": 1}, None),
+    ],
+)
+def test_own_times_are_parsed_as_senders_write_them(value, expected):
+    moment = views.parse_time(value)
+    assert (moment.astimezone(timezone.utc).isoformat() if moment else None) == expected

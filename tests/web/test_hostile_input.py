@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from relay.rules import load_rules_text
 from relay.rules.reloader import StaticRules
-from relay.settings import load_settings
+from relay.settings import DEFAULT_MAX_BODY_BYTES, load_settings
 from relay.state import Store, connect
 from relay.web.app import create_app
 from relay.web.ingest import MAX_ARRAY, MAX_DEPTH
@@ -302,7 +302,7 @@ def test_lone_surrogates_reach_slack_and_sms_replies(sink, kind):
 
 
 def test_chunked_body_over_the_limit_is_413(client, redis_client):
-    body = json.dumps({**MESSAGE, "message": "x" * 70_000}).encode()
+    body = json.dumps({**MESSAGE, "message": "x" * DEFAULT_MAX_BODY_BYTES}).encode()
     answer = client.post(
         URL,
         data=body,
@@ -314,7 +314,7 @@ def test_chunked_body_over_the_limit_is_413(client, redis_client):
     assert redis_client.llen("relay:inbox") == 0
 
 
-@pytest.mark.parametrize("size", [100, 65_536])
+@pytest.mark.parametrize("size", [100, DEFAULT_MAX_BODY_BYTES])
 def test_chunked_body_within_the_limit_is_read_whole(client, size):
     body = json.dumps(MESSAGE).encode()
     body += b" " * (size - len(body))  # up to exactly RELAY_MAX_BODY_BYTES

@@ -27,7 +27,9 @@ LIMIT = 65536
 def server(redis_server, tmp_path_factory):
     port = closed_port()
     log = tmp_path_factory.mktemp("gunicorn") / "web.log"
-    env = relay_env(redis_server.url, WEB_CONCURRENCY="1", WEB_THREADS="4")
+    env = relay_env(
+        redis_server.url, WEB_CONCURRENCY="1", WEB_THREADS="4", RELAY_MAX_BODY_BYTES=str(LIMIT)
+    )
     with open(log, "wb") as out:
         process = subprocess.Popen(
             web_argv("127.0.0.1", port),

@@ -39,6 +39,29 @@ def test_array_of_notifications_is_accepted_as_one_event_each(client):
     assert len(set(answer.json["accepted"])) == 2
 
 
+def seed_receipts(count: int) -> list[dict]:
+    """``count`` copies of the seed receipt, each with a transid of its own."""
+    seed = load_fixture("receipt-delivered.json")
+    return [
+        {"deliveryInfoNotification": {**seed["deliveryInfoNotification"], "transid": f"t-{n}"}}
+        for n in range(count)
+    ]
+
+
+def test_the_documented_batch_of_1000_receipts_fits_the_default_body_limit(client):
+    body = json.dumps(seed_receipts(1000), indent=2)  # as pretty-printed as the fixture
+    answer = post(client, body)
+    assert answer.status_code == 200, answer.json
+    assert len(set(answer.json["accepted"])) == 1000
+
+
+def test_a_batch_of_1001_is_400_naming_the_field(client, redis_client):
+    answer = post(client, json.dumps(seed_receipts(1001), indent=2))
+    assert answer.status_code == 400
+    assert answer.json["field"] == "body" and "1000" in answer.json["detail"]
+    assert inbox_length(redis_client) == 0
+
+
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
 @pytest.mark.parametrize("path", [URL, URL + "/marketing"])
 def test_url_check_answers_200(client, method, path):
@@ -149,6 +172,15 @@ def test_identical_notification_is_answered_200_and_enqueued_once(client, redis_
     assert second.status_code == 200
     assert second.json == {"accepted": [], "duplicates": 1}
     assert inbox_length(redis_client) == 1
+
+
+def test_dedupe_ignores_the_source_label_the_first_copy_keeps_its_own(client, redis_client):
+    payload = load_fixture("receipt-delivered.json")
+    (event_id,) = post(client, payload, path=URL + "/a").json["accepted"]
+    assert post(client, payload, path=URL + "/b").json == {"accepted": [], "duplicates": 1}
+    (task,) = redis_client.hvals("relay:pending:tasks")
+    (event,) = json.loads(task)["args"]
+    assert (event["id"], event["source"]) == (event_id, "a")
 
 
 def test_duplicates_within_one_batch_are_counted(client, redis_client):

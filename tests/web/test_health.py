@@ -1,0 +1,44 @@
+"""/readyz after an edit of the rules file that does not load: still ready, but it says so."""
+
+from __future__ import annotations
+
+from relay.settings import load_settings
+from relay.web.app import create_app
+from tests.harness import relay_env, wait_until
+
+GOOD = """\
+version: 1
+destinations:
+  trace: {type: log}
+routes:
+  - name: all
+    match: {}
+    to: [trace]
+"""
+
+
+def test_readyz_says_the_rules_reload_failed_and_which_version_still_runs(redis_server, tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(GOOD)
+    client = create_app(load_settings(relay_env(redis_server.url, RELAY_RULES=str(rules))))
+    client = client.test_client()
+    first = client.get("/readyz").json
+    assert first["checks"]["rules"] == "ok" and first["warnings"] == []
+    running = first["rules_version"]
+
+    rules.write_text(GOOD.replace("to: [trace]", "to: [nowhere]"))  # the watcher sees it
+    wait_until(lambda: client.get("/readyz").json["checks"]["rules"] != "ok", 10)
+    answer = client.get("/readyz")
+    assert answer.status_code == 200 and answer.json["status"] == "ready"
+    assert answer.json["rules_version"] == running
+    assert answer.json["checks"]["rules"] == (
+        f"reload failed: {rules}:7: routes[0].to[0]: undefined destination 'nowhere', "
+        f"still running version {running}"
+    )
+    (warning,) = answer.json["warnings"]
+    assert str(rules) in warning and running in warning
+
+    rules.write_text(GOOD.replace("match: {}", "match: {kind: inbound_message}"))
+    wait_until(lambda: client.get("/readyz").json["rules_version"] != running, 10)
+    fixed = client.get("/readyz").json
+    assert fixed["checks"]["rules"] == "ok" and fixed["warnings"] == []
