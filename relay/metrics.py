@@ -133,6 +133,14 @@ class Metrics:
         self.end_to_end_seconds: Histogram = Histogram(
             "relay_end_to_end_seconds", "From receipt to successful delivery", buckets=_SLOW
         )
+        self.dead_letters_dropped: Counter = Counter(
+            "relay_dead_letters_dropped_total",
+            "Dead letters dropped, oldest first, to keep RELAY_DEAD_LETTER_MAX",
+        )
+        self.poisoned: Counter = Counter(
+            "relay_poisoned_total",
+            "Work moved to the dead letters as poison (republished RELAY_POISON_AFTER times)",
+        )
         self.rules_info: Gauge = Gauge(
             "relay_rules_info",
             "The rules version in force (1)",

@@ -38,6 +38,9 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     dedupe_ttl: float = 86400.0
     history_ttl: float = 7 * 86400.0
+    dead_letter_ttl: float = 30 * 86400.0
+    dead_letter_max: int = 100_000
+    poison_after: int = 3
     smtp_url: str | None = field(default=None, repr=False)
     mail_from: str = "relay@localhost"
     webex_api_url: str = DEFAULT_WEBEX_API_URL
@@ -96,6 +99,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_body_bytes=reader.integer("RELAY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 256),
         dedupe_ttl=reader.duration("RELAY_DEDUPE_TTL", DEFAULT_DEDUPE_TTL),
         history_ttl=reader.duration("RELAY_HISTORY_TTL", DEFAULT_HISTORY_TTL),
+        dead_letter_ttl=reader.duration("RELAY_DEAD_LETTER_TTL", "30d", minimum=1.0),
+        dead_letter_max=reader.integer("RELAY_DEAD_LETTER_MAX", 100_000, 1),
+        poison_after=reader.integer("RELAY_POISON_AFTER", 3, 1),
         smtp_url=reader.url("RELAY_SMTP_URL", ("smtp", "smtps")),
         mail_from=reader.text("RELAY_MAIL_FROM", "relay@localhost"),
         webex_api_url=reader.url("RELAY_WEBEX_API_URL", ("http", "https")) or DEFAULT_WEBEX_API_URL,

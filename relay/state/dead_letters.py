@@ -1,30 +1,66 @@
-"""Dead letters: deliveries (and routings) that gave up, kept until replayed or purged."""
+"""Dead letters: deliveries (and routings) that gave up, kept until replayed, purged, or
+past their retention: each expires ``ttl`` seconds after it was stored
+(``RELAY_DEAD_LETTER_TTL``), and at most ``limit`` are kept (``RELAY_DEAD_LETTER_MAX``):
+beyond it the oldest go first, counted in ``relay_dead_letters_dropped_total``."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import redis
 
+from relay import metrics
 from relay.events import DeadLetter
 from relay.state import keys
 from relay.state.client import dumps, loads, texts
 
+#: KEYS: the index; ARGV: oldest score kept, how many kept at most, record key prefix.
+#: Returns how many were dropped for the cap (the expired ones are gone already).
+_TRIM = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
+if over <= 0 then return 0 end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, over - 1)
+for _, id in ipairs(oldest) do redis.call('DEL', ARGV[3] .. id) end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1)
+return #oldest
+"""
+
 
 class DeadLetters:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(
+        self, client: redis.Redis, ttl: float = 30 * 86400.0, limit: int = 100_000
+    ) -> None:
         self.redis = client
+        self.ttl = max(int(ttl), 1)
+        self.limit = limit
+        self._trim = client.register_script(_TRIM)
 
     def count(self) -> int:
         return int(self.redis.zcard(keys.DEAD))
 
     def add(self, record: DeadLetter) -> None:
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.dead(record["id"]), dumps(record))
-        pipe.zadd(keys.DEAD, {record["id"]: time.time()})
+        self.stage(pipe, record)
         pipe.execute()
+        self.trim()
+
+    def stage(self, pipe: Any, record: DeadLetter) -> None:
+        """Add storing ``record`` to ``pipe`` (then call :meth:`trim`)."""
+        pipe.set(keys.dead(record["id"]), dumps(record), ex=self.ttl)
+        pipe.zadd(keys.DEAD, {record["id"]: time.time()})
+
+    def trim(self) -> int:
+        """Forget the expired ones and the oldest beyond the limit; how many were dropped
+        for the limit."""
+        dropped = int(
+            self._trim(keys=[keys.DEAD], args=[time.time() - self.ttl, self.limit, keys.dead("")])
+        )
+        if dropped:
+            metrics.m().dead_letters_dropped.inc(dropped)
+        return dropped
 
     def get(self, delivery_id: str) -> DeadLetter | None:
         raw = self.redis.get(keys.dead(delivery_id))

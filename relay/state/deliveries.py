@@ -7,7 +7,6 @@ outcome, its history entries and what comes next (settled, a retry, a dead lette
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ import redis
 from relay.events import Attempt, DeadLetter, HistoryEntry, Job
 from relay.state import keys
 from relay.state.client import dumps, loads
+from relay.state.dead_letters import DeadLetters
 from relay.state.pending import Pending
 
 #: KEYS: done, gen, lock, attempt counter, owned set (or the counter again);
@@ -34,10 +34,13 @@ return {'go', n}
 
 
 class DeliveryState:
-    def __init__(self, client: redis.Redis, ttl: float, pending: Pending) -> None:
+    def __init__(
+        self, client: redis.Redis, ttl: float, pending: Pending, dead_letters: DeadLetters
+    ) -> None:
         self.redis = client
         self.ttl = int(ttl)
         self.pending = pending
+        self.dead_letters = dead_letters
         self._begin = client.register_script(_BEGIN)
 
     def begin(self, delivery_id: str, gen: int, hold: float) -> tuple[str, int]:
@@ -119,12 +122,12 @@ class DeliveryState:
         pipe = self.redis.pipeline(transaction=True)
         if last is not None:
             self._log(pipe, did, last)
-        pipe.set(keys.dead(did), dumps(record))
-        pipe.zadd(keys.DEAD, {did: time.time()})
+        self.dead_letters.stage(pipe, record)
         self._history(pipe, job, entries)
         self.pending.settle(pipe, keys.deliver_member(did))
         pipe.delete(keys.delivery(did, "lock"))
         pipe.execute()
+        self.dead_letters.trim()
 
     def release(self, delivery_id: str) -> None:
         self.redis.delete(keys.delivery(delivery_id, "lock"))

@@ -26,6 +26,7 @@
     relay:optout:<digits>       an opted-out sender
     relay:cooldown:<dest>:<digits>  a reply window, holding the delivery id that claimed it
     relay:lock:<name>           short locks (one sweeper at a time)
+    relay:republished:<member>  how often a unit of work was published again (poison count)
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ def cooldown(destination: str, digits: str) -> str:
 
 def lock(name: str) -> str:
     return PREFIX + "lock:" + name
+
+
+def republished(member: str) -> str:
+    return PREFIX + "republished:" + member
 
 
 def route_member(event_id: str) -> str:

@@ -141,7 +141,7 @@ class Pending:
         nodes = texts(self.redis.zrangebyscore(keys.NODES, 0, bound))
         return [n for n in nodes if n != self.node]
 
-    def take_over(self, node: str) -> list[tuple[str, Spec]]:
+    def take_over(self, node: str) -> list[tuple[str, Spec | None]]:
         """The members ``node`` held that are still pending, with their tasks; the node
         is forgotten and its delivery locks dropped. Each member's due time is pushed
         ``grace`` ahead (claimed)."""
@@ -149,11 +149,11 @@ class Pending:
             keys=[keys.owned(node), keys.NODES, keys.PENDING, keys.PENDING_TASKS],
             args=[node, time.time() + self.grace, keys.PREFIX],
         )
-        return [(flat[i], loads(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return [(flat[i], _decoded(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     # -- the unowned fallback -------------------------------------------------------------
 
-    def overdue(self, limit: int = 500) -> list[tuple[str, Spec]]:
+    def overdue(self, limit: int = 500) -> list[tuple[str, Spec | None]]:
         """Overdue members and their tasks, each postponed by ``grace`` (claimed for now)."""
         members = texts(self.redis.zrangebyscore(keys.PENDING, 0, time.time(), start=0, num=limit))
         if not members:
@@ -162,10 +162,18 @@ class Pending:
         pipe.zadd(keys.PENDING, {m: time.time() + self.grace for m in members}, xx=True)
         pipe.hmget(keys.PENDING_TASKS, members)
         specs = pipe.execute()[1]
-        return [(m, loads(spec)) for m, spec in zip(members, specs, strict=True) if spec]
+        return [(m, _decoded(spec)) for m, spec in zip(members, specs, strict=True) if spec]
 
     def count(self) -> int:
         return int(self.redis.zcard(keys.PENDING))
+
+    def count_republish(self, member: str, ttl: float) -> int:
+        """One more time ``member`` is published again; how many times so far."""
+        key = keys.republished(member)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, max(int(ttl), 1))
+        return int(pipe.execute()[0])
 
     def get(self, member: str) -> Spec | None:
         raw = self.redis.hget(keys.PENDING_TASKS, member)
@@ -174,3 +182,12 @@ class Pending:
     def lock(self, name: str, seconds: float) -> bool:
         """A short lock (one sweeper at a time): True when this caller got it."""
         return bool(self.redis.set(keys.lock(name), "1", nx=True, px=max(int(seconds * 1000), 100)))
+
+
+def _decoded(raw: str) -> Spec | None:
+    """A stored task, or None when it does not decode (it is then poison)."""
+    try:
+        spec: Spec = loads(raw)
+        return spec
+    except (ValueError, RecursionError):
+        return None

@@ -17,7 +17,18 @@ from typing import Any
 
 import redis
 
-from relay.events import DeadLetter, Event, HistoryEntry, Job
+from relay.events import (
+    DeadLetter,
+    Event,
+    HistoryEntry,
+    Job,
+    Step,
+    dead_letter,
+    delivery_entry,
+    history_entry,
+    new_job,
+    routing_dead_letter,
+)
 from relay.settings import Settings
 from relay.state import keys
 from relay.state.client import (
@@ -127,13 +138,15 @@ class Store:
         dedupe_ttl: float,
         grace: float = 600.0,
         node: str | None = None,
+        dead_letter_ttl: float = 30 * 86400.0,
+        dead_letter_max: int = 100_000,
     ) -> None:
         self.client = client
         self.history_ttl = int(history_ttl)
         self.dedupe_ttl_ms = int(dedupe_ttl * 1000)
         self.pending = Pending(client, grace, node)
-        self.deliveries = DeliveryState(client, history_ttl, self.pending)
-        self.dead_letters = DeadLetters(client)
+        self.dead_letters = DeadLetters(client, dead_letter_ttl, dead_letter_max)
+        self.deliveries = DeliveryState(client, history_ttl, self.pending, self.dead_letters)
         self.replies = ReplyState(client)
         self._accept = client.register_script(_ACCEPT)
         self._take = client.register_script(_TAKE)
@@ -245,9 +258,33 @@ class Store:
         for ref in _refs(event):
             pipe.zadd(keys.ref(ref), {event_id: time.time()}, nx=True)
             pipe.expire(keys.ref(ref), self.history_ttl)
-        pipe.set(keys.dead(record["id"]), dumps(record))
-        pipe.zadd(keys.DEAD, {record["id"]: time.time()})
+        self.dead_letters.stage(pipe, record)
         pipe.execute()
+        self.dead_letters.trim()
+
+    def poisoned(self, member: str, spec: Spec | None, reason: str) -> None:
+        """Move the unit of work ``member`` (its task ``spec``, None when it does not decode)
+        to the dead letters with ``reason``, visible in the event's history, and settle it:
+        it is never published again."""
+        kind, _, ref = member.partition(":")
+        if kind == "route":
+            event: Event = spec["args"][0] if spec else {"id": ref}
+            entries = [
+                history_entry(Step.RECEIVED, rules_version=""),
+                history_entry(Step.DEAD_LETTERED, reason=reason),
+            ]
+            self.routing_failed(event, entries, routing_dead_letter(event, "", reason))
+            return
+        event_id, _, destination = ref.partition(":")
+        job: Job = (
+            spec["args"][0]
+            if spec
+            else new_job(
+                {"id": event_id}, None, destination, "", {"attempts": 0, "initial": 0.0, "max": 0.0}
+            )
+        )
+        record = dead_letter(job, reason, self.deliveries.attempts(job["delivery_id"]))
+        self.deliveries.dead(job, record, [delivery_entry(job, Step.DEAD_LETTERED, reason=reason)])
 
     def is_routed(self, event_id: str) -> bool:
         return bool(self.client.exists(keys.routed(event_id)))
@@ -299,4 +336,6 @@ def open_store(settings: Settings, timeout: float, node: str | None = None) -> S
         settings.dedupe_ttl,
         grace=pending_grace(settings),
         node=node,
+        dead_letter_ttl=settings.dead_letter_ttl,
+        dead_letter_max=settings.dead_letter_max,
     )

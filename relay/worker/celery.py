@@ -22,4 +22,4 @@ except ConfigError as exc:  # one line naming the variable, not a traceback
 
 install(app)
 if app.settings.sole_worker:
-    resume(app, app.store)
+    resume(app, app.store, app.settings.poison_after)

@@ -48,7 +48,9 @@ def install(celery: RelayCelery) -> None:
         celery.rules_holder.ensure_watching()
         signal.signal(signal.SIGHUP, lambda signum, frame: celery.rules_holder.check())
         state["heartbeat"] = celery.heartbeat.start()
-        state["sweeper"] = sweeper.start(celery, celery.store)
+        state["sweeper"] = sweeper.start(
+            celery, celery.store, poison_after=celery.settings.poison_after
+        )
         intake = Intake(celery.runtime, celery.settings.intake_threads)
         intake.start()
         state["intake"] = intake

@@ -37,9 +37,9 @@ def restore_unacked(celery: Celery) -> int:
         return len(tags)
 
 
-def resume(celery: Celery, store: Store) -> None:
+def resume(celery: Celery, store: Store, poison_after: int = 3) -> None:
     restored = restore_unacked(celery)
-    taken = sweeper.sweep_once(celery, store, sole=True)
+    taken = sweeper.sweep_once(celery, store, sole=True, poison_after=poison_after)
     if restored or taken:
         log.warning(
             "resumed the last run's work: %d task messages given back, %d published again",

@@ -16,6 +16,7 @@ import threading
 
 from celery import Celery
 
+from relay import metrics
 from relay.ops.broker import queue_sizes
 from relay.state import Store
 from relay.state.pending import Spec
@@ -31,7 +32,33 @@ def publish(celery: Celery, member: str, spec: Spec) -> None:
     celery.send_task(spec["task"], args=spec["args"], task_id=task_id(member))
 
 
-def sweep_once(celery: Celery, store: Store, interval: float = INTERVAL, sole: bool = False) -> int:
+def republish(
+    celery: Celery, store: Store, member: str, spec: Spec | None, poison_after: int
+) -> bool:
+    """Publish ``member`` again, unless it was published again ``poison_after`` times
+    already (or does not decode): then it is poison, and goes to the dead letters."""
+    times = store.pending.count_republish(member, store.history_ttl)
+    if spec is not None and times <= poison_after:
+        publish(celery, member, spec)
+        return True
+    reason = (
+        f"poison: published again {times - 1} times and never settled"
+        if spec is not None
+        else "poison: its task does not decode"
+    )
+    store.poisoned(member, spec, reason)
+    metrics.m().poisoned.inc()
+    log.error("%s moved to the dead letters: %s", member, reason)
+    return False
+
+
+def sweep_once(
+    celery: Celery,
+    store: Store,
+    interval: float = INTERVAL,
+    sole: bool = False,
+    poison_after: int = 3,
+) -> int:
     """Publish again what dead nodes held and what is overdue; returns how many.
     ``sole``: this worker knows it is the only one (``relay up``): every other node is
     dead."""
@@ -42,30 +69,32 @@ def sweep_once(celery: Celery, store: Store, interval: float = INTERVAL, sole: b
     count = 0
     for node in store.pending.dead_nodes(everyone_else=sole):
         taken = store.pending.take_over(node)
-        for member, spec in taken:
-            publish(celery, member, spec)
+        count += sum(republish(celery, store, m, spec, poison_after) for m, spec in taken)
         if taken:
             log.warning("took over %d tasks held by worker %s (it stopped)", len(taken), node)
-        count += len(taken)
     if store.pending.count() == 0 or store.inbox_size():
         return count
     if any(size for _, size in queue_sizes(celery)):
         return count
     for member, spec in store.pending.overdue():
-        publish(celery, member, spec)
-        log.warning("republished %s: overdue and not in any queue (lost by the broker?)", member)
-        count += 1
+        if republish(celery, store, member, spec, poison_after):
+            log.warning(
+                "republished %s: overdue and not in any queue (lost by the broker?)", member
+            )
+            count += 1
     return count
 
 
-def start(celery: Celery, store: Store, interval: float = INTERVAL) -> threading.Event:
+def start(
+    celery: Celery, store: Store, interval: float = INTERVAL, poison_after: int = 3
+) -> threading.Event:
     """Run sweeps in a daemon thread until the returned event is set."""
     stop = threading.Event()
 
     def loop() -> None:
         while not stop.wait(interval):
             try:
-                sweep_once(celery, store, interval)
+                sweep_once(celery, store, interval, poison_after=poison_after)
             except Exception as exc:  # noqa: BLE001 - keep sweeping; say why not
                 log.warning("sweep skipped: %s", exc)
 
