@@ -79,6 +79,7 @@ class Event(TypedDict, total=False):
     text: str
     keyword: str
     sender_opted_out: bool
+    opt_out_ambiguous: bool
 
 
 def receipt_event(fields: Mapping[str, Any], raw: object, source: str, event_id: str) -> Event:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -41,6 +42,8 @@ class Settings:
     dead_letter_ttl: float = 30 * 86400.0
     dead_letter_max: int = 100_000
     poison_after: int = 3
+    opt_out_words: frozenset[str] = field(default_factory=frozenset)
+    opt_in_words: frozenset[str] = field(default_factory=frozenset)
     smtp_url: str | None = field(default=None, repr=False)
     mail_from: str = "relay@localhost"
     webex_api_url: str = DEFAULT_WEBEX_API_URL
@@ -102,6 +105,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dead_letter_ttl=reader.duration("RELAY_DEAD_LETTER_TTL", "30d", minimum=1.0),
         dead_letter_max=reader.integer("RELAY_DEAD_LETTER_MAX", 100_000, 1),
         poison_after=reader.integer("RELAY_POISON_AFTER", 3, 1),
+        opt_out_words=reader.words("RELAY_OPT_OUT_KEYWORDS"),
+        opt_in_words=reader.words("RELAY_OPT_IN_KEYWORDS"),
         smtp_url=reader.url("RELAY_SMTP_URL", ("smtp", "smtps")),
         mail_from=reader.text("RELAY_MAIL_FROM", "relay@localhost"),
         webex_api_url=reader.url("RELAY_WEBEX_API_URL", ("http", "https")) or DEFAULT_WEBEX_API_URL,
@@ -253,6 +258,21 @@ class _Reader:
         if value in ("0", "false", "no", "off"):
             return False
         raise SettingsError(name, f"{value!r} is not one of 1, 0, true, false, yes, no, on, off")
+
+    def words(self, name: str) -> frozenset[str]:
+        """A comma list of words or phrases, as opt-out words are compared (upper case,
+        accents and punctuation dropped)."""
+        raw = self.optional(name) or ""
+        plain = (unicodedata.normalize("NFKD", item) for item in raw.split(","))
+        return frozenset(
+            " ".join(
+                "".join(c if c.isalnum() else " " for c in p if not unicodedata.combining(c))
+                .upper()
+                .split()
+            )
+            for p in plain
+            if p.strip()
+        )
 
     def numbers(self, name: str) -> frozenset[str]:
         raw = self.optional(name)

@@ -27,6 +27,7 @@ import hashlib
 import json
 import re
 import time
+import unicodedata
 from collections.abc import Set
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -49,9 +50,26 @@ MAX_CONTENT_CHARS = 4000
 #: characters; Webex Connect's limit for an Idempotency-Key
 MAX_IDEMPOTENCY_KEY_CHARS = 64
 
+#: messages that opt a number out, as :func:`opt_words` normalises them (CTIA's list, the
+#: FCC's 2024 revocation words, their spaced and hyphenated forms, common short forms, and
+#: the French ARRET used in Canada); RELAY_OPT_OUT_KEYWORDS adds more
 OPT_OUT_KEYWORDS = frozenset(
-    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+    {
+        "STOP",
+        "STOPALL",
+        "STOP ALL",
+        "UNSUBSCRIBE",
+        "UNSUB",
+        "CANCEL",
+        "END",
+        "QUIT",
+        "REVOKE",
+        "OPTOUT",
+        "OPT OUT",
+        "ARRET",
+    }
 )
+#: messages that opt a number back in; RELAY_OPT_IN_KEYWORDS adds more
 OPT_IN_KEYWORDS = frozenset({"START", "UNSTOP", "YES"})
 
 #: digits; a sender this short is a short code, never replied to
@@ -68,8 +86,18 @@ GSM_CHARACTERS: frozenset[str] = frozenset(GSM_BASIC + GSM_EXTENSION)
 ContentType = Literal["text", "unicode"]
 
 
-def apply_opt_keywords(state: ReplyState, event: Event) -> None:
-    """Update the sender's opt-out from the keyword; set ``event['sender_opted_out']``.
+def apply_opt_keywords(
+    state: ReplyState,
+    event: Event,
+    opt_out: frozenset[str] = OPT_OUT_KEYWORDS,
+    opt_in: frozenset[str] = OPT_IN_KEYWORDS,
+) -> None:
+    """Update the sender's opt-out from the message; set ``event['sender_opted_out']``.
+
+    A message that is an opt-out (or opt-in) word or phrase, or begins with one, decides
+    (``STOP``, ``Stop please``, ``opt-out``); one that only contains an opt-out word further
+    on (``please stop texting me``) opts nobody out and sets ``event['opt_out_ambiguous']``,
+    so that rules can route it to a person or a clarification reply.
 
     The later message wins, by the message's own time (``datetime``, else ``ts``), its
     arrival breaking ties: a STOP sent after a START leaves the number opted out even when
@@ -77,13 +105,37 @@ def apply_opt_keywords(state: ReplyState, event: Event) -> None:
     """
     if event.get("kind") != INBOUND_MESSAGE or not digits(event.get("sender", "")):
         return
-    keyword = event.get("keyword", "")
-    if keyword in OPT_OUT_KEYWORDS or keyword in OPT_IN_KEYWORDS:
+    words = opt_words(event.get("text") or event.get("keyword", ""))
+    decided = _decision(words, opt_out, opt_in)
+    if decided is not None:
         event["sender_opted_out"] = state.set_opted_out(
-            event["sender"], keyword in OPT_OUT_KEYWORDS, message_order(event)
+            event["sender"], decided, message_order(event)
         )
-    else:
-        event["sender_opted_out"] = state.opted_out(event["sender"])
+        return
+    event["sender_opted_out"] = state.opted_out(event["sender"])
+    if any(_contains(words, word) for word in opt_out):
+        event["opt_out_ambiguous"] = True
+
+
+def opt_words(text: str) -> str:
+    """A message as opt-out words are compared: full-width letters made plain, accents
+    dropped, upper case, punctuation and hyphens as spaces, one space between words."""
+    plain = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text))
+    letters = "".join(ch for ch in plain if not unicodedata.combining(ch)).upper()
+    return " ".join("".join(ch if ch.isalnum() else " " for ch in letters).split())
+
+
+def _decision(words: str, opt_out: frozenset[str], opt_in: frozenset[str]) -> bool | None:
+    """True (opt out) or False (opt in) when the message is such a word or phrase, or
+    begins with one (``STOP please``); else None."""
+    for phrases, verdict in ((opt_out, True), (opt_in, False)):
+        if any(words == phrase or words.startswith(phrase + " ") for phrase in phrases):
+            return verdict
+    return None
+
+
+def _contains(words: str, phrase: str) -> bool:
+    return f" {phrase} " in f" {words} "
 
 
 def message_order(event: Event) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from relay import metrics
-from relay.actions.sms import apply_opt_keywords
+from relay.actions.sms import OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS, apply_opt_keywords
 from relay.events import (
     Event,
     HistoryEntry,
@@ -38,7 +38,13 @@ REDIS_PAUSE = 1.0  #: seconds between tries while Redis does not answer
 def route_event(runtime: Runtime, event: Event) -> list[str]:
     """Route ``event`` and run each delivery's first attempt; what each came to."""
     ruleset = runtime.rules.current
-    apply_opt_keywords(runtime.store.replies, event)
+    settings = runtime.settings
+    apply_opt_keywords(
+        runtime.store.replies,
+        event,
+        OPT_OUT_KEYWORDS | settings.opt_out_words,
+        OPT_IN_KEYWORDS | settings.opt_in_words,
+    )
     try:
         matches = ruleset.match(event)
         jobs = [

@@ -3,7 +3,11 @@ in which messages are processed."""
 
 from __future__ import annotations
 
-from relay.actions.sms import apply_opt_keywords
+import pytest
+
+from relay.actions.sms import OPT_OUT_KEYWORDS, apply_opt_keywords
+from relay.rules import load_rules_text
+from relay.settings import load_settings
 from relay.state import connect
 from relay.state.replies import ReplyState
 
@@ -46,3 +50,52 @@ def test_an_opt_out_stored_before_orders_were_kept_still_counts(redis_server):
     assert state.opted_out("447700900125")
     apply_opt_keywords(state, message("01A", "447700900125", "START", "2026-01-01 10:00:00"))
     assert not state.opted_out("447700900125")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Stop!", "stop all", "Opt-Out", "OPT OUT", "\uff33\uff34\uff2f\uff30", "Arrêt", "unsub"],
+)
+def test_opt_out_words_as_people_write_them(redis_server, text):
+    state = ReplyState(connect(redis_server.url))
+    event = {**message("01A", "447700900126", "", "2026-01-01 10:00:00"), "text": text}
+    apply_opt_keywords(state, event)
+    assert event["sender_opted_out"] is True and state.opted_out("447700900126")
+
+
+def test_a_message_that_contains_an_opt_out_word_is_ambiguous_not_an_opt_out(redis_server):
+    state = ReplyState(connect(redis_server.url))
+    event = {
+        **message("01A", "447700900127", "", "2026-01-01 10:00:00"),
+        "text": "please stop texting me",
+    }
+    apply_opt_keywords(state, event)
+    assert event["sender_opted_out"] is False and event["opt_out_ambiguous"] is True
+    assert not state.opted_out("447700900127")
+
+
+def test_opt_words_are_extended_by_settings(redis_server):
+    settings = load_settings(
+        {"RELAY_OPT_OUT_KEYWORDS": "Halt, no more", "RELAY_OPT_IN_KEYWORDS": "go"}
+    )
+    assert settings.opt_out_words == {"HALT", "NO MORE"} and settings.opt_in_words == {"GO"}
+    state = ReplyState(connect(redis_server.url))
+    event = {**message("01A", "447700900128", "", "2026-01-01 10:00:00"), "text": "no more!"}
+    apply_opt_keywords(state, event, OPT_OUT_KEYWORDS | settings.opt_out_words)
+    assert state.opted_out("447700900128")
+
+
+def test_a_message_that_begins_with_an_opt_out_word_is_an_opt_out(redis_server):
+    state = ReplyState(connect(redis_server.url))
+    event = {**message("01A", "447700900129", "", "2026-01-01 10:00:00"), "text": "STOP please"}
+    apply_opt_keywords(state, event)
+    assert state.opted_out("447700900129") and "opt_out_ambiguous" not in event
+
+
+def test_rules_can_route_an_ambiguous_opt_out(redis_server):
+    ruleset = load_rules_text(
+        "version: 1\ndestinations: {ops: {type: log}}\n"
+        "routes: [{name: unclear, match: {opt_out_ambiguous: true}, to: [ops]}]\n"
+    )
+    event = {"kind": "inbound_message", "opt_out_ambiguous": True}
+    assert [match.route for match in ruleset.match(event)] == ["unclear"]
