@@ -158,6 +158,21 @@ class Store:
         """``ok``, or why not."""
         return check(self.client)
 
+    def memory_warning(self, share: float = 0.8) -> str | None:
+        """A warning when Redis uses more than ``share`` of its ``maxmemory`` (with
+        ``noeviction``, a full Redis refuses every write: ingest answers 503)."""
+        try:
+            memory = self.client.info("memory")
+        except redis.RedisError:
+            return None  # reported by check()
+        used, limit = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
+        if limit and used > share * limit:
+            return (
+                f"Redis uses {used / limit:.0%} of its maxmemory: when it is full, callbacks "
+                "are refused (503); purge or shorten retention (RELAY_DEAD_LETTER_TTL)"
+            )
+        return None
+
     def eviction_warning(self) -> str | None:
         try:
             return eviction_warning(self.client)

@@ -38,3 +38,16 @@ def test_beyond_the_cap_the_oldest_go_first_and_are_counted(redis_server):
     assert store.dead_letters.ids() == ["E2:hook", "E3:hook", "E4:hook"]
     assert store.client.get(keys.dead("E0:hook")) is None
     assert dropped._value.get() - before == 2
+
+
+def test_redis_memory_past_80_percent_of_maxmemory_is_a_warning(redis_server):
+    store = store_for(redis_server)
+    used = int(store.client.info("memory")["used_memory"])
+    previous = store.client.config_get("maxmemory")["maxmemory"]
+    try:
+        store.client.config_set("maxmemory", str(int(used / 0.5)))
+        assert store.memory_warning() is None
+        store.client.config_set("maxmemory", str(int(used / 0.9) + 1))
+        assert "of its maxmemory" in (store.memory_warning() or "")
+    finally:
+        store.client.config_set("maxmemory", previous)
