@@ -113,6 +113,8 @@ class Stack:
                 "RELAY_REDIS_URL": self.redis.url,
                 "RELAY_LOG_FORMAT": "json",
                 "RELAY_RULES": str(self.dir / "rules.yaml"),
+                # like the baselines, relay is measured without callback authentication
+                "RELAY_ALLOW_UNAUTHENTICATED": "1",
                 "WEB_CONCURRENCY": str(web_workers),
                 **(env or {}),
             }

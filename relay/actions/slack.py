@@ -1,12 +1,14 @@
 """The ``slack`` destination: an incoming webhook or the Web API's chat.postMessage.
 
 :func:`prepare` renders the message from a job; :func:`send` posts it; :func:`check`
-tries a ``blocks`` template on sample events when the rules load. Both senders
-(:func:`send_slack_webhook`, :func:`send_slack_api`) return an :class:`Outcome` and never
-raise for a network or Slack failure. HTTP 429 and 5xx are transient (``Retry-After``
-honoured); so are the Web API's own "try again" errors (:data:`TRANSIENT_API_ERRORS`);
-every other Slack error is permanent. Error texts quote Slack's error code, never the
-token or the webhook URL (both secrets).
+tries a ``blocks`` template string on sample events when the rules load. ``text`` and
+``blocks`` templates escape Slack's control characters in what they interpolate (see
+:mod:`relay.rules.templates`); structured ``blocks`` are built as data, then serialised.
+Both senders (:func:`send_slack_webhook`, :func:`send_slack_api`) return an
+:class:`Outcome` and never raise for a network or Slack failure. HTTP 429 and 5xx are
+transient (``Retry-After`` honoured); so are the Web API's own "try again" errors
+(:data:`TRANSIENT_API_ERRORS`); every other Slack error is permanent. Error texts quote
+Slack's error code, never the token or the webhook URL (both secrets).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from relay.actions.base import (
     Outcome,
     classify_http,
     parse_retry_after,
+    render_payload,
     render_text,
     shorten,
 )
 from relay.actions.http import Answer, exchange
 from relay.events import Job
-from relay.rules import SlackDestination, TemplateError, render
+from relay.rules import SlackDestination, Structured, Template, TemplateError, render
 from relay.samples import sample_events
 from relay.settings import Settings
 
@@ -49,7 +52,11 @@ JSON_UTF8 = "application/json; charset=utf-8"
 
 def prepare(destination: SlackDestination, job: Job, settings: Settings) -> dict:
     """The message to post: the webhook URL, or the API URL and channel, and the payload."""
-    blocks = render_text(destination.blocks, job) if destination.blocks else None
+    blocks: str | list[Any] | None = None
+    if isinstance(destination.blocks, Template):
+        blocks = render_text(destination.blocks, job)
+    elif isinstance(destination.blocks, Structured):
+        blocks = render_payload(destination.blocks, job)
     payload = build_payload(render_text(destination.text, job), blocks)
     if destination.webhook_url:
         return {"webhook_url": destination.webhook_url, "payload": payload}
@@ -69,13 +76,13 @@ def send(destination: SlackDestination, prepared: dict, job: Job, settings: Sett
 
 
 def check(destination: SlackDestination, settings: Settings) -> list[str]:
-    """A ``blocks`` template must render to a JSON list of block objects.
+    """A ``blocks`` template string must render to a JSON list of block objects.
 
     It is tried on a sample delivery receipt and a sample inbound message; a template
     that fails for one kind (a field the other kind has) is left for real events to
-    decide. At most one problem is reported.
+    decide. At most one problem is reported. Structured blocks were checked at load.
     """
-    if destination.blocks is None:
+    if not isinstance(destination.blocks, Template):
         return []
     problems = []
     for event in sample_events():
@@ -93,23 +100,26 @@ def check(destination: SlackDestination, settings: Settings) -> list[str]:
     return problems[:1]
 
 
-def build_payload(text: str, blocks_json: str | None) -> dict[str, Any]:
-    """``{"text": text}``, plus ``"blocks"`` parsed from ``blocks_json`` when given.
+def build_payload(text: str, blocks: str | list[Any] | None) -> dict[str, Any]:
+    """``{"text": text}``, plus ``"blocks"`` when given: JSON text or the list itself.
 
-    ``blocks_json`` must be a JSON list of block objects, each with a ``"type"``; anything
-    else is a ValueError saying what is wrong (the caller makes it a permanent failure).
+    They must be a (JSON) list of block objects, each with a ``"type"``; anything else is a
+    ValueError saying what is wrong (the caller makes it a permanent failure).
     """
     payload: dict[str, Any] = {"text": text}
-    if blocks_json is not None:
-        payload["blocks"] = _blocks(blocks_json)
+    if blocks is not None:
+        payload["blocks"] = _blocks(blocks)
     return payload
 
 
-def _blocks(blocks_json: str) -> list[dict[str, Any]]:
-    try:
-        blocks = json.loads(blocks_json)
-    except ValueError as exc:
-        raise ValueError(f"blocks is not valid JSON: {exc}") from None
+def _blocks(given: str | list[Any]) -> list[dict[str, Any]]:
+    if isinstance(given, list):
+        blocks: Any = given
+    else:
+        try:
+            blocks = json.loads(given)
+        except ValueError as exc:
+            raise ValueError(f"blocks is not valid JSON: {exc}") from None
     if not isinstance(blocks, list):
         raise ValueError(f"blocks must be a JSON list of objects, got {_json_type(blocks)}")
     for index, block in enumerate(blocks):

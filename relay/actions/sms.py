@@ -203,10 +203,20 @@ def send(destination: SmsReplyDestination, prepared: dict, job: Job, settings: S
 
 
 def check(destination: SmsReplyDestination, settings: Settings) -> list[str]:
-    """An sms_reply destination cannot work without the Webex Connect service key."""
+    """An sms_reply destination needs the Webex Connect service key, and callbacks that are
+    authenticated: else anyone who can post to the webhook makes relay text any number, with
+    our key and at our cost (unless RELAY_ALLOW_UNAUTHENTICATED=1 accepts that)."""
+    problems = []
     if not settings.webex_service_key:
-        return ["sms_reply destinations need RELAY_WEBEX_SERVICE_KEY"]
-    return []
+        problems.append("sms_reply destinations need RELAY_WEBEX_SERVICE_KEY")
+    if not settings.ingest_auth_configured and not settings.allow_unauthenticated:
+        problems.append(
+            "sms_reply destinations need authenticated callbacks (RELAY_WEBEX_HUB_SECRET, "
+            "RELAY_INGEST_BASIC_AUTH or RELAY_INGEST_API_KEY): without, anyone who can post "
+            "to the webhook can make relay send SMS to any number "
+            "(RELAY_ALLOW_UNAUTHENTICATED=1 allows it)"
+        )
+    return problems
 
 
 def content_type_for_text(text: str) -> ContentType:

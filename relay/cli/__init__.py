@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import os
 import socket
 import sys
@@ -79,16 +81,19 @@ def up(rules_path: str | None, host: str, port: int) -> None:
     except ConfigError as exc:
         click.echo(f"relay: {exc}", err=True)
         sys.exit(2)
+    settings = _allow_unauthenticated_on_loopback(settings, host)
     _check_callback_auth(settings)
     load_rules_or_exit(settings, settings.rules_path)
     os.environ["RELAY_RULES"] = os.path.abspath(settings.rules_path)
     _check_port_free(host, port)
     env = dict(os.environ)
+    if settings.allow_unauthenticated:  # the web child must start, the worker load sms_reply
+        env["RELAY_ALLOW_UNAUTHENTICATED"] = "1"
     try:
         if embedded:
             embedded.start()
             env["RELAY_REDIS_URL"] = embedded.url
-            click.echo(f"relay: embedded Redis {embedded.url} (data in {embedded.data_dir})")
+            click.echo(f"relay: {embedded.summary}")
     except ConfigError as exc:
         click.echo(f"relay: {exc}", err=True)
         sys.exit(2)
@@ -130,8 +135,27 @@ def up(rules_path: str | None, host: str, port: int) -> None:
     sys.exit(status)
 
 
+def is_loopback(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ``::1``: only this machine can connect."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: not resolved, not assumed to be private
+
+
+def _allow_unauthenticated_on_loopback(settings: Settings, host: str) -> Settings:
+    """``relay up`` on a loopback address may run without callback authentication (with
+    the warning): the setting is implied, and passed on to the children."""
+    if settings.ingest_auth_configured or settings.require_auth or not is_loopback(host):
+        return settings
+    return dataclasses.replace(settings, allow_unauthenticated=True)
+
+
 def _check_callback_auth(settings: Settings) -> None:
-    """Exit 2 when RELAY_REQUIRE_AUTH finds no callback auth; else warn once if there is none."""
+    """Exit 2 when no callback auth is set and that is not allowed (or RELAY_REQUIRE_AUTH
+    forbids it); else warn once if there is none."""
     try:
         auth.IngestAuth.from_settings(settings)
     except ConfigError as exc:

@@ -2,9 +2,10 @@
 
 Each destination type says what it needs from the settings
 (:func:`relay.actions.registry.checks`): an ``email`` destination needs
-``RELAY_SMTP_URL``, an ``sms_reply`` needs ``RELAY_WEBEX_SERVICE_KEY``, and a Slack
-``blocks`` template must render to a JSON list of blocks (see config/README.md:
-Destinations). The commands and the worker load rules this way.
+``RELAY_SMTP_URL``, an ``sms_reply`` needs ``RELAY_WEBEX_SERVICE_KEY`` and authenticated
+callbacks (or ``RELAY_ALLOW_UNAUTHENTICATED=1``), and a Slack ``blocks`` template must render
+to a JSON list of blocks (see config/README.md: Destinations). The commands and the worker
+load rules this way.
 """
 
 from __future__ import annotations

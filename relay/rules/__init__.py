@@ -22,6 +22,7 @@ from relay.rules.model import (
     SlackDestination,
     SmsReplyDestination,
 )
+from relay.rules.payloads import Structured
 from relay.rules.retry import DEFAULT_RETRY, RetryPolicy
 from relay.rules.templates import Template, TemplateError, render
 
@@ -39,6 +40,7 @@ __all__ = [
     "Signing",
     "SlackDestination",
     "SmsReplyDestination",
+    "Structured",
     "Template",
     "TemplateError",
     "describe",

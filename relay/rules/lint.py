@@ -11,7 +11,10 @@ reports, each as ``PATH:LINE: where: warning: message``:
 - a ``code`` compared by equality (a value, a list, ``equals``, ``in``, ``not``) with a
   value missing from the status-code table (:data:`relay.codes.CODE_DESCRIPTIONS`);
 - a ``status`` compared by equality with a value Webex Connect never sends
-  (:data:`relay.codes.STATUSES`, compared as the matcher does: ``undelivered`` is fine).
+  (:data:`relay.codes.STATUSES`, compared as the matcher does: ``undelivered`` is fine);
+- an http ``body`` of JSON (:func:`~relay.rules.payloads.json_required`) or Slack
+  ``blocks`` written as one template string with a ``{{ … }}`` not passed through
+  ``tojson``: event data there can add keys or break the JSON (the structured form cannot).
 
 Lines come from ``line(path)`` (see :func:`lines_of`); without it, a warning inside a route
 is reported at the route's line.
@@ -30,7 +33,9 @@ from relay.rules.document import Path, Problems, format_path, parse
 from relay.rules.fields import as_text
 from relay.rules.loader import _gc_paused
 from relay.rules.matcher import COMBINATORS
-from relay.rules.model import Route, Ruleset
+from relay.rules.model import HttpDestination, Route, Ruleset, SlackDestination
+from relay.rules.payloads import json_required
+from relay.rules.templates import Template, outputs_outside_tojson
 
 Lines = Callable[[Path], int]
 _MAX_SUBSET_ENTRIES = 10  #: entries; a longer match is compared with each earlier one
@@ -61,6 +66,7 @@ def lint(ruleset: Ruleset, line: Lines | None = None) -> list[LintWarning]:
         *_unused_default(ruleset, warn),
         *_unused_destinations(ruleset, warn),
         *_unknown_values(ruleset, warn),
+        *_json_template_strings(ruleset, warn),
     ]
     return sorted(found, key=lambda warning: warning.line)
 
@@ -167,6 +173,35 @@ def _unused_destinations(ruleset: Ruleset, warn: Warn) -> Iterator[LintWarning]:
     for name in ruleset.destinations:
         if not ruleset.routes_using(name):
             yield warn(("destinations", name), "not used by any route or the default")
+
+
+# --- JSON written as one template string ----------------------------------------------
+
+_STRING_BODY = (
+    "a JSON body written as one template string: event data in {{ … }} can add keys or "
+    "break the JSON; write it as a YAML mapping or list (a structured body), or pass each "
+    "value through tojson"
+)
+_STRING_BLOCKS = (
+    "Slack blocks written as one template string: event data in {{ … }} can add blocks or "
+    "break the JSON; write them as a YAML list (structured blocks), or pass each value "
+    "through tojson"
+)
+
+
+def _json_template_strings(ruleset: Ruleset, warn: Warn) -> Iterator[LintWarning]:
+    for name, destination in ruleset.destinations.items():
+        if isinstance(destination, HttpDestination) and isinstance(destination.body, Template):
+            content_type = next(
+                (v.source for k, v in destination.headers.items() if k.lower() == "content-type"),
+                None,
+            )
+            body = destination.body
+            if json_required(body.source, content_type) and outputs_outside_tojson(body):
+                yield warn(("destinations", name, "body"), _STRING_BODY)
+        if isinstance(destination, SlackDestination) and isinstance(destination.blocks, Template):
+            if outputs_outside_tojson(destination.blocks):
+                yield warn(("destinations", name, "blocks"), _STRING_BLOCKS)
 
 
 # --- codes and statuses Webex Connect does not send ------------------------------------

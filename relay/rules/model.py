@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from relay.rules.index import Index
 from relay.rules.matcher import MATCH_ALL, Condition
+from relay.rules.payloads import Structured
 from relay.rules.retry import DEFAULT_RETRY, RetryPolicy
 from relay.rules.templates import Template
 
@@ -55,16 +56,17 @@ def secret_key(secret: str) -> bytes:
 
 @dataclass(frozen=True, kw_only=True)
 class HttpDestination(Destination):
-    """POST (or PUT/PATCH) the event, the raw payload, or a rendered template to ``url``.
+    """POST (or PUT/PATCH) the event, the raw payload, or a rendered body to ``url``.
 
-    ``body`` is ``"event"``, ``"raw"`` or a :class:`Template`; ``timeout`` is seconds.
+    ``body`` is ``"event"``, ``"raw"``, a :class:`Template` (text) or a :class:`Structured`
+    payload (JSON built from a YAML mapping or list); ``timeout`` is seconds.
     """
 
     type: ClassVar[str] = "http"
     url: str
     method: str = "POST"
     headers: Mapping[str, Template] = field(default_factory=dict)
-    body: str | Template = "event"
+    body: str | Template | Structured = "event"
     timeout: float = 10.0
     sign: Signing | None = None
 
@@ -79,6 +81,8 @@ class LogDestination(Destination):
 
 @dataclass(frozen=True, kw_only=True)
 class EmailDestination(Destination):
+    """An email through ``RELAY_SMTP_URL``; ``html`` (HTML-escaped values) makes it multipart."""
+
     type: ClassVar[str] = "email"
     to: tuple[str, ...]
     cc: tuple[str, ...] = ()
@@ -89,14 +93,18 @@ class EmailDestination(Destination):
 
 @dataclass(frozen=True, kw_only=True)
 class SlackDestination(Destination):
-    """Posts to ``webhook_url``, or with ``token`` to ``channel`` (chat.postMessage)."""
+    """Posts to ``webhook_url``, or with ``token`` to ``channel`` (chat.postMessage).
+
+    ``text`` and ``blocks`` are Slack-escaped templates; ``blocks`` is a template of JSON
+    text or a :class:`Structured` list of blocks.
+    """
 
     type: ClassVar[str] = "slack"
     webhook_url: str | None = None
     token: str | None = None
     channel: str | None = None
     text: Template
-    blocks: Template | None = None
+    blocks: Template | Structured | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from relay.durations import parse_duration
 from relay.rules.document import Document, Path, Problems, format_path
 from relay.rules.suggest import did_you_mean
-from relay.rules.templates import Template, TemplateError, compile_template
+from relay.rules.templates import Mode, Template, TemplateError, compile_template
 
 
 class _Failed:
@@ -97,10 +97,10 @@ class Reader:
         """True when ``path`` holds a value whose ``${...}`` could not be expanded."""
         return path in self.doc.failed
 
-    def template(self, path: Path, source: str) -> Template:
-        """``source`` compiled; a syntax error is reported at its own line in the file."""
+    def template(self, path: Path, source: str, mode: Mode = "text") -> Template:
+        """``source`` compiled for ``mode``; a syntax error is reported at its own line."""
         try:
-            return compile_template(source)
+            return compile_template(source, mode)
         except TemplateError as exc:
             mark = self.doc.mark(path)
             line = mark.line
@@ -156,9 +156,24 @@ def url(reader: Reader, path: Path, value: Any) -> str:
 
 
 def template(reader: Reader, path: Path, value: Any) -> Template:
+    """A template string whose output is not escaped (see :data:`~relay.rules.templates.Mode`)."""
+    return reader.template(path, template_source(value))
+
+
+def html_template(reader: Reader, path: Path, value: Any) -> Template:
+    """A template string whose values are HTML-escaped (email ``html``)."""
+    return reader.template(path, template_source(value), "html")
+
+
+def slack_template(reader: Reader, path: Path, value: Any) -> Template:
+    """A template string whose values are escaped for Slack's mrkdwn (``&``, ``<``, ``>``)."""
+    return reader.template(path, template_source(value), "slack")
+
+
+def template_source(value: Any) -> str:
     if not isinstance(value, str):
         raise Invalid(f"expected a template string, got {_kind(value)}")
-    return reader.template(path, value)
+    return value
 
 
 def _kind(value: Any) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from relay.durations import format_duration
 from relay.rules.matcher import MATCH_ALL, ConditionError, compile_condition
 from relay.rules.model import DESTINATION_TYPES, Destination, Route, Signing, secret_key
+from relay.rules.payloads import read_structured
 from relay.rules.reader import (
     FAILED,
     Invalid,
@@ -24,7 +25,9 @@ from relay.rules.reader import (
     Reader,
     boolean,
     duration,
+    html_template,
     positive_int,
+    slack_template,
     string,
     template,
     text_or_number,
@@ -89,14 +92,39 @@ def _method(reader: Reader, path: Path, value: Any) -> str:
 
 
 def _body(reader: Reader, path: Path, value: Any) -> Any:
+    if isinstance(value, (Mapping, list)):
+        return read_structured(reader, path, value, "text")
     if not isinstance(value, str):
-        raise Invalid("expected event, raw or a template string")
+        raise Invalid("expected event, raw, a template string, or a mapping or list (structured)")
     if value in HTTP_BODIES:
         return value
     if re.fullmatch(r"\s*\w+\s*", value):  # one bare word: a misspelt keyword, not a body
         hint = did_you_mean(value.strip(), HTTP_BODIES)
         raise Invalid(f"unknown body {value!r}: expected event, raw or a template{hint}")
     return reader.template(path, value)
+
+
+def _blocks(reader: Reader, path: Path, value: Any) -> Any:
+    """Slack blocks: a template string of JSON, or a YAML list of block mappings."""
+    if isinstance(value, str):
+        return slack_template(reader, path, value)
+    if not isinstance(value, list):
+        raise Invalid("expected a list of blocks (each a mapping with a type) or a template string")
+    problems = [_block_problem(block) for block in value]
+    for i, problem in enumerate(problems):
+        if problem:
+            reader.error(path + (i,), problem)
+    if any(problems):
+        return FAILED
+    return read_structured(reader, path, value, "slack")
+
+
+def _block_problem(block: Any) -> str | None:
+    if not isinstance(block, Mapping):
+        return "expected a block: a mapping with a type"
+    if not isinstance(block.get("type"), str) or not block["type"].strip():
+        return "a block needs a type (section, context, divider …)"
+    return None
 
 
 def _headers(reader: Reader, path: Path, value: Any) -> Mapping[str, Any]:
@@ -141,14 +169,14 @@ DESTINATION_KEYS: Mapping[str, Mapping[str, Key]] = {
         "cc": Key(_addresses),
         "subject": Key(template, required=True),
         "body": Key(template, required=True),
-        "html": Key(template),
+        "html": Key(html_template),
     },
     "slack": {
         "webhook_url": Key(url),
         "token": Key(string),
         "channel": Key(string),
-        "text": Key(template, required=True),
-        "blocks": Key(template),
+        "text": Key(slack_template, required=True),
+        "blocks": Key(_blocks),
     },
     "sms_reply": {
         "text": Key(template, required=True),

@@ -13,6 +13,9 @@ comparison is constant-time, and neither secrets nor bodies reach logs or error 
 
 Failures are answered 401 ``{"error": "invalid_signature"}`` (signature) or
 ``{"error": "unauthorized"}`` (Basic, API key), counted in :attr:`IngestAuth.failures`.
+
+With no method set the web tier does not start (:func:`unauthenticated_refusal`) unless
+``RELAY_ALLOW_UNAUTHENTICATED=1`` says that anyone may post callbacks.
 """
 
 from __future__ import annotations
@@ -76,9 +79,11 @@ class IngestAuth:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestAuth:
-        """The checks ``settings`` ask for; SettingsError when auth is required and none is."""
-        if settings.require_auth and not settings.ingest_auth_configured:
-            raise SettingsError("RELAY_REQUIRE_AUTH", refusal())
+        """The checks ``settings`` ask for; SettingsError when none is set, unless
+        RELAY_ALLOW_UNAUTHENTICATED allows that (and RELAY_REQUIRE_AUTH does not forbid it)."""
+        problem = unauthenticated_refusal(settings)
+        if problem:
+            raise problem
         return cls(
             settings.webex_hub_secret,
             settings.webex_hub_algorithm,
@@ -135,6 +140,28 @@ class IngestAuth:
 def refusal() -> str:
     """Why a process that requires callback auth will not start."""
     return f"set, but none of {', '.join(AUTH_VARIABLES)} is: callbacks would be unauthenticated"
+
+
+def unauthenticated_refusal(settings: Settings) -> SettingsError | None:
+    """Why the web tier must not start with ``settings``, or None.
+
+    Safe by default: with no authentication method, callbacks are refused unless
+    RELAY_ALLOW_UNAUTHENTICATED=1 (``relay up`` on a loopback address implies it);
+    RELAY_REQUIRE_AUTH=1 refuses even then.
+    """
+    if settings.ingest_auth_configured:
+        return None
+    if settings.require_auth:
+        return SettingsError("RELAY_REQUIRE_AUTH", refusal())
+    if settings.allow_unauthenticated:
+        return None
+    return SettingsError(
+        "RELAY_ALLOW_UNAUTHENTICATED",
+        "not set, and none of RELAY_WEBEX_HUB_SECRET, RELAY_INGEST_BASIC_AUTH, "
+        "RELAY_INGEST_API_KEY (with RELAY_INGEST_API_KEY_HEADER) is: callbacks would be "
+        "unauthenticated; set one, or RELAY_ALLOW_UNAUTHENTICATED=1 to accept callbacks "
+        "from anyone",
+    )
 
 
 def warning(settings: Settings) -> str | None:

@@ -3,6 +3,9 @@
 ``WEB_CONCURRENCY`` worker processes (default 2) with ``WEB_THREADS`` threads each
 (default 4), bound to ``$PORT`` (default 8000) on all interfaces unless ``--bind`` is given.
 The app is loaded once in the master so a bad setting stops the process with one line.
+The worker class is gthread reading each request whole in its event loop before a thread
+takes it, within ``RELAY_READ_TIMEOUT`` (:mod:`relay.web.server`): slow clients hold no
+thread.
 """
 
 import os
@@ -27,7 +30,7 @@ class NoAccessLogLogger(Logger):
 
 bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
+worker_class = "relay.web.server.BoundedReadWorker"
 threads = int(os.environ.get("WEB_THREADS", "4"))
 preload_app = True
 # Webex Connect waits 10 s; nothing we do should take close to that.

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
 
 from relay import metrics
 from relay.rules.reloader import ReloadFailure
+from relay.web.answers import BROKER_DOWN, REDIS_DOWN
 from relay.web.context import Relay, current_relay
 
+log = logging.getLogger("relay.web")
 bp = Blueprint("health", __name__)
 
 
@@ -20,14 +24,15 @@ def healthz() -> ResponseReturnValue:
 
 @bp.route("/readyz", methods=["GET", "HEAD"])
 def readyz() -> ResponseReturnValue:
-    """200 only when Redis and the broker answer and rules are loaded; JSON says which fails.
+    """200 only when Redis and the broker answer and rules are loaded; JSON says which fails
+    (``redis not answering``: the exception, with host and port, is logged, not answered).
 
     Rules are loaded before the process serves at all, so they never make it unready; the
     check is listed so monitors see the version in force, and ``reload failed: …`` (with a
     warning) when the file in place did not load and an older version still runs.
     """
     relay = current_relay()
-    redis_state = relay.store.check()
+    redis_state = _generic("redis", relay.store.check(), REDIS_DOWN)
     checks = {
         "redis": redis_state,
         "broker": _check_broker(relay) if relay.settings.broker_url else redis_state,
@@ -61,8 +66,16 @@ def _check_broker(relay: Relay) -> str:
         with relay.celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=relay.settings.enqueue_timeout)
     except Exception as exc:  # kombu raises a variety of transport errors
-        return f"error: {exc}"
+        return _generic("broker", f"error: {exc}", BROKER_DOWN)
     return "ok"
+
+
+def _generic(name: str, state: str, answer: str) -> str:
+    """``ok``, or ``answer``: the detail (which names hosts and ports) goes to the log only."""
+    if state == "ok":
+        return state
+    log.warning("not ready: %s: %s", name, state)
+    return answer
 
 
 @bp.route("/metrics", methods=["GET"])

@@ -12,8 +12,10 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from relay import metrics, parsing
+from relay.durations import format_duration
 from relay.errors import PayloadError
-from relay.events import Event
+from relay.events import INBOUND_MESSAGE, Event
+from relay.ops.history import parse_time
 from relay.web.auth import IngestAuth
 from relay.web.context import Relay, current_relay, relay_of
 
@@ -71,6 +73,7 @@ def receive(source: str) -> ResponseReturnValue:
     relay = current_relay()
     events, fingerprints = parsing.build_events(document, source, relay.settings.own_numbers)
     check_references(events, isinstance(document, list))
+    check_age(events, relay.settings.max_event_age, isinstance(document, list))
     accepted, duplicates = accept(relay, events, fingerprints)
     return jsonify(accepted=accepted, duplicates=duplicates)
 
@@ -137,6 +140,42 @@ def check_references(events: list[Event], batch: bool) -> None:
                 raise PayloadError(
                     f"{field}: not valid Unicode (lone surrogate)", field=field
                 ) from None
+
+
+RECEIPT_TIME = "deliveryInfoNotification.deliveryInfo.timeStamp"
+
+
+def check_age(events: list[Event], max_age: float, batch: bool, now: float | None = None) -> None:
+    """PayloadError for a notification older than ``max_age`` seconds by its own time
+    (RELAY_MAX_EVENT_AGE, 0: off): a receipt's ``timeStamp``, an inbound message's
+    ``datetime`` (else ``ts``). While the guard is on, a missing or unreadable time is
+    refused too: a replay could otherwise pass by leaving it out.
+    """
+    if not max_age:
+        return
+    now = time.time() if now is None else now
+    for index, event in enumerate(events):
+        where = _time_field(event)
+        field = f"[{index}].{where}" if batch else where
+        moment = parse_time(event.get("timestamp"))
+        if moment is None:
+            raise PayloadError(
+                f"{field}: missing or not a time (RELAY_MAX_EVENT_AGE needs it)", field=field
+            )
+        if now - moment.timestamp() > max_age:
+            raise PayloadError(
+                f"{field}: older than RELAY_MAX_EVENT_AGE ({format_duration(max_age)})",
+                field=field,
+            )
+
+
+def _time_field(event: Event) -> str:
+    """The payload field the event's ``timestamp`` came from, as the vendor spells it."""
+    if event.get("kind") != INBOUND_MESSAGE:
+        return RECEIPT_TIME
+    raw = event.get("raw")
+    given = {str(k).lower() for k, v in raw.items() if v} if isinstance(raw, dict) else set()
+    return "ts" if "ts" in given and not given & {"datetime", "timestamp"} else "datetime"
 
 
 def accept(relay: Relay, events: list[Event], fingerprints: list[str]) -> tuple[list[str], int]:

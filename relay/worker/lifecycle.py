@@ -59,6 +59,7 @@ def install(celery: RelayCelery) -> None:
                 celery.settings.worker_metrics_port,
                 celery.store,
                 lambda: queue_sizes(celery),
+                host=celery.settings.worker_metrics_host,
             )
 
     @worker_process_init.connect(weak=False)

@@ -24,3 +24,11 @@ def test_send_log_accepts_another_logger(caplog: pytest.LogCaptureFixture) -> No
     with caplog.at_level(logging.INFO, logger="elsewhere"):
         send_log("hello", logging.getLogger("elsewhere"))
     assert [r.getMessage() for r in caplog.records] == ["hello"]
+
+
+def test_send_log_escapes_every_control_character(caplog: pytest.LogCaptureFixture) -> None:
+    line = "ok\x1b[2J\x85forged\u2028line\u2029\x00\t\x7f\r\nend"
+    with caplog.at_level(logging.INFO, logger="relay.deliver.log"):
+        send_log(line)
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message == "ok\\x1b[2J\\x85forged\\u2028line\\u2029\\x00\\t\\x7f\\r\\nend"

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.harness import FIXTURES, ROOT
 from tests.httpsink import HttpSink
 
@@ -165,9 +167,50 @@ def _configured_env() -> dict:
         {
             "RELAY_SMTP_URL": "smtp://u:smtp-s3cret@127.0.0.1:2525",
             "RELAY_WEBEX_SERVICE_KEY": "webex-s3cret",
+            "RELAY_WEBEX_HUB_SECRET": "hub-s3cret",  # sms_reply needs authenticated callbacks
         }
     )
     return env
+
+
+SMS_ONLY = """\
+version: 1
+destinations:
+  help-reply: {type: sms_reply, text: "Reply STOP to opt out"}
+routes:
+  - {name: help, match: {keyword: HELP}, to: [help-reply]}
+"""
+
+
+def test_sms_reply_does_not_load_while_callbacks_are_unauthenticated(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(SMS_ONLY)
+    env = {k: v for k, v in _configured_env().items() if k != "RELAY_WEBEX_HUB_SECRET"}
+    done = relay("rules", "check", str(rules), env=env)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[0] == (
+        f"{rules}:3: destinations.help-reply: sms_reply destinations need authenticated "
+        "callbacks (RELAY_WEBEX_HUB_SECRET, RELAY_INGEST_BASIC_AUTH or RELAY_INGEST_API_KEY): "
+        "without, anyone who can post to the webhook can make relay send SMS to any number "
+        "(RELAY_ALLOW_UNAUTHENTICATED=1 allows it)"
+    )
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"RELAY_ALLOW_UNAUTHENTICATED": "1"},
+        {"RELAY_WEBEX_HUB_SECRET": "hub-s3cret"},
+        {"RELAY_INGEST_BASIC_AUTH": "webex:pa55"},
+        {"RELAY_INGEST_API_KEY_HEADER": "X-Key", "RELAY_INGEST_API_KEY": "k3y"},
+    ],
+)
+def test_sms_reply_loads_with_authenticated_callbacks_or_the_allowance(tmp_path, extra):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(SMS_ONLY)
+    env = {k: v for k, v in _configured_env().items() if k != "RELAY_WEBEX_HUB_SECRET"}
+    done = relay("rules", "check", str(rules), env={**env, **extra})
+    assert done.returncode == 0, done.stderr
 
 
 def test_rules_test_shows_email_slack_and_sms_without_secrets(tmp_path):

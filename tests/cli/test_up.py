@@ -46,6 +46,7 @@ class Up:
     def __init__(self, data_dir: Path, log: Path) -> None:
         self.port = free_port()
         self.log = log
+        self.data_dir = data_dir
         self.marker = f"RELAY_DATA_DIR={data_dir}"
         self._out = open(log, "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -65,8 +66,13 @@ class Up:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def redis(self) -> redis.Redis:
-        port = re.search(r"embedded Redis redis://127\.0\.0\.1:(\d+)", self.output()).group(1)
-        return redis.Redis(port=int(port), decode_responses=True)
+        """A client of the embedded Redis: the URL, with its password, is in the data dir."""
+        url = (self.data_dir / "redis.url").read_text().strip()
+        port = re.search(r"embedded Redis [\d.]+ \(/.*\) on 127\.0\.0\.1:(\d+)", self.output())
+        assert port and url.endswith(f"@127.0.0.1:{port.group(1)}/0"), self.output()
+        password = (self.data_dir / "redis.password").read_text().strip()
+        assert password in url and password not in self.output()
+        return redis.Redis.from_url(url, decode_responses=True)
 
     def stop(self, sig: int) -> int:
         self.process.send_signal(sig)

@@ -202,3 +202,79 @@ def test_check_strict_exits_1_on_warnings(tmp_path):
 def test_check_strict_of_clean_rules_exits_0():
     done = relay("rules", "check", "--strict", EXAMPLE)
     assert (done.returncode, done.stderr) == (0, "")
+
+
+# -- JSON written as one template string ---------------------------------------------------
+
+JSON_HEAD = """version: 1
+destinations:
+  crm:
+    type: http
+    url: https://crm.example/x
+{options}
+routes: [{{name: all, to: [crm]}}]
+"""
+
+
+def _destination_warnings(options: str) -> list[str]:
+    text = JSON_HEAD.format(options=options)
+    ruleset = load_rules_text(text, "rules.yaml", env={})
+    return [warning.format("rules.yaml") for warning in lint(ruleset, lines_of(text))]
+
+
+STRING_JSON = (
+    "warning: a JSON body written as one template string: event data in "
+    "{{ … }} can add keys or break the JSON; write it as a YAML mapping or list "
+    "(a structured body), or pass each value through tojson"
+)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        """    body: '{"campaign": "{{ event.callback.campaign }}"}'""",
+        """    body: '[{"to": "{{ event.destination }}"}]'""",
+        """    headers: {Content-Type: application/json}\n    body: '{{ event.status }}'""",
+        """    body: |\n      {"status": "{{ event.status }}",\n       "code": {{ event.code }}}""",
+    ],
+)
+def test_a_json_body_written_as_a_template_string_is_a_warning(options):
+    line = 7 if "headers" in options else 6
+    assert _destination_warnings(options) == [
+        f"rules.yaml:{line}: destinations.crm.body: {STRING_JSON}"
+    ]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        "    body: event",
+        "    body: raw",
+        "    body: '{{ event | tojson }}'",
+        """    body: '{"text": {{ event.text | tojson }}, "n": 1}'""",
+        "    body: 'SMS {{ event.status }} to {{ event.destination | mask }}'",
+        "    body: '[ALERT] {{ event.status }}'",
+        """    body: {campaign: "{{ event.callback.campaign }}"}""",
+        """    headers: {Content-Type: text/plain}\n    body: '{"a": "{{ event.status }}"}'""",
+    ],
+)
+def test_safe_or_structured_or_plain_text_bodies_are_not_warned_about(options):
+    assert _destination_warnings(options) == []
+
+
+def test_slack_blocks_written_as_a_template_string_are_a_warning():
+    text = """version: 1
+destinations:
+  ops:
+    type: slack
+    webhook_url: https://hooks.slack.test/x
+    text: x
+    blocks: '[{"type": "section", "text": {"type": "mrkdwn", "text": "{{ event.status }}"}}]'
+routes: [{name: all, to: [ops]}]
+"""
+    ruleset = load_rules_text(text, "rules.yaml", env={})
+    assert [w.format("rules.yaml") for w in lint(ruleset, lines_of(text))] == [
+        "rules.yaml:7: destinations.ops.blocks: warning: Slack blocks written as one template "
+        "string: event data in {{ … }} can add blocks or break the JSON; write them as a YAML "
+        "list (structured blocks), or pass each value through tojson"
+    ]

@@ -134,3 +134,57 @@ def test_a_chunked_body_within_the_limit_is_accepted(server):
 
 def test_the_server_still_answers_after_all_that(server):
     assert requests.get(f"http://127.0.0.1:{server}/healthz", timeout=2).json() == {"status": "ok"}
+
+
+# -- requests are read whole before a thread takes them (relay/web/server.py) --------------
+
+
+def read_answers(conn: socket.socket, count: int, timeout: float = 3.0) -> list[bytes]:
+    """``count`` whole answers (each with its Content-Length body) from ``conn``."""
+    conn.settimeout(timeout)
+    data, answers = b"", []
+    while len(answers) < count:
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            head = data[:end].decode("latin-1").lower()
+            length = int(head.split("content-length:", 1)[1].split("\r\n", 1)[0])
+            if len(data) >= end + 4 + length:
+                answers.append(data[: end + 4 + length])
+                data = data[end + 4 + length :]
+                continue
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return answers
+
+
+def test_pipelined_requests_are_each_answered_in_order(server):
+    payload = json.dumps({"oa": "447700900123", "da": "12345", "message": "pipelined"})
+    post = head(f"Content-Length: {len(payload)}\r\n") + payload.encode()
+    health = b"GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as conn:
+        conn.sendall(health + post + health)
+        answers = read_answers(conn, 3)
+    assert [status_of(answer) for answer in answers] == [200, 200, 200]
+    assert b'"accepted"' in answers[1] and b'"status"' in answers[2]
+
+
+def test_a_kept_alive_connection_serves_one_request_after_another(server):
+    with requests.Session() as session:
+        for _ in range(3):
+            answer = session.get(f"http://127.0.0.1:{server}/healthz", timeout=2)
+            assert answer.json() == {"status": "ok"}
+
+
+def test_expect_100_continue_gets_its_interim_answer_before_the_body(server):
+    payload = json.dumps({"oa": "447700900123", "da": "12345", "message": "continue"}).encode()
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as conn:
+        conn.sendall(head(f"Content-Length: {len(payload)}\r\nExpect: 100-continue\r\n"))
+        conn.settimeout(2)
+        assert conn.recv(4096).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn.sendall(payload)
+        answer = read_answer(conn)
+        while answer.startswith(b"HTTP/1.1 100 "):  # another interim answer may come: allowed
+            answer = answer.split(b"\r\n\r\n", 1)[1] or read_answer(conn)
+    assert status_of(answer) == 200

@@ -484,3 +484,166 @@ def test_required_auth_refuses_to_start_with_one_line(redis_server, no_exec, com
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("relay: RELAY_REQUIRE_AUTH: set, but none of")
+
+
+# -- safe by default: no method, no start (unless allowed) ---------------------------------
+
+NO_AUTH = {"RELAY_ALLOW_UNAUTHENTICATED": "0"}
+
+
+def assert_refusal(line: str) -> None:
+    assert line.startswith("relay: RELAY_ALLOW_UNAUTHENTICATED: not set, and none of ")
+    for name in (*auth.AUTH_VARIABLES, "RELAY_INGEST_API_KEY_HEADER"):
+        assert name in line
+
+
+def test_the_app_refuses_to_start_without_an_authentication_method(make_app):
+    with pytest.raises(SettingsError) as caught:
+        make_app(**NO_AUTH)
+    assert caught.value.variable == "RELAY_ALLOW_UNAUTHENTICATED"
+    assert_refusal(f"relay: {caught.value}")
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"RELAY_ALLOW_UNAUTHENTICATED": "1"},
+        {**NO_AUTH, "RELAY_WEBEX_HUB_SECRET": SECRET},
+        {**NO_AUTH, "RELAY_INGEST_BASIC_AUTH": f"webex:{PASSWORD}"},
+        {**NO_AUTH, "RELAY_INGEST_API_KEY_HEADER": "X-Relay-Key", "RELAY_INGEST_API_KEY": API_KEY},
+    ],
+)
+def test_an_authentication_method_or_the_allowance_lets_the_app_start(make_app, env):
+    allowed = env.get("RELAY_ALLOW_UNAUTHENTICATED") == "1"
+    assert post(make_app(**env)).status_code == (200 if allowed else 401)
+
+
+def test_require_auth_wins_over_the_allowance(make_app):
+    with pytest.raises(SettingsError) as caught:
+        make_app(RELAY_REQUIRE_AUTH="1", RELAY_ALLOW_UNAUTHENTICATED="1")
+    assert caught.value.variable == "RELAY_REQUIRE_AUTH"
+
+
+def test_the_procfile_web_process_refuses_without_auth_with_one_line_and_exit_2(redis_server):
+    """``gunicorn relay.web.wsgi:app -c python:relay.web.gunicorn_conf``, as the Procfile."""
+    env = relay_env(redis_server.url, **NO_AUTH)
+    done = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "relay.web.wsgi:app"]
+        + ["-c", "python:relay.web.gunicorn_conf", "--bind", "127.0.0.1:0"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert_refusal(line)
+
+
+def test_relay_web_refuses_without_auth_with_one_line(redis_server, no_exec):
+    result = run_cli(["web"], redis_server, **NO_AUTH)
+    assert result.exit_code == 2
+    assert no_exec == []
+    (line,) = result.stderr.strip().splitlines()
+    assert_refusal(line)
+
+
+def test_relay_up_on_a_public_address_refuses_without_auth(redis_server, no_exec):
+    result = run_cli(["up", "--host", "0.0.0.0"], redis_server, **NO_AUTH)
+    assert result.exit_code == 2
+    assert no_exec == []
+    (line,) = result.stderr.strip().splitlines()
+    assert_refusal(line)
+
+
+class FakeSupervisor:
+    """Records the children ``relay up`` would start, and stops it there."""
+
+    started: list = []
+
+    def __init__(self, children, services=()):
+        self.children = children
+        self.stopping = False
+
+    def install_signal_handlers(self):
+        pass
+
+    def start(self):
+        FakeSupervisor.started = self.children
+        raise SystemExit(0)
+
+    def stop(self):
+        pass
+
+
+@pytest.fixture
+def fake_supervisor(monkeypatch):
+    monkeypatch.setattr(cli, "_check_port_free", lambda host, port: None)
+    monkeypatch.setattr(cli, "Supervisor", FakeSupervisor)
+    FakeSupervisor.started = []
+    return FakeSupervisor
+
+
+SMS_RULES = """\
+version: 1
+destinations:
+  help-reply: {type: sms_reply, text: "Reply STOP to opt out."}
+routes:
+  - {name: help, match: {kind: inbound_message, keyword: HELP}, to: [help-reply]}
+"""
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "localhost", "::1", "[::1]"])
+def test_relay_up_on_loopback_starts_without_auth_and_tells_its_children(
+    redis_server, fake_supervisor, tmp_path, host
+):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(SMS_RULES)  # sms_reply loads too: the allowance is implied
+    result = run_cli(
+        ["up", "--host", host, "--rules", str(rules)],
+        redis_server,
+        RELAY_WEBEX_SERVICE_KEY="k",
+        **NO_AUTH,
+    )
+    assert result.exit_code == 0, result.stderr
+    (line,) = auth_lines(result.stderr)
+    assert line.startswith("relay: warning: webhook callbacks are not authenticated")
+    names = [child.name for child in fake_supervisor.started]
+    assert names == ["web", "worker"]
+    for child in fake_supervisor.started:
+        assert child.env["RELAY_ALLOW_UNAUTHENTICATED"] == "1"
+
+
+def test_relay_up_on_a_public_address_starts_when_allowed_with_the_warning(
+    redis_server, fake_supervisor
+):
+    result = run_cli(["up", "--host", "0.0.0.0"], redis_server, RELAY_ALLOW_UNAUTHENTICATED="1")
+    assert result.exit_code == 0, result.stderr
+    assert len(auth_lines(result.stderr)) == 1
+    assert [child.name for child in fake_supervisor.started] == ["web", "worker"]
+
+
+def test_relay_up_with_auth_does_not_pass_the_allowance_on(redis_server, fake_supervisor):
+    result = run_cli(["up"], redis_server, RELAY_WEBEX_HUB_SECRET=SECRET, **NO_AUTH)
+    assert result.exit_code == 0, result.stderr
+    for child in fake_supervisor.started:
+        assert child.env.get("RELAY_ALLOW_UNAUTHENTICATED") == "0"
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.255.0.9", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("LOCALHOST", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.5", False),
+        ("relay.internal", False),
+    ],
+)
+def test_which_addresses_are_loopback(host, loopback):
+    assert cli.is_loopback(host) is loopback

@@ -115,3 +115,53 @@ def test_up_warns_when_the_configured_redis_may_evict_keys(own_redis, tmp_path):
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=60)
+
+
+# -- the answers name no host or port: they are logged instead -----------------------------
+
+
+def where(url: str) -> list[str]:
+    """What of ``url`` must not reach a caller: its host:port and its port."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return [f"{parts.hostname}:{parts.port}", str(parts.port)]
+
+
+def test_the_503_says_redis_is_down_without_saying_where(client, own_redis, caplog):
+    own_redis.stop()
+    with caplog.at_level("WARNING", logger="relay.web"):
+        answer = client.post(URL, json=inbound("while down"))
+    assert answer.status_code == 503
+    assert answer.json == {"error": "unavailable", "detail": "redis not answering"}
+    for text in where(own_redis.url):
+        assert text not in answer.get_data(as_text=True)
+    assert where(own_redis.url)[0] in caplog.text  # the operator still sees it
+
+
+def test_readyz_says_redis_is_down_without_saying_where(client, own_redis, caplog):
+    own_redis.stop()
+    with caplog.at_level("WARNING", logger="relay.web"):
+        answer = client.get("/readyz")
+    assert answer.status_code == 503
+    assert answer.json["checks"]["redis"] == "redis not answering"
+    assert answer.json["checks"]["broker"] == "redis not answering"  # the same Redis
+    for text in where(own_redis.url):
+        assert text not in answer.get_data(as_text=True)
+    assert where(own_redis.url)[0] in caplog.text
+
+
+def test_readyz_says_the_broker_is_down_without_saying_where(redis_server, caplog):
+    from tests.httpsink import closed_port
+
+    broker = f"redis://127.0.0.1:{closed_port()}/0"
+    env = relay_env(redis_server.url, RELAY_BROKER_URL=broker, RELAY_ENQUEUE_TIMEOUT="0.2s")
+    client = create_app(load_settings(env)).test_client()
+    with caplog.at_level("WARNING", logger="relay.web"):
+        answer = client.get("/readyz")
+    assert answer.status_code == 503
+    assert answer.json["checks"]["redis"] == "ok"
+    assert answer.json["checks"]["broker"] == "broker not answering"
+    for text in where(broker):
+        assert text not in answer.get_data(as_text=True)
+    assert "not ready: broker" in caplog.text
