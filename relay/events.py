@@ -70,6 +70,7 @@ class Event(TypedDict, total=False):
     correlation_id: str
     callback_data: str
     callback: dict[str, Any]
+    callback_error: str
     # inbound_message
     tid: str
     user_id: str
@@ -87,7 +88,7 @@ def receipt_event(fields: Mapping[str, Any], raw: object, source: str, event_id:
     status = fields["status"]
     code = fields.get("code", "")
     callback_data = fields.get("callback_data", "")
-    return {
+    event: Event = {
         "id": event_id,
         "kind": DELIVERY_RECEIPT,
         "source": source,
@@ -108,6 +109,10 @@ def receipt_event(fields: Mapping[str, Any], raw: object, source: str, event_id:
         "callback": parse_callback(callback_data),
         "raw": raw,
     }
+    problem = callback_problem(callback_data)
+    if problem:
+        event["callback_error"] = problem
+    return event
 
 
 def inbound_event(
@@ -183,6 +188,22 @@ def parse_callback(data: str) -> dict[str, Any]:
     if not pairs or not all("=" in part for part in pairs):
         return {}
     return dict(parse_qsl("&".join(pairs), keep_blank_values=True))
+
+
+def callback_problem(data: str) -> str | None:
+    """Why a ``callbackData`` written as JSON reads as ``{}`` (else None)."""
+    data = data.strip()
+    if not data.startswith("{"):
+        return None
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        return f"callbackData: JSON nested deeper than {CALLBACK_MAX_DEPTH} levels"
+    except ValueError as exc:
+        return f"callbackData: not valid JSON ({exc})"
+    if isinstance(value, dict) and not _shallow(value):
+        return f"callbackData: JSON nested deeper than {CALLBACK_MAX_DEPTH} levels"
+    return None
 
 
 def _shallow(value: object) -> bool:

@@ -212,3 +212,15 @@ def test_callback_data_nested_past_the_body_limit_reads_as_empty():
     assert parse_callback(deep) == {}
     ok = '{"a":' * 32 + "1" + "}" * 32
     assert parse_callback(ok) != {}
+
+
+def test_callback_data_that_reads_as_empty_says_why():
+    from relay.events import receipt_event
+
+    fields = {"status": "Delivered", "callback_data": '{"a":' * 40 + "1" + "}" * 40}
+    event = receipt_event(fields, {}, "default", "01A")
+    assert event["callback"] == {} and "nested deeper than 32" in event["callback_error"]
+    broken = receipt_event({"status": "Delivered", "callback_data": '{"a": '}, {}, "d", "01B")
+    assert broken["callback_error"].startswith("callbackData: not valid JSON")
+    plain = receipt_event({"status": "Delivered", "callback_data": "campaign-7"}, {}, "d", "01C")
+    assert "callback_error" not in plain

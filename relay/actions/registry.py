@@ -21,10 +21,11 @@ the three functions, and one line in :data:`ACTION_TYPES`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from relay.actions import email, http, log, slack, sms
 from relay.actions.base import Outcome
@@ -92,8 +93,10 @@ def checks(destination: Destination, settings: Settings) -> list[str]:
     return action_type(destination).check(destination, settings)
 
 
-def redact(prepared: dict) -> dict:
-    """``prepared`` fit to show: secret-looking header values and webhook URLs masked."""
+def redact(prepared: dict[str, Any], secrets: Collection[str] = ()) -> dict[str, Any]:
+    """``prepared`` fit to show: secret-looking header values and webhook URLs masked; in
+    every URL the password and the query values; and, in headers and bodies, every value
+    that came from the environment (``secrets``)."""
     shown = dict(prepared)
     if "headers" in shown:
         shown["headers"] = {
@@ -102,7 +105,51 @@ def redact(prepared: dict) -> dict:
         }
     if "webhook_url" in shown:
         shown["webhook_url"] = _mask_url_path(shown["webhook_url"])
-    return shown
+    for key in ("url", "api"):
+        if isinstance(shown.get(key), str):
+            shown[key] = _mask_url_secrets(shown[key])
+    hidden = sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True)
+    if not hidden:
+        return shown
+    # URLs keep their own masking: an address taken from the environment is no secret
+    return {
+        key: value if key in _URL_KEYS else _mask_values(value, hidden)
+        for key, value in shown.items()
+    }
+
+
+_URL_KEYS = frozenset({"url", "api", "webhook_url"})
+
+
+def _mask_values(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, dict):
+        return {key: _mask_values(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_mask_values(item, secrets) for item in value]
+    return value
+
+
+def _mask_url_secrets(url: str) -> str:
+    """``https://u:pw@host/p?api_key=k&x=1`` → ``https://u:****@host/p?api_key=****&x=****``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{MASK}@{host}" if ":" in userinfo else f"{MASK}@{host}"
+    query = (
+        "&".join(
+            f"{pair.split('=', 1)[0]}={MASK}" if "=" in pair else pair
+            for pair in parts.query.split("&")
+        )
+        if parts.query
+        else ""
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _mask_url_path(url: str) -> str:

@@ -64,7 +64,7 @@ def _delivery(
     job = new_job(event, route, name, ruleset.version, spec)
     out = {"destination": name, "type": destination.type, "route": route, "retry": spec}
     try:
-        out["request"] = redact(prepare(destination, job, settings))
+        out["request"] = redact(prepare(destination, job, settings), ruleset.interpolated)
     except (TemplateError, ValueError) as exc:
         out["error"] = f"template error: {exc}" if isinstance(exc, TemplateError) else str(exc)
     return out

@@ -100,6 +100,9 @@ class Document:
     data: Any
     marks: Mapping[Path, Mark] = field(default_factory=dict)
     failed: frozenset[Path] = frozenset()
+    #: the values ``${...}`` references brought in (secrets, as often as not): dry runs
+    #: mask them wherever they show
+    interpolated: frozenset[str] = frozenset()
 
     def mark(self, path: Path) -> Mark:
         """The mark of ``path``, or of its nearest ancestor that has one."""
@@ -130,6 +133,16 @@ def expand(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
         return value
 
     return _REFERENCE.sub(replace, text), problems
+
+
+def referenced(text: str, env: Mapping[str, str]) -> list[str]:
+    """The values the ``${...}`` references of ``text`` stand for (defaults included)."""
+    values = []
+    for found in _REFERENCE.finditer(text):
+        name = _NAME.fullmatch(found.group(1)) if found.group(1) is not None else None
+        if name is not None:
+            values.append(env.get(name.group(1)) or name.group(2) or "")
+    return values
 
 
 def _bad_reference(text: str) -> str:
@@ -167,7 +180,7 @@ def parse(text: str, env: Mapping[str, str], problems: Problems) -> Document | N
         return Document(None, {(): Mark(1)})
     builder = _Builder(env, problems)
     data = builder.build(node, (), node.start_mark.line + 1)
-    return Document(data, builder.marks, frozenset(builder.failed))
+    return Document(data, builder.marks, frozenset(builder.failed), frozenset(builder.values))
 
 
 def _compose(text: str) -> yaml.Node | None:
@@ -195,6 +208,7 @@ class _Builder:
         self.problems = problems
         self.marks: dict[Path, Mark] = {}
         self.failed: set[Path] = set()
+        self.values: set[str] = set()  # what ${...} references brought in
         self._open: set[int] = set()  # nodes being walked, to stop at a recursive alias
 
     def build(self, node: yaml.Node, path: Path, line: int) -> Any:
@@ -253,6 +267,7 @@ class _Builder:
         self.marks[path] = Mark(line, node.start_mark.line + 2 if block else None)
         text = node.value
         if "${" in text:
+            self.values.update(value for value in referenced(text, self.env) if value)
             text, problems = expand(text, self.env)
             for message in problems:
                 self.problems.add(line, format_path(path), message)

@@ -23,8 +23,8 @@ Event = Mapping[str, Any]
 EVENT_FIELDS = frozenset(
     "id kind source received_at status final code code_description description "
     "additional_info destination channel timestamp transid subtid correlation_id "
-    "callback_data callback tid user_id network_id sender recipient text keyword raw "
-    "sender_opted_out opt_out_ambiguous".split()
+    "callback_data callback callback_error tid user_id network_id sender recipient text "
+    "keyword raw sender_opted_out opt_out_ambiguous".split()
 )
 #: fields whose inside a dotted path may reach (``callback.campaign``, ``raw.a.0.b``)
 NESTED_FIELDS = frozenset({"callback", "raw"})

@@ -61,7 +61,15 @@ def load_rules_text(
         raise RulesError(problems.messages())
     destinations, routes, default = parts
     version = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-    return Ruleset(version, path_label, MappingProxyType(destinations), routes, default)
+    assert doc is not None
+    return Ruleset(
+        version,
+        path_label,
+        MappingProxyType(destinations),
+        routes,
+        default,
+        interpolated=doc.interpolated,
+    )
 
 
 @contextmanager

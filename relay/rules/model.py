@@ -172,6 +172,8 @@ class Ruleset:
     routes: tuple[Route, ...]
     default: Route | None = None
     indexed: bool = field(default=True, compare=False, repr=False)
+    #: values the file took from the environment through ``${...}``: shown masked
+    interpolated: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         index = Index([route.condition for route in self.routes], indexed=self.indexed)

@@ -41,7 +41,12 @@ def readyz() -> ResponseReturnValue:
     version = relay.rules.version
     failure = relay.rules_holder.failure
     checks["rules"] = str(failure) if failure else "ok"
-    warnings = [w for w in [relay.store.eviction_warning(), _rules_warning(relay, failure)] if w]
+    found = [
+        relay.store.eviction_warning(),
+        relay.store.memory_warning(),
+        _rules_warning(relay, failure),
+    ]
+    warnings = [warning for warning in found if warning]
     body = {
         "status": "ready" if ready else "not_ready",
         "checks": checks,

@@ -42,3 +42,15 @@ def test_readyz_says_the_rules_reload_failed_and_which_version_still_runs(redis_
     wait_until(lambda: client.get("/readyz").json["rules_version"] != running, 10)
     fixed = client.get("/readyz").json
     assert fixed["checks"]["rules"] == "ok" and fixed["warnings"] == []
+
+
+def test_readyz_warns_when_redis_memory_passes_80_percent(client, redis_client):
+    used = int(redis_client.info("memory")["used_memory"])
+    previous = redis_client.config_get("maxmemory")["maxmemory"]
+    try:
+        redis_client.config_set("maxmemory", str(int(used / 0.9) + 1))
+        answer = client.get("/readyz")
+    finally:
+        redis_client.config_set("maxmemory", previous)
+    assert answer.status_code == 200
+    assert any("of its maxmemory" in warning for warning in answer.json["warnings"])
