@@ -274,12 +274,9 @@ class BoundedReadWorker(ThreadWorker):
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
 
     def _on_readable(self, conn: BoundedConn, client: socket.socket) -> None:
-        try:
-            data = conn.sock.recv(RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
+        data = _recv(conn)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:  # the client went away
             self._stop_reading(conn)
             self._close(conn)
@@ -364,12 +361,9 @@ class BoundedReadWorker(ThreadWorker):
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_lingering, conn))
 
     def _on_lingering(self, conn: BoundedConn, client: socket.socket) -> None:
-        try:
-            data = conn.sock.recv(RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
+        data = _recv(conn)
+        if data is None:
             return
-        except OSError:
-            data = b""
         conn.drained += len(data)
         if not data or conn.drained >= LINGER_BYTES:
             self._end_linger(conn)
@@ -431,3 +425,14 @@ class BoundedReadWorker(ThreadWorker):
 
 def _peer(client: Any) -> str:
     return str(client[0]) if isinstance(client, (tuple, list)) and client else str(client)
+
+
+def _recv(conn: BoundedConn) -> bytes | None:
+    """What the client sent (``b""``: it closed, or the socket failed), or None when
+    nothing is there yet."""
+    try:
+        return conn.sock.recv(RECV_SIZE)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
