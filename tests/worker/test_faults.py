@@ -245,8 +245,13 @@ def test_poison_event_is_dead_lettered_and_others_still_flow(broker, rig, sink, 
     relay.post(20, "healthy")
     letter = wait_until(lambda: relay_store(relay).dead_letters.get(f"{poison}:hook"), 90)
     counts = relay.wait_all_delivered()
-    assert "gave up after 3 attempts" in letter["reason"]
-    assert len(killed) == 3
+    # whichever ends it first: the retry budget (3 attempts started, each one killing its
+    # worker), or RELAY_POISON_AFTER (the delivery published again 3 times, by take-overs
+    # and the pending outbox, without ever settling)
+    assert "gave up after 3 attempts" in letter["reason"] or letter["reason"].startswith(
+        "poison: published again 3 times"
+    )
+    assert 1 <= len(killed) <= 3  # never more sends than the budget allows
     report(fault_report, "poison event killing its worker", relay, counts, broker.name)
 
 
