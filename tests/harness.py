@@ -17,10 +17,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis
+import requests
 from kombu import Connection, Exchange, Queue
 from kombu.exceptions import ChannelError
 
-from relay.cli import worker_argv
+from relay.cli import web_argv, worker_argv
+from relay.cli.embedded import free_port
 from relay.ops.broker import DELIVER_QUEUE, ROUTE_QUEUE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +58,41 @@ def relay_env(redis_url: str, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+@contextlib.contextmanager
+def web_process(redis_url: str, log: Path, **env: str) -> Iterator[int]:
+    """``relay web`` (gunicorn, the Procfile's settings) as a real process on a free port,
+    once ``/healthz`` answers; yields the port, stops it after."""
+    port = free_port()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            web_argv("127.0.0.1", port),
+            env=relay_env(redis_url, **env),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: process.poll() is not None or _healthy(base), 30)
+        assert process.poll() is None, log.read_text()
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return requests.get(base + "/healthz", timeout=1).ok
+    except requests.RequestException:
+        return False
 
 
 class WorkerProcess:

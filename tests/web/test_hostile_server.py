@@ -7,17 +7,13 @@ slowly it comes; a chunked body (no Content-Length) is refused once it passes th
 from __future__ import annotations
 
 import json
-import signal
 import socket
-import subprocess
 import time
 
 import pytest
 import requests
 
-from relay.cli import web_argv
-from tests.harness import ROOT, relay_env, wait_until
-from tests.httpsink import closed_port
+from tests.harness import web_process
 
 URL = "/webhooks/webex-connect"
 LIMIT = 65536
@@ -25,39 +21,11 @@ LIMIT = 65536
 
 @pytest.fixture(scope="module")
 def server(redis_server, tmp_path_factory):
-    port = closed_port()
     log = tmp_path_factory.mktemp("gunicorn") / "web.log"
-    env = relay_env(
-        redis_server.url, WEB_CONCURRENCY="1", WEB_THREADS="4", RELAY_MAX_BODY_BYTES=str(LIMIT)
-    )
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            web_argv("127.0.0.1", port),
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: process.poll() is not None or _healthy(base), 30)
-        assert process.poll() is None, log.read_text()
+    with web_process(
+        redis_server.url, log, WEB_CONCURRENCY="1", WEB_THREADS="4", RELAY_MAX_BODY_BYTES=str(LIMIT)
+    ) as port:
         yield port
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _healthy(base: str) -> bool:
-    try:
-        return requests.get(base + "/healthz", timeout=1).ok
-    except requests.RequestException:
-        return False
 
 
 def head(extra: str) -> bytes:

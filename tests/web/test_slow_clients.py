@@ -9,18 +9,14 @@ however its bytes trickle in.
 from __future__ import annotations
 
 import select
-import signal
 import socket
-import subprocess
 import time
 
 import pytest
 import requests
 
-from relay.cli import web_argv
 from tests.conftest import load_fixture
-from tests.harness import ROOT, relay_env, wait_until
-from tests.httpsink import closed_port
+from tests.harness import web_process
 
 pytestmark = pytest.mark.e2e
 
@@ -30,42 +26,10 @@ URL = "/webhooks/webex-connect"
 
 @pytest.fixture(scope="module")
 def server(redis_server, tmp_path_factory):
-    port = closed_port()
     log = tmp_path_factory.mktemp("gunicorn") / "web.log"
-    env = relay_env(
-        redis_server.url,
-        WEB_CONCURRENCY="1",
-        WEB_THREADS="2",
-        RELAY_READ_TIMEOUT=f"{READ_TIMEOUT:g}s",
-    )
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            web_argv("127.0.0.1", port),
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: process.poll() is not None or _healthy(base), 30)
-        assert process.poll() is None, log.read_text()
+    env = {"WEB_CONCURRENCY": "1", "WEB_THREADS": "2", "RELAY_READ_TIMEOUT": f"{READ_TIMEOUT:g}s"}
+    with web_process(redis_server.url, log, **env) as port:
         yield port
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _healthy(base: str) -> bool:
-    try:
-        return requests.get(base + "/healthz", timeout=1).ok
-    except requests.RequestException:
-        return False
 
 
 def connect(port: int) -> socket.socket:
