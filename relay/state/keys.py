@@ -56,10 +56,6 @@ def ref(value: str) -> str:
     return PREFIX + "ref:" + value
 
 
-def routed(event_id: str) -> str:
-    return PREFIX + "routed:" + event_id
-
-
 def delivery(delivery_id: str, part: str) -> str:
     """``part``: ``n``, ``gen``, ``lock``, ``done`` or ``log``."""
     return f"{PREFIX}dlv:{delivery_id}:{part}"

@@ -301,9 +301,6 @@ class Store:
         record = dead_letter(job, reason, self.deliveries.attempts(job["delivery_id"]))
         self.deliveries.dead(job, record, [delivery_entry(job, Step.DEAD_LETTERED, reason=reason)])
 
-    def is_routed(self, event_id: str) -> bool:
-        return bool(self.client.exists(keys.routed(event_id)))
-
     # -- history --------------------------------------------------------------------------
 
     def add_history(self, event_id: str, *entries: HistoryEntry) -> None:
