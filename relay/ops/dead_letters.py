@@ -32,6 +32,7 @@ from relay.events import (
     job_of,
 )
 from relay.state import RedisError, Store
+from relay.state.index import OPEN
 from relay.state.keys import deliver_member, route_member, storable
 
 
@@ -164,6 +165,7 @@ def _replay_one(store: Store, publisher: Publisher, record: DeadLetter) -> dict[
     # the history entry is written before publishing so it precedes the new attempts.
     store.pending.register_now(member, task, args)
     store.add_history(event["id"], entry)
+    store.index.settle_now(event["id"], {did: OPEN}, time.time())  # searchable as pending
     try:
         publisher.send_task(task, args=args)
     except Exception as exc:

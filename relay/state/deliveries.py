@@ -2,11 +2,13 @@
 
 Each attempt starts with :meth:`DeliveryState.begin` (one round trip: done? stale? busy?
 else take the lock and count the attempt) and ends with one transaction that writes its
-outcome, its history entries and what comes next (settled, a retry, a dead letter).
+outcome, its history entries and what comes next (settled, a retry, a dead letter), and
+moves the event's search state (:mod:`relay.state.index`) in the same transaction.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +18,7 @@ from relay.events import Attempt, DeadLetter, HistoryEntry, Job
 from relay.state import keys
 from relay.state.client import dumps, loads
 from relay.state.dead_letters import DeadLetters
+from relay.state.index import DEAD, DONE, RETRY, EventIndex
 from relay.state.pending import Pending
 
 #: KEYS: done, gen, lock, attempt counter, owned set (or the counter again);
@@ -35,9 +38,15 @@ return {'go', n}
 
 class DeliveryState:
     def __init__(
-        self, client: redis.Redis, ttl: float, pending: Pending, dead_letters: DeadLetters
+        self,
+        client: redis.Redis,
+        ttl: float,
+        pending: Pending,
+        dead_letters: DeadLetters,
+        index: EventIndex,
     ) -> None:
         self.redis = client
+        self.index = index
         self.ttl = int(ttl)
         self.pending = pending
         self.dead_letters = dead_letters
@@ -92,6 +101,7 @@ class DeliveryState:
             self.pending.register(
                 pipe, keys.deliver_member(did), "relay.deliver", [follow_up], due=retry_at
             )
+            self.index.settle(pipe, job["event"]["id"], {did: RETRY}, time.time())
         pipe.delete(keys.delivery(did, "lock"))
         pipe.execute()
         return follow_up
@@ -108,6 +118,7 @@ class DeliveryState:
         pipe.set(keys.delivery(did, "done"), "1", ex=self.ttl)
         self.pending.settle(pipe, keys.deliver_member(did))
         pipe.delete(keys.delivery(did, "lock"))
+        self.index.settle(pipe, job["event"]["id"], {did: DONE}, time.time())
 
     def dead(
         self,
@@ -126,6 +137,7 @@ class DeliveryState:
         self._history(pipe, job, entries)
         self.pending.settle(pipe, keys.deliver_member(did))
         pipe.delete(keys.delivery(did, "lock"))
+        self.index.settle(pipe, job["event"]["id"], {did: DEAD}, time.time())
         pipe.execute()
         self.dead_letters.trim()
 

@@ -27,6 +27,15 @@
     relay:cooldown:<dest>:<digits>  a reply window, holding the delivery id that claimed it
     relay:lock:<name>           short locks (one sweeper at a time)
     relay:republished:<member>  how often a unit of work was published again (poison count)
+    relay:idx:all               sorted set: every routed event id, scored by its accept time
+                                (ms); trimmed and expiring with the history (RELAY_HISTORY_TTL)
+    relay:idx:<facet>:<value>   the same, for the events with that facet value (kind, status,
+                                code, source, route, destination, keyword, state: see
+                                relay.state.index)
+    relay:idx:retrying          the same, for the events with a retry scheduled
+    relay:track:<event id>      hash: the event's accept time (@at), search state (@state)
+                                and each delivery's settlement (delivery id → open, retry,
+                                done, dead)
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ PENDING = PREFIX + "pending"
 PENDING_TASKS = PREFIX + "pending:tasks"
 NODES = PREFIX + "nodes"
 DEAD = PREFIX + "dead"
+INDEX_ALL = PREFIX + "idx:all"
+RETRYING = PREFIX + "idx:retrying"
 
 
 def dedupe(fp: str) -> str:
@@ -63,6 +74,16 @@ def delivery(delivery_id: str, part: str) -> str:
 
 def dead(delivery_id: str) -> str:
     return PREFIX + "dead:" + delivery_id
+
+
+def index(facet: str, value: str) -> str:
+    """The search index of events whose ``facet`` is ``value`` (normalised by
+    ``relay.state.index.normalize``)."""
+    return f"{PREFIX}idx:{facet}:{value}"
+
+
+def track(event_id: str) -> str:
+    return PREFIX + "track:" + event_id
 
 
 def owned(node: str) -> str:

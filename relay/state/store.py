@@ -42,6 +42,7 @@ from relay.state.client import (
 )
 from relay.state.dead_letters import DeadLetters
 from relay.state.deliveries import DeliveryState
+from relay.state.index import DEAD, EventIndex, accept_score, event_facets
 from relay.state.pending import Pending, Spec
 from relay.state.replies import ReplyState
 
@@ -88,7 +89,11 @@ return out
 
 # Keys are derived inside the script from the prefix (one Redis, not a cluster).
 # ARGV: prefix, event id, ttl s, now, owned set ('' for none), event JSON,
-#   n entries, entries…, n refs, refs…, n jobs, then per job: id, task JSON, due, lock ms.
+#   n entries, entries…, n refs, refs…, accept score (ms), oldest score kept, search state,
+#   n index sets, their keys…, routes JSON, destinations JSON,
+#   n jobs, then per job: id, task JSON, due, lock ms.
+# The search indexes (relay.state.index) are written here, in the worker's one call per
+# event, so that accepting an event costs nothing more.
 # Returns {-1} when the event was routed already (a duplicate), else per job the number
 # of the attempt it may start now (0: its lock is held elsewhere).
 _ROUTE = """
@@ -111,11 +116,28 @@ for _ = 1, refs do
   redis.call('ZADD', key, 'NX', now, id)
   redis.call('EXPIRE', key, ttl)
 end
+local score, cutoff, state = ARGV[i], ARGV[i + 1], ARGV[i + 2]; i = i + 3
+local indexes = tonumber(ARGV[i]); i = i + 1
+for _ = 1, indexes do
+  local key = ARGV[i]; i = i + 1
+  redis.call('ZADD', key, score, id)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. cutoff)
+  redis.call('EXPIRE', key, ttl)
+end
+local track = p .. 'track:' .. id
+local was = redis.call('HGET', track, '@state')
+if was and was ~= state then redis.call('ZREM', p .. 'idx:state:' .. was, id) end
+redis.call('HDEL', track, id .. ':(routing)')
+redis.call('HSET', track, '@at', score, '@state', state, '@routes', ARGV[i], '@destinations',
+  ARGV[i + 1])
+redis.call('EXPIRE', track, ttl)
+i = i + 2
 local out = {}
 local jobs = tonumber(ARGV[i]); i = i + 1
 for _ = 1, jobs do
   local did, spec, due, hold = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]; i = i + 4
   local job = 'deliver:' .. did
+  redis.call('HSET', track, did, 'open')
   redis.call('ZADD', p .. 'pending', due, job)
   redis.call('HSET', p .. 'pending:tasks', job, spec)
   if owned ~= '' then redis.call('SADD', owned, job) end
@@ -146,7 +168,10 @@ class Store:
         self.dedupe_ttl_ms = int(dedupe_ttl * 1000)
         self.pending = Pending(client, grace, node)
         self.dead_letters = DeadLetters(client, dead_letter_ttl, dead_letter_max)
-        self.deliveries = DeliveryState(client, history_ttl, self.pending, self.dead_letters)
+        self.index = EventIndex(client, history_ttl)
+        self.deliveries = DeliveryState(
+            client, history_ttl, self.pending, self.dead_letters, self.index
+        )
         self.replies = ReplyState(client)
         self._accept = client.register_script(_ACCEPT)
         self._take = client.register_script(_TAKE)
@@ -250,7 +275,9 @@ class Store:
             *(dumps(entry) for entry in entries),
         ]
         refs = _refs(event)
-        args += [len(refs), *refs, len(jobs)]
+        args += [len(refs), *refs]
+        args += self._index_args(event, entries, jobs)
+        args.append(len(jobs))
         due = time.time() + self.pending.grace
         for job, hold in zip(jobs, holds, strict=True):
             spec = dumps({"task": "relay.deliver", "args": [job]})
@@ -259,6 +286,30 @@ class Store:
         if numbers and int(numbers[0]) == -1:
             return None
         return [int(n) for n in numbers]
+
+    def _index_args(
+        self, event: Event, entries: Sequence[HistoryEntry], jobs: Sequence[Job]
+    ) -> list[Any]:
+        """The search part of the routing call's arguments (see _ROUTE)."""
+        routed = next((e for e in entries if e.get("step") == Step.ROUTED), HistoryEntry())
+        routes = list(routed.get("routes", []))
+        destinations = [job["destination"] for job in jobs]
+        state = "pending" if jobs else "unrouted"
+        sets = [
+            keys.INDEX_ALL,
+            keys.index("state", state),
+            *(keys.index(f, v) for f, v in event_facets(event, routes, destinations)),
+        ]
+        now = time.time()
+        return [
+            accept_score(event),
+            self.index.cutoff(now),
+            state,
+            len(sets),
+            *sets,
+            dumps(routes),
+            dumps(list(dict.fromkeys(destinations))),
+        ]
 
     def routing_failed(
         self, event: Event, entries: Sequence[HistoryEntry], record: DeadLetter
@@ -273,9 +324,22 @@ class Store:
         for ref in _refs(event):
             pipe.zadd(keys.ref(ref), {event_id: time.time()}, nx=True)
             pipe.expire(keys.ref(ref), self.history_ttl)
+        self._index_failed_routing(pipe, event, record["id"])
         self.dead_letters.stage(pipe, record)
         pipe.execute()
         self.dead_letters.trim()
+
+    def _index_failed_routing(self, pipe: Any, event: Event, routing_id: str) -> None:
+        """Add to ``pipe``: index the event, its routing dead (state ``dead``)."""
+        score, now = accept_score(event), time.time()
+        for facet, value in event_facets(event, (), ()):
+            key = keys.index(facet, value)
+            pipe.zadd(key, {event["id"]: score})
+            pipe.expire(key, self.history_ttl)
+        pipe.zadd(keys.INDEX_ALL, {event["id"]: score})
+        pipe.expire(keys.INDEX_ALL, self.history_ttl)
+        pipe.hset(keys.track(event["id"]), mapping={"@at": score})
+        self.index.settle(pipe, event["id"], {routing_id: DEAD}, now)
 
     def poisoned(self, member: str, spec: Spec | None, reason: str) -> None:
         """Move the unit of work ``member`` (its task ``spec``, None when it does not decode)
@@ -317,6 +381,13 @@ class Store:
     def event(self, event_id: str) -> Event | None:
         raw = self.client.get(keys.event(event_id))
         return loads(raw) if raw else None
+
+    def events(self, event_ids: Sequence[str]) -> list[Event | None]:
+        """The stored events of ``event_ids`` (None for one no longer kept), in one call."""
+        if not event_ids:
+            return []
+        found = self.client.mget([keys.event(event_id) for event_id in event_ids])
+        return [loads(raw) if raw else None for raw in found]
 
     def history(self, event_id: str) -> list[HistoryEntry]:
         return [loads(item) for item in self.client.lrange(keys.history(event_id), 0, -1)]

@@ -1,0 +1,258 @@
+"""Event search: filtered pages of events, newest first, from the indexes the worker keeps
+(:mod:`relay.state.index`), never by scanning (``GET /api/events``, ``relay events list``).
+
+::
+
+    page = search_events(store, EventQuery(destination="crm", state="dead"), limit=50)
+    page.items        # EventSummary, newest first
+    page.next_cursor  # pass it back for the next (older) page; None at the end
+
+Several filters intersect: the smallest of their sets is walked newest first and each entry
+is checked against the others (one short Lua call per :data:`relay.state.index.SCAN_BUDGET`
+entries). The cursor is the position (accept time, id) of the last event a page covered:
+events that arrive meanwhile are newer than it, so paging down neither skips nor repeats.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from typing import Any
+
+from relay.logs import mask_numbers
+from relay.ops.history import event_label
+from relay.state import Store
+from relay.state import keys as state_keys
+from relay.state.index import FACETS, STATES, decode_cursor, encode_cursor, normalize
+
+DEFAULT_LIMIT = 50  #: events in one page unless asked otherwise
+MAX_LIMIT = 500  #: the largest page
+#: what ``count_events`` counts besides the states: every event, or those retrying
+COUNTABLE = ("accepted", "retrying", *STATES)
+#: the windows of :func:`event_counts`, in seconds
+WINDOWS = {"1h": 3600, "24h": 86400}
+
+
+class QueryError(ValueError):
+    """A bad search parameter: ``field`` names it."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """What to look for; every filter given must hold. ``since`` (inclusive) and ``until``
+    (exclusive) are epoch seconds of the events' accept time."""
+
+    kind: str | None = None
+    status: str | None = None
+    code: str | None = None
+    source: str | None = None
+    route: str | None = None
+    destination: str | None = None
+    state: str | None = None
+    keyword: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def facets(self) -> list[tuple[str, str]]:
+        """The (facet, normalised value) filters given."""
+        return [
+            (name, normalize(name, value))
+            for name in FACETS
+            if (value := getattr(self, name)) is not None
+        ]
+
+    def check(self) -> None:
+        """QueryError naming the first bad field."""
+        for name in FACETS:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise QueryError("must be a non-empty text", name)
+        if self.state is not None and self.state not in STATES:
+            raise QueryError(f"must be one of {', '.join(STATES)}", "state")
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise QueryError("must be later than since", "until")
+
+
+@dataclass(frozen=True)
+class EventSummary:
+    """One search result. Phone numbers are masked (last 4 digits) unless asked for whole.
+
+    ``number`` is a receipt's destination number; ``sender`` and ``recipient`` an inbound
+    message's. ``routes`` and ``destinations`` are every routing's (a re-route adds its
+    own); ``state`` is the search state (``pending``, ``delivered``, ``dead``,
+    ``unrouted``)."""
+
+    id: str
+    accepted_at: str
+    kind: str | None
+    source: str | None
+    summary: str
+    status: str | None
+    code: str | None
+    keyword: str | None
+    number: str | None
+    sender: str | None
+    recipient: str | None
+    routes: tuple[str, ...]
+    destinations: tuple[str, ...]
+    state: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        value = asdict(self)
+        value["routes"], value["destinations"] = list(self.routes), list(self.destinations)
+        return value
+
+
+@dataclass(frozen=True)
+class EventPage:
+    items: tuple[EventSummary, ...]
+    next_cursor: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"events": [item.to_dict() for item in self.items], "next_cursor": self.next_cursor}
+
+
+def search_events(
+    store: Store,
+    query: EventQuery,
+    cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+    *,
+    pii: bool = False,
+    now: float | None = None,
+) -> EventPage:
+    """A page of the events ``query`` finds, newest first, after ``cursor`` (a page's
+    ``next_cursor``). ``pii``: phone numbers whole (``RELAY_LOG_PII``). QueryError for a
+    bad query, cursor or limit."""
+    query.check()
+    if not 1 <= limit <= MAX_LIMIT:
+        raise QueryError(f"must be between 1 and {MAX_LIMIT}", "limit")
+    sets = [state_keys.index(facet, value) for facet, value in query.facets()]
+    if not sets:
+        sets = [state_keys.INDEX_ALL]
+    elif len(sets) > 1:
+        sizes = store.index.sizes(sets)
+        sets = [key for _, key in sorted(zip(sizes, sets, strict=True))]
+    now = time.time() if now is None else now
+    bottom = max(store.index.cutoff(now), _ms(query.since) if query.since is not None else 0)
+    top: int | str = _ms(query.until) - 1 if query.until is not None else "+inf"
+    after = ""
+    if cursor:
+        try:
+            score, after = decode_cursor(cursor)
+        except ValueError as exc:
+            raise QueryError(str(exc), "cursor") from None
+        if isinstance(top, int) and top < score:
+            after = ""  # the cursor lies past ``until``: start from ``until``
+        else:
+            top = score
+    found: list[tuple[str, int]] = []
+    exhausted = False
+    while len(found) <= limit:
+        done, last, hits = store.index.walk(sets, top, bottom, after, limit + 1 - len(found))
+        found += hits
+        if done or last is None:
+            exhausted = True
+            break
+        top, after = last  # walked its budget: go on from the last entry it walked
+    page = found[:limit]
+    more = len(found) > limit or not exhausted
+    next_cursor = encode_cursor(page[-1][1], page[-1][0]) if page and more else None
+    return EventPage(tuple(_summaries(store, page, pii)), next_cursor)
+
+
+def _summaries(store: Store, page: list[tuple[str, int]], pii: bool) -> list[EventSummary]:
+    ids = [event_id for event_id, _ in page]
+    events = store.events(ids)
+    tracks = store.index.tracks(ids)
+    out = []
+    for (event_id, score), event, track in zip(page, events, tracks, strict=True):
+        if event is None:
+            continue  # past the history TTL, not yet trimmed from the index
+        out.append(
+            EventSummary(
+                id=event_id,
+                accepted_at=event.get("received_at") or _iso(score),
+                kind=event.get("kind"),
+                source=event.get("source"),
+                summary=event_label(event),
+                status=event.get("status"),
+                code=event.get("code"),
+                keyword=event.get("keyword"),
+                number=_phone(event.get("destination"), pii),
+                sender=_phone(event.get("sender"), pii),
+                recipient=_phone(event.get("recipient"), pii),
+                routes=tuple(_names(track.get("@routes"))),
+                destinations=tuple(_names(track.get("@destinations"))),
+                state=track.get("@state"),
+            )
+        )
+    return out
+
+
+def count_events(
+    store: Store,
+    state: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    now: float | None = None,
+) -> int:
+    """How many events accepted from ``since`` (inclusive) to ``until`` (exclusive, default
+    now + a minute of clock skew) are in ``state`` now: one of ``pending``, ``delivered``,
+    ``dead``, ``unrouted``, or ``retrying`` (a retry scheduled); None or ``accepted``:
+    every routed event."""
+    if state not in (None, *COUNTABLE):
+        raise QueryError(f"must be one of {', '.join(COUNTABLE)}", "state")
+    now = time.time() if now is None else now
+    key = {
+        None: state_keys.INDEX_ALL,
+        "accepted": state_keys.INDEX_ALL,
+        "retrying": state_keys.RETRYING,
+    }.get(state) or state_keys.index("state", str(state))
+    low = max(store.index.cutoff(now), _ms(since) if since is not None else 0)
+    high = _ms(until) if until is not None else _ms(now + 60)
+    return store.index.count(key, low, high)
+
+
+def event_counts(store: Store, now: float | None = None) -> dict[str, dict[str, int]]:
+    """For the console's overview: per window (``1h``, ``24h``), how many events were
+    accepted (and routed) in it and how many of those are in each state now."""
+    now = time.time() if now is None else now
+    return {
+        label: {name: count_events(store, name, since=now - seconds, now=now) for name in COUNTABLE}
+        for label, seconds in WINDOWS.items()
+    }
+
+
+def query_fields() -> tuple[str, ...]:
+    """The names of :class:`EventQuery`'s fields (the API's and the command's filters)."""
+    return tuple(item.name for item in fields(EventQuery))
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+def _iso(score: int) -> str:
+    moment = datetime.fromtimestamp(score / 1000, timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _phone(value: object, pii: bool) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return value if pii else mask_numbers(value)
+
+
+def _names(raw: str | None) -> list[str]:
+    try:
+        value = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    return [str(name) for name in value] if isinstance(value, list) else []
