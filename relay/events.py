@@ -227,6 +227,12 @@ def delivery_id(event_id: str, destination: str) -> str:
     return f"{event_id}:{destination}"
 
 
+def rerouted_delivery_id(event_id: str, destination: str, routing: int) -> str:
+    """The id of a delivery made by the ``routing``-th routing of an event (2: its first
+    re-route): ``<event id>:<destination>~<routing>``, new so that it is tried afresh."""
+    return f"{event_id}:{destination}~{routing}"
+
+
 #: the "destination" part of a routing dead letter's id (``<event id>:(routing)``)
 ROUTING = "(routing)"
 
@@ -261,9 +267,17 @@ def new_job(
     retry: RetrySpec,
     gen: int = 0,
     not_before: float | None = None,
+    routing: int = 1,
 ) -> Job:
+    """A job of the ``routing``-th routing of ``event`` (1: the first; see
+    :func:`rerouted_delivery_id`)."""
+    did = (
+        delivery_id(event["id"], destination)
+        if routing == 1
+        else rerouted_delivery_id(event["id"], destination, routing)
+    )
     return {
-        "delivery_id": delivery_id(event["id"], destination),
+        "delivery_id": did,
         "event": event,
         "route": route,
         "destination": destination,
@@ -307,6 +321,7 @@ class Step(str, Enum):
     RECEIVED = "received"
     ROUTED = "routed"
     UNROUTED = "unrouted"
+    REROUTED = "rerouted"
     ATTEMPT = "attempt"
     RETRY_SCHEDULED = "retry_scheduled"
     DELIVERED = "delivered"
@@ -331,6 +346,8 @@ class HistoryEntry(TypedDict, total=False):
     rules_version: str
     routes: list[str]
     destinations: list[str]
+    delivery_ids: list[str]
+    routing: int
     delivery_id: str
     route: str | None
     destination: str | None
@@ -408,7 +425,7 @@ def routing_dead_letter(event: Event, rules_version: str, reason: str) -> DeadLe
 def job_of(record: DeadLetter, gen: int) -> Job:
     """The job that replays the dead letter ``record`` as generation ``gen``."""
     assert record["destination"] is not None and record["retry"] is not None
-    return new_job(
+    job = new_job(
         record["event"],
         record["route"],
         record["destination"],
@@ -416,3 +433,5 @@ def job_of(record: DeadLetter, gen: int) -> Job:
         record["retry"],
         gen=gen,
     )
+    job["delivery_id"] = record["id"]  # a re-route's delivery keeps its own id
+    return job

@@ -1,4 +1,4 @@
-"""``relay dlq …`` and ``relay events show``: the operator tools of ``relay.ops``.
+"""``relay dlq …`` and ``relay events show|list|reroute``: the operator tools of ``relay.ops``.
 
 ``--json`` prints the same shapes as the admin API (``relay.web.api``). Redis or the broker
 not answering is one line on stderr and exit status 1; so is an unknown id.
@@ -15,14 +15,16 @@ from typing import Any, NoReturn
 import click
 from kombu.exceptions import KombuError
 
-from relay.cli.common import settings_or_exit
+from relay.cli.common import load_rules_or_exit, settings_or_exit
 from relay.durations import format_duration, parse_duration
 from relay.errors import ConfigError
 from relay.events import Step
 from relay.ops import dead_letters, history
 from relay.ops.dead_letters import ReplayReport
+from relay.ops.search import DEFAULT_LIMIT, MAX_LIMIT, QueryError, parse_query, search_events
 from relay.settings import Settings
 from relay.state import RedisError, Store, open_store
+from relay.state.index import STATES
 
 # The Celery app and the rules machinery are imported by the functions that use them
 # ("start-up cost" below), so that `relay --help` and the other commands start quickly.
@@ -170,6 +172,78 @@ def events_show(ref: str, as_json: bool) -> None:
         click.echo("\n\n".join(format_timeline(item) for item in found))
 
 
+@events.command("list")
+@click.option("--kind", help="delivery_receipt or inbound_message")
+@click.option("--status", help="a receipt's status (as rules compare it: failed = Failed)")
+@click.option("--code", help="a receipt's code")
+@click.option("--source", help="the URL's <source>")
+@click.option("--route", help="a route the event matched")
+@click.option("--destination", help="a destination it was routed to")
+@click.option("--state", type=click.Choice(STATES), help="what became of its deliveries")
+@click.option("--keyword", help="an inbound message's first word")
+@click.option("--since", help="accepted at or after: 1h, 24h, an ISO 8601 time, Unix seconds")
+@click.option("--until", help="accepted before (the same forms)")
+@click.option(
+    "--limit", type=click.IntRange(1, MAX_LIMIT), default=DEFAULT_LIMIT, show_default=True
+)
+@click.option("--cursor", help="the next page: the cursor a previous page printed")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def events_list(limit: int, cursor: str | None, as_json: bool, **filters: str | None) -> None:
+    """Events newest first, filtered (every filter given must hold).
+
+    Backed by indexes the worker keeps (history is kept RELAY_HISTORY_TTL); phone numbers
+    are masked unless RELAY_LOG_PII=1.
+    """
+    settings = settings_or_exit(require_redis=True)
+    try:
+        query = parse_query(filters)
+        with _infrastructure():
+            page = search_events(_store(settings), query, cursor, limit, pii=settings.log_pii)
+    except QueryError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"--{exc.field}") from None
+    if as_json:
+        _echo_json(page.to_dict())
+        return
+    if not page.items:
+        click.echo("no events")
+    else:
+        click.echo(_events_table([item.to_dict() for item in page.items]))
+    if page.next_cursor:
+        click.echo(f"more: --cursor {page.next_cursor}")
+
+
+@events.command("reroute")
+@click.argument("event_ids", metavar="ID...", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def events_reroute(event_ids: tuple[str, ...], as_json: bool) -> None:
+    """Route stored events again through the rules file in force (RELAY_RULES) as new
+    routings with new deliveries; their history shows both. Exit 1 if an id is unknown.
+    """
+    from relay.ops.broker import make_celery  # start-up cost
+    from relay.ops.reroute import RerouteReport, reroute
+
+    settings = settings_or_exit(require_redis=True)
+    ruleset = load_rules_or_exit(settings, settings.rules_path)
+    store = _store(settings)
+    report = RerouteReport()
+    with _infrastructure(), make_celery(settings) as celery:
+        for event_id in event_ids:  # one by one, so each is reported even if a later one fails
+            one = reroute(store, celery, ruleset, [event_id])
+            report.rerouted += one.rerouted
+            report.not_found += one.not_found
+            if as_json:
+                continue
+            for item in one.rerouted:
+                targets = ", ".join(item.destinations) or "nothing (no route matched)"
+                click.echo(f"re-routed {item.event_id} (routing {item.routing}) → {targets}")
+            for missing in one.not_found:
+                click.echo(f"relay: no event {missing!r}", err=True)
+    if as_json:
+        _echo_json(report.to_dict())
+    if report.not_found:
+        sys.exit(1)
+
+
 # -- plumbing -------------------------------------------------------------------------------
 
 
@@ -236,6 +310,27 @@ def _table(items: list[dict[str, Any]]) -> str:
             item["destination"] or "(routing)",
             str(item["attempts"]),
             _clip(item["last_error"] or ""),
+        )
+        for item in items
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    lines = [
+        "  ".join([*map(str.ljust, row[:-1], widths), row[-1]]).rstrip() for row in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def _events_table(items: list[dict[str, Any]]) -> str:
+    header = ("ID", "ACCEPTED", "KIND", "WHAT", "STATE", "DESTINATIONS")
+    kinds = {"delivery_receipt": "receipt", "inbound_message": "inbound"}
+    rows = [
+        (
+            item["id"],
+            item["accepted_at"] or "",
+            kinds.get(item["kind"] or "", item["kind"] or "-"),
+            _clip(item["summary"] or "-", LABEL_WIDTH // 2),
+            item["state"] or "-",
+            ", ".join(item["destinations"]) or "-",
         )
         for item in items
     ]
@@ -342,6 +437,10 @@ def _step_text(entry: dict[str, Any]) -> str:
         return f"routed: {routes} → {', '.join(entry.get('destinations', []))}"
     if step == Step.UNROUTED:
         return "unrouted: no route matched"
+    if step == Step.REROUTED:
+        routes = ", ".join(entry.get("routes", [])) or "no route matched"
+        targets = ", ".join(entry.get("destinations", [])) or "nothing"
+        return f"re-routed (rules {entry.get('rules_version')}): {routes} → {targets}"
     if step == Step.DEAD_LETTERED and "delivery_id" not in entry:
         return f"routing failed, dead-lettered: {entry.get('reason')}"
     texts = {

@@ -1,4 +1,4 @@
-"""``relay rules check`` and ``relay rules test``.
+"""``relay rules check``, ``relay rules test`` and ``relay rules diff``.
 
 The rules machinery (Jinja, YAML, the schema, the dry run) is imported by the functions
 that use it: it is start-up time that `relay --help` and the other commands need not pay.
@@ -99,6 +99,58 @@ def rules_test(
         _run_cases(ruleset, cases_path, explain, as_json)
     elif event_file is not None:
         _dry_run(ruleset, event_file, settings, source, explain, as_json)
+
+
+@rules.command("diff")
+@click.argument("candidate", type=click.Path(dir_okay=False))
+@click.option(
+    "--since", default="24h", show_default=True, help="the events of this window (e.g. 1h, 7d)"
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 100_000),
+    default=10_000,
+    show_default=True,
+    help="at most this many events (the newest)",
+)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--fail-on-change", is_flag=True, help="exit 1 when any event would change (CI)")
+def rules_diff(candidate: str, since: str, limit: int, as_json: bool, fail_on_change: bool) -> None:
+    """What CANDIDATE would change for real traffic: the stored events of the window,
+    matched against the rules in force (RELAY_RULES) and against CANDIDATE, grouped by
+    change. Sends nothing. A CANDIDATE that does not load: its errors and exit 2.
+    """
+    from relay.durations import parse_duration
+    from relay.ops.rules_diff import diff_rules  # start-up cost: see the module docstring
+    from relay.state import RedisError, open_store
+
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    settings = settings_or_exit(require_redis=True)
+    current = load_rules_or_exit(settings, settings.rules_path)
+    proposed = load_rules_or_exit(settings, candidate)
+    try:
+        store = open_store(settings, timeout=5.0)
+        result = diff_rules(store, current, proposed, window, limit)
+    except RedisError as exc:
+        click.echo(f"relay: redis: {exc}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(
+            f"{result.examined} event(s) of the last {since} examined"
+            f"{'' if result.complete else f' (the newest {limit}: --limit stopped the walk)'};"
+            f" rules {result.current_version} → {candidate} ({result.candidate_version}):"
+            f" {result.changed} would change"
+        )
+        for change in result.changes:
+            click.echo(f"  {change.label}")
+            click.echo(f"    e.g. {', '.join(change.event_ids[:3])}")
+    if fail_on_change and result.changed:
+        sys.exit(1)
 
 
 def _dry_run(

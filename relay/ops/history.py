@@ -112,6 +112,9 @@ def _routing(history: list[HistoryEntry]) -> dict[str, Any]:
         step, routing_entry = entry.get("step"), entry.get("destination") is None
         if step == Step.ROUTED:
             state.update(routing="routed", routes=entry.get("routes", []), routing_error=None)
+        elif step == Step.REROUTED:  # the routes of every routing, in order
+            routes = list(dict.fromkeys([*state["routes"], *entry.get("routes", [])]))
+            state.update(routing="routed", routes=routes, routing_error=None)
         elif step == Step.UNROUTED:
             state.update(routing="unrouted", routes=[], routing_error=None)
         elif step == Step.DEAD_LETTERED and "delivery_id" not in entry:
@@ -124,27 +127,32 @@ def _routing(history: list[HistoryEntry]) -> dict[str, Any]:
 
 
 def deliveries(event_id: str, history: list[HistoryEntry]) -> list[dict[str, Any]]:
-    """Per destination: its attempts and final state (delivered, dead_lettered, skipped or
-    pending), derived from the history entries; routed destinations with none are pending."""
+    """Per delivery (a re-route makes new ones): its attempts and final state (delivered,
+    dead_lettered, skipped or pending), derived from the history entries; routed
+    destinations with none are pending."""
     found: dict[str, dict] = {}
     for entry in history:
-        if entry.get("step") == Step.ROUTED:
-            for name in entry.get("destinations", []):
-                found.setdefault(name, _delivery(event_id, name))
+        step = entry.get("step")
+        if step in (Step.ROUTED, Step.REROUTED):
+            names = entry.get("destinations", [])
+            ids = entry.get("delivery_ids") or [delivery_id(event_id, name) for name in names]
+            for did, name in zip(ids, names, strict=False):
+                found.setdefault(did, _delivery(did, name))
             continue
-        target = entry.get("destination")
-        if "delivery_id" not in entry or target is None:
+        target, found_id = entry.get("destination"), entry.get("delivery_id")
+        if found_id is None or target is None:
             continue
-        item = found.setdefault(target, _delivery(event_id, target))
+        did = found_id
+        item = found.setdefault(did, _delivery(did, target))
         item["route"] = entry.get("route") or item["route"]
         _apply(item, entry)
     return list(found.values())
 
 
-def _delivery(event_id: str, destination: str) -> dict:
+def _delivery(did: str, destination: str) -> dict:
     return {
         "destination": destination,
-        "delivery_id": delivery_id(event_id, destination),
+        "delivery_id": did,
         "route": None,
         "state": "pending",
         "reason": None,

@@ -16,17 +16,23 @@ events that arrive meanwhile are newer than it, so paging down neither skips nor
 from __future__ import annotations
 
 import json
+import re
 import time
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from relay.durations import parse_duration
 from relay.logs import mask_numbers
-from relay.ops.history import event_label
+from relay.ops.history import event_label, parse_time
 from relay.state import Store
 from relay.state import keys as state_keys
 from relay.state.index import FACETS, STATES, decode_cursor, encode_cursor, normalize
 
+#: the filters of a search, as the API and the command name them
+FILTERS = ("kind", "status", "code", "source", "route", "destination", "state", "keyword")
+_RELATIVE = re.compile(r"\s*[\d.]+\s*(ms|s|m|h|d)\s*")
 DEFAULT_LIMIT = 50  #: events in one page unless asked otherwise
 MAX_LIMIT = 500  #: the largest page
 #: what ``count_events`` counts besides the states: every event, or those retrying
@@ -230,9 +236,60 @@ def event_counts(store: Store, now: float | None = None) -> dict[str, dict[str, 
     }
 
 
-def query_fields() -> tuple[str, ...]:
-    """The names of :class:`EventQuery`'s fields (the API's and the command's filters)."""
-    return tuple(item.name for item in fields(EventQuery))
+def parse_query(params: Mapping[str, str | None], now: float | None = None) -> EventQuery:
+    """An :class:`EventQuery` from text parameters (the API's query string, the command's
+    options); an empty or missing one is no filter. ``since`` and ``until``: an ISO 8601
+    time, Unix seconds, or a duration back from now (``24h``, ``30m``). QueryError names
+    the first bad one."""
+    given = {name: value for name, value in params.items() if value}
+    since, until = (
+        parse_when(given[name], name, now) if name in given else None for name in ("since", "until")
+    )
+    query = EventQuery(
+        kind=given.get("kind"),
+        status=given.get("status"),
+        code=given.get("code"),
+        source=given.get("source"),
+        route=given.get("route"),
+        destination=given.get("destination"),
+        state=given.get("state"),
+        keyword=given.get("keyword"),
+        since=since,
+        until=until,
+    )
+    query.check()
+    return query
+
+
+def parse_limit(text: str | None) -> int:
+    if text in (None, ""):
+        return DEFAULT_LIMIT
+    try:
+        value = int(text)
+    except ValueError:
+        raise QueryError(f"{text!r} is not a whole number", "limit") from None
+    if not 1 <= value <= MAX_LIMIT:
+        raise QueryError(f"must be between 1 and {MAX_LIMIT}", "limit")
+    return value
+
+
+def parse_when(text: str, name: str, now: float | None = None) -> float:
+    """Epoch seconds of ``text``: a duration back from ``now`` when it ends in a unit
+    (``250ms``, ``2s``, ``10m``, ``24h``, ``7d``), else an ISO 8601 time or Unix seconds."""
+    text = text.strip()
+    if _RELATIVE.fullmatch(text):
+        try:
+            back = parse_duration(text)
+        except ValueError as exc:
+            raise QueryError(str(exc), name) from None
+        return (time.time() if now is None else now) - back
+    moment = parse_time(text)
+    if moment is None:
+        raise QueryError(
+            f"{text!r} is not a time (ISO 8601, Unix seconds, or a duration back such as 24h)",
+            name,
+        )
+    return moment.timestamp()
 
 
 def _ms(seconds: float) -> int:

@@ -42,7 +42,7 @@ from relay.state.client import (
 )
 from relay.state.dead_letters import DeadLetters
 from relay.state.deliveries import DeliveryState
-from relay.state.index import DEAD, EventIndex, accept_score, event_facets
+from relay.state.index import DEAD, OPEN, EventIndex, accept_score, event_facets
 from relay.state.pending import Pending, Spec
 from relay.state.replies import ReplyState
 
@@ -311,6 +311,40 @@ class Store:
             dumps(list(dict.fromkeys(destinations))),
         ]
 
+    def next_routing(self, event_id: str) -> int:
+        """The number of a new routing of the event (2 for its first re-route)."""
+        return int(self.client.hincrby(keys.track(event_id), "@routings", 1)) + 1
+
+    def reroute(self, event: Event, entry: HistoryEntry, jobs: Sequence[Job]) -> None:
+        """Register a new routing of the stored ``event`` in one transaction: its ``jobs``
+        pending in the outbox (due now: the sweeper publishes any the caller fails to),
+        the ``entry`` (``rerouted``) in its history, and its search indexes (the new
+        routes and destinations; its state ``pending`` while any job is open)."""
+        event_id, now = event["id"], time.time()
+        track = self.index.tracks([event_id])[0]
+        routes = _union(track.get("@routes"), entry.get("routes", []))
+        destinations = _union(track.get("@destinations"), [j["destination"] for j in jobs])
+        score = accept_score(event)
+        pipe = self.client.pipeline(transaction=True)
+        for job in jobs:
+            member = keys.deliver_member(job["delivery_id"])
+            self.pending.register(pipe, member, "relay.deliver", [job], due=now)
+        self._append(pipe, event_id, [entry])
+        facets = event_facets(event, entry.get("routes", []), [j["destination"] for j in jobs])
+        for key in (keys.INDEX_ALL, *(keys.index(f, v) for f, v in facets)):
+            pipe.zadd(key, {event_id: score})
+            pipe.expire(key, self.history_ttl)
+        pipe.hset(
+            keys.track(event_id),
+            mapping={
+                "@at": score,
+                "@routes": dumps(routes),
+                "@destinations": dumps(destinations),
+            },
+        )
+        self.index.settle(pipe, event_id, {job["delivery_id"]: OPEN for job in jobs}, now)
+        pipe.execute()
+
     def routing_failed(
         self, event: Event, entries: Sequence[HistoryEntry], record: DeadLetter
     ) -> None:
@@ -397,6 +431,16 @@ class Store:
         if self.client.exists(keys.event(ref)):
             return [ref]
         return texts(self.client.zrange(keys.ref(ref), 0, -1))
+
+
+def _union(stored: str | None, more: Sequence[str]) -> list[str]:
+    """The names of a stored JSON list, then those of ``more`` not in it."""
+    try:
+        known = loads(stored) if stored else []
+    except ValueError:
+        known = []
+    names = [str(name) for name in known] if isinstance(known, list) else []
+    return list(dict.fromkeys([*names, *more]))
 
 
 def _refs(event: Event) -> list[str]:

@@ -1,4 +1,5 @@
-"""The admin API under ``/api/``: dead letters, event history, rules dry runs.
+"""The admin API under ``/api/``: dead letters, event search and history, re-routes, rules
+dry runs and diffs.
 
 Every ``/api/`` path needs ``Authorization: Bearer $RELAY_ADMIN_TOKEN`` (401 otherwise);
 with the token unset every one of them answers 404, as if the API did not exist. Answers
@@ -18,13 +19,16 @@ from werkzeug.exceptions import NotFound
 
 from relay import parsing
 from relay.durations import parse_duration
-from relay.errors import RelayError, RequestError
-from relay.ops import dead_letters, history
+from relay.errors import RelayError, RequestError, RulesError
+from relay.ops import dead_letters, history, reroute, rules_diff, search
+from relay.ops.checks import settings_checks
 from relay.ops.dryrun import dry_run
+from relay.rules import load_rules_text
 from relay.web.context import current_relay
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
+CANDIDATE_LABEL = "candidate.yaml"  #: how rules diff errors name the posted file
 DEFAULT_LIST_LIMIT = 1000  #: dead letters in one list answer
 MAX_LIST_LIMIT = 10000  #: largest ``limit`` accepted
 MAX_REPLAY_IDS = 1000  #: ids in one replay request
@@ -151,6 +155,64 @@ def _ids(body: dict[str, Any]) -> list[str]:
 
 
 # -- history and rules ----------------------------------------------------------------------
+
+
+@bp.get("/events")
+def search_events() -> ResponseReturnValue:
+    """Events newest first, filtered (every filter given must hold), a page at a time."""
+    params = _query(*search.FILTERS, "since", "until", "cursor", "limit")
+    relay = current_relay()
+    try:
+        query = search.parse_query(params)
+        limit = search.parse_limit(params.get("limit"))
+        page = search.search_events(
+            relay.store, query, params.get("cursor") or None, limit, pii=relay.settings.log_pii
+        )
+    except search.QueryError as exc:
+        raise RequestError(str(exc), exc.field) from None
+    return jsonify(page.to_dict())
+
+
+@bp.post("/events/<event_id>/reroute")
+def reroute_event(event_id: str) -> ResponseReturnValue:
+    """Route a stored event again through the rules in force now (new deliveries)."""
+    _query()
+    relay = current_relay()
+    report = reroute.reroute(relay.store, relay.celery, relay.rules, [event_id])
+    if report.not_found:
+        return _not_found(f"no event {event_id!r} (history is kept RELAY_HISTORY_TTL)")
+    return jsonify(report.to_dict()), 202
+
+
+@bp.post("/rules/diff")
+def diff_rules() -> ResponseReturnValue:
+    """Body: a candidate rules file (YAML text). What it would change for the events of
+    the window, against the rules in force; sends nothing."""
+    params = _query("since", "limit")
+    since = rules_diff.DEFAULT_SINCE
+    if "since" in params:
+        try:
+            since = parse_duration(params["since"])
+        except ValueError as exc:
+            raise RequestError(str(exc), "since") from None
+    limit = _integer(
+        params.get("limit"), "limit", rules_diff.DEFAULT_LIMIT, 1, rules_diff.MAX_LIMIT
+    )
+    try:
+        text = request.get_data(cache=False).decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError("the rules file must be UTF-8 text", "body") from None
+    if not text.strip():
+        raise RequestError("a candidate rules file (YAML text)", "body")
+    relay = current_relay()
+    try:
+        candidate = load_rules_text(text, CANDIDATE_LABEL, checks=settings_checks(relay.settings))
+    except RulesError as exc:
+        return jsonify(
+            error="invalid_rules", detail=exc.errors[0], field="body", errors=exc.errors
+        ), 400
+    result = rules_diff.diff_rules(relay.store, relay.rules, candidate, since, limit)
+    return jsonify(result.to_dict())
 
 
 @bp.get("/events/<path:ref>")
