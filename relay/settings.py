@@ -36,6 +36,7 @@ class Settings:
     webex_hub_secret: str | None = field(default=None, repr=False)
     webex_hub_algorithm: str = "auto"
     admin_token: str | None = field(default=None, repr=False)
+    viewer_token: str | None = field(default=None, repr=False)  #: read-only console and API
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     dedupe_ttl: float = 86400.0
     history_ttl: float = 7 * 86400.0
@@ -103,6 +104,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "RELAY_WEBEX_HUB_ALGORITHM", ("auto", "sha256", "sha512"), "auto"
         ),
         admin_token=reader.optional("RELAY_ADMIN_TOKEN"),
+        viewer_token=reader.optional("RELAY_VIEWER_TOKEN"),
         max_body_bytes=reader.integer("RELAY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 256),
         dedupe_ttl=reader.duration("RELAY_DEDUPE_TTL", DEFAULT_DEDUPE_TTL),
         history_ttl=reader.duration("RELAY_HISTORY_TTL", DEFAULT_HISTORY_TTL),
@@ -145,7 +147,21 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sole_worker=reader.flag("RELAY_SOLE_WORKER"),
     )
     _check_ingest_auth(settings)
+    _check_viewer_token(settings)
     return settings
+
+
+def _check_viewer_token(settings: Settings) -> None:
+    """The read-only token needs the admin token (which turns the console on) and must
+    differ from it: one value cannot be both read-only and not."""
+    if settings.viewer_token is None:
+        return
+    if settings.admin_token is None:
+        raise SettingsError(
+            "RELAY_VIEWER_TOKEN", "set, but RELAY_ADMIN_TOKEN is not (the console and API are off)"
+        )
+    if settings.viewer_token == settings.admin_token:
+        raise SettingsError("RELAY_VIEWER_TOKEN", "the same as RELAY_ADMIN_TOKEN (value not shown)")
 
 
 def _check_ingest_auth(settings: Settings) -> None:

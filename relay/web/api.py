@@ -39,11 +39,21 @@ def _authorize() -> ResponseReturnValue | None:
     """Runs for every request, so that unknown /api/ paths and methods are guarded too."""
     if request.path != "/api" and not request.path.startswith("/api/"):
         return None
-    token = current_relay().settings.admin_token
+    settings = current_relay().settings
+    token = settings.admin_token
     if not token:
         raise NotFound()
-    if not _bearer_matches(request.headers.get("Authorization", ""), token):
+    header = request.headers.get("Authorization", "")
+    admin = _bearer_matches(header, token)
+    # both compared every time: the timing does not tell which token nearly matched
+    viewer = settings.viewer_token is not None and _bearer_matches(header, settings.viewer_token)
+    if admin:
+        return None
+    if not viewer:
         return jsonify(error="unauthorized"), 401, {"WWW-Authenticate": "Bearer"}
+    if request.method not in ("GET", "HEAD"):
+        detail = "RELAY_VIEWER_TOKEN is read-only: GET only; this needs RELAY_ADMIN_TOKEN"
+        return jsonify(error="forbidden", detail=detail), 403
     return None
 
 

@@ -14,7 +14,7 @@ from relay.ops.broker import make_celery
 from relay.ops.checks import rules_holder
 from relay.settings import Settings, load_settings
 from relay.state import RedisError, open_store
-from relay.web import api, health, ingest, openapi
+from relay.web import api, console, health, ingest, openapi
 from relay.web.answers import unavailable
 from relay.web.auth import UnauthorizedError
 from relay.web.context import KEY, Relay
@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(console.bp)
     _register_error_handlers(app)
     return app
 

@@ -1,0 +1,54 @@
+"""The console's blueprint, and what every page's template is given."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, g
+
+from relay.logs import mask_numbers
+from relay.web.context import current_relay
+
+bp = Blueprint(
+    "console",
+    __name__,
+    url_prefix="/ui",
+    template_folder="templates",
+    static_folder="static",
+)
+
+PREFIX = "/ui"
+
+
+def in_console(path: str) -> bool:
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+@bp.app_template_filter("pii")
+def pii(value: Any) -> str:
+    """A value as shown: phone numbers masked to their last 4 digits unless
+    RELAY_LOG_PII=1, as in the logs."""
+    text = "" if value is None else str(value)
+    return text if current_relay().settings.log_pii else mask_numbers(text)
+
+
+@bp.context_processor
+def _page_context() -> dict[str, Any]:
+    session = g.get("console_session")
+    return {
+        "session": session,
+        "csrf_token": session.csrf if session else "",
+        "is_admin": bool(session and session.admin),
+    }
+
+
+@bp.app_template_filter("age")
+def age(seconds: float | None) -> str:
+    """``42s``, ``3m 20s``, ``5h 2m``, ``2d 4h``."""
+    if seconds is None:
+        return ""
+    whole = int(seconds)
+    for unit, size, smaller, small_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
+        if whole >= size:
+            return f"{whole // size}{unit} {whole % size // small_size}{smaller}"
+    return f"{whole // 60}m {whole % 60}s" if whole >= 60 else f"{whole}s"

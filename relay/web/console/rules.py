@@ -1,0 +1,123 @@
+"""The rules page: the file in force (secrets masked), the playground, the diff.
+
+The playground is ``relay rules test --explain`` on a pasted payload
+(:func:`relay.ops.dryrun.dry_run`); the diff is ``relay rules diff`` of a pasted candidate
+against stored traffic (:mod:`relay.ops.rules_diff`). Both send nothing and change
+nothing, so a viewer may use them too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from typing import Any
+
+from flask import render_template, request
+from flask.typing import ResponseReturnValue
+
+from relay import parsing
+from relay.actions.registry import MASK
+from relay.durations import parse_duration
+from relay.errors import IngestError, RulesError
+from relay.ops.checks import settings_checks
+from relay.ops.dryrun import dry_run, format_text
+from relay.ops.rules_diff import DEFAULT_LIMIT, MAX_LIMIT, diff_rules
+from relay.rules import Ruleset, load_rules_text
+from relay.samples import SAMPLE_INBOUND, SAMPLE_RECEIPT
+from relay.web.console.blueprint import bp
+from relay.web.console.rules_text import redacted
+from relay.web.context import current_relay
+
+SAMPLES = {"receipt": SAMPLE_RECEIPT, "inbound": SAMPLE_INBOUND}
+CANDIDATE = "candidate.yaml"  #: the pasted candidate's name in its error messages
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
+@bp.get("/rules")
+def rules() -> ResponseReturnValue:
+    sample = SAMPLES.get(request.args.get("sample", ""), SAMPLE_RECEIPT)
+    return _page(payload=json.dumps(sample, indent=2, ensure_ascii=False))
+
+
+@bp.post("/rules/playground")
+def rules_playground() -> ResponseReturnValue:
+    """A pasted payload → which routes match, why (or why not), and what would be sent."""
+    payload = request.form.get("payload", "")
+    source = request.form.get("source", "") or "default"
+    relay = current_relay()
+    try:
+        parsing.check_source(source)
+        document = parsing.decode(payload.encode("utf-8", "surrogatepass"))
+        reports = dry_run(relay.rules, document, relay.settings, source, explain=True)
+    except IngestError as exc:
+        return _page(payload=payload, source=source, playground_error=str(exc)), 400
+    return _page(payload=payload, source=source, explained=format_text(reports))
+
+
+@bp.post("/rules/diff")
+def rules_diff() -> ResponseReturnValue:
+    """A pasted candidate rules file against the events of a window: what would change."""
+    candidate_text = request.form.get("candidate", "")
+    since_text = request.form.get("since", "").strip() or "24h"
+    limit_text = request.form.get("limit", "").strip() or str(DEFAULT_LIMIT)
+    values = {"candidate": candidate_text, "since": since_text, "limit": limit_text}
+    relay = current_relay()
+    try:
+        since = parse_duration(since_text)
+        limit = int(limit_text)
+    except ValueError as exc:
+        return _page(diff_form=values, diff_errors=[f"since or limit: {exc}"]), 400
+    if not 1 <= limit <= MAX_LIMIT:
+        return _page(diff_form=values, diff_errors=[f"limit: between 1 and {MAX_LIMIT}"]), 400
+    candidate = _candidate(candidate_text)
+    if isinstance(candidate, list):
+        return _page(diff_form=values, diff_errors=candidate), 400
+    result = diff_rules(relay.store, relay.rules, candidate, since=since, limit=limit)
+    return _page(diff_form=values, diff=result)
+
+
+def _candidate(text: str) -> Ruleset | list[str]:
+    """The pasted rules, or every problem with them. ``${VAR}`` takes the web process's
+    environment (as the file in force does); the values of the variables the text names
+    are masked in the messages, so a candidate cannot be used to read them."""
+    if not text.strip():
+        return [f"{CANDIDATE}: empty: paste a rules file"]
+    try:
+        return load_rules_text(text, CANDIDATE, checks=settings_checks(current_relay().settings))
+    except RulesError as exc:
+        secrets = {os.environ.get(name, "") for name in _REFERENCE.findall(text)}
+        hidden = sorted((value for value in secrets if len(value) >= 4), key=len, reverse=True)
+        errors = []
+        for line in exc.errors:
+            for value in hidden:
+                line = line.replace(value, MASK)
+            errors.append(line)
+        return errors
+
+
+def _page(**values: Any) -> str:
+    relay = current_relay()
+    ruleset = relay.rules
+    text, on_disk = _file_text(ruleset.path)
+    return render_template(
+        "console/rules.html",
+        ruleset=ruleset,
+        failure=getattr(relay.rules_holder, "failure", None),
+        text=redacted(text, ruleset.interpolated) if text is not None else None,
+        on_disk=on_disk,
+        samples=SAMPLES,
+        **{"source": "default", "diff_form": {"since": "24h", "limit": DEFAULT_LIMIT}, **values},
+    )
+
+
+def _file_text(path: str) -> tuple[str | None, str | None]:
+    """The rules file's text and its version (as the loader computes it), or None, None
+    when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError):
+        return None, None
+    return text, hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
