@@ -13,9 +13,8 @@ from relay.events import Step, dead_letter, history_entry, new_job
 from relay.ops import dead_letters, search
 from relay.ops.search import EventQuery, QueryError, count_events, event_counts, search_events
 from relay.parsing import build_events
-from relay.state import Store, connect
+from relay.state import Store, connect, keys
 from relay.state import index as state_index
-from relay.state import keys
 from tests.conftest import load_fixture
 from tests.ops.test_dead_letters_and_history import Recorder
 
@@ -168,7 +167,11 @@ def test_a_summary_says_what_the_event_was_and_what_became_of_it(store, traffic)
     assert (item.routes, item.destinations, item.state) == (("failures",), ("crm",), "dead")
     assert item.number == "********0123"  # masked as in logs
     (stop,) = search_events(store, EventQuery(keyword="STOP")).items
-    assert (stop.sender, stop.keyword, stop.routes) == ("********0555", "STOP", ("inbound", "audit"))
+    assert (stop.sender, stop.keyword, stop.routes) == (
+        "********0555",
+        "STOP",
+        ("inbound", "audit"),
+    )
     whole = search_events(store, EventQuery(keyword="STOP"), pii=True).items[0]
     assert whole.sender == "447700900555"  # RELAY_LOG_PII=1
     assert item.to_dict()["destinations"] == ["crm"]
