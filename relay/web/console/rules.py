@@ -37,8 +37,7 @@ _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 @bp.get("/rules")
 def rules() -> ResponseReturnValue:
-    sample = SAMPLES.get(request.args.get("sample", ""), SAMPLE_RECEIPT)
-    return _page(payload=json.dumps(sample, indent=2, ensure_ascii=False))
+    return _page(payload=_sample(request.args.get("sample", "")))
 
 
 @bp.post("/rules/playground")
@@ -108,8 +107,18 @@ def _page(**values: Any) -> str:
         text=redacted(text, ruleset.interpolated) if text is not None else None,
         on_disk=on_disk,
         samples=SAMPLES,
-        **{"source": "default", "diff_form": {"since": "24h", "limit": DEFAULT_LIMIT}, **values},
+        **{
+            "source": "default",
+            "payload": _sample("receipt"),
+            "diff_form": {"since": "24h", "limit": DEFAULT_LIMIT},
+            **values,
+        },
     )
+
+
+def _sample(name: str) -> str:
+    sample = SAMPLES.get(name, SAMPLE_RECEIPT)
+    return json.dumps(sample, indent=2, ensure_ascii=False)
 
 
 def _file_text(path: str) -> tuple[str | None, str | None]:

@@ -1,0 +1,339 @@
+"""The console in a real browser: Chromium driven by Playwright, against a running relay
+(the web process under gunicorn, a real Celery worker, a local HTTP receiver).
+
+Chromium is the system's (Debian's ``chromium`` package, or ``RELAY_TEST_CHROMIUM``),
+never a browser Playwright downloads; without it these tests are skipped, saying how to
+enable them. With ``RELAY_SCREENSHOTS=docs`` they also save a screenshot of each page
+there (``docs/console-*.png``, shown in the README).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from relay.state import Store, connect
+from tests.harness import ROOT, WorkerProcess, fresh_db_url, relay_env, wait_until, web_process
+from tests.httpsink import Answer, HttpSink
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = os.environ.get("RELAY_TEST_CHROMIUM") or "/usr/bin/chromium"
+ADMIN = "browser-admin-token"
+VIEWER = "browser-viewer-token"
+NUMBER = "447700900123"  #: the receipts' destination number (shown masked: ********0123)
+SCREENSHOTS = os.environ.get("RELAY_SCREENSHOTS")
+
+RULES = """
+version: 1
+destinations:
+  trace:
+    type: log
+    text: "{{{{ event.kind }}}} {{{{ event.id }}}}"
+  crm:
+    type: http
+    url: {url}
+    timeout: 2s
+    headers: {{Authorization: "Bearer crm-literal-secret"}}
+    retry: {{attempts: 2, initial: 100ms, max: 200ms}}
+routes:
+  - name: failures
+    match: {{kind: delivery_receipt, status: [Failed, Un-Delivered]}}
+    to: [crm, trace]
+  - name: inbound
+    match: {{kind: inbound_message}}
+    to: [trace]
+default: {{to: [trace]}}
+"""
+
+#: the candidate of the diff: failures no longer go to crm
+CANDIDATE = """version: 1
+destinations:
+  trace: {type: log, text: "{{ event.id }}"}
+routes:
+  - name: failures
+    match: {kind: delivery_receipt, status: [Failed, Un-Delivered]}
+    to: [trace]
+default: {to: [trace]}
+"""
+
+
+@pytest.fixture(scope="module")
+def chromium_path():
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(
+            f"browser tests need Chromium at {CHROMIUM}: `apt-get install chromium` (Debian), "
+            "or set RELAY_TEST_CHROMIUM to a Chromium executable"
+        )
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium_path)
+        yield launched
+        launched.close()
+
+
+class RunningRelay:
+    """The web process and a worker on one Redis database, a receiver for ``crm``."""
+
+    def __init__(self, base: str, store: Store, sink: HttpSink) -> None:
+        self.base = base
+        self.store = store
+        self.sink = sink
+
+    def post(self, payload: dict) -> str:
+        answer = requests.post(self.base + "/webhooks/webex-connect", json=payload, timeout=5)
+        assert answer.status_code == 200, answer.text
+        (event_id,) = answer.json()["accepted"]
+        return event_id
+
+    def post_inbound(self, text: str) -> str:
+        return self.post(
+            {"oa": "447700900456", "da": "12345", "message": text, "tid": str(uuid.uuid4())}
+        )
+
+    def post_failed_receipt(self) -> str:
+        return self.post(
+            {
+                "deliveryInfoNotification": {
+                    "deliveryInfo": {
+                        "timeStamp": "2026-11-29T13:53:13.749+01:00",
+                        "Description": "Invalid address",
+                        "code": "7102",
+                        "deliveryChannel": "SMS",
+                        "destination": NUMBER,
+                        "deliveryStatus": "Failed",
+                    },
+                    "transid": str(uuid.uuid4()),
+                }
+            }
+        )
+
+    def dead_letter(self, event_id: str) -> str:
+        """Wait until the event's crm delivery is a dead letter; its id."""
+        delivery = f"{event_id}:crm"
+        wait_until(lambda: self.store.dead_letters.get(delivery), 20)
+        return delivery
+
+    def delivered(self, event_id: str) -> bool:
+        return any(
+            entry["step"] == "delivered" and entry.get("destination") == "crm"
+            for entry in self.store.history(event_id)
+        )
+
+
+@pytest.fixture(scope="module")
+def relay(redis_server, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("console")
+    url = fresh_db_url(redis_server)
+    with HttpSink() as sink:
+        rules = folder / "rules.yaml"
+        rules.write_text(RULES.format(url=sink.url("/crm")))
+        env = {
+            "RELAY_RULES": str(rules),
+            "RELAY_ADMIN_TOKEN": ADMIN,
+            "RELAY_VIEWER_TOKEN": VIEWER,
+        }
+        worker = WorkerProcess(relay_env(url, **env), folder / "worker.log").start()
+        try:
+            with web_process(url, folder / "web.log", **env) as port:
+                client = connect(url)
+                yield RunningRelay(f"http://127.0.0.1:{port}", Store(client, 3600, 3600), sink)
+                client.close()
+        finally:
+            worker.stop()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1360, "height": 900})
+    yield context.new_page()
+    context.close()
+
+
+def log_in(page, relay: RunningRelay, token: str = ADMIN, path: str = "/ui/") -> None:
+    page.goto(relay.base + path)
+    assert "/ui/login" in page.url
+    page.fill("input[name=token]", token)
+    page.click("button[type=submit]")
+    page.wait_for_selector("header nav")
+
+
+def screenshot(page, name: str) -> None:
+    """docs/console-<name>.png, when RELAY_SCREENSHOTS names the folder."""
+    if SCREENSHOTS:
+        folder = ROOT / SCREENSHOTS if not Path(SCREENSHOTS).is_absolute() else Path(SCREENSHOTS)
+        folder.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(folder / f"console-{name}.png"))
+
+
+def test_find_a_failed_receipt_open_it_replay_its_dead_letter_and_see_it_delivered(page, relay):
+    relay.sink.script(Answer(400, body='{"error": "unknown customer"}'))
+    relay.post_inbound("HELP please")
+    event_id = relay.post_failed_receipt()
+    relay.dead_letter(event_id)
+
+    page.goto(relay.base + "/ui/")
+    screenshot(page, "login")
+    log_in(page, relay, path="/ui/")
+    assert page.inner_text("#counts tr[data-window='1h'] td[data-count='dead']").strip() != "0"
+    assert page.is_visible("#destinations tr[data-destination='crm']")
+    screenshot(page, "overview")
+
+    page.click("nav >> text=Events")
+    page.locator(f"tr[data-event='{event_id}']").wait_for()
+    arrived = relay.post_inbound("STOP")  # the page refreshes itself: its row appears
+    page.locator(f"tr[data-event='{arrived}']").wait_for(timeout=15_000)
+    screenshot(page, "events")
+    page.select_option("select[name=state]", "dead")
+    page.fill("input[name=status]", "Failed")
+    page.click("#event-filters button[type=submit]")
+    row = page.locator(f"tr[data-event='{event_id}']")
+    row.wait_for()
+    assert "Failed 7102" in row.inner_text()
+    assert "********0123" in row.inner_text() and NUMBER not in page.content()
+    assert page.locator(f"tr[data-event='{arrived}']").count() == 0  # filtered out
+
+    row.locator("a").click()
+    page.wait_for_url(f"**/ui/events/{event_id}")
+    delivery = page.locator(f"section[data-delivery='{event_id}:crm']")
+    assert delivery.locator("[data-state]").inner_text() == "dead_lettered"
+    assert "unknown customer" in delivery.inner_text() and "400" in delivery.inner_text()
+    raw = page.inner_text("pre.raw")
+    assert '"deliveryStatus": "Failed"' in raw and NUMBER not in raw and "********0123" in raw
+    screenshot(page, "event")
+
+    delivery.locator("button.replay").click()
+    page.wait_for_selector("#replayed")
+
+    def delivered_on_the_page():
+        page.reload()
+        return page.locator(f"section[data-delivery='{event_id}:crm'] [data-state]").inner_text()
+
+    wait_until(lambda: delivered_on_the_page() == "delivered", 20, 0.5)
+    assert relay.delivered(event_id)
+    assert relay.store.dead_letters.get(f"{event_id}:crm") is None
+    assert [r.header("webhook-id") for r in relay.sink.requests].count(f"{event_id}:crm") == 2
+
+
+def test_the_dead_letters_page_says_how_many_it_will_replay_then_does(page, relay):
+    relay.sink.script(Answer(400), Answer(400))
+    first, second = relay.post_failed_receipt(), relay.post_failed_receipt()
+    ids = [relay.dead_letter(first), relay.dead_letter(second)]
+    log_in(page, relay, path="/ui/dead-letters?destination=crm")
+    for did in ids:
+        page.check(f"input[name=ids][value='{did}']")
+    screenshot(page, "dead-letters")
+    page.click("button[name=action][value=replay]")
+    count = page.locator("[data-confirm-count]")
+    assert count.get_attribute("data-confirm-count") == "2"
+    assert "This will send 2 deliveries again" in count.inner_text()
+    assert all(relay.store.dead_letters.get(did) for did in ids)  # nothing sent yet
+    screenshot(page, "dead-letters-confirm")
+    page.click("section.confirm button[type=submit]")
+    assert page.locator("[data-done]").get_attribute("data-done") == "2"
+    wait_until(lambda: relay.delivered(first) and relay.delivered(second), 20)
+
+
+def test_the_rules_page_explains_a_payload_and_diffs_a_candidate_against_traffic(page, relay):
+    relay.sink.script(Answer(200))
+    event_id = relay.post_failed_receipt()
+    wait_until(lambda: relay.delivered(event_id), 20)
+    log_in(page, relay, path="/ui/rules")
+    shown = page.inner_text("#rules-file")
+    assert "crm-literal-secret" not in shown and 'Authorization: "****"' in shown
+
+    page.click("#playground button[type=submit]")  # the sample receipt, as the page offers it
+    explained = page.inner_text("#explained")
+    assert "routes matched: default" in explained
+    assert "routes[0] failures: status: 'Delivered' not in ['Failed', 'Un-Delivered']" in explained
+    assert "default: used (no route matched)" in explained
+
+    page.fill("#rules-diff textarea[name=candidate]", CANDIDATE)
+    page.fill("#rules-diff input[name=since]", "1h")
+    page.click("#rules-diff button[type=submit]")
+    result = page.locator("#diff-result")
+    result.wait_for()
+    change = result.locator("li", has=page.locator(f"a:text-is('{event_id}')"))
+    assert "crm, trace → trace" in change.inner_text()
+    assert int(result.locator("[data-changed]").inner_text()) >= 1
+    screenshot(page, "rules")
+
+
+def test_a_viewer_sees_the_event_but_cannot_replay_it_even_by_posting(page, relay):
+    relay.sink.script(Answer(400))
+    event_id = relay.post_failed_receipt()
+    did = relay.dead_letter(event_id)
+    log_in(page, relay, token=VIEWER, path=f"/ui/events/{event_id}")
+    assert page.inner_text("[data-role]").startswith("viewer")
+    assert page.locator(f"section[data-delivery='{did}'] [data-state]").inner_text() == (
+        "dead_lettered"
+    )
+    assert page.locator("button.replay").count() == 0
+    # the button is not there: post its form anyway, with this session's CSRF token
+    page.evaluate(
+        """([action]) => {
+            const form = document.createElement("form");
+            form.method = "post";
+            form.action = action;
+            const token = document.querySelector("input[name=csrf_token]").cloneNode();
+            form.appendChild(token);
+            document.body.appendChild(form);
+            form.submit();
+        }""",
+        [f"/ui/dead-letters/{did}/replay"],
+    )
+    page.wait_for_selector("section.message")
+    assert "A viewer cannot replay dead letters" in page.inner_text("section.message")
+    assert relay.store.dead_letters.get(did) is not None
+    answer = requests.post(
+        f"{relay.base}/api/dead-letters/{did}/replay",
+        headers={"Authorization": f"Bearer {VIEWER}"},
+        timeout=5,
+    )
+    assert answer.status_code == 403
+    assert relay.store.dead_letters.get(did) is not None
+
+
+@pytest.mark.parametrize(
+    ("csrf", "status", "text"), [(None, 400, "CSRF token missing"), ("forged", 403, "wrong")]
+)
+def test_a_replay_without_the_right_csrf_token_is_refused(page, relay, csrf, status, text):
+    relay.sink.script(Answer(400))
+    event_id = relay.post_failed_receipt()
+    did = relay.dead_letter(event_id)
+    log_in(page, relay, path=f"/ui/events/{event_id}")
+    form = page.locator(f"section[data-delivery='{did}'] form")
+    form.evaluate(
+        """(form, csrf) => {
+            const input = form.querySelector("input[name=csrf_token]");
+            if (csrf === null) input.remove(); else input.value = csrf;
+        }""",
+        csrf,
+    )
+    with page.expect_response(lambda answer: answer.request.method == "POST") as posted:
+        form.locator("button.replay").click()
+    assert posted.value.status == status
+    assert text in page.inner_text("section.message")
+    assert relay.store.dead_letters.get(did) is not None
+
+
+def test_the_session_cookie_is_http_only_and_strict(page, relay):
+    log_in(page, relay)
+    (cookie,) = [c for c in page.context.cookies() if c["name"] == "relay_console"]
+    assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
+    assert cookie["path"] == "/ui" and cookie["expires"] > 0
+    assert page.evaluate("document.cookie") == ""  # scripts cannot read it
+    answer = requests.get(relay.base + "/api/events", params={"state": "dead"}, timeout=5)
+    assert answer.status_code == 401  # the console's login is not the API's
+    assert json.loads(answer.text)["error"] == "unauthorized"
