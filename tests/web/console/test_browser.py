@@ -270,6 +270,28 @@ def test_the_rules_page_explains_a_payload_and_diffs_a_candidate_against_traffic
     screenshot(page, "rules")
 
 
+def test_re_routing_an_event_from_its_page_makes_a_new_delivery(page, relay):
+    relay.sink.script(Answer(400))
+    event_id = relay.post_failed_receipt()
+    relay.dead_letter(event_id)
+    log_in(page, relay, path=f"/ui/events/{event_id}")
+    page.click("text=Re-route with the current rules")
+    assert "routing 2" in page.inner_text("#rerouted")
+    again = page.locator(f"section[data-delivery='{event_id}:crm~2']")
+    again.wait_for()
+
+    def state():
+        page.reload()
+        return again.locator("[data-state]").inner_text()
+
+    wait_until(lambda: state() == "delivered", 20, 0.5)
+    # the first routing's dead letter stays as it was: a re-route is a new routing
+    assert page.locator(f"section[data-delivery='{event_id}:crm'] [data-state]").inner_text() == (
+        "dead_lettered"
+    )
+    assert "rerouted" in page.inner_text("ol.timeline")
+
+
 def test_a_viewer_sees_the_event_but_cannot_replay_it_even_by_posting(page, relay):
     relay.sink.script(Answer(400))
     event_id = relay.post_failed_receipt()

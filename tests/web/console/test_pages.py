@@ -1,0 +1,257 @@
+"""The console's pages on the Flask test client against the suite's real Redis: what they
+show, what their forms do, and what they refuse (the browser tests go end to end)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from relay.settings import load_settings
+from relay.state.keys import deliver_member
+from relay.web.app import create_app
+from tests.web.console.conftest import ADMIN, csrf_of, login, seed_dead_letter
+
+SECRET_RULES = """version: 1
+destinations:
+  crm:
+    type: http
+    url: https://crm.example/hook?api_key=abc123secret
+    headers: {Authorization: "Bearer literal-crm-secret", X-Env: "${CONSOLE_TEST_SECRET}"}
+  trace: {type: log, text: "{{ event.id }}"}
+routes:
+  - name: failures
+    match: {kind: delivery_receipt, status: [Failed]}
+    to: [crm, trace]
+default: {to: [trace]}
+"""
+
+
+@pytest.fixture
+def admin(console):
+    login(console)
+    return console
+
+
+def page_csrf(client) -> str:
+    return csrf_of(client.get("/ui/rules").data)
+
+
+# -- dead letters -----------------------------------------------------------------------------
+
+
+def test_dead_letters_filter_by_destination_and_age(admin, store):
+    seed_dead_letter(store, "01A", "crm")
+    seed_dead_letter(store, "01B", "crm")
+    seed_dead_letter(store, "01C", "trace")
+    crm = admin.get("/ui/dead-letters?destination=crm").data.decode()
+    assert "01A:crm" in crm and "01B:crm" in crm and "01C:trace" not in crm
+    assert admin.get("/ui/dead-letters?older_than=1h").data.count(b'name="ids"') == 0
+    assert admin.get("/ui/dead-letters?newer_than=1h").data.count(b'name="ids"') == 3
+
+
+def test_a_bad_age_is_a_400_naming_the_field(admin):
+    answer = admin.get("/ui/dead-letters?older_than=soon")
+    assert answer.status_code == 400
+    assert b"older_than: bad duration &#39;soon&#39;" in answer.data
+
+
+def test_bulk_replay_says_how_many_first_and_sends_nothing_until_confirmed(admin, store):
+    for event_id in ("01A", "01B", "01C"):
+        seed_dead_letter(store, event_id, "crm")
+    csrf = page_csrf(admin)
+    ids = ["01A:crm", "01B:crm"]
+    confirm = admin.post(
+        "/ui/dead-letters/bulk", data={"csrf_token": csrf, "action": "replay", "ids": ids}
+    )
+    assert confirm.status_code == 200
+    assert b'data-confirm-count="2"' in confirm.data
+    assert b"This will send <strong>2</strong> deliveries again" in confirm.data
+    assert sorted(store.dead_letters.ids()) == ["01A:crm", "01B:crm", "01C:crm"]
+    assert store.pending.get(deliver_member("01A:crm")) is None
+    done = admin.post(
+        "/ui/dead-letters/bulk",
+        data={"csrf_token": csrf, "action": "replay", "ids": ids, "confirm": "1"},
+    )
+    assert b'data-done="2"' in done.data
+    assert store.dead_letters.ids() == ["01C:crm"]
+    assert store.pending.get(deliver_member("01A:crm"))["task"] == "relay.deliver"
+
+
+def test_replay_all_matching_counts_what_the_filter_selects(admin, store):
+    seed_dead_letter(store, "01A", "crm")
+    seed_dead_letter(store, "01B", "trace")
+    confirm = admin.post(
+        "/ui/dead-letters/bulk",
+        data={
+            "csrf_token": page_csrf(admin),
+            "action": "replay",
+            "scope": "matching",
+            "destination": "crm",
+        },
+    )
+    assert b'data-confirm-count="1"' in confirm.data
+    assert re.findall(rb'name="ids" value="([^"]+)"', confirm.data) == [b"01A:crm"]
+
+
+def test_bulk_delete_is_confirmed_too(admin, store):
+    seed_dead_letter(store, "01A", "crm")
+    csrf = page_csrf(admin)
+    form = {"csrf_token": csrf, "action": "delete", "ids": "01A:crm"}
+    confirm = admin.post("/ui/dead-letters/bulk", data=form)
+    assert b"This will delete <strong>1</strong> dead letter for good" in confirm.data
+    assert store.dead_letters.ids() == ["01A:crm"]
+    admin.post("/ui/dead-letters/bulk", data={**form, "confirm": "1"})
+    assert store.dead_letters.ids() == []
+
+
+def test_bulk_with_nothing_selected_or_an_unknown_action_is_400(admin):
+    csrf = page_csrf(admin)
+    nothing = admin.post("/ui/dead-letters/bulk", data={"csrf_token": csrf, "action": "replay"})
+    assert nothing.status_code == 400 and b"Select at least one" in nothing.data
+    unknown = admin.post(
+        "/ui/dead-letters/bulk", data={"csrf_token": csrf, "action": "purge", "ids": "x"}
+    )
+    assert unknown.status_code == 400
+
+
+def test_phone_numbers_are_masked_as_in_the_logs(admin, store):
+    record = seed_dead_letter(store, "01A", "crm")
+    record["attempts"][0]["error"] = "HTTP 400: no customer +44 7700 900123"
+    store.dead_letters.add(record)
+    page = admin.get("/ui/dead-letters").data.decode()
+    assert "+** **** **0123" in page and "7700 900123" not in page
+
+
+def test_with_relay_log_pii_phone_numbers_are_shown_whole(console_env, store):
+    client = create_app(load_settings({**console_env, "RELAY_LOG_PII": "1"})).test_client()
+    login(client)
+    record = seed_dead_letter(store, "01A", "crm")
+    record["attempts"][0]["error"] = "HTTP 400: no customer +44 7700 900123"
+    store.dead_letters.add(record)
+    assert b"+44 7700 900123" in client.get("/ui/dead-letters").data
+
+
+# -- rules --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rules_console(console_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("CONSOLE_TEST_SECRET", "env-secret-value")
+    path = tmp_path / "rules.yaml"
+    path.write_text(SECRET_RULES)
+    app = create_app(load_settings({**console_env, "RELAY_RULES": str(path)}))
+    client = app.test_client()
+    login(client)
+    return client, path, app
+
+
+def test_the_rules_file_is_shown_with_its_secrets_masked(rules_console):
+    client, _, _ = rules_console
+    page = client.get("/ui/rules").data.decode()
+    assert "literal-crm-secret" not in page and "abc123secret" not in page
+    assert "env-secret-value" not in page
+    assert "Authorization: &#34;****&#34;" in page and "api_key=****" in page
+    assert "${CONSOLE_TEST_SECRET}" in page
+
+
+def test_a_failed_reload_is_shown_with_the_version_still_in_force(rules_console):
+    client, path, app = rules_console
+    from relay.web.context import relay_of
+
+    holder = relay_of(app).rules_holder
+    version = holder.current.version
+    path.write_text(SECRET_RULES.replace("to: [crm, trace]", "to: [nowhere]"))
+    holder.check()
+    page = client.get("/ui/rules").data.decode()
+    assert f"still running version {version}" in page and "reload failed" in page
+    assert "is not the one in force" in page
+    overview = client.get("/ui/").data.decode()
+    assert "reload failed" in overview
+
+
+def test_the_playground_names_a_bad_payload(admin):
+    answer = admin.post(
+        "/ui/rules/playground", data={"csrf_token": page_csrf(admin), "payload": "{not json"}
+    )
+    assert answer.status_code == 400
+    assert b"body: " in answer.data
+
+
+def test_the_playground_masks_numbers_in_what_it_explains(admin):
+    answer = admin.post(
+        "/ui/rules/playground",
+        data={
+            "csrf_token": page_csrf(admin),
+            "payload": '{"oa": "447700900123", "da": "12345", "message": "hello"}',
+        },
+    )
+    assert answer.status_code == 200
+    text = answer.data.decode()
+    explained = text[text.index('id="explained"') :]
+    assert "routes matched: inbound" in explained
+    assert "447700900123" not in text.split('name="payload"')[0] + explained
+
+
+def test_a_candidate_that_does_not_load_is_listed_with_file_and_line(admin):
+    answer = admin.post(
+        "/ui/rules/diff",
+        data={"csrf_token": page_csrf(admin), "candidate": "version: 1\nroutes: [}\n"},
+    )
+    assert answer.status_code == 400
+    assert b"candidate.yaml:2:" in answer.data
+
+
+def test_a_candidate_cannot_read_the_environment_through_its_errors(admin, monkeypatch):
+    monkeypatch.setenv("CONSOLE_TEST_SECRET", "env-secret-value")
+    candidate = (
+        "version: 1\ndestinations:\n  a: {type: http, url: '${CONSOLE_TEST_SECRET}'}\nroutes: []\n"
+    )
+    answer = admin.post(
+        "/ui/rules/diff", data={"csrf_token": page_csrf(admin), "candidate": candidate}
+    )
+    assert answer.status_code == 400
+    assert b"candidate.yaml:3: destinations.a.url" in answer.data
+    assert b"env-secret-value" not in answer.data and b"****" in answer.data
+
+
+@pytest.mark.parametrize(("field", "value"), [("since", "soon"), ("limit", "0")])
+def test_a_bad_diff_window_names_the_field(admin, field, value):
+    answer = admin.post(
+        "/ui/rules/diff",
+        data={"csrf_token": page_csrf(admin), "candidate": "version: 1", field: value},
+    )
+    assert answer.status_code == 400
+    assert field.encode() in answer.data
+
+
+# -- overview and events ------------------------------------------------------------------------
+
+
+def test_the_overview_counts_each_destination_backlog_from_the_outbox(admin, store):
+    for did in ("01A:trace", "01B:trace", "01C:trace~2"):
+        store.pending.register_now(deliver_member(did), "relay.deliver", [{}])
+    store.pending.register_now("route:01D", "relay.route", [{}])
+    page = admin.get("/ui/").data.decode()
+    row = re.search(r'<tr data-destination="trace">.*?</tr>', page, re.S).group()
+    assert re.search(r'<td class="num">\s*3\s*</td>', row)
+    assert "is not tracked by this version" in page  # no health made up
+
+
+def test_a_bad_search_filter_is_a_400_naming_the_field(admin):
+    answer = admin.get("/ui/events?state=lost")
+    assert answer.status_code == 400
+    assert b"state: must be one of" in answer.data
+    assert admin.get("/ui/event-rows?since=whenever").status_code == 400
+
+
+def test_an_unknown_event_is_a_404_page(admin):
+    answer = admin.get("/ui/events/01NOPE")
+    assert answer.status_code == 404
+    assert b"No event 01NOPE" in answer.data
+
+
+def test_the_login_page_never_shows_the_token(console):
+    page = console.get("/ui/login").data.decode()
+    assert ADMIN not in page
+    assert 'type="password"' in page
