@@ -359,3 +359,14 @@ def test_the_session_cookie_is_http_only_and_strict(page, relay):
     answer = requests.get(relay.base + "/api/events", params={"state": "dead"}, timeout=5)
     assert answer.status_code == 401  # the console's login is not the API's
     assert json.loads(answer.text)["error"] == "unauthorized"
+
+
+def test_behind_a_tls_proxy_on_loopback_the_cookie_is_secure(relay):
+    """gunicorn takes X-Forwarded-Proto from its forwarded-allow-ips (loopback by
+    default) and so the request counts as HTTPS; relay adds no trust of its own."""
+    proxied = requests.get(
+        relay.base + "/ui/login", headers={"X-Forwarded-Proto": "https"}, timeout=5
+    )
+    plain = requests.get(relay.base + "/ui/login", timeout=5)
+    assert "; Secure" in proxied.headers["Set-Cookie"]
+    assert "Secure" not in plain.headers["Set-Cookie"]
