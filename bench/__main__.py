@@ -1,7 +1,7 @@
 """relay's benchmarks: ingest (against two baselines), end to end (against a naive relay),
-matching, memory.
+matching, event search, memory.
 
-    python -m bench [ingest|e2e|matching|memory|all] [--seconds S] [--concurrency C] …
+    python -m bench [ingest|e2e|matching|search|memory|all] [--seconds S] [--concurrency C] …
     python -m bench e2e                          # end to end only, with the naive baseline
     make bench                                   # all, default settings (≈ 5 minutes)
 
@@ -24,7 +24,7 @@ import statistics
 import sys
 import time
 
-from bench import e2e, ingest, loadgen, matching, memory
+from bench import e2e, ingest, loadgen, matching, memory, search
 
 MB = 1024 * 1024 / 1e6  #: MiB → MB (the targets are in MB)
 
@@ -37,6 +37,7 @@ TARGETS = {
     "e2e_steady_p99_ms": 100.0,
     "matching_us_1000": 50.0,
     "matching_growth": 2.0,
+    "search_p95_ms": 200.0,
     "web_mb": 80.0,
     "worker_mb": 150.0,
 }
@@ -50,7 +51,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "what", nargs="?", default="all", choices=["ingest", "e2e", "matching", "memory", "all"]
+        "what",
+        nargs="?",
+        default="all",
+        choices=["ingest", "e2e", "matching", "search", "memory", "all"],
+    )
+    parser.add_argument(
+        "--search-events",
+        type=int,
+        default=100_000,
+        help="search: events in history (routed through the store's routing call)",
     )
     parser.add_argument(
         "--seconds",
@@ -137,7 +147,7 @@ def progress(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    todo = ["matching", "ingest", "e2e", "memory"] if args.what == "all" else [args.what]
+    todo = ["matching", "search", "ingest", "e2e", "memory"] if args.what == "all" else [args.what]
     results: dict = {"machine": machine(), "settings": vars(args).copy(), "generator": {}}
     snapshots: list[dict] = []
     started = time.monotonic()
@@ -155,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         results["matching"] = matching.run(seconds=min(args.seconds, 3.0))
         for size, row in results["matching"].items():
             progress(f"  matching: {int(size):>6} routes {row['us_per_event']:6.1f} µs/event")
+    if "search" in todo:
+        results["search"] = search.run(events=args.search_events, progress=progress, keep=args.keep)
+        progress(f"  search: filtered pages p95 {results['search']['p95_ms']:.1f} ms")
     if "ingest" in todo:
         results["ingest"] = ingest.run(
             seconds=args.seconds,
@@ -394,6 +407,16 @@ def render(r: dict) -> str:
                     mark(growth <= t["matching_growth"]),
                 ]
             )
+    sr = r.get("search")
+    if sr:
+        rows.append(
+            [
+                f"search: page of {sr['limit']} p95, {num(sr['events'])} events in history",
+                f"{ms(sr['p95_ms'])} ms",
+                f"≤ {t['search_p95_ms']:g} ms",
+                mark(sr["p95_ms"] <= t["search_p95_ms"]),
+            ]
+        )
     mem = r.get("memory")
     if mem:
         if mem.get("web_peak_mib"):
@@ -427,6 +450,8 @@ def render(r: dict) -> str:
             out += ["", *naive_details(ee, s)]
     if mt:
         out += ["", *matching_details(mt)]
+    if sr:
+        out += ["", *search_details(sr)]
     if mem:
         out += ["", *memory_details(mem)]
     return "\n".join(out)
@@ -565,6 +590,29 @@ def matching_details(mt: dict) -> list[str]:
         "continue: true, and 1 % (at most 10) with no equality condition at all"
     )
     return [title, *table(rows, [""] + [f"{int(k):,} routes" for k in sizes])]
+
+
+def search_details(sr: dict) -> list[str]:
+    rows = [
+        [label, f"{ms(q['p50_ms'])} / {ms(q['p95_ms'])}", str(q["items"])]
+        for label, q in sr["queries"].items()
+    ]
+    inter = sr["intersections"]
+    rows.append(["all of them", f"{ms(sr['p50_ms'])} / {ms(sr['p95_ms'])}", ""])
+    rows.append(
+        [
+            "intersections: relay's walk vs ZINTERSTORE (p95)",
+            f"{ms(inter['walk_p95_ms'])} vs {ms(inter['zinterstore_p95_ms'])}",
+            "",
+        ]
+    )
+    title = (
+        f"search: relay.ops.search.search_events in-process, {num(sr['events'])} events "
+        f"(seeded in {sr['seed_s']:.0f} s through Store.route_batch; Redis "
+        f"{sr['redis_mb']:.0f} MB, {sr['index_sets']} index sets), {sr['rounds']} rounds of "
+        "each query: the first page, and the 10th page following cursors"
+    )
+    return [title, *table(rows, ["query", "p50 / p95 ms", "items"])]
 
 
 def memory_details(mem: dict) -> list[str]:

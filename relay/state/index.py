@@ -240,7 +240,9 @@ class EventIndex:
         first, that every other set holds too; at the score ``top``, only ids below
         ``after`` (when given). Stops at ``want`` matches or ``budget`` entries walked.
         Returns (walked to the end, (score, id) of the last entry walked, matches)."""
-        reply = self._search(keys=list(set_keys), args=[top, bottom, after, want, budget or SCAN_BUDGET])
+        reply = self._search(
+            keys=list(set_keys), args=[top, bottom, after, want, budget or SCAN_BUDGET]
+        )
         flat = texts(reply[1:])
         done = int(reply[0]) == 1
         last = (int(float(flat[1])), flat[0]) if flat[0] else None

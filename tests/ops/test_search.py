@@ -337,3 +337,19 @@ def test_parse_query_reads_the_api_and_command_forms():
     with pytest.raises(QueryError) as refused:
         search.parse_limit("ten")
     assert refused.value.field == "limit"
+
+
+def test_route_batch_routes_many_events_in_one_round_trip(store):
+    events = [receipt(at=NOW - 3 + i) for i in range(3)]
+    batch = []
+    for event in events:
+        job = new_job(event, "all", "trace", "v1", RETRY)
+        entries = [
+            history_entry(Step.RECEIVED, rules_version="v1"),
+            history_entry(Step.ROUTED, routes=["all"], destinations=["trace"]),
+        ]
+        batch.append((event, entries, [job], [5.0]))
+    assert store.route_batch(batch) == [[1], [1], [1]]
+    assert store.route_batch(batch[:1]) == [None]  # routed already
+    assert ids(store, EventQuery(route="all", state="pending")) == newest_first(*events)
+    assert [e["step"] for e in store.history(events[0]["id"])] == ["received", "routed"]
