@@ -255,3 +255,21 @@ def test_the_login_page_never_shows_the_token(console):
     page = console.get("/ui/login").data.decode()
     assert ADMIN not in page
     assert 'type="password"' in page
+
+
+def test_event_data_is_shown_as_text_never_as_markup(admin, store):
+    seed_dead_letter(store, "01A", "crm")
+    record = store.dead_letters.get("01A:crm")
+    record["attempts"][0]["error"] = 'HTTP 400: <script>alert("x")</script>'
+    store.dead_letters.add(record)
+    page = admin.get("/ui/dead-letters").data.decode()
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
+    explained = admin.post(
+        "/ui/rules/playground",
+        data={
+            "csrf_token": page_csrf(admin),
+            "payload": '{"oa": "1", "da": "2", "message": "<img src=x onerror=alert(1)>"}',
+        },
+    ).data.decode()
+    assert "<img src=x" not in explained and "&lt;img src=x onerror=alert(1)&gt;" in explained
