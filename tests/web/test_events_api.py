@@ -225,10 +225,16 @@ def test_rules_diff_of_the_same_rules_changes_nothing(api, traffic):
     assert (answer.json["examined"], answer.json["changed"], answer.json["changes"]) == (4, 0, [])
 
 
+def back_to(moment: float) -> str:
+    """A ``since`` duration reaching back to ``moment`` (the traffic is placed around NOW)."""
+    return f"{time.time() - moment:.3f}s"
+
+
 def test_rules_diff_window_and_limit(api, traffic):
-    body = api.post("/api/rules/diff?since=25s&limit=1", data=CANDIDATE, headers=AUTH).json
+    since = back_to(NOW - 25)
+    body = api.post(f"/api/rules/diff?since={since}&limit=1", data=CANDIDATE, headers=AUTH).json
     assert (body["examined"], body["complete"]) == (1, False)  # the newest one
-    answer = api.post("/api/rules/diff?since=35s", data=CANDIDATE, headers=AUTH)
+    answer = api.post(f"/api/rules/diff?since={back_to(NOW - 35)}", data=CANDIDATE, headers=AUTH)
     assert (answer.json["examined"], answer.json["changed"]) == (3, 1)
 
 
