@@ -273,3 +273,14 @@ def test_event_data_is_shown_as_text_never_as_markup(admin, store):
         },
     ).data.decode()
     assert "<img src=x" not in explained and "&lt;img src=x onerror=alert(1)&gt;" in explained
+
+
+def test_the_overview_counts_each_destination_dead_letters_and_shows_the_newest(admin, store):
+    seed_dead_letter(store, "01A", "trace")
+    newest = seed_dead_letter(store, "01B", "trace")
+    newest["reason"] = "HTTP 503 from +44 7700 900123"
+    store.dead_letters.add(newest)
+    page = admin.get("/ui/").data.decode()
+    row = re.search(r'<tr data-destination="trace">.*?</tr>', page, re.S).group()
+    assert ">2</a>" in row
+    assert "HTTP 503 from +** **** **0123" in row and "ago)" in row
