@@ -12,15 +12,23 @@ routes or destinations differ are grouped by change, largest group first::
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from relay.rules import Ruleset
+from relay.actions.registry import MASK
+from relay.errors import RulesError
+from relay.ops.checks import settings_checks
+from relay.rules import Ruleset, load_rules_text
+from relay.settings import Settings
 from relay.state import Store
 from relay.state import keys as state_keys
 
+CANDIDATE = "candidate.yaml"  #: how errors name a candidate given as text
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 DEFAULT_SINCE = 86400.0  #: seconds back, unless asked otherwise
 DEFAULT_LIMIT = 10_000  #: events examined at most, unless asked otherwise
 MAX_LIMIT = 100_000
@@ -94,6 +102,25 @@ class RulesDiff:
             "complete": self.complete,
             "changes": [change.to_dict() for change in self.changes],
         }
+
+
+def load_candidate(text: str, settings: Settings, env: Mapping[str, str] | None = None) -> Ruleset:
+    """The candidate rules file in ``text`` (named :data:`CANDIDATE` in messages), with the
+    settings checks. ``${VAR}`` takes the process's environment, as the file in force
+    does; a RulesError lists every problem with the values of the variables the text
+    names masked, so that a candidate cannot serve to read the environment."""
+    env = os.environ if env is None else env
+    try:
+        return load_rules_text(text, CANDIDATE, env, settings_checks(settings))
+    except RulesError as exc:
+        values = {env.get(name, "") for name in _REFERENCE.findall(text)}
+        hidden = sorted((value for value in values if len(value) >= 4), key=len, reverse=True)
+        errors = []
+        for line in exc.errors:
+            for value in hidden:
+                line = line.replace(value, MASK)
+            errors.append(line)
+        raise RulesError(errors) from None
 
 
 def routing_of(ruleset: Ruleset, event: Mapping[str, Any]) -> Routing:

@@ -21,14 +21,11 @@ from relay import parsing
 from relay.durations import parse_duration
 from relay.errors import RelayError, RequestError, RulesError
 from relay.ops import dead_letters, history, reroute, rules_diff, search
-from relay.ops.checks import settings_checks
 from relay.ops.dryrun import dry_run
-from relay.rules import load_rules_text
 from relay.web.context import current_relay
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-CANDIDATE_LABEL = "candidate.yaml"  #: how rules diff errors name the posted file
 DEFAULT_LIST_LIMIT = 1000  #: dead letters in one list answer
 MAX_LIST_LIMIT = 10000  #: largest ``limit`` accepted
 MAX_REPLAY_IDS = 1000  #: ids in one replay request
@@ -216,7 +213,7 @@ def diff_rules() -> ResponseReturnValue:
         raise RequestError("a candidate rules file (YAML text)", "body")
     relay = current_relay()
     try:
-        candidate = load_rules_text(text, CANDIDATE_LABEL, checks=settings_checks(relay.settings))
+        candidate = rules_diff.load_candidate(text, relay.settings)
     except RulesError as exc:
         return jsonify(
             error="invalid_rules", detail=exc.errors[0], field="body", errors=exc.errors

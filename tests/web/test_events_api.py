@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from relay.actions.registry import MASK
 from relay.events import Step, delivery_entry
 from relay.settings import load_settings
 from relay.state import Store, connect
@@ -270,3 +271,15 @@ def test_a_bad_diff_request_names_its_field(api, query, body, field):
     answer = api.post(f"/api/rules/diff?{query}", data=body, headers=AUTH)
     assert answer.status_code == 400
     assert answer.json["field"] == field
+
+
+def test_diff_errors_do_not_show_the_environment_values_a_candidate_names(api, monkeypatch):
+    monkeypatch.setenv("H2_DIFF_SECRET", "ftp-secret-value")
+    body = "version: 1\ndestinations:\n  a:\n    type: http\n    url: ${H2_DIFF_SECRET}\n"
+    body += "routes:\n  - name: r\n    to: [a]\n"
+    answer = api.post("/api/rules/diff", data=body, headers=AUTH)
+    assert answer.status_code == 400
+    assert answer.json["errors"] == [
+        f"candidate.yaml:5: destinations.a.url: expected an http:// or https:// URL, got '{MASK}'"
+    ]
+    assert "secret" not in answer.get_data(as_text=True)
