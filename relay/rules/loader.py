@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,6 +26,9 @@ from relay.rules.schema import read_destination, read_route
 #: the keys a rules file may have at the top
 TOP_KEYS = ("version", "destinations", "routes", "default")
 SUPPORTED_VERSION = 1
+#: the end of a re-routed delivery's id (``<event id>:<destination>~<n>``), which a
+#: destination name may not have: ids of two routings must never be the same
+_REROUTED = re.compile(r"~\d+$")
 
 DestinationChecks = Callable[[str, Destination], Iterable[str]]
 """Settings-dependent checks: ``(name, destination) -> messages``.
@@ -171,6 +175,10 @@ def _read_destinations(
         return {}
     destinations = {}
     for name, settings in data.items():
+        if isinstance(name, str) and _REROUTED.search(name):
+            message = "a name may not end in ~<number> (a re-route's delivery ids end so)"
+            reader.error(("destinations", name), message)
+            continue
         destination = read_destination(reader, name, settings)
         if destination is None:
             continue

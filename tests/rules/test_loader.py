@@ -35,6 +35,10 @@ EXPECTED = {
         6,
         "destinations.crm: unknown key 'timout' (did you mean 'timeout'?)",
     ),
+    "destination_name_reserved": (
+        5,
+        "destinations.crm~2: a name may not end in ~<number> (a re-route's delivery ids end so)",
+    ),
     "unknown_route_key": (6, "routes[0]: unknown key 'mach' (did you mean 'match'?)"),
     "unknown_default_key": (7, "default: unknown key 'continue'"),
     "unknown_retry_key": (7, "routes[0].retry: unknown key 'inital' (did you mean 'initial'?)"),
