@@ -11,6 +11,7 @@ auto-reply state (:mod:`relay.state.replies`). Every key is listed in
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -47,6 +48,8 @@ from relay.state.pending import Pending, Spec
 from relay.state.replies import ReplyState
 
 log = logging.getLogger("relay.state")
+
+_REROUTED = re.compile(r"~(\d+)$")
 
 #: KEYS: pending zset, pending hash, inbox, then one dedupe key per event;
 #: ARGV: dedupe ttl (ms), then per event: id, pending due score, pending task JSON
@@ -411,12 +414,18 @@ class Store:
             ]
             self.routing_failed(event, entries, routing_dead_letter(event, "", reason))
             return
-        event_id, _, destination = ref.partition(":")
+        event_id, _, target = ref.partition(":")
+        routed = _REROUTED.search(target)  # a re-route's delivery: <destination>~<n>
         job: Job = (
             spec["args"][0]
             if spec
             else new_job(
-                {"id": event_id}, None, destination, "", {"attempts": 0, "initial": 0.0, "max": 0.0}
+                {"id": event_id},
+                None,
+                target[: routed.start()] if routed else target,
+                "",
+                {"attempts": 0, "initial": 0.0, "max": 0.0},
+                routing=int(routed.group(1)) if routed else 1,
             )
         )
         record = dead_letter(job, reason, self.deliveries.attempts(job["delivery_id"]))

@@ -46,3 +46,16 @@ def test_a_delivery_whose_task_does_not_decode_is_dead_lettered_at_once(redis_se
     assert sweeper.republish(Celery(), store, member, spec, 3) is False
     assert store.dead_letters.get("E2:hook")["reason"] == "poison: its task does not decode"
     assert store.pending.get("deliver:E2:hook") is None
+
+
+def test_a_rerouted_delivery_whose_task_does_not_decode_keeps_its_id(redis_server):
+    store = Store(connect(redis_server.url), 3600, 3600, grace=60)
+    member = "deliver:E3:hook~2"  # the first re-route's delivery to hook
+    store.pending.register_now(member, "relay.deliver", [])
+    store.client.hset(keys.PENDING_TASKS, member, "{broken")
+    store.client.zadd(keys.PENDING, {member: 0})
+    ((found, spec),) = store.pending.overdue()
+    assert sweeper.republish(Celery(), store, found, spec, 3) is False
+    letter = store.dead_letters.get("E3:hook~2")
+    assert (letter["id"], letter["destination"]) == ("E3:hook~2", "hook")
+    assert store.history("E3")[-1]["delivery_id"] == "E3:hook~2"
