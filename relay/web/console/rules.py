@@ -10,29 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
 from typing import Any
 
 from flask import render_template, request
 from flask.typing import ResponseReturnValue
 
 from relay import parsing
-from relay.actions.registry import MASK
 from relay.durations import parse_duration
 from relay.errors import IngestError, RulesError
-from relay.ops.checks import settings_checks
 from relay.ops.dryrun import dry_run, format_text
-from relay.ops.rules_diff import DEFAULT_LIMIT, MAX_LIMIT, diff_rules
-from relay.rules import Ruleset, load_rules_text
+from relay.ops.rules_diff import CANDIDATE, DEFAULT_LIMIT, MAX_LIMIT, diff_rules, load_candidate
+from relay.rules import Ruleset
 from relay.samples import SAMPLE_INBOUND, SAMPLE_RECEIPT
 from relay.web.console.blueprint import bp
 from relay.web.console.rules_text import redacted
 from relay.web.context import current_relay
 
 SAMPLES = {"receipt": SAMPLE_RECEIPT, "inbound": SAMPLE_INBOUND}
-CANDIDATE = "candidate.yaml"  #: the pasted candidate's name in its error messages
-_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
 @bp.get("/rules")
@@ -78,22 +72,14 @@ def rules_diff() -> ResponseReturnValue:
 
 
 def _candidate(text: str) -> Ruleset | list[str]:
-    """The pasted rules, or every problem with them. ``${VAR}`` takes the web process's
-    environment (as the file in force does); the values of the variables the text names
-    are masked in the messages, so a candidate cannot be used to read them."""
+    """The pasted rules, or every problem with them (the values of the environment
+    variables they name masked: :func:`relay.ops.rules_diff.load_candidate`)."""
     if not text.strip():
         return [f"{CANDIDATE}: empty: paste a rules file"]
     try:
-        return load_rules_text(text, CANDIDATE, checks=settings_checks(current_relay().settings))
+        return load_candidate(text, current_relay().settings)
     except RulesError as exc:
-        secrets = {os.environ.get(name, "") for name in _REFERENCE.findall(text)}
-        hidden = sorted((value for value in secrets if len(value) >= 4), key=len, reverse=True)
-        errors = []
-        for line in exc.errors:
-            for value in hidden:
-                line = line.replace(value, MASK)
-            errors.append(line)
-        return errors
+        return exc.errors
 
 
 def _page(**values: Any) -> str:
