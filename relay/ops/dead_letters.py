@@ -32,7 +32,7 @@ from relay.events import (
     job_of,
 )
 from relay.state import RedisError, Store
-from relay.state.index import OPEN
+from relay.state.index import DEAD, OPEN
 from relay.state.keys import deliver_member, route_member, storable
 
 
@@ -187,6 +187,7 @@ def _note_failed_replay(
     try:
         store.pending.settle_now(member)
         store.add_history(event_id, failed)
+        store.index.settle_now(event_id, {entry["delivery_id"]: DEAD}, time.time())  # dead again
     except RedisError:
         pass  # the dead letter is still there; at worst the outbox sends the replay later
 

@@ -353,3 +353,17 @@ def test_route_batch_routes_many_events_in_one_round_trip(store):
     assert store.route_batch(batch[:1]) == [None]  # routed already
     assert ids(store, EventQuery(route="all", state="pending")) == newest_first(*events)
     assert [e["step"] for e in store.history(events[0]["id"])] == ["received", "routed"]
+
+
+def test_a_replay_that_cannot_publish_leaves_the_event_dead(store):
+    event = receipt(at=NOW - 2)
+    (crm,) = route(store, event, ["failures"], ["crm"])
+    store.deliveries.dead(crm, dead_letter(crm, "HTTP 400", []), [])
+
+    def broker_down(name, args):
+        raise OSError("connection refused")
+
+    with pytest.raises(OSError):
+        dead_letters.replay(store, Recorder(broker_down), [crm["delivery_id"]])
+    assert ids(store, EventQuery(state="dead")) == [event["id"]]
+    assert ids(store, EventQuery(state="pending")) == []
