@@ -27,6 +27,17 @@
     relay:cooldown:<dest>:<digits>  a reply window, holding the delivery id that claimed it
     relay:lock:<name>           short locks (one sweeper at a time)
     relay:republished:<member>  how often a unit of work was published again (poison count)
+    relay:dest:<name>:paused    a destination's pause (JSON since/until; expires with ``--for``)
+    relay:dest:<name>:parked    set: deliveries waiting for the pause to end (published again
+                                on resume)
+    relay:dest:<name>:circuit   hash: its circuit breaker (state, failures, until, probe,
+                                probe_until, changed)
+    relay:dest:<name>:inflight  sorted set: concurrency leases, delivery → lease expiry
+    relay:dest:<name>:bucket    hash: its rate limit's token bucket (tat: next token; hint:
+                                the next slot handed to a refused caller)
+    relay:dest:<name>:stats:<minute>  hash: attempts ok/failed and latency buckets of one
+                                minute (kept 10 minutes)
+    relay:dest:<name>:error     its last error (JSON at/error)
 """
 
 from __future__ import annotations
@@ -59,6 +70,12 @@ def ref(value: str) -> str:
 def delivery(delivery_id: str, part: str) -> str:
     """``part``: ``n``, ``gen``, ``lock``, ``done`` or ``log``."""
     return f"{PREFIX}dlv:{delivery_id}:{part}"
+
+
+def destination(name: str, part: str) -> str:
+    """``part``: ``paused``, ``parked``, ``circuit``, ``inflight``, ``bucket``, ``error`` or
+    ``stats:<minute>``."""
+    return f"{PREFIX}dest:{name}:{part}"
 
 
 def dead(delivery_id: str) -> str:
