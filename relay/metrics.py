@@ -137,6 +137,19 @@ class Metrics:
             "relay_dead_letters_dropped_total",
             "Dead letters dropped, oldest first, to keep RELAY_DEAD_LETTER_MAX",
         )
+        self.alerts: Counter = Counter(
+            "relay_alerts_total", "relay's own alerts recorded for notifications", ["kind"]
+        )
+        self.alert_messages_sent: Counter = Counter(
+            "relay_alert_messages_sent_total",
+            "Notification messages sent (one per group and destination)",
+            ["notification", "destination"],
+        )
+        self.alert_messages_dropped: Counter = Counter(
+            "relay_alert_messages_dropped_total",
+            "Notification messages that could not be sent (logged, never notified about)",
+            ["notification", "destination"],
+        )
         self.poisoned: Counter = Counter(
             "relay_poisoned_total",
             "Work moved to the dead letters as poison (republished RELAY_POISON_AFTER times)",

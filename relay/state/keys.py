@@ -17,6 +17,13 @@
     relay:dlv:<delivery id>:log    every finished attempt (JSON list)
     relay:dead:<delivery id>    a dead letter (JSON)
     relay:dead                  sorted set of dead-letter ids by time
+    relay:alerts:due            sorted set: notification groups → when their next message
+                                is due (claimed, and removed, by the flusher that sends it)
+    relay:alert:<group>         hash: one notification group: notification, labels (JSON),
+                                first, sent (time of its last message), ttl, and
+                                count:<kind> (alerts since its last message)
+    relay:alert:<group>:examples  list: its latest alerts since its last message (JSON),
+                                newest first
     relay:pending               sorted set: every unit of work not yet settled
                                 ("route:<event id>", "deliver:<delivery id>"), scored by
                                 when it counts as lost if nobody owns it
@@ -80,6 +87,19 @@ def destination(name: str, part: str) -> str:
 
 def dead(delivery_id: str) -> str:
     return PREFIX + "dead:" + delivery_id
+
+
+ALERTS_DUE = PREFIX + "alerts:due"
+ALERT_PREFIX = PREFIX + "alert:"
+
+
+def alert_group(group: str) -> str:
+    """A notification group's hash; its examples are this key + ``:examples``."""
+    return ALERT_PREFIX + group
+
+
+def alert_examples(group: str) -> str:
+    return ALERT_PREFIX + group + ":examples"
 
 
 def owned(node: str) -> str:

@@ -31,6 +31,7 @@ from relay.events import (
 )
 from relay.settings import Settings
 from relay.state import keys
+from relay.state.alerts import AlertState
 from relay.state.client import (
     check,
     connect,
@@ -141,6 +142,7 @@ class Store:
         dead_letter_ttl: float = 30 * 86400.0,
         dead_letter_max: int = 100_000,
     ) -> None:
+        self.alerts = AlertState(client)
         self.client = client
         self.history_ttl = int(history_ttl)
         self.dedupe_ttl_ms = int(dedupe_ttl * 1000)

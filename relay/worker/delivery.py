@@ -40,6 +40,7 @@ from relay.events import (
 from relay.rules import Destination, RetryPolicy, SmsReplyDestination, TemplateError
 from relay.settings import Settings
 from relay.state import RedisError
+from relay.worker import alerts, fallback
 from relay.worker.runtime import Runtime
 
 log = logging.getLogger("relay.deliver")
@@ -181,8 +182,14 @@ def _dead_letter(
         attempt, tried = last
         attempts.append(attempt)
         entries.insert(0, tried)
-    state.dead(job, dead_letter(job, reason, attempts), entries, last=attempt)
+    follow_up = fallback.job_for(runtime, job, destination, reason, len(attempts))
+    if follow_up is not None:
+        entries.append(fallback.entry(job, follow_up))
+    record = dead_letter(job, reason, attempts)
+    follow_up = state.dead(job, record, entries, last=attempt, fallback=follow_up)
     _step(job, destination, "dead_letter", "delivery %s dead-lettered: %s", did, reason)
+    fallback.publish(runtime, job, follow_up)
+    alerts.dead_letter(runtime, job, reason, len(attempts))
     return "dead_lettered"
 
 
