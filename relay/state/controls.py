@@ -100,9 +100,9 @@ end
 return {'go', '0'}
 """
 
-#: KEYS: circuit, inflight, stats bucket of this minute, last error.
+#: KEYS: circuit, inflight, stats bucket of this minute, last error, the known set.
 #: ARGV: member, outcome (ok|transient|permanent), breaker failures (0: none), cooldown s,
-#:   latency bucket index, error JSON ('' for none), stats ttl s, error ttl s.
+#:   latency bucket index, error JSON ('' for none), stats ttl s, error ttl s, name.
 #: Returns the circuit's transition: 'opened', 'reopened', 'closed' or ''.
 _SETTLE = """
 local t = redis.call('TIME')
@@ -118,6 +118,7 @@ local c = redis.call('HMGET', KEYS[1], 'state', 'probe')
 local state = c[1] or 'closed'
 if state ~= 'closed' then
   if c[2] ~= member then return '' end
+  redis.call('SADD', KEYS[5], ARGV[9])
   if outcome == 'transient' and failures > 0 then
     redis.call('HSET', KEYS[1], 'state', 'open', 'until', tostring(now + cooldown),
       'probe', '', 'probe_until', '0', 'changed', tostring(now))
@@ -131,6 +132,7 @@ if outcome == 'transient' then
   if failures <= 0 then return '' end
   local n = redis.call('HINCRBY', KEYS[1], 'failures', 1)
   if n >= failures then
+    redis.call('SADD', KEYS[5], ARGV[9])
     redis.call('HSET', KEYS[1], 'state', 'open', 'until', tostring(now + cooldown),
       'probe', '', 'changed', tostring(now))
     return 'opened'
@@ -278,8 +280,19 @@ class Controls:
                 keys.destination(name, "inflight"),
                 keys.destination(name, f"stats:{minute}"),
                 keys.destination(name, "error"),
+                keys.CONTROLLED,
             ],
-            args=[member, outcome, failures, repr(cooldown), index, last, STATS_TTL, self.error_ttl],
+            args=[
+                member,
+                outcome,
+                failures,
+                repr(cooldown),
+                index,
+                last,
+                STATS_TTL,
+                self.error_ttl,
+                name,
+            ],
         )
         return str(transition or "")
 
@@ -299,10 +312,10 @@ class Controls:
         until = now + seconds if seconds else None
         key = keys.destination(name, "paused")
         value = dumps({"since": now, "until": until})
-        if seconds:
-            self.redis.set(key, value, px=max(int(seconds * 1000), 1))
-        else:
-            self.redis.set(key, value)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(key, value, px=max(int(seconds * 1000), 1) if seconds else None)
+        pipe.sadd(keys.CONTROLLED, name)
+        pipe.execute()
         return Pause(now, until)
 
     def resume(self, name: str) -> list[tuple[str, object]]:
@@ -316,6 +329,21 @@ class Controls:
             self._unpark(keys=[keys.destination(name, "parked"), keys.PENDING_TASKS], args=[])
         )
         return [(flat[i], loads(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    def states(self) -> list[tuple[str, int, float | None]]:
+        """For the metrics: every destination that was ever paused or whose circuit moved,
+        with its circuit (0 closed, 1 open, 2 half-open) and, while paused, since when."""
+        names = sorted(texts(self.redis.smembers(keys.CONTROLLED)))
+        circuits, pauses = self.circuits(names), self.paused(names)
+        number = {"closed": 0, "open": 1, "half-open": 2}
+        return [
+            (
+                name,
+                number.get(circuits[name].state, 0),
+                pauses[name].since if name in pauses else None,
+            )
+            for name in names
+        ]
 
     def paused(self, names: Sequence[str]) -> dict[str, Pause]:
         """The pauses in force among ``names``."""

@@ -34,6 +34,8 @@
     relay:cooldown:<dest>:<digits>  a reply window, holding the delivery id that claimed it
     relay:lock:<name>           short locks (one sweeper at a time)
     relay:republished:<member>  how often a unit of work was published again (poison count)
+    relay:dests                 set: names of destinations ever paused or whose circuit moved
+                                (what the metrics report on)
     relay:dest:<name>:paused    a destination's pause (JSON since/until; expires with ``--for``)
     relay:dest:<name>:parked    set: deliveries waiting for the pause to end (published again
                                 on resume)
@@ -56,6 +58,7 @@ PENDING = PREFIX + "pending"
 PENDING_TASKS = PREFIX + "pending:tasks"
 NODES = PREFIX + "nodes"
 DEAD = PREFIX + "dead"
+CONTROLLED = PREFIX + "dests"
 
 
 def dedupe(fp: str) -> str:

@@ -3,8 +3,9 @@
 :func:`open_store` builds it from the settings (the web, the worker and the commands
 alike). Its parts: the inbox of accepted events, each event's record and history, the
 pending outbox (:mod:`relay.state.pending`), per-delivery state
-(:mod:`relay.state.deliveries`), dead letters (:mod:`relay.state.dead_letters`) and
-auto-reply state (:mod:`relay.state.replies`). Every key is listed in
+(:mod:`relay.state.deliveries`), dead letters (:mod:`relay.state.dead_letters`),
+auto-reply state (:mod:`relay.state.replies`) and destination controls
+(:mod:`relay.state.controls`). Every key is listed in
 :mod:`relay.state.keys`.
 """
 
@@ -41,6 +42,7 @@ from relay.state.client import (
     texts,
     unavailable_on_error,
 )
+from relay.state.controls import Controls
 from relay.state.dead_letters import DeadLetters
 from relay.state.deliveries import DeliveryState
 from relay.state.pending import Pending, Spec
@@ -150,6 +152,7 @@ class Store:
         self.dead_letters = DeadLetters(client, dead_letter_ttl, dead_letter_max)
         self.deliveries = DeliveryState(client, history_ttl, self.pending, self.dead_letters)
         self.replies = ReplyState(client)
+        self.controls = Controls(client, history_ttl)
         self._accept = client.register_script(_ACCEPT)
         self._take = client.register_script(_TAKE)
         self._route = client.register_script(_ROUTE)
