@@ -14,12 +14,14 @@ import pytest
 from relay.state.keys import deliver_member
 from tests.conftest import load_fixture
 from tests.harness import ROOT, WorkerProcess, wait_until
-from tests.httpsink import Answer
+from tests.httpsink import Answer, HttpSink
 
 pytestmark = pytest.mark.e2e
 
 
-def rules(sink, controls: str, attempts: int = 20) -> str:
+def rules(sink, controls: str, more: str = "", tail: str = "") -> str:
+    """``crm`` (an HTTP destination of ``sink``) with ``controls``; ``more`` destinations
+    and a ``tail`` (top-level keys) if given."""
     return f"""
 version: 1
 destinations:
@@ -27,12 +29,14 @@ destinations:
     type: http
     url: {sink.url("/crm")}
     timeout: 2s
-    retry: {{attempts: {attempts}, initial: 50ms, max: 100ms}}
+    retry: {{attempts: 20, initial: 50ms, max: 100ms}}
 {controls}
+{more}
 routes:
   - name: all
     match: {{}}
     to: [crm]
+{tail}
 """
 
 
@@ -120,31 +124,49 @@ def test_concurrency_is_never_exceeded_across_two_workers(start_relay, sink, tmp
 
 
 def test_circuit_opens_probes_once_and_drains_when_the_receiver_recovers(start_relay, sink):
-    sink.default = Answer(status=503)
-    relay = start_relay(
-        rules(sink, "    concurrency: 1\n    circuit_breaker: {failures: 5, cooldown: 1s}")
-    )
+    with HttpSink() as hooks:
+        _circuit(start_relay, sink, hooks)
+
+
+def _circuit(start_relay, sink, hooks):
+    failing = Answer(status=503)
+    more = f"  ops-hook: {{type: http, url: '{hooks.url('/alerts')}'}}"
+    tail = """
+notifications:
+  - name: trouble
+    on: [circuit_open, circuit_closed]
+    group_by: [destination, kind]
+    group_wait: 100ms
+    group_interval: 1m
+    to: [ops-hook]
+"""
+    controls = "    concurrency: 1\n    circuit_breaker: {failures: 5, cooldown: 1s}"
+    relay = start_relay(rules(sink, controls, more, tail))
+    crm = lambda: [r for r, status in sink.answered() if r.path == "/crm"]  # noqa: E731
+    sink.script(*[failing] * 6)  # five to open it, then the first probe fails too
     ids = post_many(relay, 10)
-    sink.wait_for(5, timeout=20)
+    wait_until(lambda: len(crm()) >= 5, 20)
     time.sleep(0.6)  # open: no attempt during the cooldown
-    assert len(sink.requests) == 5
-    state = relay.store.controls.circuits(["crm"])["crm"]
-    assert state.state == "open"
+    assert len(crm()) == 5
+    assert relay.store.controls.circuits(["crm"])["crm"].state == "open"
     # after the cooldown, exactly one probe (it fails: open again for another cooldown)
-    sink.wait_for(6, timeout=5)
+    wait_until(lambda: len(crm()) >= 6, 5)
     time.sleep(0.5)
-    assert len(sink.requests) == 6
+    assert len(crm()) == 6
     # the receiver recovers: the next probe closes the circuit and the backlog drains
-    sink.default = Answer(status=200)
     wait_until(lambda: all(relay.steps(i, "delivered") for i in ids), timeout=20)
     assert relay.store.controls.circuits(["crm"])["crm"].state == "closed"
-    failed = [r for r, status in sink.answered() if status == 503]
-    assert len(failed) == 6
+    assert [status for r, status in sink.answered() if r.path == "/crm"].count(503) == 6
+    assert len(crm()) == 16
     # waits spent no attempt: 6 failures + 10 successes were the only ones counted
     assert sum(attempts_counted(relay, event_id) for event_id in ids) == 16
-    log = relay.worker.log_path.read_text()
-    assert "alert circuit_open" in log or "circuit_open" in log
-    assert "circuit closed" in log
+    # the notification hook (relay.worker.alerts) got one open and one close
+    alerts = lambda: [r.body.decode() for r in hooks.requests]  # noqa: E731
+    wait_until(lambda: len(alerts()) >= 2, 10)
+    time.sleep(0.5)
+    assert len(alerts()) == 2
+    assert sum("circuit_open" in text for text in alerts()) == 1
+    assert sum("circuit_closed" in text for text in alerts()) == 1
 
 
 def test_pause_for_a_deploy_then_resume(start_relay, sink, tmp_path):
