@@ -124,27 +124,29 @@ def _routing(history: list[HistoryEntry]) -> dict[str, Any]:
 
 
 def deliveries(event_id: str, history: list[HistoryEntry]) -> list[dict[str, Any]]:
-    """Per destination: its attempts and final state (delivered, dead_lettered, skipped or
-    pending), derived from the history entries; routed destinations with none are pending."""
+    """Per delivery: its attempts and final state (delivered, dead_lettered, skipped or
+    pending), derived from the history entries; routed destinations with none are pending.
+    A delivery to a fallback is one of its own (``fallback_of`` names whose it stands in for)."""
     found: dict[str, dict] = {}
     for entry in history:
         if entry.get("step") == Step.ROUTED:
             for name in entry.get("destinations", []):
-                found.setdefault(name, _delivery(event_id, name))
+                did = delivery_id(event_id, name)
+                found.setdefault(did, _delivery(did, name))
             continue
-        target = entry.get("destination")
-        if "delivery_id" not in entry or target is None:
+        target, did = entry.get("destination"), entry.get("delivery_id")
+        if did is None or target is None:
             continue
-        item = found.setdefault(target, _delivery(event_id, target))
+        item = found.setdefault(did, _delivery(did, target))
         item["route"] = entry.get("route") or item["route"]
         _apply(item, entry)
     return list(found.values())
 
 
-def _delivery(event_id: str, destination: str) -> dict:
+def _delivery(did: str, destination: str) -> dict:
     return {
         "destination": destination,
-        "delivery_id": delivery_id(event_id, destination),
+        "delivery_id": did,
         "route": None,
         "state": "pending",
         "reason": None,
@@ -170,5 +172,7 @@ def _apply(item: dict[str, Any], entry: HistoryEntry) -> None:
         item.update(state=step, reason=entry.get("reason"))
     elif step == Step.REPLAYED:
         item.update(state="pending", reason=None, replays=item["replays"] + 1)
+    elif step == Step.FALLBACK:
+        item.update(state="pending", fallback_of=entry.get("fallback_of"))
     elif step == Step.REPLAY_FAILED:
         item.update(state="dead_lettered", reason=entry.get("reason"))
