@@ -4,6 +4,7 @@ for a deploy; waits spend no attempt and every accepted event arrives."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -189,6 +190,11 @@ def test_pause_for_a_deploy_then_resume(start_relay, sink, tmp_path):
         assert relay.store.pending.count() == 100
         assert relay.store.pending.get(deliver_member(f"{ids[0]}:crm")) is not None
         assert relay.steps(ids[0], "delivered") == []
+        shown = relay_cli(relay, "events", "show", ids[0], "--json")
+        (event,) = json.loads(shown.stdout)["events"]
+        assert [(d["destination"], d["state"]) for d in event["deliveries"]] == [
+            ("crm", "pending")
+        ]
         assert attempts_counted(relay, ids[0]) == 0
         started = time.monotonic()
         resumed = relay_cli(relay, "destinations", "resume", "crm")
