@@ -7,8 +7,8 @@ reports, each as ``PATH:LINE: where: warning: message``:
   event (no ``match`` or ``match: {}``) or has a ``match`` whose entries are a subset of its
   own (the same mapping included) — only these, so that there are no false alarms;
 - a default that is never used because a route matches every event;
-- a destination no route (nor the default) sends to, and no other uses as its fallback
-  or no notification sends to;
+- a destination no route (nor the default) sends to, that is no other destination's
+  fallback and that no notification sends to;
 - a ``code`` compared by equality (a value, a list, ``equals``, ``in``, ``not``) with a
   value missing from the status-code table (:data:`relay.codes.CODE_DESCRIPTIONS`);
 - a ``status`` compared by equality with a value Webex Connect never sends

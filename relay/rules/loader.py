@@ -281,6 +281,8 @@ def describe(ruleset: Ruleset) -> str:
     if by_kind:
         destinations += f" ({by_kind})"
     default = f"default → {', '.join(ruleset.default.to)}" if ruleset.default else "no default"
+    if ruleset.notifications:  # only then: the summary of a file without any stays as it was
+        destinations += ", " + _count(len(ruleset.notifications), "notification")
     return f"{ruleset.path}: OK — {routes}, {destinations}, {default}, version {ruleset.version}"
 
 

@@ -111,3 +111,13 @@ def test_lint_counts_a_fallback_or_a_notification_target_as_used():
         "notifications:\n  - name: n\n    on: [dead_letter]\n    to: spare\n",
     )
     assert [w for w in lint(used) if "not used" in w.message] == []
+
+
+def test_rules_check_counts_notifications_only_when_there_are_some():
+    from relay.rules import describe
+
+    assert "notification" not in describe(_load())
+    tail = "notifications:\n  - name: n\n    on: [dead_letter]\n    to: spare\n"
+    assert "3 destinations (http 1, log 1, slack 1), 1 notification, no default" in describe(
+        _load(tail=tail)
+    )
