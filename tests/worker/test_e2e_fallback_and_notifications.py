@@ -8,9 +8,12 @@ import time
 import uuid
 
 import pytest
+import requests
 from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 
 from relay.cli import main
+from relay.cli.embedded import free_port
 from relay.ops.history import timeline
 from tests.conftest import load_fixture
 from tests.harness import wait_until
@@ -194,3 +197,55 @@ def test_500_dead_letters_in_10s_make_one_message_then_one_per_interval(start_re
     first = slack[0].json()["text"]
     assert first.startswith("relay: delivery-trouble · destination crm — ")
     assert "dead_letter crm (route all) event " in first
+
+
+UNDELIVERABLE_RULES = """
+version: 1
+destinations:
+  crm: {{type: http, url: "{down}", retry: {{attempts: 1}}}}
+  ops-hook: {{type: http, url: "{hook}"}}
+routes:
+  - {{name: all, to: [crm]}}
+notifications:
+  - name: trouble
+    on: [dead_letter]
+    group_wait: 500ms
+    group_interval: 2s
+    to: [ops-hook]
+"""
+
+
+def _scrape(port: int) -> dict[tuple, float]:
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_an_undeliverable_notification_is_counted_and_never_notified_about(start_relay, sink, down):
+    sink.default = Answer(500, body="alert hook down")
+    port = free_port()
+    rules = UNDELIVERABLE_RULES.format(down=down.url("/crm"), hook=sink.url("/alerts"))
+    relay = start_relay(rules, RELAY_WORKER_METRICS_PORT=str(port))
+    events = [relay.post(receipt(FAILED)) for _ in range(3)]
+    for event_id in events:
+        relay.finished(event_id)
+    dropped = (
+        "relay_alert_messages_dropped_total",
+        (("destination", "ops-hook"), ("notification", "trouble")),
+    )
+    scrape = wait_until(lambda: (s := _scrape(port)).get(dropped) and s, timeout=10)
+    assert scrape[dropped] == 1  # one message for the group, tried twice, then dropped
+    assert len(sink.requests) == 2
+    # nothing about it, ever: no alert, no dead letter, no message in the next intervals
+    time.sleep(2 * 2 + 1)
+    assert len(sink.requests) == 2
+    assert relay.store.dead_letters.count() == 3  # crm's, and nothing else
+    later = _scrape(port)
+    assert later[dropped] == 1
+    sent = ("relay_alert_messages_sent_total", dropped[1])
+    assert later.get(sent, 0) == 0
+    alerts = ("relay_alerts_total", (("kind", "dead_letter"),))
+    assert later[alerts] == 3
