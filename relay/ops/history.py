@@ -134,10 +134,10 @@ def deliveries(event_id: str, history: list[HistoryEntry]) -> list[dict[str, Any
                 did = delivery_id(event_id, name)
                 found.setdefault(did, _delivery(did, name))
             continue
-        target, did = entry.get("destination"), entry.get("delivery_id")
-        if did is None or target is None:
+        target, which = entry.get("destination"), entry.get("delivery_id")
+        if which is None or target is None:
             continue
-        item = found.setdefault(did, _delivery(did, target))
+        item = found.setdefault(which, _delivery(which, target))
         item["route"] = entry.get("route") or item["route"]
         _apply(item, entry)
     return list(found.values())
