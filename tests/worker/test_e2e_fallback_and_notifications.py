@@ -249,3 +249,55 @@ def test_an_undeliverable_notification_is_counted_and_never_notified_about(start
     assert later.get(sent, 0) == 0
     alerts = ("relay_alerts_total", (("kind", "dead_letter"),))
     assert later[alerts] == 3
+
+
+CIRCUIT_RULES = """
+version: 1
+destinations:
+  crm:
+    type: http
+    url: "{crm}"
+    retry: {{attempts: 5, initial: 100ms, max: 100ms}}
+    concurrency: 1
+    circuit_breaker: {{failures: 2, cooldown: 1500ms}}
+  ops-hook: {{type: http, url: "{hook}"}}
+routes:
+  - {{name: all, to: [crm]}}
+notifications:
+  - name: circuits
+    on: [circuit_open, circuit_closed]
+    group_by: [destination]
+    group_wait: 200ms
+    group_interval: 3s
+    to: [ops-hook]
+"""
+
+
+def test_a_flapping_circuit_is_notified_once_per_group_interval(start_relay, sink):
+    with HttpSink() as hooks:
+        failing = Answer(503)
+        relay = start_relay(CIRCUIT_RULES.format(crm=sink.url("/crm"), hook=hooks.url("/a")))
+        for _ in range(2):  # open (two failures), then the probe closes it: twice
+            sink.script(failing, failing)
+            event_id = relay.post(receipt(FAILED))
+            assert [e["step"] for e in relay.finished(event_id)] == ["delivered"]
+        assert [status for _, status in sink.answered()] == [503, 503, 200] * 2
+
+        def counted() -> dict[str, int]:
+            total: dict[str, int] = {}
+            for request in hooks.requests:
+                for kind, count in request.json()["counts"].items():
+                    total[kind] = total.get(kind, 0) + count
+            return total
+
+        wait_until(lambda: counted() == {"circuit_open": 2, "circuit_closed": 2}, timeout=10)
+        time.sleep(3.5)  # no message more
+        messages = hooks.requests
+        assert counted() == {"circuit_open": 2, "circuit_closed": 2}
+        # the first open goes out after group_wait (the probe comes only after the 1.5 s
+        # cooldown); what follows waits for the interval: 4 alerts in about 3.5 s make
+        # 2 or 3 messages, an interval apart, not 4
+        assert messages[0].json()["counts"] == {"circuit_open": 1}
+        assert 2 <= len(messages) <= 3
+        gaps = [b.at - a.at for a, b in zip(messages, messages[1:], strict=False)]
+        assert all(gap >= 3.0 - 0.1 for gap in gaps), gaps
