@@ -146,7 +146,7 @@ class Metrics:
             "Dead letters dropped, oldest first, to keep RELAY_DEAD_LETTER_MAX",
         )
         self.alerts: Counter = Counter(
-            "relay_alerts_total", "relay's own alerts recorded for notifications", ["kind"]
+            "relay_alerts_total", "relay's own alerts (dead letters, circuit changes)", ["kind"]
         )
         self.alert_messages_sent: Counter = Counter(
             "relay_alert_messages_sent_total",

@@ -28,7 +28,16 @@ from typing import Any
 
 from relay import metrics
 from relay.actions import Outcome, registry
-from relay.events import AlertExample, AlertGroup, Job, new_id, new_job, utc_now_iso
+from relay.events import (
+    AlertExample,
+    AlertGroup,
+    Event,
+    Job,
+    RetrySpec,
+    new_id,
+    new_job,
+    utc_now_iso,
+)
 from relay.rules import (
     Destination,
     EmailDestination,
@@ -236,9 +245,9 @@ def _prepare(
     source = notification.template.source if notification.template else DEFAULT_TEMPLATE
     text = _compiled(source, mode).render_context(context)
     target = _with_message(destination, text, context)
-    event: Any = {"id": new_id(), "kind": "relay_notification"}
-    retry = {"attempts": 1, "initial": 1.0, "max": 1.0}
-    job = new_job(event, None, destination.name, "", retry)  # type: ignore[arg-type]
+    event: Event = {"id": new_id(), "kind": "relay_notification"}
+    retry: RetrySpec = {"attempts": 1, "initial": 1.0, "max": 1.0}
+    job = new_job(event, None, destination.name, "", retry)
     return registry.prepare(target, job, settings), job, target
 
 

@@ -13,7 +13,15 @@ from __future__ import annotations
 
 import logging
 
-from relay.events import HistoryEntry, Job, Step, delivery_entry, fallback_job, new_failure
+from relay.events import (
+    HistoryEntry,
+    Job,
+    RetrySpec,
+    Step,
+    delivery_entry,
+    fallback_job,
+    new_failure,
+)
 from relay.rules import DEFAULT_RETRY, Destination
 from relay.worker.runtime import Runtime
 
@@ -35,9 +43,9 @@ def job_for(
         )
         return None
     policy = target.retry or DEFAULT_RETRY
-    retry = {"attempts": policy.attempts, "initial": policy.initial, "max": policy.max}
+    retry: RetrySpec = {"attempts": policy.attempts, "initial": policy.initial, "max": policy.max}
     failure = new_failure(job["destination"], job["delivery_id"], attempts, reason)
-    return fallback_job(job, destination.fallback, retry, failure)  # type: ignore[arg-type]
+    return fallback_job(job, destination.fallback, retry, failure)
 
 
 def entry(failed: Job, follow_up: Job) -> HistoryEntry:
