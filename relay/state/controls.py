@@ -42,27 +42,38 @@ STATS_TTL = 600
 #: how many minutes the rolling statistics cover
 STATS_MINUTES = 5
 
-#: KEYS: paused, circuit, inflight, bucket.
+#: KEYS: paused, circuit, inflight, bucket, parked.
 #: ARGV: member, lease seconds, rate interval (0: none), concurrency (0: none), breaker (1/0).
+#: A member told to wait because of the pause or the circuit is parked in the same call, so
+#: a resume (or a closing circuit) never misses one that was refused just before it.
 #: Returns {verdict, number as text}: {'go', '1' if probe else '0'} or {reason, wait seconds}
 #: (a pause with no expiry: wait '-1').
 _GATE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local ttl = redis.call('PTTL', KEYS[1])
-if ttl == -1 then return {'paused', '-1'} end
-if ttl >= 0 then return {'paused', tostring(ttl / 1000)} end
 local member, hold = ARGV[1], tonumber(ARGV[2])
+if ttl ~= -2 then
+  redis.call('SADD', KEYS[5], member)
+  if ttl == -1 then return {'paused', '-1'} end
+  return {'paused', tostring(ttl / 1000)}
+end
 local probe = false
 if ARGV[5] == '1' then
   local c = redis.call('HMGET', KEYS[2], 'state', 'until', 'probe_until')
   if c[1] == 'open' then
     local u = tonumber(c[2]) or 0
-    if now < u then return {'circuit', tostring(u - now)} end
+    if now < u then
+      redis.call('SADD', KEYS[5], member)
+      return {'circuit', tostring(u - now)}
+    end
     probe = true
   elseif c[1] == 'half-open' then
     local pu = tonumber(c[3]) or 0
-    if now < pu then return {'circuit', tostring(pu - now)} end
+    if now < pu then
+      redis.call('SADD', KEYS[5], member)
+      return {'circuit', tostring(pu - now)}
+    end
     probe = true
   end
 end
@@ -233,7 +244,8 @@ class Controls:
     ) -> Verdict:
         """May ``member`` (a delivery) make an attempt at ``name`` now? On ``go`` it holds a
         concurrency lease of ``lease`` seconds (with a ``concurrency`` limit) and has taken
-        a token (with a ``rate`` of (count, per seconds))."""
+        a token (with a ``rate`` of (count, per seconds)). Refused because of the pause or
+        the circuit, it is parked (see :meth:`unpark`)."""
         interval = rate[1] / rate[0] if rate and rate[0] > 0 else 0.0
         reason, number = texts(
             self._gate(
@@ -242,6 +254,7 @@ class Controls:
                     keys.destination(name, "circuit"),
                     keys.destination(name, "inflight"),
                     keys.destination(name, "bucket"),
+                    keys.destination(name, "parked"),
                 ],
                 args=[member, repr(lease), repr(interval), concurrency or 0, int(breaker)],
             )
@@ -299,10 +312,6 @@ class Controls:
     def release(self, name: str, member: str) -> None:
         """Free ``member``'s concurrency lease (an attempt that ended with no outcome)."""
         self.redis.zrem(keys.destination(name, "inflight"), member)
-
-    def park(self, name: str, member: str) -> None:
-        """``member`` waits for ``name``'s pause to end: published again on resume."""
-        self.redis.sadd(keys.destination(name, "parked"), member)
 
     # -- the operators' side ----------------------------------------------------------------
 

@@ -11,8 +11,8 @@ thread. How long it waits:
   slot apart, so they come back in turn);
 - **concurrency** — a short recheck (:data:`CONCURRENCY_RECHECK`, with jitter), or sooner
   when the earliest lease ends;
-- **paused** — parked: recorded in the destination's parked set and rechecked at the
-  pause's end or after :data:`PAUSED_RECHECK` at most; ``relay destinations resume``
+- **paused** — parked: recorded in the destination's parked set (by the gate's own call)
+  and rechecked at the pause's end or after :data:`PAUSED_RECHECK` at most; ``relay destinations resume``
   publishes every parked delivery again at once;
 - **circuit open** — parked too, until the cooldown ends (then one attempt is the probe)
   or the probe's lease; when the probe succeeds and the circuit closes, the worker that
@@ -75,8 +75,6 @@ def wait(runtime: Runtime, job: Job, verdict: Verdict) -> str:
     name, did = job["destination"], job["delivery_id"]
     seconds = _countdown(verdict)
     countdown = min(seconds, runtime.max_hop)
-    if verdict.reason in ("paused", "circuit"):
-        runtime.store.controls.park(name, deliver_member(did))
     runtime.store.deliveries.postpone(did, time.time() + countdown)
     metrics.m().destination_waits.labels(name, verdict.reason).inc()
     runtime.schedule(job, countdown)

@@ -106,6 +106,17 @@ def test_after_the_cooldown_exactly_one_probe_goes_through(controls):
     assert controls.circuits(["crm"])["crm"].state == "closed"
 
 
+def test_deliveries_refused_by_the_circuit_are_parked(controls, redis_client):
+    for member in ("deliver:b", "deliver:c"):
+        redis_client.hset(PENDING_TASKS, member, dumps({"task": "relay.deliver", "args": []}))
+    _fail(controls, "deliver:a", 3)
+    assert controls.gate("crm", "deliver:b", 5, breaker=True).reason == "circuit"
+    assert controls.gate("crm", "deliver:c", 5, breaker=True, rate=(1, 1.0)).reason == "circuit"
+    assert controls.gate("crm", "deliver:d", 5, rate=(1, 1.0)).go  # no breaker: not gated
+    assert sorted(m for m, _ in controls.unpark("crm")) == ["deliver:b", "deliver:c"]
+    assert controls.unpark("crm") == []
+
+
 def test_a_failed_probe_reopens_for_another_cooldown(controls):
     _fail(controls, "deliver:a", 3)
     time.sleep(0.35)
@@ -152,8 +163,8 @@ def test_resume_hands_back_the_parked_deliveries_still_pending(controls, redis_c
     spec = {"task": "relay.deliver", "args": [{"delivery_id": "a", "destination": "crm"}]}
     redis_client.hset(PENDING_TASKS, "deliver:a", dumps(spec))
     controls.pause("crm")
-    controls.park("crm", "deliver:a")
-    controls.park("crm", "deliver:settled-meanwhile")
+    assert controls.gate("crm", "deliver:a", 5).reason == "paused"  # parked
+    assert controls.gate("crm", "deliver:settled-meanwhile", 5).reason == "paused"
     assert controls.resume("crm") == [("deliver:a", spec)]
     assert controls.resume("crm") == []
     assert controls.backlog() == {"crm": 1}

@@ -90,7 +90,7 @@ def test_pause_for_a_while_then_resume_publishes_the_parked(api, store, redis_cl
     store.client.hset(
         PENDING_TASKS, "deliver:e:crm", dumps({"task": "relay.deliver", "args": [job]})
     )
-    store.controls.park("crm", "deliver:e:crm")
+    assert store.controls.gate("crm", "deliver:e:crm", 5).reason == "paused"  # parked
     resumed = api.post("/api/destinations/crm/resume", headers=AUTH)
     assert resumed.status_code == 200
     assert resumed.json["republished"] == 1
