@@ -192,9 +192,7 @@ def test_pause_for_a_deploy_then_resume(start_relay, sink, tmp_path):
         assert relay.steps(ids[0], "delivered") == []
         shown = relay_cli(relay, "events", "show", ids[0], "--json")
         (event,) = json.loads(shown.stdout)["events"]
-        assert [(d["destination"], d["state"]) for d in event["deliveries"]] == [
-            ("crm", "pending")
-        ]
+        assert [(d["destination"], d["state"]) for d in event["deliveries"]] == [("crm", "pending")]
         assert attempts_counted(relay, ids[0]) == 0
         started = time.monotonic()
         resumed = relay_cli(relay, "destinations", "resume", "crm")
