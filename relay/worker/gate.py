@@ -12,8 +12,8 @@ thread. How long it waits:
 - **concurrency** — a short recheck (:data:`CONCURRENCY_RECHECK`, with jitter), or sooner
   when the earliest lease ends;
 - **paused** — parked: recorded in the destination's parked set (by the gate's own call)
-  and rechecked at the pause's end or after :data:`PAUSED_RECHECK` at most; ``relay destinations resume``
-  publishes every parked delivery again at once;
+  and rechecked at the pause's end or after :data:`PAUSED_RECHECK` at most;
+  ``relay destinations resume`` publishes every parked delivery again at once;
 - **circuit open** — parked too, until the cooldown ends (then one attempt is the probe)
   or the probe's lease; when the probe succeeds and the circuit closes, the worker that
   saw it publishes the parked deliveries again at once.
