@@ -60,6 +60,23 @@ DEFAULT_LOG_TEXT = compile_template(
     " to {{ event.get('destination') | mask }}"
     "{% endif %}"
 )
+#: what a ``slack`` destination posts when it has no ``text``: a fallback's failure, or
+#: the event in one line
+DEFAULT_SLACK_TEXT = compile_template(
+    "{% if failure %}"
+    "{{ failure.destination }} gave up on {{ event.get('kind') }} {{ event.get('id') }}"
+    " after {{ failure.attempts }} attempt{{ '' if failure.attempts == 1 else 's' }}:"
+    " {{ failure.last_error }}"
+    "{% else %}"
+    "{{ route }} → {{ destination }}: {{ event.get('kind') }} {{ event.get('id') }}"
+    "{% if event.get('kind') == 'inbound_message' %}"
+    " from {{ event.get('sender') | mask }} keyword={{ event.get('keyword') }}"
+    "{% else %}"
+    " {{ event.get('status') }} code={{ event.get('code') }}"
+    " to {{ event.get('destination') | mask }}"
+    "{% endif %}{% endif %}",
+    "slack",
+)
 HTTP_METHODS = ("POST", "PUT", "PATCH")
 HTTP_BODIES = ("event", "raw")
 
@@ -186,7 +203,7 @@ DESTINATION_KEYS: Mapping[str, Mapping[str, Key]] = {
         "webhook_url": Key(url),
         "token": Key(string),
         "channel": Key(string),
-        "text": Key(slack_template, required=True),
+        "text": Key(slack_template),
         "blocks": Key(_blocks),
     },
     "sms_reply": {
@@ -250,6 +267,8 @@ def read_destination(reader: Reader, name: str, data: Any) -> Destination | None
     del values["type"]
     if kind == "log":
         values.setdefault("text", DEFAULT_LOG_TEXT)
+    if kind == "slack":
+        values.setdefault("text", DEFAULT_SLACK_TEXT)
     return DESTINATION_TYPES[kind](name=name, line=reader.doc.line(path), **values)
 
 

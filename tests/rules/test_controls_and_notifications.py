@@ -121,3 +121,45 @@ def test_rules_check_counts_notifications_only_when_there_are_some():
     assert "3 destinations (http 1, log 1, slack 1), 1 notification, no default" in describe(
         _load(tail=tail)
     )
+
+
+ISSUE_EXAMPLE = """\
+version: 1
+destinations:
+  crm:
+    type: http
+    url: https://crm.internal/sms
+    rate_limit: 20/s            # token bucket shared by every worker (Redis); 20/s, 600/m, 5/100ms
+    concurrency: 10             # at most 10 requests in flight to it, across workers
+    circuit_breaker: {failures: 5, cooldown: 30s}   # open after 5 consecutive transient
+                                # failures; no attempts while open; one probe after cooldown
+    fallback: ops-slack         # gets the event (with the failure) when a delivery dead-letters
+  ops-slack: {type: slack, webhook_url: "${OPS_SLACK_URL}"}
+routes:
+  - {name: all, to: [crm]}
+notifications:                  # relay's own alerts, routed to its own destinations
+  - name: delivery-trouble
+    on: [dead_letter, circuit_open, circuit_closed]
+    group_by: [destination]
+    group_wait: 30s             # gather before the first message of a group
+    group_interval: 5m          # at most one message per group per interval
+    to: [ops-slack]
+"""
+
+
+def test_the_example_of_the_issue_loads_and_slack_needs_no_text():
+    from relay.rules.schema import DEFAULT_SLACK_TEXT
+
+    env = {"OPS_SLACK_URL": "https://hooks.slack.example/services/T0/B0/x"}
+    ruleset = load_rules_text(ISSUE_EXAMPLE, env=env)
+    slack = ruleset.destinations["ops-slack"]
+    assert slack.text is DEFAULT_SLACK_TEXT
+    event = {"kind": "delivery_receipt", "id": "E1", "status": "Failed", "code": "7102"}
+    event["destination"] = "447700900123"
+    failure = {"destination": "crm", "attempts": 20, "last_error": "HTTP 503: <down>"}
+    assert slack.text.render(event, "all", "ops-slack", failure) == (
+        "crm gave up on delivery_receipt E1 after 20 attempts: HTTP 503: &lt;down&gt;"
+    )
+    assert slack.text.render(event, "all", "ops-slack") == (
+        "all → ops-slack: delivery_receipt E1 Failed code=7102 to ********0123"
+    )
