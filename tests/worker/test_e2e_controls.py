@@ -5,13 +5,16 @@ for a deploy; waits spend no attempt and every accepted event arrives."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
 import time
 
 import pytest
+import requests
 
+from relay.cli.embedded import free_port
 from relay.state.keys import deliver_member
 from tests.conftest import load_fixture
 from tests.harness import ROOT, WorkerProcess, wait_until
@@ -142,7 +145,8 @@ notifications:
     to: [ops-hook]
 """
     controls = "    concurrency: 1\n    circuit_breaker: {failures: 5, cooldown: 1s}"
-    relay = start_relay(rules(sink, controls, more, tail))
+    port = free_port()
+    relay = start_relay(rules(sink, controls, more, tail), RELAY_WORKER_METRICS_PORT=str(port))
     crm = lambda: [r for r, status in sink.answered() if r.path == "/crm"]  # noqa: E731
     sink.script(*[failing] * 6)  # five to open it, then the first probe fails too
     ids = post_many(relay, 10)
@@ -168,6 +172,13 @@ notifications:
     assert len(alerts()) == 2
     assert sum("circuit_open" in text for text in alerts()) == 1
     assert sum("circuit_closed" in text for text in alerts()) == 1
+    # the worker's metrics: waits by reason, and the circuit's state read from Redis
+    scraped = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    waits = re.search(
+        r'relay_destination_waits_total\{destination="crm",reason="circuit"\} (\d+)', scraped
+    )
+    assert waits and int(waits.group(1)) >= 9  # every other delivery waited at least once
+    assert 'relay_destination_circuit_state{destination="crm"} 0.0' in scraped
 
 
 def test_pause_for_a_deploy_then_resume(start_relay, sink, tmp_path):
