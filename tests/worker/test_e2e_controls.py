@@ -205,12 +205,11 @@ def test_pause_for_a_deploy_then_resume(start_relay, sink, tmp_path):
         (event,) = json.loads(shown.stdout)["events"]
         assert [(d["destination"], d["state"]) for d in event["deliveries"]] == [("crm", "pending")]
         assert attempts_counted(relay, ids[0]) == 0
-        started = time.monotonic()
         resumed = relay_cli(relay, "destinations", "resume", "crm")
         assert resumed.returncode == 0, resumed.stderr
         assert "resumed crm: 100 waiting deliveries sent again" in resumed.stdout
-        wait_until(lambda: len(distinct_events(sink)) == 100, timeout=20, interval=0.1)
-        assert time.monotonic() - started < 10  # at once, not at the next recheck (60 s)
+        # at once (the parked deliveries published again), not at the next recheck (60 s)
+        wait_until(lambda: len(distinct_events(sink)) == 100, timeout=30, interval=0.1)
         assert len(sink.requests) == 100
         wait_until(lambda: relay.store.pending.count() == 0, 10)
         assert all(attempts_counted(relay, event_id) == 1 for event_id in ids)
