@@ -97,22 +97,21 @@ def test_rate_limit_is_shared_by_two_workers(start_relay, sink, tmp_path):
 
 
 def test_concurrency_is_never_exceeded_across_two_workers(start_relay, sink, tmp_path):
-    sink.default = Answer(delay=0.2)
     relay = start_relay(rules(sink, "    concurrency: 3"))
     other = second_worker(relay, tmp_path)
     lock = threading.Lock()
     live, peak = [0], [0]
 
     def arrived(request):
+        """Runs in the sink's handler thread before it answers: a request counts as in
+        flight from its arrival until just before its answer goes out (so never more
+        than relay counts: its slot is freed only after the answer)."""
         with lock:
             live[0] += 1
             peak[0] = max(peak[0], live[0])
-
-        def left():
-            with lock:
-                live[0] -= 1
-
-        threading.Timer(0.2, left).start()
+        time.sleep(0.2)
+        with lock:
+            live[0] -= 1
 
     sink.on_request = arrived
     try:
