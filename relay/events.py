@@ -11,6 +11,10 @@
   :func:`delivery_entry`); its ``step`` is a :class:`Step`.
 - :class:`DeadLetter` — a delivery (or a routing) that gave up (:func:`dead_letter`,
   :func:`routing_dead_letter`).
+- :class:`Failure` — what a fallback delivery carries about the delivery that gave up
+  (:func:`new_failure`); :func:`fallback_job` builds that delivery.
+- :class:`AlertGroup` — the alerts of one notification group, claimed for one message
+  (:func:`new_alert_group`).
 """
 
 from __future__ import annotations
@@ -245,9 +249,34 @@ class RetrySpec(TypedDict):
     max: float
 
 
-class Job(TypedDict):
+class Failure(TypedDict):
+    """The dead-lettered delivery a fallback delivery stands in for: its ``destination``,
+    ``delivery_id``, how many ``attempts`` it made and its ``last_error`` (the reason)."""
+
+    destination: str
+    delivery_id: str
+    attempts: int
+    last_error: str
+
+
+def new_failure(destination: str, delivery_id: str, attempts: int, last_error: str) -> Failure:
+    return {
+        "destination": destination,
+        "delivery_id": delivery_id,
+        "attempts": attempts,
+        "last_error": last_error,
+    }
+
+
+class _FallbackPart(TypedDict, total=False):
+    #: set only on a delivery to a fallback: the delivery it stands in for
+    failure: Failure
+
+
+class Job(_FallbackPart):
     """One delivery. ``gen`` is the generation of its live task message (an older one is
-    a stale copy); ``not_before`` the epoch second before which it must not be tried."""
+    a stale copy); ``not_before`` the epoch second before which it must not be tried;
+    ``failure`` (only on a delivery to a fallback) what gave up before it."""
 
     delivery_id: str
     event: Event
@@ -286,6 +315,20 @@ def new_job(
         "gen": gen,
         "not_before": not_before,
     }
+
+
+def fallback_id(failed_delivery_id: str) -> str:
+    """The id of the delivery to the fallback that stands in for ``failed_delivery_id``:
+    one per dead-lettered delivery (``<event id>:<destination>:fallback``)."""
+    return failed_delivery_id + ":fallback"
+
+
+def fallback_job(failed: Job, fallback: str, retry: RetrySpec, failure: Failure) -> Job:
+    """The delivery of ``failed``'s event to ``fallback``, carrying ``failure``."""
+    job = new_job(failed["event"], failed["route"], fallback, failed["rules_version"], retry)
+    job["delivery_id"] = fallback_id(failed["delivery_id"])
+    job["failure"] = failure
+    return job
 
 
 class Attempt(TypedDict):
@@ -329,6 +372,7 @@ class Step(str, Enum):
     DEAD_LETTERED = "dead_lettered"
     REPLAYED = "replayed"
     REPLAY_FAILED = "replay_failed"
+    FALLBACK = "fallback"  #: a dead-lettered delivery handed to its destination's fallback
 
     def __str__(self) -> str:
         return self.value
@@ -358,6 +402,7 @@ class HistoryEntry(TypedDict, total=False):
     error: str | None
     latency: float
     delay: float
+    fallback_of: str
 
 
 def history_entry(step: Step, **fields: Any) -> HistoryEntry:
@@ -380,8 +425,9 @@ def delivery_entry(job: Job, step: Step, **fields: Any) -> HistoryEntry:
 # -- dead letters --------------------------------------------------------------------------
 
 
-class DeadLetter(TypedDict):
-    """A delivery that gave up (or a routing that failed: ``destination`` is None)."""
+class DeadLetter(_FallbackPart):
+    """A delivery that gave up (or a routing that failed: ``destination`` is None); a
+    delivery to a fallback keeps its ``failure`` (a replay carries it again)."""
 
     id: str
     event: Event
@@ -395,7 +441,7 @@ class DeadLetter(TypedDict):
 
 
 def dead_letter(job: Job, reason: str, attempts: list[Attempt]) -> DeadLetter:
-    return {
+    record: DeadLetter = {
         "id": job["delivery_id"],
         "event": job["event"],
         "route": job["route"],
@@ -406,6 +452,9 @@ def dead_letter(job: Job, reason: str, attempts: list[Attempt]) -> DeadLetter:
         "dead_at": utc_now_iso(),
         "attempts": attempts,
     }
+    if "failure" in job:
+        record["failure"] = job["failure"]
+    return record
 
 
 def routing_dead_letter(event: Event, rules_version: str, reason: str) -> DeadLetter:
@@ -433,5 +482,59 @@ def job_of(record: DeadLetter, gen: int) -> Job:
         record["retry"],
         gen=gen,
     )
-    job["delivery_id"] = record["id"]  # a re-route's delivery keeps its own id
+    job["delivery_id"] = record["id"]  # a re-route's or a fallback's delivery keeps its id
+    if "failure" in record:  # a delivery to a fallback: same failure
+        job["failure"] = record["failure"]
     return job
+
+
+# -- alerts --------------------------------------------------------------------------------
+
+
+class AlertExample(TypedDict, total=False):
+    """One alert as a notification message shows it; fields present as the kind has them."""
+
+    kind: str
+    at: str
+    destination: str
+    route: str
+    event_id: str
+    delivery_id: str
+    error: str
+
+
+class AlertGroup(TypedDict):
+    """The alerts of one notification group since its last message, claimed for one message.
+
+    ``group`` is its id; ``labels`` the values of the notification's ``group_by`` labels;
+    ``counts`` alerts per kind; ``examples`` the latest few, newest first; ``first`` when
+    the group began (epoch seconds); ``previous`` when its last message went, if any.
+    """
+
+    group: str
+    notification: str
+    labels: dict[str, str]
+    counts: dict[str, int]
+    examples: list[AlertExample]
+    first: float
+    previous: float | None
+
+
+def new_alert_group(
+    group: str,
+    notification: str,
+    labels: dict[str, str],
+    counts: dict[str, int],
+    examples: list[AlertExample],
+    first: float,
+    previous: float | None = None,
+) -> AlertGroup:
+    return {
+        "group": group,
+        "notification": notification,
+        "labels": labels,
+        "counts": counts,
+        "examples": examples,
+        "first": first,
+        "previous": previous,
+    }

@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,8 +46,15 @@ class _Counted(Protocol):
     def count(self) -> int: ...
 
 
+class _Controlled(Protocol):
+    def states(self) -> list[tuple[str, int, float | None]]: ...
+
+
 class StateView(Protocol):
     """What a scrape reads from the state store (``relay.state.Store``)."""
+
+    @property
+    def controls(self) -> _Controlled: ...
 
     @property
     def dead_letters(self) -> _Counted: ...
@@ -137,9 +145,27 @@ class Metrics:
             "relay_dead_letters_dropped_total",
             "Dead letters dropped, oldest first, to keep RELAY_DEAD_LETTER_MAX",
         )
+        self.alerts: Counter = Counter(
+            "relay_alerts_total", "relay's own alerts (dead letters, circuit changes)", ["kind"]
+        )
+        self.alert_messages_sent: Counter = Counter(
+            "relay_alert_messages_sent_total",
+            "Notification messages sent (one per group and destination)",
+            ["notification", "destination"],
+        )
+        self.alert_messages_dropped: Counter = Counter(
+            "relay_alert_messages_dropped_total",
+            "Notification messages that could not be sent (logged, never notified about)",
+            ["notification", "destination"],
+        )
         self.poisoned: Counter = Counter(
             "relay_poisoned_total",
             "Work moved to the dead letters as poison (republished RELAY_POISON_AFTER times)",
+        )
+        self.destination_waits: Counter = Counter(
+            "relay_destination_waits_total",
+            "Deliveries put back to wait by a destination's controls, without an attempt",
+            ["destination", "reason"],
         )
         self.rules_info: Gauge = Gauge(
             "relay_rules_info",
@@ -198,7 +224,8 @@ def render(
 
 
 class StateCollector:
-    """Gauges read at scrape time: dead letters stored, queue depth, pending tasks."""
+    """Gauges read at scrape time: dead letters stored, queue depth, pending tasks, and
+    the destinations' circuits and pauses."""
 
     def __init__(self, store: StateView | None, queue_sizes: QueueSizes | None) -> None:
         self.store, self.queue_sizes = store, queue_sizes
@@ -228,6 +255,39 @@ class StateCollector:
         except Exception:  # noqa: BLE001
             pass
         yield depth
+        yield from self._destinations()
+
+    def _destinations(self) -> Iterator[Metric]:
+        """Circuit state and pauses of the destinations ever paused or whose circuit
+        moved (read from Redis at scrape time: what every worker sees)."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        assert self.store is not None
+        try:
+            states = self.store.controls.states()
+        except Exception:  # noqa: BLE001 - a scrape must not fail because Redis did
+            return
+        circuit = GaugeMetricFamily(
+            "relay_destination_circuit_state",
+            "Circuit breaker of each destination: 0 closed, 1 open, 2 half-open",
+            labels=["destination"],
+        )
+        paused = GaugeMetricFamily(
+            "relay_destination_paused", "1 while a destination is paused", labels=["destination"]
+        )
+        paused_for = GaugeMetricFamily(
+            "relay_destination_paused_seconds",
+            "Seconds since a paused destination was paused (0 when not paused)",
+            labels=["destination"],
+        )
+        now = time.time()
+        for name, state, since in states:
+            circuit.add_metric([name], state)
+            paused.add_metric([name], 0 if since is None else 1)
+            paused_for.add_metric([name], 0 if since is None else max(now - since, 0.0))
+        yield circuit
+        yield paused
+        yield paused_for
 
     def _queue_sizes(self) -> list[tuple[str, int]]:
         if self.queue_sizes is None:

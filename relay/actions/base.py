@@ -156,12 +156,13 @@ def shorten(text: str, limit: int = MAX_ERROR_CHARS) -> str:
 
 
 def render_text(template: Template, job: Mapping[str, Any]) -> str:
-    """``template`` rendered for ``job`` (its event, route and destination), fit to send.
+    """``template`` rendered for ``job`` (its event, route, destination and, for a delivery
+    to a fallback, its failure), fit to send.
 
     A lone surrogate from a payload becomes ``?``: no encoder on the way out (SMTP, JSON
     for Slack and Webex Connect) accepts one. TemplateError on failure.
     """
-    text = render(template, job["event"], job["route"], job["destination"])
+    text = render(template, job["event"], job["route"], job["destination"], job.get("failure"))
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
@@ -171,7 +172,7 @@ def render_payload(payload: Structured, job: Mapping[str, Any]) -> Any:
     A lone surrogate in any string becomes ``?``, as in :func:`render_text`. TemplateError
     on failure, naming the part of the payload that failed.
     """
-    return _fit(payload.render(job["event"], job["route"], job["destination"]))
+    return _fit(payload.render(job["event"], job["route"], job["destination"], job.get("failure")))
 
 
 def _fit(value: Any) -> Any:

@@ -224,9 +224,11 @@ def worker(celery_args: tuple[str, ...]) -> None:
     os.execv(sys.executable, argv)
 
 
-from relay.cli.ops import dlq, events  # noqa: E402 - the subcommand groups, after main exists
+from relay.cli.destinations import destinations  # noqa: E402 - the subcommand groups, after main
+from relay.cli.ops import dlq, events  # noqa: E402
 from relay.cli.rules import rules  # noqa: E402
 
 main.add_command(rules)
 main.add_command(dlq)
 main.add_command(events)
+main.add_command(destinations)

@@ -451,6 +451,7 @@ def _step_text(entry: dict[str, Any]) -> str:
         Step.SKIPPED: lambda: f"skipped: {entry.get('reason')}",
         Step.REPLAYED: lambda: "replayed",
         Step.REPLAY_FAILED: lambda: f"replay failed: {entry.get('reason')}",
+        Step.FALLBACK: lambda: f"fallback for {entry.get('fallback_of')}: {entry.get('reason')}",
     }
     if step in texts:
         return f"{who or '(routing)'}  {texts[Step(step)]()}"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from relay.actions.registry import prepare, redact
-from relay.events import Event, RetrySpec, new_job
+from relay.events import Event, Job, RetrySpec, fallback_job, new_failure, new_job
 from relay.parsing import build_events
-from relay.rules import RetryPolicy, Ruleset, TemplateError
+from relay.rules import DEFAULT_RETRY, RetryPolicy, Ruleset, TemplateError
 from relay.rules.explain import RouteExplanation
 from relay.rules.explain import explain as explain_routes
 from relay.settings import Settings
@@ -63,11 +63,35 @@ def _delivery(
     spec: RetrySpec = {"attempts": retry.attempts, "initial": retry.initial, "max": retry.max}
     job = new_job(event, route, name, ruleset.version, spec)
     out = {"destination": name, "type": destination.type, "route": route, "retry": spec}
+    _render(ruleset, job, settings, out)
+    if destination.fallback is not None and destination.fallback in ruleset.destinations:
+        out["fallback"] = _fallback(ruleset, job, destination.fallback, settings)
+    return out
+
+
+#: what a dry run shows as ``failure.last_error``
+SAMPLE_ERROR = "(the last error)"
+
+
+def _fallback(ruleset: Ruleset, job: Job, name: str, settings: Settings) -> dict:
+    """What the fallback would get if ``job`` were dead-lettered after its last attempt."""
+    fallback = ruleset.destinations[name]
+    policy = fallback.retry or DEFAULT_RETRY
+    spec: RetrySpec = {"attempts": policy.attempts, "initial": policy.initial, "max": policy.max}
+    attempts = job["retry"]["attempts"]
+    failure = new_failure(job["destination"], job["delivery_id"], attempts, SAMPLE_ERROR)
+    handed = fallback_job(job, name, spec, failure)
+    out: dict = {"destination": name, "type": fallback.type, "failure": failure, "retry": spec}
+    _render(ruleset, handed, settings, out)
+    return out
+
+
+def _render(ruleset: Ruleset, job: Job, settings: Settings, out: dict) -> None:
+    destination = ruleset.destinations[job["destination"]]
     try:
         out["request"] = redact(prepare(destination, job, settings), ruleset.interpolated)
     except (TemplateError, ValueError) as exc:
         out["error"] = f"template error: {exc}" if isinstance(exc, TemplateError) else str(exc)
-    return out
 
 
 def format_text(reports: list[dict]) -> str:
@@ -84,6 +108,11 @@ def format_text(reports: list[dict]) -> str:
         for item in report["deliveries"]:
             lines.append(f"  → {item['destination']} ({item['type']}, via {item['route']})")
             lines.extend(_indent(_request_lines(item), 6))
+            if "fallback" in item:
+                fallback = item["fallback"]
+                head = f"if dead-lettered → {fallback['destination']} ({fallback['type']}, fallback"
+                lines.append(f"    {head}; failure.last_error shown as {SAMPLE_ERROR})")
+                lines.extend(_indent(_request_lines(fallback), 8))
     return "\n".join(lines)
 
 

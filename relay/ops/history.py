@@ -129,7 +129,8 @@ def _routing(history: list[HistoryEntry]) -> dict[str, Any]:
 def deliveries(event_id: str, history: list[HistoryEntry]) -> list[dict[str, Any]]:
     """Per delivery (a re-route makes new ones): its attempts and final state (delivered,
     dead_lettered, skipped or pending), derived from the history entries; routed
-    destinations with none are pending."""
+    destinations with none are pending. A delivery to a fallback is one of its own
+    (``fallback_of`` names whose it stands in for)."""
     found: dict[str, dict] = {}
     for entry in history:
         step = entry.get("step")
@@ -178,5 +179,7 @@ def _apply(item: dict[str, Any], entry: HistoryEntry) -> None:
         item.update(state=step, reason=entry.get("reason"))
     elif step == Step.REPLAYED:
         item.update(state="pending", reason=None, replays=item["replays"] + 1)
+    elif step == Step.FALLBACK:
+        item.update(state="pending", fallback_of=entry.get("fallback_of"))
     elif step == Step.REPLAY_FAILED:
         item.update(state="dead_lettered", reason=entry.get("reason"))

@@ -7,7 +7,8 @@ reports, each as ``PATH:LINE: where: warning: message``:
   event (no ``match`` or ``match: {}``) or has a ``match`` whose entries are a subset of its
   own (the same mapping included) — only these, so that there are no false alarms;
 - a default that is never used because a route matches every event;
-- a destination no route (nor the default) sends to;
+- a destination no route (nor the default) sends to, that is no other destination's
+  fallback and that no notification sends to;
 - a ``code`` compared by equality (a value, a list, ``equals``, ``in``, ``not``) with a
   value missing from the status-code table (:data:`relay.codes.CODE_DESCRIPTIONS`);
 - a ``status`` compared by equality with a value Webex Connect never sends
@@ -170,8 +171,10 @@ def _unused_default(ruleset: Ruleset, warn: Warn) -> Iterator[LintWarning]:
 
 
 def _unused_destinations(ruleset: Ruleset, warn: Warn) -> Iterator[LintWarning]:
+    fallbacks = {d.fallback for d in ruleset.destinations.values() if d.fallback}
+    notified = {name for notification in ruleset.notifications for name in notification.to}
     for name in ruleset.destinations:
-        if not ruleset.routes_using(name):
+        if not ruleset.routes_using(name) and name not in fallbacks | notified:
             yield warn(("destinations", name), "not used by any route or the default")
 
 

@@ -19,12 +19,13 @@ from typing import Any
 
 from relay.errors import RulesError
 from relay.rules.document import Problems, parse, read_source
-from relay.rules.model import Destination, Route, Ruleset
+from relay.rules.model import Destination, Notification, Route, Ruleset
 from relay.rules.reader import Reader
-from relay.rules.schema import read_destination, read_route
+from relay.rules.schema import read_destination, read_notification, read_route
+from relay.rules.suggest import did_you_mean
 
 #: the keys a rules file may have at the top
-TOP_KEYS = ("version", "destinations", "routes", "default")
+TOP_KEYS = ("version", "destinations", "routes", "default", "notifications")
 SUPPORTED_VERSION = 1
 #: the end of a re-routed delivery's id (``<event id>:<destination>~<n>``), which a
 #: destination name may not have: ids of two routings must never be the same
@@ -63,7 +64,7 @@ def load_rules_text(
         parts = _read(Reader(doc, problems), checks) if doc is not None else None
     if problems or parts is None:
         raise RulesError(problems.messages())
-    destinations, routes, default = parts
+    destinations, routes, default, notifications = parts
     version = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
     assert doc is not None
     return Ruleset(
@@ -72,6 +73,7 @@ def load_rules_text(
         MappingProxyType(destinations),
         routes,
         default,
+        notifications,
         interpolated=doc.interpolated,
     )
 
@@ -89,7 +91,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-Parts = tuple[dict[str, Destination], tuple[Route, ...], Route | None]
+Parts = tuple[dict[str, Destination], tuple[Route, ...], Route | None, tuple[Notification, ...]]
 
 
 def _read(reader: Reader, checks: DestinationChecks | None) -> Parts | None:
@@ -107,7 +109,78 @@ def _read(reader: Reader, checks: DestinationChecks | None) -> Parts | None:
     if "default" in data:
         default = read_route(reader, ("default",), data["default"], known)
     _check_replies_reach_inbound(reader, destinations, data.get("routes"), routes)
-    return destinations, routes, default
+    _check_fallbacks(reader, destinations, known)
+    notifications = _read_notifications(
+        reader, _empty_if_null(data.get("notifications"), []), known, destinations
+    )
+    return destinations, routes, default, notifications
+
+
+def _check_fallbacks(
+    reader: Reader, destinations: Mapping[str, Destination], known: set[str]
+) -> None:
+    """A fallback names another destination of the file, one that can take any event.
+
+    A fallback may have a fallback of its own (used for the deliveries routes send it);
+    deliveries it gets as a fallback never go further.
+    """
+    for name, destination in destinations.items():
+        fallback = destination.fallback
+        where = ("destinations", name, "fallback")
+        if fallback is None:
+            continue
+        if fallback == name:
+            reader.error(where, "a destination cannot be its own fallback")
+        elif fallback not in known:
+            hint = did_you_mean(fallback, known)
+            reader.error(where, f"undefined destination {fallback!r}{hint}")
+        elif getattr(destinations.get(fallback), "type", None) == "sms_reply":
+            reader.error(
+                where,
+                f"sms_reply destination {fallback!r} cannot be a fallback: "
+                "it replies to inbound messages only",
+            )
+
+
+def _read_notifications(
+    reader: Reader, data: Any, known: set[str], destinations: Mapping[str, Destination]
+) -> tuple[Notification, ...]:
+    """The ``notifications`` list; each goes to destinations that can send relay's own text."""
+    if not isinstance(data, list):
+        reader.error(("notifications",), "expected a list of notifications")
+        return ()
+    notifications: list[Notification] = []
+    first: dict[str, int] = {}
+    for i, item in enumerate(data):
+        notification = read_notification(reader, ("notifications", i), item, known)
+        name = item.get("name") if isinstance(item, Mapping) else None
+        if isinstance(name, str) and name in first:
+            where = ("notifications", i, "name")
+            message = f"duplicate notification name {name!r} (first at line {first[name]})"
+            reader.error(where, message)
+        elif isinstance(name, str):
+            first[name] = reader.doc.line(("notifications", i, "name"))
+        if notification is not None and _can_notify(reader, i, item, notification, destinations):
+            notifications.append(notification)
+    return tuple(notifications)
+
+
+def _can_notify(
+    reader: Reader,
+    i: int,
+    item: Mapping[str, Any],
+    notification: Notification,
+    destinations: Mapping[str, Destination],
+) -> bool:
+    ok = True
+    for j, name in enumerate(notification.to):
+        if getattr(destinations.get(name), "type", None) == "sms_reply":
+            listed = isinstance(item.get("to"), list)
+            where = ("notifications", i, "to", j) if listed else ("notifications", i, "to")
+            message = f"sms_reply destination {name!r} cannot send notifications: it replies "
+            reader.error(where, message + "to inbound messages only")
+            ok = False
+    return ok
 
 
 def _check_replies_reach_inbound(
@@ -216,6 +289,8 @@ def describe(ruleset: Ruleset) -> str:
     if by_kind:
         destinations += f" ({by_kind})"
     default = f"default → {', '.join(ruleset.default.to)}" if ruleset.default else "no default"
+    if ruleset.notifications:  # only then: the summary of a file without any stays as it was
+        destinations += ", " + _count(len(ruleset.notifications), "notification")
     return f"{ruleset.path}: OK — {routes}, {destinations}, {default}, version {ruleset.version}"
 
 

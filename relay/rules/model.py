@@ -22,14 +22,46 @@ from relay.rules.templates import Template
 WHSEC_PREFIX = "whsec_"
 
 
+#: what a notification can be ``on``: the kinds of alert relay emits
+ALERT_KINDS = ("dead_letter", "circuit_open", "circuit_closed")
+#: the labels every alert carries, and so what a notification may ``group_by``: ``kind``
+#: (one of :data:`ALERT_KINDS`), ``destination`` (whose delivery or circuit), ``route``
+#: (the route of a dead-lettered delivery; empty for circuit alerts)
+ALERT_LABELS = ("kind", "destination", "route")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``count`` attempts per ``per`` seconds (``20/s``, ``600/m``, ``5/100ms``)."""
+
+    count: int
+    per: float
+
+
+@dataclass(frozen=True)
+class CircuitBreaker:
+    """Open after ``failures`` consecutive transient failures; probe after ``cooldown`` s."""
+
+    failures: int
+    cooldown: float
+
+
 @dataclass(frozen=True, kw_only=True)
 class Destination:
-    """Common to every destination: its ``name``, ``line`` in the file and own ``retry``."""
+    """Common to every destination: its ``name``, ``line`` in the file and own ``retry``,
+    and its controls: ``rate_limit``, ``concurrency`` (requests in flight across workers),
+    ``circuit_breaker``, and ``fallback`` (the destination that gets a dead-lettered event
+    with its failure; a fallback's own dead letters never go further).
+    """
 
     type: ClassVar[str] = ""
     name: str
     line: int = 0
     retry: RetryPolicy | None = None
+    rate_limit: RateLimit | None = None
+    concurrency: int | None = None
+    circuit_breaker: CircuitBreaker | None = None
+    fallback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +195,27 @@ class RouteMatch:
 
 
 @dataclass(frozen=True)
+class Notification:
+    """relay's own alerts (``on`` some of :data:`ALERT_KINDS`), grouped and sent ``to``
+    destinations of the file.
+
+    Alerts with the same values of the ``group_by`` labels (:data:`ALERT_LABELS`) form one
+    group: its first message goes ``group_wait`` seconds after its first alert, then at most
+    one per ``group_interval`` seconds while new alerts arrive. ``template`` (text mode; the
+    Slack form is compiled from the same source) replaces the default message.
+    """
+
+    name: str
+    on: tuple[str, ...]
+    to: tuple[str, ...]
+    group_by: tuple[str, ...] = ("destination",)
+    group_wait: float = 30.0
+    group_interval: float = 300.0
+    template: Template | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class Ruleset:
     """A loaded rules file. ``version`` identifies the file's content (sha256, 12 hex)."""
 
@@ -171,6 +224,7 @@ class Ruleset:
     destinations: Mapping[str, Destination]
     routes: tuple[Route, ...]
     default: Route | None = None
+    notifications: tuple[Notification, ...] = ()
     indexed: bool = field(default=True, compare=False, repr=False)
     #: values the file took from the environment through ``${...}``: shown masked
     interpolated: frozenset[str] = field(default=frozenset(), compare=False, repr=False)

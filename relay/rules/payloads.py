@@ -38,8 +38,14 @@ class Slot:
     template: Template
     as_json: bool = False
 
-    def render(self, event: Mapping[str, Any], route: str, destination: str) -> Any:
-        text = self.template.render(event, route, destination)
+    def render(
+        self,
+        event: Mapping[str, Any],
+        route: str,
+        destination: str,
+        failure: Mapping[str, Any] | None = None,
+    ) -> Any:
+        text = self.template.render(event, route, destination, failure)
         return json.loads(text) if self.as_json else text
 
 
@@ -53,12 +59,21 @@ class Structured:
     tree: Any
     name: str = "body"
 
-    def render(self, event: Mapping[str, Any], route: str, destination: str) -> Any:
+    def render(
+        self,
+        event: Mapping[str, Any],
+        route: str,
+        destination: str,
+        failure: Mapping[str, Any] | None = None,
+    ) -> Any:
         """The payload as JSON-native data; :class:`TemplateError` naming the failing leaf."""
-        return _render(self.tree, (self.name,), (event, route, destination))
+        return _render(self.tree, (self.name,), (event, route, destination, failure))
 
 
-def _render(node: Any, at: Path, context: tuple[Mapping[str, Any], str, str]) -> Any:
+Context = tuple[Mapping[str, Any], str, str, Mapping[str, Any] | None]
+
+
+def _render(node: Any, at: Path, context: Context) -> Any:
     if isinstance(node, Slot):
         try:
             return node.render(*context)

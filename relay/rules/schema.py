@@ -14,9 +14,20 @@ from dataclasses import asdict
 from types import MappingProxyType
 from typing import Any
 
-from relay.durations import format_duration
+from relay.durations import format_duration, parse_duration
 from relay.rules.matcher import MATCH_ALL, ConditionError, compile_condition
-from relay.rules.model import DESTINATION_TYPES, Destination, Route, Signing, secret_key
+from relay.rules.model import (
+    ALERT_KINDS,
+    ALERT_LABELS,
+    DESTINATION_TYPES,
+    CircuitBreaker,
+    Destination,
+    Notification,
+    RateLimit,
+    Route,
+    Signing,
+    secret_key,
+)
 from relay.rules.payloads import read_structured
 from relay.rules.reader import (
     FAILED,
@@ -48,6 +59,23 @@ DEFAULT_LOG_TEXT = compile_template(
     " {{ event.get('status') }} code={{ event.get('code') }}"
     " to {{ event.get('destination') | mask }}"
     "{% endif %}"
+)
+#: what a ``slack`` destination posts when it has no ``text``: a fallback's failure, or
+#: the event in one line
+DEFAULT_SLACK_TEXT = compile_template(
+    "{% if failure %}"
+    "{{ failure.destination }} gave up on {{ event.get('kind') }} {{ event.get('id') }}"
+    " after {{ failure.attempts }} attempt{{ '' if failure.attempts == 1 else 's' }}:"
+    " {{ failure.last_error }}"
+    "{% else %}"
+    "{{ route }} → {{ destination }}: {{ event.get('kind') }} {{ event.get('id') }}"
+    "{% if event.get('kind') == 'inbound_message' %}"
+    " from {{ event.get('sender') | mask }} keyword={{ event.get('keyword') }}"
+    "{% else %}"
+    " {{ event.get('status') }} code={{ event.get('code') }}"
+    " to {{ event.get('destination') | mask }}"
+    "{% endif %}{% endif %}",
+    "slack",
 )
 HTTP_METHODS = ("POST", "PUT", "PATCH")
 HTTP_BODIES = ("event", "raw")
@@ -175,7 +203,7 @@ DESTINATION_KEYS: Mapping[str, Mapping[str, Key]] = {
         "webhook_url": Key(url),
         "token": Key(string),
         "channel": Key(string),
-        "text": Key(slack_template, required=True),
+        "text": Key(slack_template),
         "blocks": Key(_blocks),
     },
     "sms_reply": {
@@ -187,19 +215,60 @@ DESTINATION_KEYS: Mapping[str, Mapping[str, Key]] = {
 }
 
 
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\S.*?)\s*")
+_RATE_EXAMPLES = "20/s, 600/m, 5/100ms: a whole number per a duration"
+
+
+def _rate_limit(reader: Reader, path: Path, value: Any) -> RateLimit:
+    """``COUNT/PER``: ``20/s``, ``600/m``, ``5/100ms``, ``100/2s``."""
+    found = _RATE.fullmatch(value) if isinstance(value, str) else None
+    if found is None:
+        raise Invalid(f"bad rate {value!r} (use {_RATE_EXAMPLES})")
+    count, per = found.groups()
+    try:  # a bare unit is one of it: "s" is "1s"
+        seconds = parse_duration(per if per[0].isdigit() or per[0] == "." else f"1{per}")
+    except ValueError:
+        raise Invalid(f"bad rate {value!r} (use {_RATE_EXAMPLES})") from None
+    if int(count) < 1 or seconds <= 0:
+        raise Invalid(f"bad rate {value!r}: the count and the duration must be above 0")
+    return RateLimit(int(count), seconds)
+
+
+def _circuit_breaker(reader: Reader, path: Path, value: Any) -> CircuitBreaker:
+    values = reader.fields(path, value, CIRCUIT_BREAKER_KEYS)
+    if values is None:
+        return FAILED
+    return CircuitBreaker(**{**DEFAULT_CIRCUIT_BREAKER, **values})
+
+
+CIRCUIT_BREAKER_KEYS = {"failures": Key(positive_int), "cooldown": Key(duration)}
+DEFAULT_CIRCUIT_BREAKER = {"failures": 5, "cooldown": 30.0}
+
+#: keys every destination may have, whatever its type
+CONTROL_KEYS: Mapping[str, Key] = {
+    "retry": Key(_retry),
+    "rate_limit": Key(_rate_limit),
+    "concurrency": Key(positive_int),
+    "circuit_breaker": Key(_circuit_breaker),
+    "fallback": Key(string),  # that it names a destination is a whole-file check (loader)
+}
+
+
 def read_destination(reader: Reader, name: str, data: Any) -> Destination | None:
     """The destination ``name`` defined by ``data``, or ``None`` after reporting problems."""
     path: Path = ("destinations", name)
     kind = _destination_type(reader, path, data)
     if kind is None:
         return None
-    keys = {"type": Key(_any), **DESTINATION_KEYS[kind], "retry": Key(_retry)}
+    keys = {"type": Key(_any), **DESTINATION_KEYS[kind], **CONTROL_KEYS}
     values = reader.fields(path, data, keys)
     if values is None or (kind == "slack" and not _slack_target(reader, path, values)):
         return None
     del values["type"]
     if kind == "log":
         values.setdefault("text", DEFAULT_LOG_TEXT)
+    if kind == "slack":
+        values.setdefault("text", DEFAULT_SLACK_TEXT)
     return DESTINATION_TYPES[kind](name=name, line=reader.doc.line(path), **values)
 
 
@@ -294,3 +363,51 @@ def freeze(data: Any) -> Any:
     if isinstance(data, list):
         return tuple(freeze(item) for item in data)
     return data
+
+
+def _alert_kinds(reader: Reader, path: Path, value: Any) -> tuple[str, ...]:
+    return _names(reader, path, value, ALERT_KINDS, "alert kind", empty=False)
+
+
+def _group_labels(reader: Reader, path: Path, value: Any) -> tuple[str, ...]:
+    return _names(reader, path, value, ALERT_LABELS, "label", empty=True)
+
+
+def _names(
+    reader: Reader, path: Path, value: Any, allowed: tuple[str, ...], noun: str, *, empty: bool
+) -> tuple[str, ...]:
+    """A list of distinct names out of ``allowed`` (a single name is a list of one)."""
+    items = [value] if isinstance(value, str) else value
+    choices = ", ".join(allowed)
+    if not isinstance(items, list) or (not items and not empty):
+        raise Invalid(f"expected a list of: {choices}")
+    ok = True
+    for i, item in enumerate(items):
+        where = path + (i,) if isinstance(value, list) else path
+        if item not in allowed:
+            hint = did_you_mean(str(item), allowed) or f" (one of {choices})"
+            reader.error(where, f"unknown {noun} {item!r}{hint}")
+            ok = False
+        elif item in items[:i]:
+            reader.error(where, f"{noun} {item!r} is listed twice")
+            ok = False
+    return tuple(items) if ok else FAILED
+
+
+def read_notification(
+    reader: Reader, path: Path, data: Any, known: Collection[str]
+) -> Notification | None:
+    """The notification at ``path`` (``("notifications", i)``), or ``None`` on problems."""
+    keys = {
+        "name": Key(string, required=True),
+        "on": Key(_alert_kinds, required=True),
+        "group_by": Key(_group_labels),
+        "group_wait": Key(duration),
+        "group_interval": Key(duration),
+        "to": _targets(known),
+        "template": Key(template),
+    }
+    values = reader.fields(path, data, keys)
+    if values is None:
+        return None
+    return Notification(**values, line=reader.doc.line(path))

@@ -4,8 +4,10 @@ Templates run in Jinja's immutable sandbox (no ``__class__``-style escapes, no m
 event for the next destination) with :class:`jinja2.StrictUndefined`, so a name that does not
 exist is an error rather than an empty string.
 
-A template sees ``event`` (the event dict, README: Events), ``route`` (route name, or ``default``)
-and ``destination`` (destination name), and two filters besides Jinja's own:
+A template sees ``event`` (the event dict, README: Events), ``route`` (route name, or ``default``),
+``destination`` (destination name) and ``failure`` (``None``, except in a delivery to a
+fallback: ``{destination, attempts, last_error, delivery_id}`` of the delivery that was
+dead-lettered), and two filters besides Jinja's own:
 
 - ``mask``: keep the last 4 characters, star the rest (``447700900123`` → ``********0123``);
   ``None`` becomes ``""``.
@@ -131,12 +133,30 @@ class Template:
     _compiled: jinja2.Template | None = field(default=None, compare=False, repr=False)
     mode: Mode = "text"
 
-    def render(self, event: Mapping[str, Any], route: str, destination: str) -> str:
+    def render(
+        self,
+        event: Mapping[str, Any],
+        route: str,
+        destination: str,
+        failure: Mapping[str, Any] | None = None,
+    ) -> str:
         """The rendered text; :class:`TemplateError` on undefined names or sandbox violations."""
         if self._compiled is None:
             return self.source
         try:
-            return self._compiled.render(event=event, route=route, destination=destination)
+            return self._compiled.render(
+                event=event, route=route, destination=destination, failure=failure
+            )
+        except Exception as exc:  # user code: any failure is this template's fault
+            raise TemplateError(f"{type(exc).__name__}: {exc}") from exc
+
+    def render_context(self, context: Mapping[str, Any]) -> str:
+        """Rendered with the names of ``context`` (relay's own messages: notifications);
+        :class:`TemplateError` as :meth:`render`."""
+        if self._compiled is None:
+            return self.source
+        try:
+            return self._compiled.render(**context)
         except Exception as exc:  # user code: any failure is this template's fault
             raise TemplateError(f"{type(exc).__name__}: {exc}") from exc
 
@@ -156,9 +176,15 @@ def compile_template(source: str, mode: Mode = "text") -> Template:
         raise TemplateError(exc.message or "syntax error", exc.lineno) from exc
 
 
-def render(template: Template, event: Mapping[str, Any], route: str, destination: str) -> str:
+def render(
+    template: Template,
+    event: Mapping[str, Any],
+    route: str,
+    destination: str,
+    failure: Mapping[str, Any] | None = None,
+) -> str:
     """``template.render(...)``, as a function for callers that prefer one."""
-    return template.render(event, route, destination)
+    return template.render(event, route, destination, failure)
 
 
 def outputs_outside_tojson(template: Template) -> bool:

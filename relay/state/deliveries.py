@@ -126,20 +126,41 @@ class DeliveryState:
         record: DeadLetter,
         entries: Sequence[HistoryEntry],
         last: Attempt | None = None,
-    ) -> None:
+        fallback: Job | None = None,
+    ) -> Job | None:
         """Log the ``last`` attempt, store the dead letter, write ``entries``, settle the
-        delivery and drop its lock, in one transaction."""
+        delivery and drop its lock, in one transaction. With ``fallback`` (a delivery to the
+        destination's fallback), register it in the same transaction, as a fresh delivery
+        (a new generation, no attempts counted), and return it with its generation."""
         did = job["delivery_id"]
+        if fallback is not None:
+            fallback = {**fallback, "gen": self.reset_budget(fallback["delivery_id"])}
         pipe = self.redis.pipeline(transaction=True)
         if last is not None:
             self._log(pipe, did, last)
         self.dead_letters.stage(pipe, record)
         self._history(pipe, job, entries)
         self.pending.settle(pipe, keys.deliver_member(did))
+        if fallback is not None:
+            member = keys.deliver_member(fallback["delivery_id"])
+            self.pending.register(pipe, member, "relay.deliver", [fallback])
         pipe.delete(keys.delivery(did, "lock"))
         self.index.settle(pipe, job["event"]["id"], {did: DEAD}, time.time())
         pipe.execute()
         self.dead_letters.trim()
+        return fallback
+
+    def postpone(self, delivery_id: str, due: float) -> None:
+        """The attempt just begun does not run (its destination said wait): uncount it,
+        drop its lock, and push its pending due time to ``due`` (when its task message
+        comes back), so the sweeper does not take a legitimate wait for a loss."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.decr(keys.delivery(delivery_id, "n"))
+        pipe.delete(keys.delivery(delivery_id, "lock"))
+        pipe.zadd(
+            keys.PENDING, {keys.deliver_member(delivery_id): due + self.pending.grace}, xx=True
+        )
+        pipe.execute()
 
     def release(self, delivery_id: str) -> None:
         self.redis.delete(keys.delivery(delivery_id, "lock"))

@@ -17,6 +17,13 @@
     relay:dlv:<delivery id>:log    every finished attempt (JSON list)
     relay:dead:<delivery id>    a dead letter (JSON)
     relay:dead                  sorted set of dead-letter ids by time
+    relay:alerts:due            sorted set: notification groups → when their next message
+                                is due (claimed, and removed, by the flusher that sends it)
+    relay:alert:<group>         hash: one notification group: notification, labels (JSON),
+                                first, sent (time of its last message), ttl, and
+                                count:<kind> (alerts since its last message)
+    relay:alert:<group>:examples  list: its latest alerts since its last message (JSON),
+                                newest first
     relay:pending               sorted set: every unit of work not yet settled
                                 ("route:<event id>", "deliver:<delivery id>"), scored by
                                 when it counts as lost if nobody owns it
@@ -36,6 +43,19 @@
     relay:track:<event id>      hash: the event's accept time (@at), search state (@state)
                                 and each delivery's settlement (delivery id → open, retry,
                                 done, dead)
+    relay:dests                 set: names of destinations ever paused or whose circuit moved
+                                (what the metrics report on)
+    relay:dest:<name>:paused    a destination's pause (JSON since/until; expires with ``--for``)
+    relay:dest:<name>:parked    set: deliveries waiting for the pause to end (published again
+                                on resume)
+    relay:dest:<name>:circuit   hash: its circuit breaker (state, failures, until, probe,
+                                probe_until, changed)
+    relay:dest:<name>:inflight  sorted set: concurrency leases, delivery → lease expiry
+    relay:dest:<name>:bucket    hash: its rate limit's token bucket (tat: next token; hint:
+                                the next slot handed to a refused caller)
+    relay:dest:<name>:stats:<minute>  hash: attempts ok/failed and latency buckets of one
+                                minute (kept 10 minutes)
+    relay:dest:<name>:error     its last error (JSON at/error)
 """
 
 from __future__ import annotations
@@ -49,6 +69,7 @@ NODES = PREFIX + "nodes"
 DEAD = PREFIX + "dead"
 INDEX_ALL = PREFIX + "idx:all"
 RETRYING = PREFIX + "idx:retrying"
+CONTROLLED = PREFIX + "dests"
 
 
 def dedupe(fp: str) -> str:
@@ -72,6 +93,12 @@ def delivery(delivery_id: str, part: str) -> str:
     return f"{PREFIX}dlv:{delivery_id}:{part}"
 
 
+def destination(name: str, part: str) -> str:
+    """``part``: ``paused``, ``parked``, ``circuit``, ``inflight``, ``bucket``, ``error`` or
+    ``stats:<minute>``."""
+    return f"{PREFIX}dest:{name}:{part}"
+
+
 def dead(delivery_id: str) -> str:
     return PREFIX + "dead:" + delivery_id
 
@@ -84,6 +111,19 @@ def index(facet: str, value: str) -> str:
 
 def track(event_id: str) -> str:
     return PREFIX + "track:" + event_id
+
+
+ALERTS_DUE = PREFIX + "alerts:due"
+ALERT_PREFIX = PREFIX + "alert:"
+
+
+def alert_group(group: str) -> str:
+    """A notification group's hash; its examples are this key + ``:examples``."""
+    return ALERT_PREFIX + group
+
+
+def alert_examples(group: str) -> str:
+    return ALERT_PREFIX + group + ":examples"
 
 
 def owned(node: str) -> str:

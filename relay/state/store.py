@@ -3,8 +3,9 @@
 :func:`open_store` builds it from the settings (the web, the worker and the commands
 alike). Its parts: the inbox of accepted events, each event's record and history, the
 pending outbox (:mod:`relay.state.pending`), per-delivery state
-(:mod:`relay.state.deliveries`), dead letters (:mod:`relay.state.dead_letters`) and
-auto-reply state (:mod:`relay.state.replies`). Every key is listed in
+(:mod:`relay.state.deliveries`), dead letters (:mod:`relay.state.dead_letters`),
+auto-reply state (:mod:`relay.state.replies`) and destination controls
+(:mod:`relay.state.controls`). Every key is listed in
 :mod:`relay.state.keys`.
 """
 
@@ -32,6 +33,7 @@ from relay.events import (
 )
 from relay.settings import Settings
 from relay.state import keys
+from relay.state.alerts import AlertState
 from relay.state.client import (
     check,
     connect,
@@ -41,6 +43,7 @@ from relay.state.client import (
     texts,
     unavailable_on_error,
 )
+from relay.state.controls import Controls
 from relay.state.dead_letters import DeadLetters
 from relay.state.deliveries import DeliveryState
 from relay.state.index import DEAD, OPEN, EventIndex, accept_score, event_facets
@@ -166,6 +169,7 @@ class Store:
         dead_letter_ttl: float = 30 * 86400.0,
         dead_letter_max: int = 100_000,
     ) -> None:
+        self.alerts = AlertState(client)
         self.client = client
         self.history_ttl = int(history_ttl)
         self.dedupe_ttl_ms = int(dedupe_ttl * 1000)
@@ -176,6 +180,7 @@ class Store:
             client, history_ttl, self.pending, self.dead_letters, self.index
         )
         self.replies = ReplyState(client)
+        self.controls = Controls(client, history_ttl)
         self._accept = client.register_script(_ACCEPT)
         self._take = client.register_script(_TAKE)
         self._route = client.register_script(_ROUTE)

@@ -1,5 +1,5 @@
-"""The admin API under ``/api/``: dead letters, event search and history, re-routes, rules
-dry runs and diffs.
+"""The admin API under ``/api/``: dead letters, destinations, event search and history,
+re-routes, rules dry runs and diffs.
 
 Every ``/api/`` path needs ``Authorization: Bearer $RELAY_ADMIN_TOKEN`` (401 otherwise);
 with the token unset every one of them answers 404, as if the API did not exist. Answers
@@ -20,7 +20,7 @@ from werkzeug.exceptions import NotFound
 from relay import parsing
 from relay.durations import parse_duration
 from relay.errors import RelayError, RequestError, RulesError
-from relay.ops import dead_letters, history, reroute, rules_diff, search
+from relay.ops import dead_letters, destinations, history, reroute, rules_diff, search
 from relay.ops.dryrun import dry_run
 from relay.web.context import current_relay
 
@@ -159,6 +159,58 @@ def _ids(body: dict[str, Any]) -> list[str]:
         if not isinstance(item, str) or not item:
             raise RequestError("must be a dead-letter id (a string)", f"ids[{index}]")
     return ids
+
+
+# -- destinations ---------------------------------------------------------------------------
+
+
+@bp.get("/destinations")
+def list_destinations() -> ResponseReturnValue:
+    _query()
+    relay = current_relay()
+    items = destinations.list_destinations(relay.store, relay.rules.destinations)
+    return jsonify(destinations=[item.to_dict() for item in items])
+
+
+@bp.post("/destinations/<path:name>/pause")
+def pause_destination(name: str) -> ResponseReturnValue:
+    """Body (optional) ``{"for": "1h"}``: resume by itself after that long."""
+    _query()
+    seconds = _pause_for(_json_object() if request.content_length else {})
+    relay = current_relay()
+    try:
+        item = destinations.pause(relay.store, relay.rules.destinations, name, seconds)
+    except destinations.UnknownDestination as exc:
+        return _not_found(str(exc))
+    except ValueError as exc:
+        raise RequestError(str(exc), "for") from None
+    return jsonify(item.to_dict())
+
+
+@bp.post("/destinations/<path:name>/resume")
+def resume_destination(name: str) -> ResponseReturnValue:
+    _query()
+    relay = current_relay()
+    try:
+        report = destinations.resume(relay.store, relay.celery, relay.rules.destinations, name)
+    except destinations.UnknownDestination as exc:
+        return _not_found(str(exc))
+    return jsonify(report.to_dict())
+
+
+def _pause_for(body: dict[str, Any]) -> float | None:
+    unknown = sorted(set(body) - {"for"})
+    if unknown:
+        raise RequestError(f"unknown field {unknown[0]!r}", unknown[0])
+    if body.get("for") is None:
+        return None
+    try:
+        seconds = parse_duration(body["for"])
+    except (ValueError, TypeError) as exc:
+        raise RequestError(str(exc), "for") from None
+    if seconds <= 0:
+        raise RequestError("must be longer than 0", "for")
+    return seconds
 
 
 # -- history and rules ----------------------------------------------------------------------

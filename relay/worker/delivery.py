@@ -9,7 +9,10 @@ The state machine of one ``relay.deliver`` task message (:func:`deliver_job`):
 - ``done`` (the destination accepted it already) → dropped, settled;
 - ``stale`` (an older generation than the live message) → dropped;
 - ``busy`` (another copy holds the lock) → published again after the lock's hold;
-- otherwise the attempt runs (:func:`run_attempt`): skipped (auto-reply safety),
+- otherwise the destination's controls may say wait (paused, circuit open, throttled,
+  at its concurrency: :mod:`relay.worker.gate`): the attempt is given back uncounted and
+  the same message published again with a countdown;
+- else the attempt runs (:func:`run_attempt`): skipped (auto-reply safety),
   delivered, a retry scheduled (a new generation), or a dead letter.
 
 A wait longer than the broker's visibility timeout allows is split into hops of at most
@@ -40,6 +43,7 @@ from relay.events import (
 from relay.rules import Destination, RetryPolicy, SmsReplyDestination, TemplateError
 from relay.settings import Settings
 from relay.state import RedisError
+from relay.worker import alerts, fallback, gate
 from relay.worker.runtime import Runtime
 
 log = logging.getLogger("relay.deliver")
@@ -72,11 +76,20 @@ def deliver_job(runtime: Runtime, job: Job) -> str:
 
 def run_attempt(runtime: Runtime, job: Job, destination: Destination | None, number: int) -> str:
     """Attempt ``number`` (counted, lock held): skip, send, then settle, retry or give up.
-    The lock is released on every way out."""
+    The lock is released on every way out.
+
+    First the destination's controls (:mod:`relay.worker.gate`): paused, circuit open,
+    throttled or at its concurrency → the attempt is given back uncounted and the
+    delivery waits, published again with a countdown."""
+    lease = timeout_of(destination) + LOCK_MARGIN
     try:
-        return _attempt(runtime, job, destination, number)
+        verdict = gate.check(runtime, job, destination, lease)
+        if not verdict.go:
+            return gate.wait(runtime, job, verdict)
+        return _attempt(runtime, job, destination, number, verdict.probe)
     except BaseException:
         _release_quietly(runtime, job["delivery_id"])
+        gate.release(runtime, job, destination)
         raise
 
 
@@ -86,20 +99,26 @@ def _dropped(did: str, why: str) -> str:
     return why
 
 
-def _attempt(runtime: Runtime, job: Job, destination: Destination | None, number: int) -> str:
+def _attempt(
+    runtime: Runtime, job: Job, destination: Destination | None, number: int, probe: bool = False
+) -> str:
     state = runtime.store.deliveries
     did = job["delivery_id"]
     reason = _skip_reason(runtime, job, destination)
     if reason:
         state.skipped(job, [delivery_entry(job, Step.SKIPPED, reason=reason)])
+        gate.release(runtime, job, destination)
         _step(job, destination, "skipped", "delivery %s skipped: %s", did, reason)
         return "skipped"
     policy = RetryPolicy.from_mapping(job["retry"])
     if number > policy.attempts:
         reason = f"gave up after {policy.attempts} attempts (some did not finish)"
+        gate.release(runtime, job, destination)
         return _dead_letter(runtime, job, reason, destination, None)
     started = utc_now_iso()
     outcome = _missing(job) if destination is None else perform(destination, job, runtime.settings)
+    if destination is not None:
+        gate.settle(runtime, job, destination, outcome, probe)
     attempt = new_attempt(
         number, started, outcome.kind, outcome.status, outcome.error, outcome.latency
     )
@@ -181,8 +200,14 @@ def _dead_letter(
         attempt, tried = last
         attempts.append(attempt)
         entries.insert(0, tried)
-    state.dead(job, dead_letter(job, reason, attempts), entries, last=attempt)
+    follow_up = fallback.job_for(runtime, job, destination, reason, len(attempts))
+    if follow_up is not None:
+        entries.append(fallback.entry(job, follow_up))
+    record = dead_letter(job, reason, attempts)
+    follow_up = state.dead(job, record, entries, last=attempt, fallback=follow_up)
     _step(job, destination, "dead_letter", "delivery %s dead-lettered: %s", did, reason)
+    fallback.publish(runtime, job, follow_up)
+    alerts.dead_letter(runtime, job, reason, len(attempts))
     return "dead_lettered"
 
 

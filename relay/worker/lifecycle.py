@@ -8,6 +8,7 @@ In the main process:
 - the intake that takes accepted events from the inbox and routes them
   (``relay.worker.intake``);
 - the sweeper that publishes again what nobody holds (``relay.worker.sweeper``);
+- the flusher that sends notification messages when due (``relay.worker.alerts``);
 - the metrics endpoint on ``RELAY_WORKER_METRICS_PORT``.
 """
 
@@ -27,7 +28,7 @@ from celery.signals import (
 
 from relay import logs, metrics
 from relay.ops.broker import queue_sizes
-from relay.worker import sweeper
+from relay.worker import alerts, sweeper
 from relay.worker.app import RelayCelery
 from relay.worker.intake import Intake
 
@@ -51,6 +52,7 @@ def install(celery: RelayCelery) -> None:
         state["sweeper"] = sweeper.start(
             celery, celery.store, poison_after=celery.settings.poison_after
         )
+        state["alerts"] = alerts.start(celery.runtime)
         intake = Intake(celery.runtime, celery.settings.intake_threads)
         intake.start()
         state["intake"] = intake
@@ -75,7 +77,7 @@ def install(celery: RelayCelery) -> None:
     def _shutdown(**_: Any) -> None:
         if "intake" in state:
             state["intake"].stop(wait=True)
-        for name in ("sweeper", "heartbeat"):
+        for name in ("sweeper", "alerts", "heartbeat"):
             if name in state:
                 state[name].set()
         try:

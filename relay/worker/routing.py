@@ -2,8 +2,11 @@
 
 One round trip records the event, its history and its pending deliveries, settles its
 routing and takes the lock of each delivery's first attempt (``Store.route``); the first
-attempts then run right here, in the same task or intake thread. Only retries (and work
-taken over from a dead worker) travel as ``relay.deliver`` task messages.
+attempts then run right here, in the same task or intake thread — unless the destination's
+controls say wait (paused, circuit open, throttled, full: :mod:`relay.worker.gate`), when the
+attempt is given back uncounted and the delivery published as a task with a countdown. Only
+retries, such waits (and work taken over from a dead worker) travel as ``relay.deliver``
+task messages.
 
 Should matching itself fail (a bug), the event becomes a dead letter with no destination,
 which a replay routes again.

@@ -130,6 +130,84 @@ EXPECTED = {
         "destinations.stop-confirm.to_opted_out: expected true or false, got 'yes'",
     ),
     "routes_not_a_list": (4, "routes: expected a list of routes"),
+    "rate_limit_bad": (
+        6,
+        "destinations.crm.rate_limit: bad rate '20 per second' "
+        "(use 20/s, 600/m, 5/100ms: a whole number per a duration)",
+    ),
+    "rate_limit_zero": (
+        6,
+        "destinations.crm.rate_limit: bad rate '0/s': the count and the duration must be above 0",
+    ),
+    "concurrency_zero": (
+        6,
+        "destinations.crm.concurrency: expected a whole number of at least 1, got 0",
+    ),
+    "circuit_breaker_unknown_key": (
+        6,
+        "destinations.crm.circuit_breaker: unknown key 'failure' (did you mean 'failures'?)",
+    ),
+    "circuit_breaker_bad_cooldown": (
+        8,
+        "destinations.crm.circuit_breaker.cooldown: bad duration 'soon' "
+        "(use 250ms, 2s, 10m, 24h, 7d, or a number of seconds)",
+    ),
+    "fallback_undefined": (
+        6,
+        "destinations.crm.fallback: undefined destination 'ops-slak' (did you mean 'ops-slack'?)",
+    ),
+    "fallback_to_itself": (
+        6,
+        "destinations.crm.fallback: a destination cannot be its own fallback",
+    ),
+    "fallback_sms_reply": (
+        6,
+        "destinations.crm.fallback: sms_reply destination 'help-reply' cannot be a fallback: "
+        "it replies to inbound messages only",
+    ),
+    "notification_to_undefined": (
+        16,
+        "notifications[0].to[0]: undefined destination 'ops-slak' (did you mean 'ops-slack'?)",
+    ),
+    "notification_unknown_kind": (
+        15,
+        "notifications[0].on[1]: unknown alert kind 'circuit_opened' "
+        "(did you mean 'circuit_open'?)",
+    ),
+    "notification_unknown_label": (
+        16,
+        "notifications[0].group_by[0]: unknown label 'destinaton' (did you mean 'destination'?)",
+    ),
+    "notification_bad_group_wait": (
+        16,
+        "notifications[0].group_wait: bad duration 'half a minute' "
+        "(use 250ms, 2s, 10m, 24h, 7d, or a number of seconds)",
+    ),
+    "notification_missing_on": (
+        14,
+        "notifications[0]: missing required key 'on'",
+    ),
+    "notification_unknown_key": (
+        16,
+        "notifications[0]: unknown key 'group_intervall' (did you mean 'group_interval'?)",
+    ),
+    "notification_duplicate_name": (
+        17,
+        "notifications[1].name: duplicate notification name 'delivery-trouble' (first at line 14)",
+    ),
+    "notification_to_sms_reply": (
+        15,
+        "notifications[0].to[1]: sms_reply destination 'help-reply' cannot send "
+        "notifications: it replies to inbound messages only",
+    ),
+    "notification_template_syntax": (
+        17,
+        "notifications[0].template: template syntax error: unexpected '}'",
+    ),
+    "notifications_not_a_list": (
+        9,
+        "notifications: expected a list of notifications",
+    ),
 }
 
 

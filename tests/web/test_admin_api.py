@@ -57,6 +57,9 @@ API_REQUESTS = [
     ("DELETE", "/api/dead-letters/01EVENT:trace"),
     ("GET", "/api/events/01EVENT"),
     ("POST", "/api/rules/test"),
+    ("GET", "/api/destinations"),
+    ("POST", "/api/destinations/trace/pause"),
+    ("POST", "/api/destinations/trace/resume"),
     ("PUT", "/api/dead-letters"),  # no such method
     ("GET", "/api/no-such-thing"),
     ("GET", "/api"),

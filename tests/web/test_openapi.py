@@ -81,6 +81,9 @@ def test_description_covers_every_public_and_admin_path():
         "/api/dead-letters/{id}/replay",
         "/api/dead-letters/replay",
         "/api/rules/test",
+        "/api/destinations",
+        "/api/destinations/{name}/pause",
+        "/api/destinations/{name}/resume",
     } <= paths
     webhook = openapi()["paths"]["/webhooks/webex-connect"]
     assert set(webhook) == {"get", "head", "post"}

@@ -1,0 +1,139 @@
+"""``relay destinations list|pause|resume``: the operator tools of ``relay.ops.destinations``.
+
+The destinations are those of the rules file this command reads (``RELAY_RULES``); their
+state is the one every worker shares in Redis. ``--json`` prints the same shapes as
+``/api/destinations``. An unknown name, a bad rules file, or Redis or the broker not
+answering is one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import click
+
+from relay.cli.common import settings_or_exit
+from relay.cli.ops import _clip, _echo_json, _fail, _infrastructure, _store
+from relay.durations import parse_duration
+from relay.errors import ConfigError
+from relay.ops import destinations as ops
+from relay.rules import Destination
+from relay.settings import Settings
+
+
+@click.group()
+def destinations() -> None:
+    """Destinations: their state (paused, circuit, backlog, recent success); pause, resume."""
+
+
+@destinations.command("list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def destinations_list(as_json: bool) -> None:
+    """Every destination of the rules: state, backlog, last 5 minutes, last error."""
+    settings = settings_or_exit(require_redis=True)
+    known = _destinations(settings)
+    with _infrastructure():
+        items = ops.list_destinations(_store(settings), known)
+    if as_json:
+        _echo_json({"destinations": [item.to_dict() for item in items]})
+    elif not items:
+        click.echo("no destinations in the rules")
+    else:
+        click.echo(_table(items))
+
+
+@destinations.command("pause")
+@click.argument("name")
+@click.option("--for", "duration", help="resume by itself after this long (e.g. 30m, 1h)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def destinations_pause(name: str, duration: str | None, as_json: bool) -> None:
+    """Stop sending to NAME: its deliveries wait (no attempt spent) until resumed."""
+    seconds = None
+    if duration is not None:
+        try:
+            seconds = parse_duration(duration)
+            if seconds <= 0:
+                raise ValueError(f"--for must be longer than 0 (got {duration!r})")
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--for") from None
+    settings = settings_or_exit(require_redis=True)
+    known = _destinations(settings)
+    with _infrastructure():
+        try:
+            item = ops.pause(_store(settings), known, name, seconds)
+        except ops.UnknownDestination as exc:
+            _fail(str(exc))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--for") from None
+    if as_json:
+        _echo_json(item.to_dict())
+    else:
+        until = f" until {item.paused_until}" if item.paused_until else " until resumed"
+        click.echo(f"paused {name}{until} (backlog {item.backlog})")
+
+
+@destinations.command("resume")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def destinations_resume(name: str, as_json: bool) -> None:
+    """Send to NAME again: its waiting deliveries go out at once, at its rate limit."""
+    from relay.ops.broker import make_celery  # start-up cost
+
+    settings = settings_or_exit(require_redis=True)
+    known = _destinations(settings)
+    with _infrastructure(), make_celery(settings) as celery:
+        try:
+            report = ops.resume(_store(settings), celery, known, name)
+        except ops.UnknownDestination as exc:
+            _fail(str(exc))
+    if as_json:
+        _echo_json(report.to_dict())
+    else:
+        click.echo(
+            f"resumed {name}: {report.republished} waiting deliveries sent again "
+            f"(state {report.destination.state}, backlog {report.destination.backlog})"
+        )
+
+
+def _destinations(settings: Settings) -> Mapping[str, Destination]:
+    from relay.ops.checks import load_ruleset  # start-up cost
+
+    try:
+        return load_ruleset(settings).destinations
+    except ConfigError as exc:
+        _fail(f"cannot read the rules: {exc}")
+    except OSError as exc:
+        _fail(f"cannot read the rules: {exc}")
+
+
+def _table(items: list[ops.DestinationStatus]) -> str:
+    header = ("NAME", "TYPE", "STATE", "BACKLOG", "OK 5M", "P95 5M", "LIMITS", "LAST ERROR")
+    rows = [header] + [_row(item) for item in items]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join([*(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)), row[-1]])
+        for row in rows
+    )
+
+
+def _row(item: ops.DestinationStatus) -> tuple[str, ...]:
+    state = item.state
+    if item.state == "paused":
+        state += f" until {item.paused_until}" if item.paused_until else " (until resumed)"
+    rate = "-" if item.success_rate is None else f"{item.success_rate:.0%} of {item.attempts}"
+    p95 = "-" if item.p95_seconds is None else f"{item.p95_seconds:g}s"
+    limits: list[str] = []
+    if item.rate_limit:
+        limits.append(item.rate_limit)
+    if item.concurrency:
+        limits.append(f"≤{item.concurrency} at once")
+    return (
+        item.name,
+        item.type,
+        state,
+        str(item.backlog),
+        rate,
+        p95,
+        ", ".join(limits) or "-",
+        _clip(item.last_error or "-"),
+    )

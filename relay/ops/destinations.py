@@ -1,0 +1,192 @@
+"""Operator tools for destinations: list their state, pause and resume them.
+
+Plain functions over a :class:`relay.state.Store`, the rules in force (the destinations
+they name) and, to resume, a *publisher* (anything with Celery's ``send_task``).
+``relay.cli.ops`` (``relay destinations …``) and ``relay.web.api`` (``/api/destinations``)
+are thin adapters over them and answer with the same JSON shape
+(:meth:`DestinationStatus.to_dict`).
+
+A pause lives in Redis (every worker sees it at its next attempt) and may expire by
+itself (``for_seconds``). While paused, a destination's deliveries wait, parked, without
+spending attempts; :func:`resume` publishes every parked one again at once (they then go
+out at the destination's rate limit, if it has one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from relay.errors import RelayError
+from relay.rules import Destination
+from relay.state import Store
+
+#: the longest pause accepted with ``for_seconds`` (a year)
+MAX_PAUSE = 366 * 86400.0
+
+
+class Publisher(Protocol):
+    def send_task(self, name: str, args: list) -> object: ...
+
+
+class UnknownDestination(RelayError):
+    """No destination of that name in the rules."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no destination {name!r} in the rules")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class DestinationStatus:
+    """One destination as operators see it.
+
+    ``state``: ``paused`` (wins over the circuit), else the circuit's: ``open``,
+    ``half-open`` or ``active``. ``backlog``: its deliveries not yet settled (waiting,
+    queued, in a retry's backoff or under way). ``success_rate``, ``p95_seconds`` and
+    ``attempts``: over the last 5 minutes (``p95_seconds`` is the upper bound of its
+    latency bucket). Times are ISO 8601 UTC.
+    """
+
+    name: str
+    type: str
+    state: str
+    circuit: str
+    paused_since: str | None
+    paused_until: str | None
+    backlog: int
+    in_flight: int
+    attempts: int
+    success_rate: float | None
+    p95_seconds: float | None
+    last_error: str | None
+    last_error_at: str | None
+    rate_limit: str | None
+    concurrency: int | None
+    circuit_breaker: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What :func:`resume` did: the destination now, and how many parked deliveries it
+    published again."""
+
+    destination: DestinationStatus
+    republished: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"destination": self.destination.to_dict(), "republished": self.republished}
+
+
+def list_destinations(
+    store: Store, destinations: Mapping[str, Destination]
+) -> list[DestinationStatus]:
+    """Every destination of the rules, by name."""
+    return _statuses(store, destinations, sorted(destinations))
+
+
+def status(store: Store, destinations: Mapping[str, Destination], name: str) -> DestinationStatus:
+    _known(destinations, name)
+    return _statuses(store, destinations, [name])[0]
+
+
+def pause(
+    store: Store,
+    destinations: Mapping[str, Destination],
+    name: str,
+    for_seconds: float | None = None,
+) -> DestinationStatus:
+    """Pause ``name`` until resumed, or for ``for_seconds``; pausing again replaces the
+    pause."""
+    _known(destinations, name)
+    if for_seconds is not None and not 0 < for_seconds <= MAX_PAUSE:
+        raise ValueError(f"a pause lasts more than 0 s and at most {MAX_PAUSE:g} s")
+    store.controls.pause(name, for_seconds)
+    return status(store, destinations, name)
+
+
+def resume(
+    store: Store, publisher: Publisher, destinations: Mapping[str, Destination], name: str
+) -> Resumed:
+    """End ``name``'s pause (if any) and publish its parked deliveries again."""
+    _known(destinations, name)
+    parked = store.controls.resume(name)
+    count = 0
+    for _member, spec in parked:
+        if isinstance(spec, dict) and spec.get("task") and isinstance(spec.get("args"), list):
+            publisher.send_task(spec["task"], args=spec["args"])
+            count += 1
+    return Resumed(status(store, destinations, name), count)
+
+
+def _known(destinations: Mapping[str, Destination], name: str) -> None:
+    if name not in destinations:
+        raise UnknownDestination(name)
+
+
+def _statuses(
+    store: Store, destinations: Mapping[str, Destination], names: list[str]
+) -> list[DestinationStatus]:
+    controls = store.controls
+    pauses = controls.paused(names)
+    circuits = controls.circuits(names)
+    inflight = controls.inflight(names)
+    errors = controls.last_errors(names)
+    stats = controls.stats(names)
+    backlog = controls.backlog()
+    out = []
+    for name in names:
+        destination = destinations[name]
+        pause_ = pauses.get(name)
+        circuit = circuits[name].state
+        error = errors.get(name) or {}
+        rate, breaker = destination.rate_limit, destination.circuit_breaker
+        out.append(
+            DestinationStatus(
+                name=name,
+                type=destination.type,
+                state="paused" if pause_ else ("active" if circuit == "closed" else circuit),
+                circuit=circuit,
+                paused_since=_iso(pause_.since) if pause_ else None,
+                paused_until=_iso(pause_.until) if pause_ and pause_.until else None,
+                backlog=backlog.get(name, 0),
+                in_flight=inflight[name],
+                attempts=stats[name].attempts,
+                success_rate=_rounded(stats[name].success_rate),
+                p95_seconds=stats[name].p95,
+                last_error=str(error["error"]) if error.get("error") else None,
+                last_error_at=_iso(float(str(error["at"]))) if error.get("at") else None,
+                rate_limit=f"{rate.count}/{_per(rate.per)}" if rate else None,
+                concurrency=destination.concurrency,
+                circuit_breaker=(
+                    f"{breaker.failures} failures, {_per(breaker.cooldown)} cooldown"
+                    if breaker
+                    else None
+                ),
+            )
+        )
+    return out
+
+
+def _iso(epoch: float) -> str:
+    stamp = datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _per(seconds: float) -> str:
+    """``1`` → ``s``, ``60`` → ``m``, ``0.1`` → ``100ms``, ``30`` → ``30s``."""
+    for size, unit in ((3600.0, "h"), (60.0, "m"), (1.0, "s")):
+        if seconds == size:
+            return unit
+        if seconds >= size and seconds / size == int(seconds / size):
+            return f"{int(seconds / size)}{unit}"
+    return f"{seconds * 1000:g}ms"

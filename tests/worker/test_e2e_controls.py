@@ -1,0 +1,228 @@
+"""Destination controls end to end: real workers (two where the limit is shared), the
+suite's real Redis, a real HTTP receiver. Rate limit, concurrency, circuit breaker, pause
+for a deploy; waits spend no attempt and every accepted event arrives."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+from relay.cli.embedded import free_port
+from relay.state.keys import deliver_member
+from tests.conftest import load_fixture
+from tests.harness import ROOT, WorkerProcess, wait_until
+from tests.httpsink import Answer, HttpSink
+
+pytestmark = pytest.mark.e2e
+
+
+def rules(sink, controls: str, more: str = "", tail: str = "") -> str:
+    """``crm`` (an HTTP destination of ``sink``) with ``controls``; ``more`` destinations
+    and a ``tail`` (top-level keys) if given."""
+    return f"""
+version: 1
+destinations:
+  crm:
+    type: http
+    url: {sink.url("/crm")}
+    timeout: 2s
+    retry: {{attempts: 20, initial: 50ms, max: 100ms}}
+{controls}
+{more}
+routes:
+  - name: all
+    match: {{}}
+    to: [crm]
+{tail}
+"""
+
+
+def inbound(n: int) -> dict:
+    return {**load_fixture("inbound-sms.json"), "tid": f"tid-{n}", "message": f"hello {n}"}
+
+
+def post_many(relay, count: int) -> list[str]:
+    return [relay.post(inbound(n)) for n in range(count)]
+
+
+def relay_cli(relay, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", *args],
+        cwd=ROOT,
+        env=relay.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def second_worker(relay, tmp_path) -> WorkerProcess:
+    worker = WorkerProcess(relay.env, tmp_path / "worker2.log").start()
+    return worker
+
+
+def distinct_events(sink) -> set[str]:
+    return {request.json()["id"] for request in sink.requests}
+
+
+def attempts_counted(relay, event_id: str) -> int:
+    return len(relay.steps(event_id, "attempt"))
+
+
+def test_rate_limit_is_shared_by_two_workers(start_relay, sink, tmp_path):
+    relay = start_relay(rules(sink, "    rate_limit: 10/s"))
+    other = second_worker(relay, tmp_path)
+    try:
+        ids = post_many(relay, 200)
+        wait_until(lambda: len(sink.requests) >= 200, timeout=60, interval=0.2)
+        time.sleep(0.3)
+        arrivals = sorted(request.at for request in sink.requests)
+        assert len(arrivals) == 200
+        worst = max(sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals)
+        assert worst <= 11, f"{worst} requests in one second"
+        assert len(distinct_events(sink)) == 200
+        # throttled waits spend no attempt: each event was tried once, and delivered
+        for event_id in ids[:20]:
+            assert attempts_counted(relay, event_id) == 1
+        assert relay.store.pending.count() == 0
+    finally:
+        other.stop()
+
+
+def test_concurrency_is_never_exceeded_across_two_workers(start_relay, sink, tmp_path):
+    relay = start_relay(rules(sink, "    concurrency: 3"))
+    other = second_worker(relay, tmp_path)
+    lock = threading.Lock()
+    live, peak = [0], [0]
+
+    def arrived(request):
+        """Runs in the sink's handler thread before it answers: a request counts as in
+        flight from its arrival until just before its answer goes out (so never more
+        than relay counts: its slot is freed only after the answer)."""
+        with lock:
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+        time.sleep(0.2)
+        with lock:
+            live[0] -= 1
+
+    sink.on_request = arrived
+    try:
+        ids = post_many(relay, 30)
+        wait_until(lambda: len(distinct_events(sink)) >= 30, timeout=40, interval=0.2)
+        assert peak[0] <= 3
+        assert peak[0] == 3  # the limit was reached, so it was what held them back
+        assert len(sink.requests) == 30  # one attempt each: waiting spent none
+        wait_until(lambda: relay.store.pending.count() == 0, 10)
+        assert all(attempts_counted(relay, event_id) == 1 for event_id in ids)
+    finally:
+        other.stop()
+
+
+def test_circuit_opens_probes_once_and_drains_when_the_receiver_recovers(start_relay, sink):
+    with HttpSink() as hooks:
+        _circuit(start_relay, sink, hooks)
+
+
+def _circuit(start_relay, sink, hooks):
+    failing = Answer(status=503)
+    more = f"  ops-hook: {{type: http, url: '{hooks.url('/alerts')}'}}"
+    tail = """
+notifications:
+  - name: trouble
+    on: [circuit_open, circuit_closed]
+    group_by: [destination, kind]
+    group_wait: 100ms
+    group_interval: 1m
+    to: [ops-hook]
+"""
+    controls = "    concurrency: 1\n    circuit_breaker: {failures: 5, cooldown: 1s}"
+    port = free_port()
+    relay = start_relay(rules(sink, controls, more, tail), RELAY_WORKER_METRICS_PORT=str(port))
+    crm = lambda: [r for r, status in sink.answered() if r.path == "/crm"]  # noqa: E731
+    sink.script(*[failing] * 6)  # five to open it, then the first probe fails too
+    ids = post_many(relay, 10)
+    wait_until(lambda: len(crm()) >= 5, 20)
+    time.sleep(0.6)  # open: no attempt during the cooldown
+    assert len(crm()) == 5
+    assert relay.store.controls.circuits(["crm"])["crm"].state == "open"
+    # after the cooldown, exactly one probe (it fails: open again for another cooldown)
+    wait_until(lambda: len(crm()) >= 6, 5)
+    time.sleep(0.5)
+    assert len(crm()) == 6
+    # the receiver recovers: the next probe closes the circuit and the backlog drains
+    wait_until(lambda: all(relay.steps(i, "delivered") for i in ids), timeout=20)
+    assert relay.store.controls.circuits(["crm"])["crm"].state == "closed"
+    assert [status for r, status in sink.answered() if r.path == "/crm"].count(503) == 6
+    assert len(crm()) == 16
+    # waits spent no attempt: 6 failures + 10 successes were the only ones counted
+    assert sum(attempts_counted(relay, event_id) for event_id in ids) == 16
+    # the notification hook (relay.worker.alerts) got one open and one close
+    alerts = lambda: [r.body.decode() for r in hooks.requests]  # noqa: E731
+    wait_until(lambda: len(alerts()) >= 2, 10)
+    time.sleep(0.5)
+    assert len(alerts()) == 2
+    assert sum("circuit_open" in text for text in alerts()) == 1
+    assert sum("circuit_closed" in text for text in alerts()) == 1
+    # the worker's metrics: waits by reason, and the circuit's state read from Redis
+    scraped = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    waits = re.search(
+        r'relay_destination_waits_total\{destination="crm",reason="circuit"\} (\d+)', scraped
+    )
+    assert waits and int(waits.group(1)) >= 9  # every other delivery waited at least once
+    assert 'relay_destination_circuit_state{destination="crm"} 0.0' in scraped
+
+
+def test_pause_for_a_deploy_then_resume(start_relay, sink, tmp_path):
+    relay = start_relay(rules(sink, "    rate_limit: 100/s"))
+    other = second_worker(relay, tmp_path)
+    try:
+        paused = relay_cli(relay, "destinations", "pause", "crm")
+        assert paused.returncode == 0, paused.stderr
+        assert "paused crm until resumed" in paused.stdout
+        ids = post_many(relay, 100)
+
+        def parked():
+            members = relay.store.client.smembers("relay:dest:crm:parked")
+            return len(members) == 100
+
+        wait_until(parked, timeout=30, interval=0.2)
+        time.sleep(0.5)
+        assert sink.requests == []
+        # answered 200, waiting: pending, and in the outbox the sweeper watches
+        assert relay.store.pending.count() == 100
+        assert relay.store.pending.get(deliver_member(f"{ids[0]}:crm")) is not None
+        assert relay.steps(ids[0], "delivered") == []
+        shown = relay_cli(relay, "events", "show", ids[0], "--json")
+        (event,) = json.loads(shown.stdout)["events"]
+        assert [(d["destination"], d["state"]) for d in event["deliveries"]] == [("crm", "pending")]
+        assert attempts_counted(relay, ids[0]) == 0
+        resumed = relay_cli(relay, "destinations", "resume", "crm")
+        assert resumed.returncode == 0, resumed.stderr
+        assert "resumed crm: 100 waiting deliveries sent again" in resumed.stdout
+        # at once (the parked deliveries published again), not at the next recheck (60 s)
+        wait_until(lambda: len(distinct_events(sink)) == 100, timeout=30, interval=0.1)
+        assert len(sink.requests) == 100
+        wait_until(lambda: relay.store.pending.count() == 0, 10)
+        assert all(attempts_counted(relay, event_id) == 1 for event_id in ids)
+    finally:
+        other.stop()
+
+
+def test_a_timed_pause_ends_by_itself(start_relay, sink):
+    relay = start_relay(rules(sink, ""))
+    relay.store.controls.pause("crm", 1.5)
+    started = time.monotonic()
+    event_id = relay.post(inbound(1))
+    time.sleep(0.8)
+    assert sink.requests == []
+    relay.finished(event_id)
+    assert time.monotonic() - started >= 1.4
+    assert attempts_counted(relay, event_id) == 1
