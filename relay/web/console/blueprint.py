@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from flask import Blueprint, g
@@ -52,3 +53,11 @@ def age(seconds: float | None) -> str:
         if whole >= size:
             return f"{whole // size}{unit} {whole % size // small_size}{smaller}"
     return f"{whole // 60}m {whole % 60}s" if whole >= 60 else f"{whole}s"
+
+
+@bp.app_template_filter("utc")
+def utc(stamp: str | None) -> str:
+    """An ISO 8601 UTC time as shown: ``2026-11-29 18:35:12 UTC``."""
+    if not stamp:
+        return ""
+    return datetime.fromisoformat(stamp).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

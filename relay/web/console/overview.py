@@ -1,11 +1,13 @@
 """The overview page: event counts for the last hour and day, the rules in force, and a
-table of the destinations.
+table of the destinations, with pause and resume for admins.
 
-:func:`destination_rows` is the one place the table's rows come from. Today it knows each
-destination's name and type (from the rules) and its backlog (deliveries in the pending
-outbox). Health per destination (state, success rate, p95 latency, last error, rate
-limit, pause/resume) is not kept by this build: the page shows those columns only for
-rows that have them, and never made up.
+:func:`destination_rows` is the one place the table's rows come from: each destination's
+status as :func:`relay.ops.destinations.list_destinations` reports it (to
+``relay destinations list`` and ``/api/destinations`` too: state, backlog, success rate
+and p95 over the last 5 minutes, last error, limits), with its dead letters merged in.
+Pause and resume are :func:`relay.ops.destinations.pause` and ``resume``; what they did
+comes back to the overview as a signed notice (:func:`relay.web.console.session.seal`),
+so a link cannot make the page claim something that did not happen.
 """
 
 from __future__ import annotations
@@ -13,44 +15,51 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
-from flask import render_template
+from flask import redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
+from relay.durations import format_duration, parse_duration
+from relay.ops import destinations as ops
 from relay.ops.search import event_counts
-from relay.web.console.blueprint import bp
+from relay.web.console import session as sessions
+from relay.web.console.access import admin_only, message
+from relay.web.console.blueprint import bp, utc
 from relay.web.context import Relay, current_relay
 
-BACKLOG_SCAN = 10_000  #: outbox members read, at most, to count the backlog
-
+NOTICE_MAX_AGE = 120  #: seconds a pause's or resume's notice is shown after it
 
 _ROUTING_SUFFIX = re.compile(r"~\d+$")
 
 
 @dataclass(frozen=True)
 class DestinationRow:
-    name: str
-    type: str
-    backlog: int | None  #: deliveries not yet settled; None when not counted in full
+    status: ops.DestinationStatus  #: as ``relay destinations list`` reports it
+    paused_left: float | None  #: seconds until a timed pause ends by itself
+    last_error_age: float | None  #: seconds since ``status.last_error``
     dead_letters: int  #: dead letters kept for it now
     last_dead_reason: str | None  #: why the newest of them gave up
     last_dead_age: float | None  #: seconds since the newest of them was made
+
+    @property
+    def name(self) -> str:
+        return self.status.name
 
 
 def destination_rows(relay: Relay, now: float | None = None) -> list[DestinationRow]:
     """One row per destination of the rules in force, by name."""
     now = time.time() if now is None else now
-    backlog, complete = relay.store.pending.backlog(BACKLOG_SCAN)
     dead = _dead_letters(relay)
     rows = []
-    for name, destination in sorted(relay.rules.destinations.items()):
-        count, newest = dead.get(name, (0, None))
+    for status in ops.list_destinations(relay.store, relay.rules.destinations):
+        count, newest = dead.get(status.name, (0, None))
         record = relay.store.dead_letters.get(newest[0]) if newest else None
         rows.append(
             DestinationRow(
-                name=name,
-                type=destination.type,
-                backlog=backlog.get(name, 0) if complete else None,
+                status=status,
+                paused_left=_seconds_until(status.paused_until, now),
+                last_error_age=_seconds_since(status.last_error_at, now),
                 dead_letters=count,
                 last_dead_reason=record.get("reason") if record else None,
                 last_dead_age=max(now - newest[1], 0.0) if newest and record else None,
@@ -70,14 +79,71 @@ def _dead_letters(relay: Relay) -> dict[str, tuple[int, tuple[str, float] | None
     return found
 
 
+def _epoch(stamp: str | None) -> float | None:
+    return datetime.fromisoformat(stamp).timestamp() if stamp else None
+
+
+def _seconds_until(stamp: str | None, now: float) -> float | None:
+    at = _epoch(stamp)
+    return None if at is None else max(at - now, 0.0)
+
+
+def _seconds_since(stamp: str | None, now: float) -> float | None:
+    at = _epoch(stamp)
+    return None if at is None else max(now - at, 0.0)
+
+
 @bp.get("/")
 def overview() -> ResponseReturnValue:
     relay = current_relay()
+    done = sessions.unseal(relay.settings, request.args.get("done"), NOTICE_MAX_AGE)
     return render_template(
         "console/overview.html",
         counts=event_counts(relay.store),
         ruleset=relay.rules,
         failure=getattr(relay.rules_holder, "failure", None),
         destinations=destination_rows(relay),
-        backlog_scan=BACKLOG_SCAN,
+        notices=[("ok", done)] if done else [],
     )
+
+
+# -- pause and resume ---------------------------------------------------------------------------
+
+
+@bp.post("/destinations/<path:name>/pause")
+@admin_only("pause or resume destinations")
+def destination_pause(name: str) -> ResponseReturnValue:
+    """Form field ``for`` (optional): a duration (``30m``, ``1h``) after which the pause
+    ends by itself; empty: until resumed."""
+    relay = current_relay()
+    raw = request.form.get("for", "").strip()
+    try:
+        seconds = parse_duration(raw) if raw else None
+        if seconds is not None and not 0 < seconds <= ops.MAX_PAUSE:
+            limit = format_duration(ops.MAX_PAUSE)
+            raise ValueError(f"bad duration {raw!r} (more than 0 and at most {limit})")
+        status = ops.pause(relay.store, relay.rules.destinations, name, seconds)
+    except ops.UnknownDestination as exc:
+        return message(404, "No such destination", f"{exc}.")
+    except ValueError as exc:
+        return message(400, "Bad duration", f"for: {exc}")
+    until = f"for {format_duration(seconds)}, until {utc(status.paused_until)}" if seconds else ""
+    return _back(relay, f"{name} paused {until or 'until resumed'}.")
+
+
+@bp.post("/destinations/<path:name>/resume")
+@admin_only("pause or resume destinations")
+def destination_resume(name: str) -> ResponseReturnValue:
+    relay = current_relay()
+    try:
+        report = ops.resume(relay.store, relay.celery, relay.rules.destinations, name)
+    except ops.UnknownDestination as exc:
+        return message(404, "No such destination", f"{exc}.")
+    sent = report.republished
+    waiting = "1 waiting delivery" if sent == 1 else f"{sent} waiting deliveries"
+    return _back(relay, f"{name} resumed: {waiting} sent again.")
+
+
+def _back(relay: Relay, text: str) -> ResponseReturnValue:
+    sealed = sessions.seal(relay.settings, text)
+    return redirect(url_for("console.overview", done=sealed), 303)

@@ -11,6 +11,10 @@ on every request: rotating (or unsetting) ``RELAY_VIEWER_TOKEN`` logs the viewer
 
 The cookie is HttpOnly and SameSite=Strict, and Secure when the request came over HTTPS
 as the web server sees it (``request.is_secure``; relay adds no proxy trust of its own).
+
+The same key (another salt) signs the notices an action leaves for the page it
+redirects to (:func:`seal`): a link cannot make a page report an action that did not
+happen.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ ADMIN = "admin"
 VIEWER = "viewer"
 _KEY_LABEL = b"relay console session key v1"
 _SALT = "relay.console.session"
+_NOTICE_SALT = "relay.console.notice"
 
 
 @dataclass(frozen=True)
@@ -111,9 +116,27 @@ def csrf_matches(session: Session, given: str | None) -> bool:
     return given is not None and hmac.compare_digest(_digest(session.csrf), _digest(given))
 
 
-def _serializer(settings: Settings) -> URLSafeTimedSerializer:
+def seal(settings: Settings, text: str) -> str:
+    """``text`` signed and dated, to carry in a redirect's query string (what an action
+    did, shown by the page it leads to)."""
+    return _serializer(settings, _NOTICE_SALT).dumps(text)
+
+
+def unseal(settings: Settings, sealed: str | None, max_age: int) -> str | None:
+    """The text :func:`seal` signed, if ``sealed`` is genuine and at most ``max_age``
+    seconds old; else None (a forged or stale notice is not shown)."""
+    if not sealed or not settings.admin_token:
+        return None
+    try:
+        text = _serializer(settings, _NOTICE_SALT).loads(sealed, max_age=max_age)
+    except BadSignature:
+        return None
+    return text if isinstance(text, str) else None
+
+
+def _serializer(settings: Settings, salt: str = _SALT) -> URLSafeTimedSerializer:
     key = hmac.new(_bytes(settings.admin_token or ""), _KEY_LABEL, hashlib.sha256).digest()
-    return URLSafeTimedSerializer(key, salt=_SALT)
+    return URLSafeTimedSerializer(key, salt=salt)
 
 
 def _token_mark(settings: Settings, role: str) -> str | None:

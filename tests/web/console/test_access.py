@@ -13,6 +13,7 @@ from itsdangerous import URLSafeTimedSerializer
 
 from relay.errors import SettingsError
 from relay.settings import load_settings
+from relay.state.keys import deliver_member
 from relay.web.app import create_app
 from relay.web.console import session as sessions
 from tests.web.console.conftest import ADMIN, VIEWER, csrf_of, login, seed_dead_letter
@@ -30,6 +31,8 @@ UI_REQUESTS = [
     ("POST", "/ui/dead-letters/bulk"),
     ("GET", "/ui/rules"),
     ("POST", "/ui/rules/diff"),
+    ("POST", "/ui/destinations/trace/pause"),
+    ("POST", "/ui/destinations/trace/resume"),
     ("GET", "/ui/no-such-page"),
 ]
 
@@ -40,6 +43,7 @@ def test_without_an_admin_token_every_console_path_is_404(client, store, method,
     answer = client.open(path, method=method, data={"token": "", "csrf_token": "x"})
     assert answer.status_code == 404
     assert store.dead_letters.ids() == ["01EVENT:trace"]
+    assert store.controls.paused(["trace"]) == {}
 
 
 @pytest.mark.parametrize("path", ["/ui/", "/ui/events?state=dead", "/ui/rules", "/ui/nope"])
@@ -259,6 +263,10 @@ def test_a_viewer_sees_every_page_without_the_buttons_that_change_state(console,
     page = console.get("/ui/dead-letters").data
     assert b"01EVENT:trace" in page
     assert b"Replay selected" not in page and b'name="ids"' not in page
+    store.controls.pause("trace")
+    overview = console.get("/ui/").data
+    assert b'data-destination="trace" data-state="paused"' in overview
+    assert b"/ui/destinations/" not in overview and b"Pause / resume" not in overview
 
 
 @pytest.mark.parametrize(
@@ -269,16 +277,23 @@ def test_a_viewer_sees_every_page_without_the_buttons_that_change_state(console,
         ("/ui/dead-letters/bulk", {"action": "delete", "ids": "01EVENT:trace", "confirm": "1"}),
         ("/ui/dead-letters/bulk", {"action": "replay", "scope": "matching", "confirm": "1"}),
         ("/ui/events/01EVENT/reroute", {}),
+        ("/ui/destinations/trace/pause", {"for": "1h"}),
+        ("/ui/destinations/failures-webhook/resume", {}),
     ],
 )
 def test_a_viewer_cannot_change_anything_even_by_posting_directly(console, store, path, form):
     seed_dead_letter(store)
+    store.controls.pause("failures-webhook")  # with a delivery parked: resume would send it
+    parked = deliver_member("01EVENT:failures-webhook")
+    assert store.controls.gate("failures-webhook", parked, 5).reason == "paused"
     csrf = login(console, VIEWER)
     answer = console.post(path, data={**form, "csrf_token": csrf})
     assert answer.status_code == 403
     assert b"A viewer cannot" in answer.data
     assert store.dead_letters.ids() == ["01EVENT:trace"]
     assert store.history("01EVENT") == []
+    assert list(store.controls.paused(["trace", "failures-webhook"])) == ["failures-webhook"]
+    assert store.client.smembers("relay:dest:failures-webhook:parked") == {parked}
 
 
 def test_a_viewer_may_try_rules_in_the_playground(console):

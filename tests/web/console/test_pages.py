@@ -10,6 +10,8 @@ import pytest
 from relay.settings import load_settings
 from relay.state.keys import deliver_member
 from relay.web.app import create_app
+from relay.web.console import session as sessions
+from relay.web.console.overview import NOTICE_MAX_AGE
 from tests.web.console.conftest import ADMIN, csrf_of, login, seed_dead_letter
 
 SECRET_RULES = """version: 1
@@ -35,6 +37,13 @@ def admin(console):
 
 def page_csrf(client) -> str:
     return csrf_of(client.get("/ui/rules").data)
+
+
+def destination_row(page: str, name: str) -> str:
+    """The overview's table row of destination ``name``."""
+    found = re.search(rf'<tr data-destination="{name}".*?</tr>', page, re.S)
+    assert found, f"no row for {name}"
+    return found.group()
 
 
 # -- dead letters -----------------------------------------------------------------------------
@@ -230,12 +239,12 @@ def test_a_bad_diff_window_names_the_field(admin, field, value):
 
 def test_the_overview_counts_each_destination_backlog_from_the_outbox(admin, store):
     for did in ("01A:trace", "01B:trace", "01C:trace~2"):
-        store.pending.register_now(deliver_member(did), "relay.deliver", [{}])
+        job = {"delivery_id": did, "destination": "trace"}
+        store.pending.register_now(deliver_member(did), "relay.deliver", [job])
     store.pending.register_now("route:01D", "relay.route", [{}])
     page = admin.get("/ui/").data.decode()
-    row = re.search(r'<tr data-destination="trace">.*?</tr>', page, re.S).group()
-    assert re.search(r'<td class="num">\s*3\s*</td>', row)
-    assert "is not tracked by this version" in page  # no health made up
+    row = destination_row(page, "trace")
+    assert re.search(r'<td class="num backlog">\s*3\s*</td>', row)
 
 
 def test_a_bad_search_filter_is_a_400_naming_the_field(admin):
@@ -281,6 +290,179 @@ def test_the_overview_counts_each_destination_dead_letters_and_shows_the_newest(
     newest["reason"] = "HTTP 503 from +44 7700 900123"
     store.dead_letters.add(newest)
     page = admin.get("/ui/").data.decode()
-    row = re.search(r'<tr data-destination="trace">.*?</tr>', page, re.S).group()
+    row = destination_row(page, "trace")
     assert ">2</a>" in row
     assert "HTTP 503 from +** **** **0123" in row and "ago)" in row
+
+
+# -- destinations: state, pause and resume ------------------------------------------------------
+
+CONTROLLED_RULES = """version: 1
+destinations:
+  crm:
+    type: http
+    url: http://127.0.0.1:9/crm
+    rate_limit: 20/s
+    concurrency: 4
+    circuit_breaker: {failures: 2, cooldown: 30s}
+  trace: {type: log}
+routes:
+  - name: all
+    to: [crm, trace]
+"""
+
+
+@pytest.fixture
+def controlled(console_env, tmp_path):
+    """An admin's test client on rules whose ``crm`` has every control."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(CONTROLLED_RULES)
+    client = create_app(load_settings({**console_env, "RELAY_RULES": str(path)})).test_client()
+    login(client)
+    return client
+
+
+def park(store, name: str, event_id: str = "01E") -> str:
+    """A pending delivery to ``name`` that the worker's gate parked (``name`` is paused)."""
+    member = deliver_member(f"{event_id}:{name}")
+    job = {"delivery_id": f"{event_id}:{name}", "destination": name}
+    store.pending.register_now(member, "relay.deliver", [job])
+    assert store.controls.gate(name, member, 5).reason == "paused"
+    return member
+
+
+def test_the_overview_shows_each_destination_state_health_and_limits(controlled, store):
+    store.controls.settle("crm", "deliver:a", "ok", 0.02)
+    store.controls.settle("crm", "deliver:b", "ok", 0.03)
+    store.controls.settle("crm", "deliver:c", "transient", 0.3, "HTTP 503 from +44 7700 900123")
+    for member in ("deliver:d", "deliver:e"):  # two transient failures in a row: open
+        store.controls.settle("crm", member, "transient", 0.2, "HTTP 503", failures=2, cooldown=30)
+    job = {"delivery_id": "01A:crm", "destination": "crm"}
+    store.pending.register_now(deliver_member("01A:crm"), "relay.deliver", [job])
+    store.controls.pause("trace", 3600)
+    page = controlled.get("/ui/").data.decode()
+    crm = destination_row(page, "crm")
+    assert 'data-state="open"' in crm and "circuit open" in crm
+    assert re.search(r'<td class="num backlog">\s*1\s*</td>', crm)
+    assert '40.0 % <span class="muted">of 5</span>' in crm
+    assert "≤ 500 ms" in crm  # the upper bound of the 95th percentile's latency bucket
+    assert "HTTP 503 <span" in crm and "0s ago)" in crm
+    assert "rate 20/s" in crm and "4 at once" in crm and "breaker: 2 failures, 30s cooldown" in crm
+    trace = destination_row(page, "trace")
+    assert 'data-state="paused"' in trace
+    assert re.search(r"until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(in (59m \d+s|1h 0m)\)", trace)
+    assert "no attempts" in trace and '<span class="muted">none</span>' in trace
+    assert 'action="/ui/destinations/trace/resume"' in trace and "/pause" not in trace
+    assert 'action="/ui/destinations/crm/pause"' in crm and "/resume" not in crm
+
+
+def test_the_last_error_is_masked_as_in_the_logs(controlled, store):
+    store.controls.settle("crm", "deliver:a", "permanent", 0.1, "HTTP 404: no +44 7700 900123")
+    crm = destination_row(controlled.get("/ui/").data.decode(), "crm")
+    assert "+** **** **0123" in crm and "7700 900123" not in crm
+
+
+def test_an_admin_pauses_a_destination_for_a_while(controlled, store):
+    csrf = page_csrf(controlled)
+    answer = controlled.post("/ui/destinations/crm/pause", data={"csrf_token": csrf, "for": "1h"})
+    assert answer.status_code == 303
+    assert answer.headers["Location"].startswith("/ui/?done=")
+    pause = store.controls.paused(["crm"])["crm"]
+    assert pause.until is not None and 3590 < pause.until - pause.since <= 3600
+    assert 3590 < store.client.ttl("relay:dest:crm:paused") <= 3600
+    page = controlled.get(answer.headers["Location"]).data.decode()
+    notice = re.search(r'<p class="notice notice-ok" role="status">(.*?)</p>', page).group(1)
+    assert re.fullmatch(r"crm paused for 1h, until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\.", notice)
+    assert 'data-state="paused"' in destination_row(page, "crm")
+
+
+def test_a_pause_without_a_duration_lasts_until_resumed(controlled, store):
+    csrf = page_csrf(controlled)
+    answer = controlled.post(
+        "/ui/destinations/crm/pause", data={"csrf_token": csrf, "for": ""}, follow_redirects=True
+    )
+    assert answer.status_code == 200
+    assert b"crm paused until resumed." in answer.data
+    assert store.controls.paused(["crm"])["crm"].until is None
+    assert store.client.ttl("relay:dest:crm:paused") == -1
+    assert "until resumed" in destination_row(answer.data.decode(), "crm")
+
+
+def test_resume_sends_the_parked_deliveries_again_and_says_how_many(
+    controlled, store, redis_client
+):
+    store.controls.pause("crm")
+    park(store, "crm", "01A")
+    park(store, "crm", "01B")
+    csrf = page_csrf(controlled)
+    answer = controlled.post("/ui/destinations/crm/resume", data={"csrf_token": csrf})
+    assert answer.status_code == 303
+    assert store.controls.paused(["crm"]) == {}
+    assert redis_client.llen("relay.deliver") == 2  # published to the broker's queue
+    page = controlled.get(answer.headers["Location"]).data.decode()
+    assert "crm resumed: 2 waiting deliveries sent again." in page
+    assert 'data-state="active"' in destination_row(page, "crm")
+    again = controlled.post(
+        "/ui/destinations/crm/resume", data={"csrf_token": csrf}, follow_redirects=True
+    )
+    assert b"crm resumed: 0 waiting deliveries sent again." in again.data
+    assert redis_client.llen("relay.deliver") == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("soon", "for: bad duration &#39;soon&#39; (use 250ms"),
+        ("0", "for: bad duration &#39;0&#39; (more than 0 and at most 366d)"),
+        ("400d", "for: bad duration &#39;400d&#39; (more than 0 and at most 366d)"),
+        ("-5m", "for: bad duration &#39;-5m&#39;"),
+    ],
+)
+def test_a_bad_pause_duration_is_a_400_naming_the_field(controlled, store, value, problem):
+    answer = controlled.post(
+        "/ui/destinations/crm/pause", data={"csrf_token": page_csrf(controlled), "for": value}
+    )
+    assert answer.status_code == 400
+    assert b"Bad duration" in answer.data
+    assert problem in answer.data.decode()
+    assert store.controls.paused(["crm"]) == {}
+
+
+@pytest.mark.parametrize("action", ["pause", "resume"])
+def test_an_unknown_destination_is_a_404_naming_it(controlled, store, action):
+    answer = controlled.post(
+        f"/ui/destinations/nope/{action}", data={"csrf_token": page_csrf(controlled)}
+    )
+    assert answer.status_code == 404
+    assert b"no destination &#39;nope&#39; in the rules" in answer.data
+    assert store.controls.paused(["nope"]) == {}
+
+
+@pytest.mark.parametrize("action", ["pause", "resume"])
+def test_pause_and_resume_need_the_csrf_token(controlled, store, action):
+    store.controls.pause("trace")
+    park(store, "trace")
+    path = "/ui/destinations/crm/pause" if action == "pause" else "/ui/destinations/trace/resume"
+    missing = controlled.post(path, data={"for": "1h"})
+    assert missing.status_code == 400 and b"CSRF token missing" in missing.data
+    wrong = controlled.post(path, data={"for": "1h", "csrf_token": "forged"})
+    assert wrong.status_code == 403 and b"CSRF token wrong" in wrong.data
+    assert list(store.controls.paused(["crm", "trace"])) == ["trace"]
+    assert store.client.scard("relay:dest:trace:parked") == 1
+
+
+def test_a_notice_is_shown_only_when_the_console_signed_it_and_not_for_long(
+    controlled, console_env
+):
+    settings = load_settings(console_env)
+    other = load_settings({**console_env, "RELAY_ADMIN_TOKEN": "another-admin-token"})
+    genuine = sessions.seal(settings, "crm resumed: 7 waiting deliveries sent again.")
+    assert b"7 waiting deliveries" in controlled.get(f"/ui/?done={genuine}").data
+    for forged in (
+        "crm resumed: 7 waiting deliveries sent again.",
+        sessions.seal(other, "crm resumed: 7 waiting deliveries sent again."),
+    ):
+        page = controlled.get("/ui/", query_string={"done": forged}).data
+        assert b"waiting deliveries" not in page and b"notice-ok" not in page
+    assert sessions.unseal(settings, genuine, NOTICE_MAX_AGE) is not None
+    assert sessions.unseal(settings, genuine, -1) is None  # older than allowed
