@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 import requests
 
 from relay.state import Store, connect
+from relay.state.keys import deliver_member, destination
 from tests.harness import ROOT, WorkerProcess, fresh_db_url, relay_env, wait_until, web_process
 from tests.httpsink import Answer, HttpSink
 
@@ -41,6 +43,9 @@ destinations:
     timeout: 2s
     headers: {{Authorization: "Bearer crm-literal-secret"}}
     retry: {{attempts: 2, initial: 100ms, max: 200ms}}
+    rate_limit: 50/s
+    concurrency: 4
+    circuit_breaker: {{failures: 5, cooldown: 30s}}
 routes:
   - name: failures
     match: {{kind: delivery_receipt, status: [Failed, Un-Delivered]}}
@@ -188,7 +193,6 @@ def test_find_a_failed_receipt_open_it_replay_its_dead_letter_and_see_it_deliver
     log_in(page, relay, path="/ui/")
     assert page.inner_text("#counts tr[data-window='1h'] td[data-count='dead']").strip() != "0"
     assert page.is_visible("#destinations tr[data-destination='crm']")
-    screenshot(page, "overview")
 
     page.click("nav >> text=Events")
     page.locator(f"tr[data-event='{event_id}']").wait_for()
@@ -224,6 +228,55 @@ def test_find_a_failed_receipt_open_it_replay_its_dead_letter_and_see_it_deliver
     assert relay.delivered(event_id)
     assert relay.store.dead_letters.get(f"{event_id}:crm") is None
     assert [r.header("webhook-id") for r in relay.sink.requests].count(f"{event_id}:crm") == 2
+
+
+def test_pause_a_destination_from_the_overview_then_resume_it_and_see_the_backlog_sent(page, relay):
+    log_in(page, relay)
+    row = page.locator("#destinations tr[data-destination='crm']")
+    try:
+        assert row.get_attribute("data-state") == "active"
+        row.locator("input[name=for]").fill("1h")
+        row.locator("form.pause button[type=submit]").click()
+        notice = page.locator("p.notice-ok").inner_text()
+        assert re.fullmatch(r"crm paused for 1h, until [-\d]+ [:\d]+ UTC\.", notice), notice
+        assert row.get_attribute("data-state") == "paused"
+        assert "(in 59m" in row.locator("td.state").inner_text()
+        limits = row.locator("td.limits").inner_text()
+        assert "rate 50/s" in limits and "4 at once" in limits
+        assert "breaker: 5 failures, 30s cooldown" in limits
+
+        ids = [relay.post_failed_receipt() for _ in range(3)]
+        members = {deliver_member(f"{event_id}:crm") for event_id in ids}
+        parked = destination("crm", "parked")
+        # each delivery came to the worker's gate and was parked there, spending no attempt
+        wait_until(lambda: members <= relay.store.client.smembers(parked), 20)
+        sent = {r.header("webhook-id") for r in relay.sink.requests}
+        assert not sent & {f"{event_id}:crm" for event_id in ids}  # the sink got nothing
+        assert not any(relay.delivered(event_id) for event_id in ids)
+        page.reload()
+        assert row.get_attribute("data-state") == "paused"
+        assert row.locator("td.backlog").inner_text().split()[0] == "3"
+        screenshot(page, "overview")
+
+        row.locator("form.resume button[type=submit]").click()
+        notice = page.locator("p.notice-ok").inner_text()
+        assert notice == "crm resumed: 3 waiting deliveries sent again."
+        assert row.get_attribute("data-state") == "active"
+        wait_until(lambda: all(relay.delivered(event_id) for event_id in ids), 20)
+        sent = [r.header("webhook-id") for r in relay.sink.requests]
+        assert all(sent.count(f"{event_id}:crm") == 1 for event_id in ids)
+
+        def backlog_on_the_page() -> str:
+            page.reload()
+            return row.locator("td.backlog").inner_text().strip()
+
+        wait_until(lambda: backlog_on_the_page() == "0", 20, 0.5)
+    finally:  # the other tests need crm as it was
+        requests.post(
+            f"{relay.base}/api/destinations/crm/resume",
+            headers={"Authorization": f"Bearer {ADMIN}"},
+            timeout=5,
+        )
 
 
 def test_the_dead_letters_page_says_how_many_it_will_replay_then_does(page, relay):

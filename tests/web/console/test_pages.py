@@ -350,7 +350,7 @@ def test_the_overview_shows_each_destination_state_health_and_limits(controlled,
     assert "rate 20/s" in crm and "4 at once" in crm and "breaker: 2 failures, 30s cooldown" in crm
     trace = destination_row(page, "trace")
     assert 'data-state="paused"' in trace
-    assert re.search(r"until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(in (59m \d+s|1h 0m)\)", trace)
+    assert re.search(r"until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC<br>\(in (59m \d+s|1h 0m)\)", trace)
     assert "no attempts" in trace and '<span class="muted">none</span>' in trace
     assert 'action="/ui/destinations/trace/resume"' in trace and "/pause" not in trace
     assert 'action="/ui/destinations/crm/pause"' in crm and "/resume" not in crm
