@@ -23,7 +23,6 @@ second copy of one is harmless.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -68,8 +67,6 @@ for i = 3, #ARGV do
 end
 return 1
 """
-
-_ROUTING_SUFFIX = re.compile(r"~\d+$")
 
 Spec = dict[str, Any]  #: ``{"task": name, "args": [...]}``
 
@@ -169,22 +166,6 @@ class Pending:
 
     def count(self) -> int:
         return int(self.redis.zcard(keys.PENDING))
-
-    def backlog(self, limit: int = 10_000) -> tuple[dict[str, int], bool]:
-        """Deliveries not yet settled, per destination, over at most ``limit`` members of
-        the outbox; True when that was every member (the count is then exact)."""
-        counts: dict[str, int] = {}
-        seen = 0
-        for member, _ in self.redis.zscan_iter(keys.PENDING, count=1000):
-            if seen >= limit:
-                return counts, False
-            seen += 1
-            kind, _, delivery = str(member).partition(":")
-            if kind == "deliver":
-                # ``<event id>:<destination>``, ``~<n>`` after it for a re-routing's
-                destination = _ROUTING_SUFFIX.sub("", delivery.partition(":")[2])
-                counts[destination] = counts.get(destination, 0) + 1
-        return counts, True
 
     def count_republish(self, member: str, ttl: float) -> int:
         """One more time ``member`` is published again; how many times so far."""
