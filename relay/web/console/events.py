@@ -48,7 +48,7 @@ def event_rows() -> ResponseReturnValue:
     page, error = _search()
     if error:
         return error, 400
-    return render_template("console/event_rows.html", page=page)
+    return render_template("console/event_rows.html", page=page, filters=_filters())
 
 
 @bp.get("/events/<path:ref>")

@@ -20,6 +20,7 @@ import requests
 
 from relay.state import Store, connect
 from relay.state.keys import deliver_member, destination
+from relay.web.console.events import PAGE_SIZE
 from tests.harness import ROOT, WorkerProcess, fresh_db_url, relay_env, wait_until, web_process
 from tests.httpsink import Answer, HttpSink
 
@@ -228,6 +229,24 @@ def test_find_a_failed_receipt_open_it_replay_its_dead_letter_and_see_it_deliver
     assert relay.delivered(event_id)
     assert relay.store.dead_letters.get(f"{event_id}:crm") is None
     assert [r.header("webhook-id") for r in relay.sink.requests].count(f"{event_id}:crm") == 2
+
+
+def test_older_after_the_events_page_refreshed_itself_shows_the_rows_pushed_off(page, relay):
+    word = "PAGE" + uuid.uuid4().hex[:8].upper()  # this test's events alone
+    ids = [relay.post_inbound(f"{word} {n}") for n in range(PAGE_SIZE + 1)]
+    wait_until(lambda: all(relay.store.index.state(event_id) for event_id in ids), 20)
+    log_in(page, relay, path=f"/ui/events?keyword={word}")
+    assert page.locator("#events tr[data-event]").count() == PAGE_SIZE  # the oldest is older
+    newer = [relay.post_inbound(f"{word} again {n}") for n in range(3)]
+    page.locator(f"tr[data-event='{newer[-1]}']").wait_for(timeout=15_000)  # refreshed
+    page.click("#older")
+    page.wait_for_url("**cursor=**")
+    shown = page.locator("#events tr[data-event]").evaluate_all(
+        "rows => rows.map(row => row.dataset.event)"
+    )
+    # the 3 rows the refresh pushed off the first page, then the oldest
+    assert sorted(shown) == sorted(ids[:4])
+    assert page.locator("#older").is_hidden()
 
 
 def test_pause_a_destination_from_the_overview_then_resume_it_and_see_the_backlog_sent(page, relay):

@@ -31,7 +31,16 @@ document.addEventListener("DOMContentLoaded", () => {
         const holder = document.createElement("table");
         holder.innerHTML = html;  // our own server-rendered, escaped rows
         const rows = holder.querySelector("tbody");
-        if (rows) table.querySelector("tbody").replaceWith(rows);
+        if (rows) {
+          table.querySelector("tbody").replaceWith(rows);
+          // "Older" goes on from the last row shown now, not from the page first loaded:
+          // the rows the refresh pushed off the first page are on the next one
+          const older = document.getElementById("older");
+          if (older) {
+            older.hidden = !rows.dataset.older;
+            if (rows.dataset.older) older.href = rows.dataset.older;
+          }
+        }
         table.dataset.refreshed = String(Date.now());
       } catch (error) {
         // the server is restarting: try again at the next tick
