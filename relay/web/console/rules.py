@@ -52,7 +52,8 @@ def rules_playground() -> ResponseReturnValue:
 @bp.post("/rules/diff")
 def rules_diff() -> ResponseReturnValue:
     """A pasted candidate rules file against the events of a window: what would change."""
-    candidate_text = request.form.get("candidate", "")
+    # a browser sends a textarea's lines ending in CRLF: the file as it would be saved
+    candidate_text = request.form.get("candidate", "").replace("\r\n", "\n")
     since_text = request.form.get("since", "").strip() or "24h"
     limit_text = request.form.get("limit", "").strip() or str(DEFAULT_LIMIT)
     values = {"candidate": candidate_text, "since": since_text, "limit": limit_text}

@@ -9,6 +9,7 @@ there (``docs/console-*.png``, shown in the README).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -341,6 +342,10 @@ def test_the_rules_page_explains_a_payload_and_diffs_a_candidate_against_traffic
     change = result.locator("li", has=page.locator(f"a:text-is('{event_id}')"))
     assert "crm, trace → trace" in change.inner_text()
     assert int(result.locator("[data-changed]").inner_text()) >= 1
+    # the candidate's version is the file's, as `relay rules check` gives it (the browser
+    # sends the textarea's lines ending in CRLF)
+    version = hashlib.sha256(CANDIDATE.encode()).hexdigest()[:12]
+    assert f"→ {version})" in result.inner_text()
     screenshot(page, "rules")
 
 
