@@ -125,10 +125,14 @@ def login() -> ResponseReturnValue:
     settings = current_relay().settings
     target = _safe_next(request.values.get("next"))
     if request.method == "GET":
-        if g.console_session is None:
+        fresh = g.console_session is None
+        if fresh:
             g.console_session = sessions.new_session(None)
         response = make_response(render_template("console/login.html", next=target))
-        sessions.save(settings, g.console_session, request, response)
+        # a session already there is not saved again: that would date it now, and a
+        # login kept alive by visiting this page would never expire
+        if fresh:
+            sessions.save(settings, g.console_session, request, response)
         return response
     role = sessions.role_for(settings, request.form.get("token", ""))
     if role is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from itsdangerous import URLSafeTimedSerializer
+from itsdangerous import SignatureExpired, URLSafeTimedSerializer
 
 from relay.errors import SettingsError
 from relay.settings import load_settings
@@ -210,6 +210,33 @@ def test_a_session_older_than_its_lifetime_is_refused(console, console_env):
     assert console.get("/ui/").status_code == 200  # the same session, made now, is good
     console.set_cookie(sessions.COOKIE, old, path="/ui")
     assert console.get("/ui/").status_code == 302
+
+
+def test_visiting_the_login_page_does_not_make_a_login_last_longer(console, console_env):
+    settings = load_settings(console_env)
+    stamp = int(time.time()) - sessions.SESSION_TTL + 60  # a login that ends in a minute
+
+    class Dated(URLSafeTimedSerializer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+
+            class Signer(self.signer):
+                def get_timestamp(self):
+                    return stamp
+
+            self.signer = Signer
+
+    fresh = sessions._serializer(settings)
+    data = {"role": "admin", "csrf": "c", "token": sessions._token_mark(settings, "admin")}
+    console.set_cookie(
+        sessions.COOKIE, Dated(fresh.secret_key, salt=fresh.salt).dumps(data), path="/ui"
+    )
+    assert console.get("/ui/login").status_code == 200
+    assert console.get("/ui/").status_code == 200  # still logged in, for that minute
+    kept = console.get_cookie(sessions.COOKIE, path="/ui").value
+    assert fresh.loads(kept, max_age=sessions.SESSION_TTL) == data
+    with pytest.raises(SignatureExpired):  # dated as the login was, not as the visit
+        fresh.loads(kept, max_age=sessions.SESSION_TTL - 120)
 
 
 def test_rotating_the_admin_token_logs_everyone_out(console_env, redis_server):
