@@ -363,8 +363,7 @@ class Store:
         self._append(pipe, event_id, [entry])
         facets = event_facets(event, entry.get("routes", []), [j["destination"] for j in jobs])
         for key in (keys.INDEX_ALL, *(keys.index(f, v) for f, v in facets)):
-            pipe.zadd(key, {event_id: score})
-            pipe.expire(key, self.history_ttl)
+            self._index_add(pipe, key, event_id, score, now)
         pipe.hset(
             keys.track(event_id),
             mapping={
@@ -398,13 +397,18 @@ class Store:
         """Add to ``pipe``: index the event, its routing dead (state ``dead``)."""
         score, now = accept_score(event), time.time()
         for facet, value in event_facets(event, (), ()):
-            key = keys.index(facet, value)
-            pipe.zadd(key, {event["id"]: score})
-            pipe.expire(key, self.history_ttl)
-        pipe.zadd(keys.INDEX_ALL, {event["id"]: score})
-        pipe.expire(keys.INDEX_ALL, self.history_ttl)
+            self._index_add(pipe, keys.index(facet, value), event["id"], score, now)
+        self._index_add(pipe, keys.INDEX_ALL, event["id"], score, now)
         pipe.hset(keys.track(event["id"]), mapping={"@at": score})
         self.index.settle(pipe, event["id"], {routing_id: DEAD}, now)
+
+    def _index_add(self, pipe: Any, key: str, event_id: str, score: int, now: float) -> None:
+        """Add to ``pipe``: the event in the search set ``key``, which drops the entries
+        history no longer keeps and expires a history TTL after this write (as the
+        routing call does)."""
+        pipe.zadd(key, {event_id: score})
+        pipe.zremrangebyscore(key, "-inf", f"({self.index.cutoff(now)}")
+        pipe.expire(key, self.history_ttl)
 
     def poisoned(self, member: str, spec: Spec | None, reason: str) -> None:
         """Move the unit of work ``member`` (its task ``spec``, None when it does not decode)

@@ -4,6 +4,8 @@ tests/worker/test_e2e_reroute.py)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from relay.errors import RulesError
@@ -14,7 +16,7 @@ from relay.ops.rules_diff import diff_rules, load_candidate
 from relay.ops.search import EventQuery
 from relay.rules import load_rules_text
 from relay.settings import load_settings
-from relay.state import Store, connect
+from relay.state import Store, connect, keys
 from tests.harness import relay_env
 from tests.ops.test_dead_letters_and_history import Recorder
 from tests.ops.test_search import NOW, ids, inbound, receipt, route
@@ -68,6 +70,22 @@ def test_reroute_makes_new_deliveries_of_each_routing(store, ruleset):
     assert again.routing == 3 and again.delivery_ids[0] == f"{eid}:crm~3"
     # searchable under the new routing's destinations
     assert ids(store, EventQuery(destination="trace")) == [eid]
+
+
+def test_a_reroute_trims_what_history_no_longer_keeps_from_the_sets_it_writes(
+    redis_server, ruleset
+):
+    client = connect(redis_server.url)
+    store = Store(client, 60, 3600)  # history kept a minute
+    event = receipt(at=time.time())
+    route(store, event, ["failures"], ["crm"])
+    trace = keys.index("destination", "trace")  # written by the re-route alone
+    client.zadd(trace, {"01GONE": (time.time() - 120) * 1000})  # older than history
+    reroute(store, Recorder(), ruleset, [event["id"]])
+    assert client.zscore(trace, event["id"]) is not None
+    assert client.zscore(trace, "01GONE") is None
+    assert 0 < client.ttl(trace) <= 60
+    client.close()
 
 
 def test_a_rerouted_delivery_dead_lettered_is_replayed_under_its_own_id(store, ruleset):

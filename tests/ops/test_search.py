@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from relay.events import Step, dead_letter, history_entry, new_job
+from relay.events import Step, dead_letter, history_entry, new_job, routing_dead_letter
 from relay.ops import dead_letters, search
 from relay.ops.search import EventQuery, QueryError, count_events, event_counts, search_events
 from relay.parsing import build_events
@@ -236,6 +236,28 @@ def test_state_follows_the_deliveries_and_a_replay_reopens_it(store):
     store.deliveries.delivered(crm, {"attempt": 2}, [])
     assert ids(store, EventQuery(state="delivered")) == [event_id]
     assert [ids(store, EventQuery(state=s)) for s in ("pending", "dead", "unrouted")] == [[]] * 3
+
+
+def test_a_failed_routing_trims_what_history_no_longer_keeps_from_the_sets_it_writes(
+    redis_server,
+):
+    client = connect(redis_server.url)
+    store = Store(client, 60, 3600)  # history kept a minute
+    event = inbound("boom", at=time.time())
+    stale = (time.time() - 120) * 1000  # older than history
+    written = (keys.INDEX_ALL, keys.index("keyword", "boom"), keys.index("state", "dead"))
+    for key in written:
+        client.zadd(key, {"01GONE": stale})
+    store.routing_failed(
+        event,
+        [history_entry(Step.RECEIVED, rules_version="v1")],
+        routing_dead_letter(event, "v1", "routing failed: boom"),
+    )
+    for key in written:
+        assert client.zscore(key, event["id"]) is not None
+        assert client.zscore(key, "01GONE") is None
+        assert 0 < client.ttl(key) <= 60
+    client.close()
 
 
 def test_skipped_deliveries_count_as_settled(store):
