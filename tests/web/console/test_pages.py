@@ -254,6 +254,15 @@ def test_a_bad_search_filter_is_a_400_naming_the_field(admin):
     assert admin.get("/ui/event-rows?since=whenever").status_code == 400
 
 
+def test_a_route_or_destination_filter_no_longer_in_the_rules_stays_selected(admin):
+    # history keeps the names of routings under rules since changed: the form searches
+    # for them as asked, and searching again keeps them
+    page = admin.get("/ui/events?route=old-route&destination=old-crm").data.decode()
+    for name, value in (("route", "old-route"), ("destination", "old-crm")):
+        select = re.search(rf'<select name="{name}">(.*?)</select>', page, re.S).group(1)
+        assert re.findall(r"<option [^>]*selected[^>]*>([^<]*)<", select) == [value]
+
+
 def test_an_unknown_event_is_a_404_page(admin):
     answer = admin.get("/ui/events/01NOPE")
     assert answer.status_code == 404
