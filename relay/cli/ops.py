@@ -7,6 +7,7 @@ not answering is one line on stderr and exit status 1; so is an unknown id.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,8 @@ REDIS_TIMEOUT = 5.0
 ERROR_WIDTH = 60
 #: widest text an event brings into a heading (its keyword, its own time)
 LABEL_WIDTH = 60
+#: a re-route's delivery id ends in ~<routing number> (<event id>:<destination>~<n>)
+_REROUTE = re.compile(r"~(\d+)$")
 
 
 @click.group()
@@ -427,9 +430,17 @@ def format_timeline(item: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _destination(item: dict[str, Any]) -> str | None:
+    """A delivery's destination, with the re-route it belongs to (``hook (re-route 2)``):
+    a re-routed event has a delivery per routing to the same destination."""
+    name = item.get("destination")
+    routing = _REROUTE.search(str(item.get("delivery_id") or ""))
+    return f"{name} (re-route {routing.group(1)})" if name and routing else name
+
+
 def _step_text(entry: dict[str, Any]) -> str:
     step = entry.get("step")
-    who = entry.get("destination")
+    who = _destination(entry)
     if step == Step.RECEIVED:
         return f"received (rules {entry.get('rules_version')})"
     if step == Step.ROUTED:
@@ -463,5 +474,5 @@ def _final(item: dict[str, Any]) -> str:
     if item["routing"] != "routed":
         reason = f" ({item['routing_error']})" if item["routing_error"] else ""
         return f"{item['routing']}{reason}"
-    states = [f"{d['destination']} {d['state']}" for d in item["deliveries"]]
+    states = [f"{_destination(d)} {d['state']}" for d in item["deliveries"]]
     return ", ".join(states) or "routed to no destination"

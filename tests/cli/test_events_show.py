@@ -70,3 +70,54 @@ def test_a_long_keyword_is_cut_in_the_heading():
     head = format_timeline(timeline(event, [])).splitlines()[0]
     assert head.startswith("01LONG inbound_message " + "K" * 59 + "… · source default")
     assert len(head) < 160
+
+
+def test_the_deliveries_of_a_re_route_are_told_from_the_first_routing_s():
+    event = {
+        "id": "01TWICE",
+        "kind": "inbound_message",
+        "source": "default",
+        "received_at": "2024-01-01T00:00:00.000Z",
+        "keyword": "HELLO",
+    }
+    first, again = "01TWICE:hook", "01TWICE:hook~2"
+    history = [
+        {"step": "received", "at": "2024-01-01T00:00:00.001Z", "rules_version": "v1"},
+        {
+            "step": "routed",
+            "at": "2024-01-01T00:00:00.002Z",
+            "routes": ["all"],
+            "destinations": ["hook"],
+        },
+        {
+            "step": "dead_lettered",
+            "at": "2024-01-01T00:00:01.000Z",
+            "delivery_id": first,
+            "route": "all",
+            "destination": "hook",
+            "reason": "HTTP 400",
+        },
+        {
+            "step": "rerouted",
+            "at": "2024-01-01T00:01:00.000Z",
+            "rules_version": "v2",
+            "routing": 2,
+            "routes": ["all"],
+            "destinations": ["hook"],
+            "delivery_ids": [again],
+        },
+        {
+            "step": "delivered",
+            "at": "2024-01-01T00:01:00.100Z",
+            "delivery_id": again,
+            "route": "all",
+            "destination": "hook",
+        },
+    ]
+    lines = [
+        line.split(maxsplit=1)[1]
+        for line in format_timeline(timeline(event, history)).splitlines()[1:]
+    ]
+    assert "hook dead-lettered: HTTP 400" in lines
+    assert "hook (re-route 2) delivered" in lines
+    assert lines[-1] == "hook dead_lettered, hook (re-route 2) delivered"

@@ -368,7 +368,9 @@ def test_re_routing_an_event_from_its_page_makes_a_new_delivery(page, relay):
     assert page.locator(f"section[data-delivery='{event_id}:crm'] [data-state]").inner_text() == (
         "dead_lettered"
     )
-    assert "rerouted" in page.inner_text("ol.timeline")
+    timeline = page.inner_text("ol.timeline")
+    assert "rerouted" in timeline
+    assert "delivered → crm (re-route 2)" in timeline  # told from the first routing's crm
 
 
 def test_a_viewer_sees_the_event_but_cannot_replay_it_even_by_posting(page, relay):
