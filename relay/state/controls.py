@@ -45,7 +45,8 @@ STATS_MINUTES = 5
 #: KEYS: paused, circuit, inflight, bucket, parked.
 #: ARGV: member, lease seconds, rate interval (0: none), concurrency (0: none), breaker (1/0).
 #: A member told to wait because of the pause or the circuit is parked in the same call, so
-#: a resume (or a closing circuit) never misses one that was refused just before it.
+#: a resume (or a closing circuit) never misses one that was refused just before it; one
+#: that goes leaves the parked set (a timed pause ends with no resume to empty it).
 #: Returns {verdict, number as text}: {'go', '1' if probe else '0'} or {reason, wait seconds}
 #: (a pause with no expiry: wait '-1').
 _GATE = """
@@ -99,6 +100,7 @@ if interval > 0 then
   local hint = tonumber(b[2]) or 0
   redis.call('PEXPIRE', KEYS[4], math.ceil((math.max(hint, now + interval) - now) * 1000) + 1000)
 end
+redis.call('SREM', KEYS[5], member)
 if limit > 0 then
   redis.call('ZADD', KEYS[3], now + hold, member)
   redis.call('PEXPIRE', KEYS[3], math.ceil(hold * 1000) + 1000)

@@ -46,8 +46,9 @@
     relay:dests                 set: names of destinations ever paused or whose circuit moved
                                 (what the metrics report on)
     relay:dest:<name>:paused    a destination's pause (JSON since/until; expires with ``--for``)
-    relay:dest:<name>:parked    set: deliveries waiting for the pause to end (published again
-                                on resume)
+    relay:dest:<name>:parked    set: deliveries waiting for the pause or the open circuit to
+                                end (published again on resume or when the circuit closes;
+                                one leaves it when the gate lets it go)
     relay:dest:<name>:circuit   hash: its circuit breaker (state, failures, until, probe,
                                 probe_until, changed)
     relay:dest:<name>:inflight  sorted set: concurrency leases, delivery → lease expiry

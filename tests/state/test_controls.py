@@ -170,6 +170,25 @@ def test_resume_hands_back_the_parked_deliveries_still_pending(controls, redis_c
     assert controls.backlog() == {"crm": 1}
 
 
+def test_a_parked_delivery_that_goes_leaves_the_parked_set(controls, redis_client):
+    # a timed pause ends with no resume to empty the parked set: each delivery that goes
+    # takes itself out of it, so pauses after pauses do not pile members up in Redis
+    controls.pause("crm", 0.2)
+    for member in ("deliver:a", "deliver:b"):
+        assert controls.gate("crm", member, 5).reason == "paused"
+    assert redis_client.scard("relay:dest:crm:parked") == 2
+    time.sleep(0.25)
+    assert controls.gate("crm", "deliver:a", 5).go
+    assert controls.gate("crm", "deliver:b", 5, concurrency=1).go
+    assert redis_client.exists("relay:dest:crm:parked") == 0
+    # refused by the concurrency limit: not parked, and a parked one stays parked
+    controls.pause("crm", 0.2)
+    assert controls.gate("crm", "deliver:c", 5).reason == "paused"
+    time.sleep(0.25)
+    assert controls.gate("crm", "deliver:c", 5, concurrency=1).reason == "concurrency"
+    assert redis_client.smembers("relay:dest:crm:parked") == {"deliver:c"}
+
+
 def test_statistics_roll_per_minute(controls):
     for latency in [0.02] * 18 + [0.7, 3.0]:
         controls.settle("crm", "deliver:a", "ok", latency)
