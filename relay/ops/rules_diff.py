@@ -150,8 +150,9 @@ def diff_rules(
     bottom = max(store.index.cutoff(now), int(oldest * 1000))
     while True:
         want = min(_BATCH, limit - examined)
-        if want <= 0:
-            complete = False
+        if want <= 0:  # the limit is reached: it cut the window if an older event is left
+            _, _, older = store.index.walk([state_keys.INDEX_ALL], top, bottom, after, 1)
+            complete = not older
             break
         done, last, hits = store.index.walk([state_keys.INDEX_ALL], top, bottom, after, want)
         ids = [event_id for event_id, _ in hits]

@@ -145,6 +145,8 @@ def test_diff_groups_changes_and_is_pure(store, ruleset):
     assert change.label == "3 events: crm, trace → crm, trace (routes failures → failed)"
     limited = diff_rules(store, ruleset, candidate, since=3600, limit=2, now=NOW)
     assert (limited.examined, limited.complete) == (2, False)
+    exactly = diff_rules(store, ruleset, candidate, since=3600, limit=5, now=NOW)
+    assert (exactly.examined, exactly.complete) == (5, True)  # the limit cut nothing
     window = diff_rules(store, ruleset, candidate, since=NOW - (NOW - 12), now=NOW)
     assert window.examined == 2  # accepted in the last 12 s
 
