@@ -15,6 +15,7 @@ from flask.typing import ResponseReturnValue
 
 from relay.durations import parse_duration
 from relay.ops import dead_letters
+from relay.web.console import session as sessions
 from relay.web.console.access import admin_only, message
 from relay.web.console.blueprint import bp
 from relay.web.context import current_relay
@@ -82,7 +83,8 @@ def dead_letter_replay(delivery_id: str) -> ResponseReturnValue:
         )
     event = request.form.get("event")
     if event:
-        return redirect(url_for("console.event", ref=event, replayed=delivery_id), 303)
+        sealed = sessions.seal(relay.settings, delivery_id)  # the event page shows it
+        return redirect(url_for("console.event", ref=event, replayed=sealed), 303)
     return redirect(url_for("console.dead_letters"), 303)
 
 

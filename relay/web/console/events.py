@@ -15,8 +15,10 @@ from flask.typing import ResponseReturnValue
 from relay.ops import dead_letters, history
 from relay.ops.reroute import reroute
 from relay.ops.search import FILTERS, EventPage, QueryError, parse_query, search_events
+from relay.web.console import session as sessions
 from relay.web.console.access import admin_only, message
 from relay.web.console.blueprint import bp
+from relay.web.console.overview import NOTICE_MAX_AGE
 from relay.web.context import current_relay
 
 PAGE_SIZE = 50  #: events in one page
@@ -53,7 +55,7 @@ def event_rows() -> ResponseReturnValue:
 
 @bp.get("/events/<path:ref>")
 def event(ref: str) -> ResponseReturnValue:
-    store = current_relay().store
+    store, settings = current_relay().store, current_relay().settings
     found = history.event_history(store, ref)
     if not found:
         page = render_template("console/event.html", ref=ref, events=[])
@@ -68,8 +70,9 @@ def event(ref: str) -> ResponseReturnValue:
         "console/event.html",
         ref=ref,
         events=found,
-        replayed=request.args.get("replayed"),
-        rerouted=request.args.get("rerouted"),
+        # what an action did, signed by it: a link cannot make the page claim one
+        replayed=sessions.unseal(settings, request.args.get("replayed"), NOTICE_MAX_AGE),
+        rerouted=sessions.unseal(settings, request.args.get("rerouted"), NOTICE_MAX_AGE),
         fields=_fields,
         pretty=_pretty,
     )
@@ -84,7 +87,8 @@ def event_reroute(event_id: str) -> ResponseReturnValue:
     if report.not_found:
         return message(404, "No such event", f"No stored event {event_id!r} (expired?).")
     (done,) = report.rerouted
-    return redirect(url_for("console.event", ref=event_id, rerouted=done.routing), 303)
+    sealed = sessions.seal(relay.settings, str(done.routing))
+    return redirect(url_for("console.event", ref=event_id, rerouted=sealed), 303)
 
 
 def _search() -> tuple[EventPage | None, str | None]:

@@ -12,6 +12,7 @@ from relay.state.keys import deliver_member
 from relay.web.app import create_app
 from relay.web.console import session as sessions
 from relay.web.console.overview import NOTICE_MAX_AGE
+from tests.ops.test_search import receipt, route
 from tests.web.console.conftest import ADMIN, csrf_of, login, seed_dead_letter
 
 SECRET_RULES = """version: 1
@@ -267,6 +268,20 @@ def test_an_unknown_event_is_a_404_page(admin):
     answer = admin.get("/ui/events/01NOPE")
     assert answer.status_code == 404
     assert b"No event 01NOPE" in answer.data
+
+
+def test_the_event_page_reports_a_replay_or_re_route_only_when_the_console_signed_it(
+    admin, store, console_env
+):
+    settings = load_settings(console_env)
+    event = receipt()
+    route(store, event, ["failures"], ["crm"])
+    path, did = f"/ui/events/{event['id']}", f"{event['id']}:crm"
+    signed = {"replayed": sessions.seal(settings, did), "rerouted": sessions.seal(settings, "2")}
+    page = admin.get(path, query_string=signed).data.decode()
+    assert 'id="replayed"' in page and 'id="rerouted"' in page
+    page = admin.get(path, query_string={"replayed": did, "rerouted": "2"}).data.decode()
+    assert 'id="replayed"' not in page and 'id="rerouted"' not in page  # a link's claim
 
 
 def test_the_login_page_never_shows_the_token(console):
