@@ -157,6 +157,7 @@ def _safe_next(target: str | None) -> str:
         target
         and (target == PREFIX or target.startswith(PREFIX + "/"))
         and "\\" not in target
+        and target.isprintable()  # no line break a Location header cannot carry
         and not target.startswith(PREFIX + "/login")
     ):
         return target

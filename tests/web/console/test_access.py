@@ -129,6 +129,10 @@ def test_login_goes_back_to_the_page_asked_for_but_never_elsewhere(console):
         "/ui/login", data={"token": ADMIN, "csrf_token": csrf, "next": "/ui/events?state=dead"}
     )
     assert back.headers["Location"] == "/ui/events?state=dead"
+    for odd in ("/ui/\r\nSet-Cookie: x=1", "/ui/\tx"):  # no header could carry it: home
+        csrf = csrf_of(console.get("/ui/login").data)
+        home = console.post("/ui/login", data={"token": ADMIN, "csrf_token": csrf, "next": odd})
+        assert home.status_code == 302 and home.headers["Location"] == "/ui/"
 
 
 def test_login_gives_a_new_csrf_token(console):
