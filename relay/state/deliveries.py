@@ -150,16 +150,22 @@ class DeliveryState:
         self.dead_letters.trim()
         return fallback
 
-    def postpone(self, delivery_id: str, due: float) -> None:
+    def postpone(self, delivery_id: str, due: float, parked: bool = False) -> None:
         """The attempt just begun does not run (its destination said wait): uncount it,
         drop its lock, and push its pending due time to ``due`` (when its task message
-        comes back), so the sweeper does not take a legitimate wait for a loss."""
+        comes back), so the sweeper does not take a legitimate wait for a loss.
+
+        ``parked`` (a pause or an open circuit, which may last any time): its poison count
+        starts afresh, since a worker handled this copy and put it back; else every
+        restart of the workers during a long pause would count toward poison. (Not for a
+        short wait: no attempt can run while parked, so no crash can loop through it.)"""
+        member = keys.deliver_member(delivery_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.decr(keys.delivery(delivery_id, "n"))
         pipe.delete(keys.delivery(delivery_id, "lock"))
-        pipe.zadd(
-            keys.PENDING, {keys.deliver_member(delivery_id): due + self.pending.grace}, xx=True
-        )
+        pipe.zadd(keys.PENDING, {member: due + self.pending.grace}, xx=True)
+        if parked:
+            pipe.delete(keys.republished(member))
         pipe.execute()
 
     def release(self, delivery_id: str) -> None:

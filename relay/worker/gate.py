@@ -75,7 +75,8 @@ def wait(runtime: Runtime, job: Job, verdict: Verdict) -> str:
     name, did = job["destination"], job["delivery_id"]
     seconds = _countdown(verdict)
     countdown = min(seconds, runtime.max_hop)
-    runtime.store.deliveries.postpone(did, time.time() + countdown)
+    parked = verdict.reason in ("paused", "circuit")
+    runtime.store.deliveries.postpone(did, time.time() + countdown, parked=parked)
     metrics.m().destination_waits.labels(name, verdict.reason).inc()
     runtime.schedule(job, countdown)
     level = logging.DEBUG if verdict.reason in ("rate_limit", "concurrency") else logging.INFO

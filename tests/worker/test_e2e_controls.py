@@ -15,7 +15,10 @@ import pytest
 import requests
 
 from relay.cli.embedded import free_port
-from relay.state.keys import deliver_member
+from relay.ops.broker import make_celery
+from relay.settings import load_settings
+from relay.state.keys import PENDING, deliver_member
+from relay.worker import sweeper
 from tests.conftest import load_fixture
 from tests.harness import ROOT, WorkerProcess, wait_until
 from tests.httpsink import Answer, HttpSink
@@ -225,4 +228,33 @@ def test_a_timed_pause_ends_by_itself(start_relay, sink):
     assert sink.requests == []
     relay.finished(event_id)
     assert time.monotonic() - started >= 1.4
+    assert attempts_counted(relay, event_id) == 1
+
+
+def test_a_paused_delivery_taken_over_again_and_again_is_not_poison(start_relay, sink):
+    """Work that never settles is poison after RELAY_POISON_AFTER republications; a
+    delivery parked by a pause (or an open circuit) does not settle either, but a worker
+    handled each copy and put it back to wait: it starts its count afresh, so restarts
+    of relay during a long pause do not move the paused deliveries to the dead letters."""
+    relay = start_relay(rules(sink, ""))
+    relay.store.controls.pause("crm")
+    event_id = relay.post(inbound(1))
+    member = deliver_member(f"{event_id}:crm")
+    client = relay.store.client
+    wait_until(lambda: client.sismember("relay:dest:crm:parked", member), 15)
+    celery = make_celery(load_settings(relay.env))
+    try:
+        for _ in range(4):  # as when four workers that held it stopped, one after another
+            due = client.zscore(PENDING, member)
+            spec = relay.store.pending.get(member)
+            assert sweeper.republish(celery, relay.store, member, spec, poison_after=2)
+            # the worker took the copy, found crm paused and parked it again
+            wait_until(lambda due=due: client.zscore(PENDING, member) > due, 15)
+    finally:
+        celery.close()
+    assert relay.store.dead_letters.get(f"{event_id}:crm") is None
+    assert sink.requests == []
+    resumed = relay_cli(relay, "destinations", "resume", "crm")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [entry["step"] for entry in relay.finished(event_id)] == ["delivered"]
     assert attempts_counted(relay, event_id) == 1
