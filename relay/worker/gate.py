@@ -151,7 +151,10 @@ def settle(
             extra={"destination": name, "step": "circuit_closed"},
         )
         alerts.emit(runtime, "circuit_closed", {"destination": name}, {"probe": probe})
-        unpark(runtime, name)
+        try:
+            unpark(runtime, name)
+        except Exception as exc:  # noqa: BLE001 - each parked delivery looks again by itself
+            log.warning("destination %s: parked deliveries not published again: %s", name, exc)
 
 
 def unpark(runtime: Runtime, name: str) -> int:
