@@ -139,7 +139,10 @@ def search_events(
     query.check()
     if not 1 <= limit <= MAX_LIMIT:
         raise QueryError(f"must be between 1 and {MAX_LIMIT}", "limit")
-    sets = [state_keys.index(facet, value) for facet, value in query.facets()]
+    facets = query.facets()
+    if not all(state_keys.storable(value) for _, value in facets):
+        return EventPage((), None)  # text no key can hold (a lone surrogate): indexed never
+    sets = [state_keys.index(facet, value) for facet, value in facets]
     if not sets:
         sets = [state_keys.INDEX_ALL]
     elif len(sets) > 1:

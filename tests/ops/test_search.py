@@ -260,6 +260,13 @@ def test_a_failed_routing_trims_what_history_no_longer_keeps_from_the_sets_it_wr
     client.close()
 
 
+def test_a_value_no_key_can_hold_finds_nothing(store):
+    route(store, receipt(at=NOW - 1), ["failures"], ["crm"])
+    # a command's argument that is not UTF-8 (click passes its bytes as lone surrogates)
+    for query in (EventQuery(route="\udcff"), EventQuery(kind="delivery_receipt", code="7\ud800")):
+        assert search_events(store, query).to_dict() == {"events": [], "next_cursor": None}
+
+
 def test_skipped_deliveries_count_as_settled(store):
     event = inbound("STOP", at=NOW - 1)
     (reply,) = route(store, event, ["stop"], ["auto-reply"])
