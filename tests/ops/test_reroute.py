@@ -88,6 +88,23 @@ def test_a_reroute_trims_what_history_no_longer_keeps_from_the_sets_it_writes(
     client.close()
 
 
+def test_a_reroute_whose_publishing_fails_leaves_its_deliveries_in_the_outbox(store, ruleset):
+    event = receipt(at=NOW - 5)
+    route(store, event, ["failures"], ["crm"])
+    eid = event["id"]
+
+    def broker_down(name, args):
+        raise ConnectionError("broker not answering")
+
+    with pytest.raises(ConnectionError):
+        reroute(store, Recorder(on_send=broker_down), ruleset, [eid])
+    for did in (f"{eid}:crm~2", f"{eid}:trace~2"):  # the sweeper publishes them later
+        spec = store.pending.get(f"deliver:{did}")
+        assert spec["task"] == "relay.deliver" and spec["args"][0]["delivery_id"] == did
+    assert store.history(eid)[-1]["step"] == "rerouted"
+    assert store.index.state(eid) == "pending"
+
+
 def test_a_rerouted_delivery_dead_lettered_is_replayed_under_its_own_id(store, ruleset):
     event = receipt(at=NOW - 5)
     route(store, event, ["failures"], ["crm"])
