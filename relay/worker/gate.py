@@ -8,7 +8,8 @@ generation, so a stale or duplicate copy is still dropped), never sleeping in a 
 thread. How long it waits:
 
 - **rate limit** — exactly until the slot the bucket handed it (waiters are spread one
-  slot apart, so they come back in turn);
+  slot apart, so they come back in turn); a slot further than one hop away is kept
+  through the hops (``not_before``), as a retry's time is;
 - **concurrency** — a short recheck (:data:`CONCURRENCY_RECHECK`, with jitter), or sooner
   when the earliest lease ends;
 - **paused** — parked: recorded in the destination's parked set (by the gate's own call)
@@ -75,8 +76,16 @@ def wait(runtime: Runtime, job: Job, verdict: Verdict) -> str:
     name, did = job["destination"], job["delivery_id"]
     seconds = _countdown(verdict)
     countdown = min(seconds, runtime.max_hop)
+    now = time.time()
+    due = now + countdown
+    if verdict.reason == "rate_limit" and seconds > countdown:
+        # a slot beyond one hop: the hops wait for it (``not_before``), so the delivery
+        # keeps its turn rather than asking the bucket again after each hop, which
+        # would hand it a new slot behind every other waiter
+        due = now + seconds
+        job = {**job, "not_before": due}
     parked = verdict.reason in ("paused", "circuit")
-    runtime.store.deliveries.postpone(did, time.time() + countdown, parked=parked)
+    runtime.store.deliveries.postpone(did, due, parked=parked)
     metrics.m().destination_waits.labels(name, verdict.reason).inc()
     runtime.schedule(job, countdown)
     level = logging.DEBUG if verdict.reason in ("rate_limit", "concurrency") else logging.INFO
@@ -84,7 +93,7 @@ def wait(runtime: Runtime, job: Job, verdict: Verdict) -> str:
         level,
         "delivery %s waits %.2fs: %s",
         did,
-        countdown,
+        due - now,
         verdict.reason,
         extra={
             "event_id": job["event"]["id"],

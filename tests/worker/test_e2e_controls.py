@@ -20,7 +20,7 @@ from relay.settings import load_settings
 from relay.state.keys import PENDING, deliver_member
 from relay.worker import sweeper
 from tests.conftest import load_fixture
-from tests.harness import ROOT, WorkerProcess, wait_until
+from tests.harness import ROOT, WEBHOOK, WorkerProcess, wait_until
 from tests.httpsink import Answer, HttpSink
 
 pytestmark = pytest.mark.e2e
@@ -97,6 +97,29 @@ def test_rate_limit_is_shared_by_two_workers(start_relay, sink, tmp_path):
         assert relay.store.pending.count() == 0
     finally:
         other.stop()
+
+
+def test_a_backlog_longer_than_one_hop_keeps_its_turns(start_relay, sink):
+    """Waiters whose slot is further than one hop (half the visibility timeout: 2 s here)
+    keep it through the hops. Asking the bucket again after each hop would put them
+    behind every other waiter, and a backlog longer than one hop would then trickle out
+    a few per hop instead of at the rate limit."""
+    relay = start_relay(rules(sink, "    rate_limit: 20/s"), RELAY_VISIBILITY_TIMEOUT="4s")
+    started = time.monotonic()
+    # one request: the 120 are refused at once, 6 s of slots, three hops
+    answer = relay.client.post(WEBHOOK, json=[inbound(n) for n in range(120)])
+    assert answer.status_code == 200, answer.json
+    ids = answer.json["accepted"]
+    assert len(ids) == 120
+    # at the limit that is 6 s; far less than the minute a trickle would take
+    wait_until(lambda: len(distinct_events(sink)) == 120, timeout=30, interval=0.2)
+    elapsed = time.monotonic() - started
+    arrivals = sorted(request.at for request in sink.requests)
+    worst = max(sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals)
+    assert worst <= 21, f"{worst} requests in one second"
+    assert len(arrivals) == 120, f"{len(arrivals)} requests in {elapsed:.1f}s"
+    wait_until(lambda: relay.store.pending.count() == 0, 10)
+    assert all(attempts_counted(relay, event_id) == 1 for event_id in ids)
 
 
 def test_concurrency_is_never_exceeded_across_two_workers(start_relay, sink, tmp_path):
