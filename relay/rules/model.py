@@ -194,6 +194,10 @@ class RouteMatch:
     retry: Mapping[str, RetryPolicy] = field(compare=False)
 
 
+#: the names a notification's ``template`` sees (``relay.worker.alerts.message_context``)
+NOTIFICATION_NAMES = ("notification", "labels", "counts", "total", "examples", "first", "previous")
+
+
 @dataclass(frozen=True)
 class Notification:
     """relay's own alerts (``on`` some of :data:`ALERT_KINDS`), grouped and sent ``to``

@@ -20,6 +20,7 @@ from relay.rules.model import (
     ALERT_KINDS,
     ALERT_LABELS,
     DESTINATION_TYPES,
+    NOTIFICATION_NAMES,
     CircuitBreaker,
     Destination,
     Notification,
@@ -46,7 +47,7 @@ from relay.rules.reader import (
 )
 from relay.rules.retry import DEFAULT_RETRY, RetryPolicy
 from relay.rules.suggest import did_you_mean
-from relay.rules.templates import compile_template
+from relay.rules.templates import Template, compile_template, unknown_names
 
 Path = tuple[str | int, ...]
 
@@ -405,9 +406,22 @@ def read_notification(
         "group_wait": Key(duration),
         "group_interval": Key(duration),
         "to": _targets(known),
-        "template": Key(template),
+        "template": Key(_notification_template),
     }
     values = reader.fields(path, data, keys)
     if values is None:
         return None
     return Notification(**values, line=reader.doc.line(path))
+
+
+def _notification_template(reader: Reader, path: Path, value: Any) -> Template:
+    """A notification's template, reading only the names its message has: one that reads
+    ``event`` (as destinations' templates do) could never render a message."""
+    compiled = template(reader, path, value)
+    if compiled is FAILED:
+        return compiled
+    unknown = unknown_names(compiled, NOTIFICATION_NAMES)
+    if unknown:
+        names = ", ".join(NOTIFICATION_NAMES)
+        raise Invalid(f"unknown name {unknown[0]!r}: a notification's template sees {names}")
+    return compiled

@@ -31,12 +31,12 @@ Text that arrives in the event (an SMS saying ``{{ 7*7 }}``) is data: it is neve
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import jinja2
-from jinja2 import nodes
+from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
@@ -213,6 +213,16 @@ def is_one_tojson(template: Template) -> bool:
         return False
     children = tree.body[0].nodes
     return len(children) == 1 and _is_tojson(children[0])
+
+
+def unknown_names(template: Template, known: Collection[str]) -> list[str]:
+    """The names ``template`` reads that are neither in ``known`` nor Jinja's own
+    (``range``, ``dict`` …), nor set by the template itself; sorted."""
+    if template.is_constant:
+        return []
+    env = _ENVS[template.mode]
+    used = meta.find_undeclared_variables(env.parse(template.source))
+    return sorted(used - set(known) - set(env.globals))
 
 
 def _is_tojson(node: nodes.Node) -> bool:

@@ -83,7 +83,7 @@ def test_notifications_with_their_defaults_and_a_single_kind_or_target_as_a_word
         "    group_wait: 1s\n"
         "    group_interval: 3s\n"
         "    to: [ops-slack, spare]\n"
-        '    template: "{{ count }} alerts"\n'
+        '    template: "{{ total }} alerts"\n'
     )
     trouble, circuits = ruleset.notifications
     assert trouble == Notification(
@@ -96,7 +96,7 @@ def test_notifications_with_their_defaults_and_a_single_kind_or_target_as_a_word
         3.0,
     )
     assert circuits.to == ("ops-slack", "spare")
-    assert circuits.template is not None and circuits.template.source == "{{ count }} alerts"
+    assert circuits.template is not None and circuits.template.source == "{{ total }} alerts"
 
 
 def test_an_empty_notifications_key_is_no_notifications():

@@ -200,6 +200,11 @@ EXPECTED = {
         "notifications[0].to[1]: sms_reply destination 'help-reply' cannot send "
         "notifications: it replies to inbound messages only",
     ),
+    "notification_template_event": (
+        17,
+        "notifications[0].template: unknown name 'event': a notification's template sees "
+        "notification, labels, counts, total, examples, first, previous",
+    ),
     "notification_template_syntax": (
         17,
         "notifications[0].template: template syntax error: unexpected '}'",

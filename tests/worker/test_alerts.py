@@ -10,7 +10,9 @@ import time
 import pytest
 
 from relay import metrics
+from relay.events import new_alert_group
 from relay.rules import load_rules_text
+from relay.rules.model import NOTIFICATION_NAMES
 from relay.rules.reloader import StaticRules
 from relay.settings import load_settings
 from relay.state import Store, connect
@@ -223,7 +225,7 @@ def test_an_undeliverable_notification_is_counted_and_never_notified_about(rig, 
 def test_a_template_that_fails_to_render_drops_the_message(rig, sink):
     extra = (
         "  - name: broken\n    on: [dead_letter]\n    to: [ops-hook]\n    group_wait: 1s\n"
-        '    template: "{{ nothing.here }}"\n'
+        '    template: "{{ labels.nothing.here }}"\n'
     )
     runtime = rig(extra=extra)
     dropped = _counter(metrics.m().alert_messages_dropped, "broken", "ops-hook")
@@ -261,3 +263,10 @@ def test_json_of_the_hook_message_is_the_template_context(rig, sink):
     assert example["error"] == "x" * 299 + "…"
     assert example["destination"] == "crm" and example["route"] == "all"
     assert body["previous"] is None and body["first"].endswith("Z")
+
+
+def test_the_names_a_message_template_sees_are_those_rules_check_allows():
+    group = new_alert_group(
+        "g", "trouble", {"destination": "crm"}, {"dead_letter": 1}, [], 0.0, None
+    )
+    assert set(alerts.message_context(group)) == set(NOTIFICATION_NAMES)
