@@ -87,7 +87,10 @@ def prepare(destination: HttpDestination, job: Job, settings: Settings) -> dict:
 
 
 def http_body(destination: HttpDestination, job: Job) -> tuple[bytes, str]:
-    """The request body and its kind (``event``, ``raw``, ``structured`` or ``template``)."""
+    """The request body and its kind (``event``, ``raw``, ``structured`` or ``template``).
+
+    A fallback's delivery (a job with a ``failure``) sends ``body: event`` as the event
+    plus ``failure``: what the dead-lettered delivery was and why it failed."""
     body, event = destination.body, job["event"]
     if isinstance(body, Template):
         return render_text(body, job).encode(), "template"
@@ -95,7 +98,8 @@ def http_body(destination: HttpDestination, job: Job) -> tuple[bytes, str]:
         return _json(render_payload(body, job)), "structured"
     if body == "raw":
         return _json(event["raw"]), "raw"
-    return _json(event), "event"
+    failure = job.get("failure")
+    return _json({**event, "failure": failure} if failure else event), "event"
 
 
 def _check_json(template: Template, body: bytes, headers: Mapping[str, str]) -> None:

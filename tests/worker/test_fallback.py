@@ -39,6 +39,9 @@ destinations:
       event: "{{{{ event.id }}}}"
       failed: "{{{{ failure.destination if failure else 'no' }}}}"
       error: "{{{{ failure.last_error if failure else '' }}}}"
+  plain-hook:
+    type: http
+    url: "{url}/plain"
 routes: [{{name: all, to: [crm]}}]
 """
 
@@ -162,3 +165,14 @@ def test_templates_that_test_failure_work_for_both_kinds_of_delivery(rig):
         "failed": "crm",
         "error": '"}, x',  # a structured body: data stays data
     }
+
+
+def test_an_http_fallback_with_the_default_body_gets_the_event_plus_failure(rig):
+    runtime, store, scheduler, job, sink = rig
+    direct = {**job, "destination": "plain-hook", "delivery_id": job["event"]["id"] + ":plain"}
+    assert deliver_job(runtime, direct) == "delivered"
+    assert sink.requests[-1].json() == job["event"]  # not a fallback: the event as it is
+    failure = {"destination": "crm", "delivery_id": "d", "attempts": 3, "last_error": "HTTP 503"}
+    handed = {**direct, "delivery_id": "x:fallback", "failure": failure}
+    assert deliver_job(runtime, handed) == "delivered"
+    assert sink.requests[-1].json() == {**job["event"], "failure": failure}
