@@ -127,6 +127,8 @@ def _row(item: ops.DestinationStatus) -> tuple[str, ...]:
         limits.append(item.rate_limit)
     if item.concurrency:
         limits.append(f"≤{item.concurrency} at once")
+    if item.circuit_breaker:
+        limits.append(f"breaker {item.circuit_breaker}")
     return (
         item.name,
         item.type,

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from relay.durations import format_duration
 from relay.errors import RelayError
 from relay.rules import Destination
 from relay.state import Store
@@ -164,7 +165,7 @@ def _statuses(
                 rate_limit=f"{rate.count}/{_per(rate.per)}" if rate else None,
                 concurrency=destination.concurrency,
                 circuit_breaker=(
-                    f"{breaker.failures} failures, {_per(breaker.cooldown)} cooldown"
+                    f"{breaker.failures} failures, {format_duration(breaker.cooldown)} cooldown"
                     if breaker
                     else None
                 ),

@@ -20,6 +20,7 @@ destinations:
     url: http://127.0.0.1:9/crm
     rate_limit: 600/m
     concurrency: 2
+    circuit_breaker: {failures: 4, cooldown: 1m}
   trace: {type: log}
 routes:
   - name: all
@@ -61,6 +62,7 @@ def test_list_pause_for_a_while_and_resume(run, store):
     assert header.split()[:4] == ["NAME", "TYPE", "STATE", "BACKLOG"]
     assert crm.split()[:4] == ["crm", "http", "active", "0"]
     assert "600/m" in crm and "≤2 at once" in crm and crm.endswith("HTTP 503")
+    assert "breaker 4 failures, 1m cooldown" in crm
     assert trace.split()[:3] == ["trace", "log", "active"]
 
     paused = run("pause", "crm", "--for", "1h")
