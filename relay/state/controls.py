@@ -14,14 +14,11 @@ commits nothing unless every check passes:
 3. **concurrency** — a sorted set of leases (delivery → expiry); expired leases are
    dropped first, so a worker killed mid-attempt frees its slot when the lease ends
    (the lease is the attempt's lock hold: its timeout plus a margin);
-4. **rate limit** — the generic cell rate algorithm: a theoretical arrival time
-   (``tat``) that each attempt moves one interval (``per / count``) on from itself or
-   from now, whichever is later; an attempt may come at most a quarter interval before
-   ``tat`` (waiters woken a little early or late keep the rate instead of losing their
-   turn). So ``10/s`` sends one every 100 ms on average, never two less than 75 ms apart,
-   never more than ``count`` + 1 in a ``per`` window. A refused caller is told the wait
-   until its own turn: refusals are handed consecutive slots (``hint``), so a crowd of
-   waiters comes back spread out instead of all at once.
+4. **rate limit** — a token bucket holding ONE token that refills every ``per / count``
+   seconds (so ``10/s`` sends at most one every 100 ms: never more than ``count`` in a
+   ``per`` window, plus one at its edge). A refused caller is told the wait until its own
+   turn: refusals are handed consecutive slots (``hint``), so a crowd of waiters comes
+   back spread out instead of all at once.
 
 After the attempt, :meth:`Controls.settle` (one Lua call) frees the lease, keeps the
 circuit's accounts and the rolling statistics (per-minute buckets kept 10 minutes).
@@ -53,9 +50,6 @@ STATS_MINUTES = 5
 #: Returns {verdict, number as text}: {'go', '1' if probe else '0'} or {reason, wait seconds}
 #: (a pause with no expiry: wait '-1').
 _GATE = """
--- a rate-limited attempt may come this share of an interval early: waiters woken a few
--- ms late or early then keep the rate, and a one-second window still holds count + 1
-local TOLERANCE = 0.25
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local ttl = redis.call('PTTL', KEYS[1])
@@ -96,16 +90,15 @@ local interval = tonumber(ARGV[3])
 if interval > 0 then
   local b = redis.call('HMGET', KEYS[4], 'tat', 'hint')
   local tat = tonumber(b[1]) or 0
-  if tat - now > interval * TOLERANCE then
+  if tat > now then
     local slot = math.max(tonumber(b[2]) or 0, tat)
     redis.call('HSET', KEYS[4], 'hint', tostring(slot + interval))
     redis.call('PEXPIRE', KEYS[4], math.ceil((slot + interval - now) * 1000) + 1000)
     return {'rate_limit', tostring(slot - now)}
   end
-  tat = math.max(tat, now) + interval
-  redis.call('HSET', KEYS[4], 'tat', tostring(tat))
+  redis.call('HSET', KEYS[4], 'tat', tostring(now + interval))
   local hint = tonumber(b[2]) or 0
-  redis.call('PEXPIRE', KEYS[4], math.ceil((math.max(hint, tat) - now) * 1000) + 1000)
+  redis.call('PEXPIRE', KEYS[4], math.ceil((math.max(hint, now + interval) - now) * 1000) + 1000)
 end
 redis.call('SREM', KEYS[5], member)
 if limit > 0 then

@@ -52,7 +52,7 @@
     relay:dest:<name>:circuit   hash: its circuit breaker (state, failures, until, probe,
                                 probe_until, changed)
     relay:dest:<name>:inflight  sorted set: concurrency leases, delivery → lease expiry
-    relay:dest:<name>:bucket    hash: its rate limit (tat: the theoretical arrival time; hint:
+    relay:dest:<name>:bucket    hash: its rate limit's token bucket (tat: next token; hint:
                                 the next slot handed to a refused caller)
     relay:dest:<name>:stats:<minute>  hash: attempts ok/failed and latency buckets of one
                                 minute (kept 10 minutes)
