@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import redis
 import requests
 from kombu import Connection, Exchange, Queue
-from kombu.exceptions import ChannelError
+from kombu.exceptions import ChannelError, OperationalError
 
 from relay.cli import web_argv, worker_argv
 from relay.cli.embedded import free_port
@@ -39,6 +39,21 @@ def wait_until(predicate: Callable[[], object], timeout: float = 15.0, interval:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+class Scheduler:
+    """Stands in for a worker's publisher in in-process delivery tests: records each
+    ``(job, countdown)`` a relay.deliver task would carry; with ``broken`` set it raises
+    as a publish to an unreachable broker does."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict, float]] = []
+        self.broken = False
+
+    def __call__(self, job: dict, countdown: float) -> None:
+        if self.broken:
+            raise OperationalError("Error 111 connecting to the broker: Connection refused")
+        self.calls.append((job, countdown))
 
 
 def relay_env(redis_url: str, **extra: str) -> dict[str, str]:

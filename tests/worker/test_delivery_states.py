@@ -24,6 +24,7 @@ from relay.worker.delivery import deliver_job
 from relay.worker.routing import route_event
 from relay.worker.runtime import Runtime
 from tests.conftest import load_fixture
+from tests.harness import Scheduler
 from tests.httpsink import Answer
 
 MAX_HOP = 30.0
@@ -38,16 +39,6 @@ destinations:
     retry: {{attempts: 3, initial: 1s, max: 1s}}
 routes: [{{name: all, to: [hook]}}]
 """
-
-
-class Scheduler:
-    """Records ``(job, countdown)`` instead of publishing a relay.deliver task."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[dict, float]] = []
-
-    def __call__(self, job: dict, countdown: float) -> None:
-        self.calls.append((job, countdown))
 
 
 @pytest.fixture

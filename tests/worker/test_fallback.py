@@ -16,6 +16,7 @@ from relay.state.keys import deliver_member
 from relay.worker.delivery import deliver_job
 from relay.worker.runtime import Runtime
 from tests.conftest import load_fixture
+from tests.harness import Scheduler
 from tests.httpsink import Answer
 
 RULES = """
@@ -44,14 +45,6 @@ destinations:
     url: "{url}/plain"
 routes: [{{name: all, to: [crm]}}]
 """
-
-
-class Scheduler:
-    def __init__(self) -> None:
-        self.calls: list[tuple[dict, float]] = []
-
-    def __call__(self, job: dict, countdown: float) -> None:
-        self.calls.append((job, countdown))
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from kombu.exceptions import OperationalError
 
 from relay.events import new_job
 from relay.parsing import build_events
@@ -18,6 +17,7 @@ from relay.state.keys import deliver_member
 from relay.worker.delivery import deliver_job
 from relay.worker.runtime import Runtime
 from tests.conftest import load_fixture
+from tests.harness import Scheduler
 from tests.httpsink import Answer
 
 RULES = """
@@ -30,17 +30,6 @@ destinations:
     circuit_breaker: {{failures: 1, cooldown: 200ms}}
 routes: [{{name: all, to: [crm]}}]
 """
-
-
-class Scheduler:
-    def __init__(self) -> None:
-        self.calls: list[tuple[dict, float]] = []
-        self.broken = False
-
-    def __call__(self, job: dict, countdown: float) -> None:
-        if self.broken:
-            raise OperationalError("Error 111 connecting to the broker: Connection refused")
-        self.calls.append((job, countdown))
 
 
 @pytest.fixture
