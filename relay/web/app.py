@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import logging
-
-from flask import Flask, jsonify
+from flask import Flask
 from flask.typing import ResponseReturnValue
-from kombu.exceptions import KombuError
-from werkzeug.exceptions import HTTPException
 
-from relay.errors import IngestError, UnavailableError
 from relay.ops.broker import make_celery
 from relay.ops.checks import rules_holder
 from relay.settings import Settings, load_settings
-from relay.state import RedisError, open_store
-from relay.web import api, console, health, ingest, openapi
-from relay.web.answers import unavailable
-from relay.web.auth import UnauthorizedError
+from relay.state import open_store
+from relay.web import api, console, health, openapi
+from relay.web.answers import error_answer
+from relay.web.auth import IngestAuth
 from relay.web.context import KEY, Relay
-from relay.web.ingest import AUTH
+from relay.web.ingest import WebhookEndpoint
 
-log = logging.getLogger("relay.web")
+AUTH = "relay.ingest_auth"  #: key of the app's IngestAuth in ``app.extensions``
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -28,45 +23,19 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask("relay")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     store = open_store(settings, timeout=settings.enqueue_timeout)
-    app.extensions[KEY] = Relay(settings, store, make_celery(settings), rules_holder(settings))
-    app.register_blueprint(ingest.bp)
+    relay = Relay(settings, store, make_celery(settings), rules_holder(settings))
+    app.extensions[KEY] = relay
+    # a SettingsError here (RELAY_REQUIRE_AUTH) stops create_app
+    auth = app.extensions[AUTH] = IngestAuth.from_settings(settings)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(console.bp)
-    _register_error_handlers(app)
-    return app
-
-
-def _register_error_handlers(app: Flask) -> None:
-    """The one place that turns an exception into a JSON answer, for every path."""
-
-    @app.errorhandler(IngestError)
-    def refused(exc: IngestError) -> ResponseReturnValue:
-        body: dict[str, object] = {"error": exc.code}
-        if not exc.quiet:  # an authentication failure does not say which check failed
-            body["detail"] = str(exc)
-            if exc.field:
-                body["field"] = exc.field
-        headers = app.extensions[AUTH].challenge if isinstance(exc, UnauthorizedError) else {}
-        return jsonify(body), exc.status, headers
-
-    @app.errorhandler(UnavailableError)
-    @app.errorhandler(RedisError)
-    @app.errorhandler(KombuError)
-    @app.errorhandler(OSError)
-    def service_unavailable(exc: Exception) -> ResponseReturnValue:
-        log.warning("answering 503: %s", exc)
-        return unavailable(exc)
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> ResponseReturnValue:
-        code = exc.code or 500
-        names = {413: "payload_too_large", 404: "not_found", 405: "method_not_allowed"}
-        error = names.get(code, (exc.name or "error").lower().replace(" ", "_"))
-        return jsonify(error=error, detail=exc.description), code
+    app.wsgi_app = WebhookEndpoint(app.wsgi_app, relay, auth, settings.max_body_bytes)  # type: ignore[method-assign]
 
     @app.errorhandler(Exception)
-    def server_error(exc: Exception) -> ResponseReturnValue:
-        log.exception("unexpected error (a bug): %s", exc)
-        return jsonify(error="internal_error"), 500
+    def answer(exc: Exception) -> ResponseReturnValue:
+        """The one place that turns an exception into a JSON answer (relay.web.answers)."""
+        return error_answer(exc, auth.challenge)
+
+    return app

@@ -1,93 +1,148 @@
-"""The webhook endpoint: authenticate, parse, dedupe, enqueue, answer."""
+"""The webhook endpoint: authenticate, parse, dedupe, enqueue, answer.
+
+:class:`WebhookEndpoint` serves ``/webhooks/webex-connect`` and
+``/webhooks/webex-connect/<source>`` as a WSGI layer in front of the Flask app
+(``create_app`` installs it as ``app.wsgi_app``, Flask's way of adding middleware); every
+other path goes on to Flask. Webex Connect's POSTs are the one path that carries load, and
+Flask's dispatch around a view (request context, URL map, the app's before- and
+after-request hooks, ``jsonify``) was about a sixth of such a request's CPU (README,
+*Performance*). The request object is werkzeug's, as in Flask, and the answers to failures
+are the app's own (:mod:`relay.web.answers`).
+"""
 
 from __future__ import annotations
 
 import logging
-import math
 import time
+from collections.abc import Iterable
+from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
-from flask.blueprints import BlueprintSetupState
-from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import RequestEntityTooLarge
+from flask import Response
+from werkzeug.exceptions import ClientDisconnected, MethodNotAllowed, RequestEntityTooLarge
+from werkzeug.wrappers import Request
 
 from relay import metrics, parsing
 from relay.durations import format_duration
 from relay.errors import PayloadError
 from relay.events import INBOUND_MESSAGE, Event
 from relay.ops.history import parse_time
+from relay.web.answers import error_answer, json_answer, json_body
 from relay.web.auth import IngestAuth
-from relay.web.context import Relay, current_relay, relay_of
+from relay.web.context import Relay
 
 log = logging.getLogger("relay.ingest")
-bp = Blueprint("ingest", __name__)
 
-AUTH = "relay.ingest_auth"  #: key of the app's IngestAuth in ``app.extensions``
+PATH = "/webhooks/webex-connect"  #: the default source's URL; ``PATH/<source>`` for others
+RULES = (PATH, f"{PATH}/<source>")  #: the URLs the endpoint serves, written as Flask rules
+METHODS = ("GET", "HEAD", "OPTIONS", "POST")
 MAX_DEPTH = 32  #: nesting levels of JSON arrays and objects in a body
 MAX_ARRAY = parsing.MAX_BATCH  #: items in any one JSON array of a body
 
-
-@bp.record_once
-def _set_up_auth(state: BlueprintSetupState) -> None:
-    """Built with the app: a SettingsError here (RELAY_REQUIRE_AUTH) stops create_app."""
-    settings = relay_of(state.app).settings
-    state.app.extensions[AUTH] = IngestAuth.from_settings(settings)
+JSON = "application/json"
+StartResponse = Any  #: the WSGI server's ``start_response``
+WSGIApp = Any
 
 
-@bp.before_request
-def _start_clock() -> None:
-    g.relay_started = time.perf_counter()
+class WebhookEndpoint:
+    """The webhook URLs as WSGI, in front of ``app`` (the Flask app's own ``wsgi_app``)."""
 
+    def __init__(self, app: WSGIApp, relay: Relay, auth: IngestAuth, max_body: int) -> None:
+        self.app = app
+        self.relay = relay
+        self.auth = auth
+        self.max_body = max_body
 
-@bp.after_request
-def _measure(response: Response) -> Response:
-    """Every webhook POST is timed; a refused one is counted by its status."""
-    if request.method == "POST":
-        metric = metrics.m()
-        if response.status_code == 200:
-            metric.ingest_seconds.observe(time.perf_counter() - g.relay_started)
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        source = source_of(environ.get("PATH_INFO", ""))
+        if source is None:
+            return self.app(environ, start_response)
+        request = Request(environ)
+        request.max_content_length = self.max_body
+        method = request.method
+        if method == "POST":
+            return self._post(request, source, start_response)
+        if method in ("GET", "HEAD"):
+            try:
+                response = check_url(source)
+            except PayloadError as exc:
+                response = error_answer(exc)
+        elif method == "OPTIONS":
+            response = Response(status=200, headers={"Allow": ", ".join(METHODS)})
         else:
-            metric.rejected.labels(str(response.status_code)).inc()
-    return response
+            response = error_answer(MethodNotAllowed(valid_methods=METHODS))
+        return response(environ, start_response)
+
+    def _post(
+        self, request: Request, source: str, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """Every webhook POST is timed; a refused one is counted by its status. The 200 is
+        written as it is, without a response object (a twentieth of the request's CPU)."""
+        started = time.perf_counter()
+        try:
+            accepted, duplicates = self.receive(request, source)
+        except Exception as exc:  # noqa: BLE001 - every failure gets its JSON answer
+            response = error_answer(exc, self.auth.challenge)
+            metrics.m().rejected.labels(str(response.status_code)).inc()
+            return response(request.environ, start_response)
+        metrics.m().ingest_seconds.observe(time.perf_counter() - started)
+        body = json_body({"accepted": accepted, "duplicates": duplicates})
+        start_response("200 OK", [("Content-Type", JSON), ("Content-Length", str(len(body)))])
+        return [body]
+
+    def receive(self, request: Request, source: str) -> tuple[list[str], int]:
+        """The ids of the events accepted from the request, and how many were duplicates."""
+        auth = self.auth
+        auth.check_headers(request.headers, request.remote_addr)
+        body = read_body(request, self.max_body)
+        auth.check_signature(request.headers, body, request.remote_addr)
+        parsing.check_source(source)
+        parsing.check_content_type(request.headers.get("Content-Type"))
+        document = parsing.decode(body)
+        check_limits(document)
+        relay = self.relay
+        events, fingerprints = parsing.build_events(document, source, relay.settings.own_numbers)
+        check_references(events, isinstance(document, list))
+        check_age(events, relay.settings.max_event_age, isinstance(document, list))
+        return accept(relay, events, fingerprints)
 
 
-@bp.route("/webhooks/webex-connect", methods=["GET", "HEAD"], defaults={"source": "default"})
-@bp.route("/webhooks/webex-connect/<source>", methods=["GET", "HEAD"])
-def check_url(source: str) -> ResponseReturnValue:
+def source_of(path: str) -> str | None:
+    """The source a webhook URL names (``default`` for :data:`PATH` itself), or None for
+    any other path (one segment after ``PATH/``, as Flask's ``<source>`` would match)."""
+    if path == PATH:
+        return "default"
+    if path.startswith(PATH) and path[len(PATH) : len(PATH) + 1] == "/":
+        rest = path[len(PATH) + 1 :]
+        if rest and "/" not in rest:
+            return rest
+    return None
+
+
+def check_url(source: str) -> Response:
     """Webex Connect checks the URL (HEAD) before it saves a webhook."""
     parsing.check_source(source)
-    return jsonify(service="relay", source=source)
+    return json_answer({"service": "relay", "source": source})
 
 
-@bp.route("/webhooks/webex-connect", methods=["POST"], defaults={"source": "default"})
-@bp.route("/webhooks/webex-connect/<source>", methods=["POST"])
-def receive(source: str) -> ResponseReturnValue:
-    auth: IngestAuth = current_app.extensions[AUTH]
-    auth.check_headers(request.headers, request.remote_addr)
-    body = read_body(current_app.config["MAX_CONTENT_LENGTH"])
-    auth.check_signature(request.headers, body, request.remote_addr)
-    parsing.check_source(source)
-    parsing.check_content_type(request.headers.get("Content-Type"))
-    document = parsing.decode(body)
-    check_limits(document)
-    relay = current_relay()
-    events, fingerprints = parsing.build_events(document, source, relay.settings.own_numbers)
-    check_references(events, isinstance(document, list))
-    check_age(events, relay.settings.max_event_age, isinstance(document, list))
-    accepted, duplicates = accept(relay, events, fingerprints)
-    return jsonify(accepted=accepted, duplicates=duplicates)
-
-
-def read_body(limit: int) -> bytes:
+def read_body(request: Request, limit: int) -> bytes:
     """The body, or 413 when it is longer than ``limit`` bytes (RELAY_MAX_BODY_BYTES).
 
-    Werkzeug refuses a Content-Length over the limit before reading anything, but it cuts
-    a chunked body (no Content-Length; the server marks ``wsgi.input_terminated``) at the
-    limit without a word, so for those one byte more is read to tell.
+    With a ``Content-Length``, one past the limit is refused before anything is read, and a
+    body that ends short of it is a 400 (werkzeug's ``ClientDisconnected``). Without one,
+    a chunked body (the server marks ``wsgi.input_terminated``) is read up to one byte past
+    the limit, to tell; with neither there is no body (as werkzeug reads it).
     """
-    if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
-        return request.get_data(cache=False)
     stream = request.environ["wsgi.input"]
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise RequestEntityTooLarge()
+        body: bytes = stream.read(length) if length else b""
+        if len(body) < length:
+            raise ClientDisconnected()
+        return body
+    if not request.environ.get("wsgi.input_terminated"):
+        return b""
     chunks, size = [], 0
     while size <= limit:
         chunk = stream.read(min(65536, limit + 1 - size))
@@ -101,24 +156,26 @@ def read_body(limit: int) -> bytes:
 
 
 def check_limits(document: object) -> None:
-    """PayloadError for nesting past MAX_DEPTH, an array past MAX_ARRAY, or ±inf (1e999).
+    """PayloadError for nesting past MAX_DEPTH or an array past MAX_ARRAY.
 
     Iterative, so no depth of input can exhaust the stack; the parser has already turned
-    nesting deep enough to trouble it into a PayloadError.
+    nesting deep enough to trouble it into a PayloadError, and numbers out of range too.
+    Only arrays and objects are visited.
     """
-    stack = [(document, 1)]
+    stack: list[tuple[Any, int]] = [(document, 1)] if isinstance(document, (dict, list)) else []
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, float) and not math.isfinite(value):
-            raise PayloadError("body: number out of range (e.g. 1e999)", field="body")
-        if not isinstance(value, (dict, list)):
-            continue
         if depth > MAX_DEPTH:
             raise PayloadError(f"body: JSON nested deeper than {MAX_DEPTH} levels", field="body")
-        if isinstance(value, list) and len(value) > MAX_ARRAY:
-            raise PayloadError(f"body: an array has more than {MAX_ARRAY} items", field="body")
-        children = value.values() if isinstance(value, dict) else value
-        stack.extend((child, depth + 1) for child in children)
+        if isinstance(value, list):
+            if len(value) > MAX_ARRAY:
+                raise PayloadError(f"body: an array has more than {MAX_ARRAY} items", field="body")
+            children: Iterable[object] = value
+        else:
+            children = value.values()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
 
 
 def check_references(events: list[Event], batch: bool) -> None:

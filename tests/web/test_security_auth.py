@@ -21,8 +21,7 @@ from relay import cli
 from relay.errors import SettingsError
 from relay.settings import load_settings
 from relay.web import auth
-from relay.web.app import create_app
-from relay.web.ingest import AUTH
+from relay.web.app import AUTH, create_app
 from tests.conftest import load_fixture
 from tests.harness import ROOT, relay_env
 
