@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Set
 
@@ -35,7 +36,9 @@ def decode(body: bytes) -> object:
     if not body.strip():
         raise PayloadError("body: empty; expected a JSON object or array", field="body")
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        return json.loads(body, parse_constant=_reject_constant, parse_float=_finite)
+    except OverflowError:
+        raise PayloadError("body: number out of range (e.g. 1e999)", field="body") from None
     except RecursionError:
         raise PayloadError("body: JSON nested too deeply", field="body") from None
     except UnicodeDecodeError:
@@ -46,6 +49,15 @@ def decode(body: bytes) -> object:
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite(text: str) -> float:
+    """A JSON number with a fraction or an exponent; OverflowError past a float's range
+    (``1e999`` would be infinity, which no later step expects)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise OverflowError(text)
+    return value
 
 
 def notifications(document: object) -> list[tuple[str, object]]:

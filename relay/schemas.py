@@ -9,6 +9,7 @@ Errors name fields by their documented spelling, with a dotted path.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cached_property
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
 
@@ -44,8 +45,7 @@ class _Tolerant(Schema):
     def canonical_keys(self, data, **kwargs):
         if not isinstance(data, Mapping):
             return data  # marshmallow reports "Invalid input type."
-        spelled = {name.lower(): name for name in self._data_keys()}
-        spelled.update({alias.lower(): name for alias, name in self.ALIASES.items()})
+        spelled = self._spelled
         out: dict = {}
         for key, value in data.items():
             name = spelled.get(str(key).lower(), key)
@@ -53,8 +53,13 @@ class _Tolerant(Schema):
                 out[name] = value
         return out
 
-    def _data_keys(self):
-        return [f.data_key or name for name, f in self.fields.items()]
+    @cached_property
+    def _spelled(self) -> dict[str, str]:
+        """Each accepted spelling, lower-cased, and the documented one it stands for."""
+        documented = [f.data_key or name for name, f in self.fields.items()]
+        spelled = {name.lower(): name for name in documented}
+        spelled.update({alias.lower(): name for alias, name in self.ALIASES.items()})
+        return spelled
 
 
 def _text(data_key: str, required: bool = False) -> Text:
@@ -82,10 +87,6 @@ class ReceiptSchema(_Tolerant):
     callback_data = _text("callbackData")
 
 
-class ReceiptEnvelopeSchema(_Tolerant):
-    notification = fields.Nested(ReceiptSchema, data_key="deliveryInfoNotification", required=True)
-
-
 class InboundSchema(_Tolerant):
     ALIASES = {"userld": "userId", "Channel": "channel", "timeStamp": "datetime"}
 
@@ -100,7 +101,8 @@ class InboundSchema(_Tolerant):
     ts = _text("ts")
 
 
-_RECEIPT = ReceiptEnvelopeSchema()
+RECEIPT_KEY = "deliveryInfoNotification"  #: what wraps a receipt (the one key read from its level)
+_RECEIPT = ReceiptSchema()
 _INBOUND = InboundSchema()
 _INBOUND_KEYS = {"oa", "da", "message", "tid"}
 
@@ -111,7 +113,11 @@ def parse_notification(item: object, path: str = "") -> tuple[str, dict]:
         raise PayloadError(f"{path or 'body'}: expected a JSON object", field=path or "body")
     keys = {str(key).lower() for key in item}
     if "deliveryinfonotification" in keys:
-        data = _load(_RECEIPT, item, path)["notification"]
+        where = f"{path}.{RECEIPT_KEY}" if path else RECEIPT_KEY
+        receipt = _spelled_any_case(item, RECEIPT_KEY)
+        if not isinstance(receipt, Mapping):
+            raise PayloadError(f"{where}: expected a JSON object", field=where)
+        data = _load(_RECEIPT, receipt, where)
         info = data.pop("delivery_info")
         return "receipt", {**info, **data}
     if keys & _INBOUND_KEYS:
@@ -124,6 +130,15 @@ def parse_notification(item: object, path: str = "") -> tuple[str, dict]:
         detail=f"{path or 'body'}: unknown payload shape: expected a delivery receipt "
         "(deliveryInfoNotification) or an inbound message (oa, da, message)",
     )
+
+
+def _spelled_any_case(item: Mapping, name: str) -> object:
+    """``item[name]``, else the value of the first key that is ``name`` in another case
+    (as :meth:`_Tolerant.canonical_keys` picks)."""
+    if name in item:
+        return item[name]
+    lowered = name.lower()
+    return next(value for key, value in item.items() if str(key).lower() == lowered)
 
 
 def _load(schema: Schema, item: Mapping, path: str) -> dict:
