@@ -104,6 +104,7 @@ _CONSOLE = {c: _NAMED.get(c) or (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") 
 _CONSOLE_LINES = {c: text for c, text in _CONSOLE.items() if c != 0x0A}
 #: what ``json.dumps(ensure_ascii=False)`` leaves as it is (it escapes C0 itself)
 _JSON = {c: f"\\u{c:04x}" for c in _CONTROLS if c >= 0x7F}
+_JSON_RAW = re.compile("[" + "".join(re.escape(chr(c)) for c in _JSON) + "]")  #: any of them
 
 
 def escape(text: str) -> str:
@@ -134,7 +135,8 @@ def _exception_text(exc: BaseException) -> str:
 
 
 def _fields(record: logging.LogRecord) -> dict:
-    return {k: getattr(record, k) for k in FIELDS if getattr(record, k, None) is not None}
+    given = record.__dict__  # where ``extra=`` puts them
+    return {k: given[k] for k in FIELDS if given.get(k) is not None}
 
 
 class _Base(logging.Formatter):
@@ -166,8 +168,10 @@ class JsonFormatter(_Base):
             "message": self.message(record),
             **_fields(record),
         }
-        # the controls json leaves raw can only stand inside strings: \uNNNN there
-        return json.dumps(line, ensure_ascii=False, default=str).translate(_JSON)
+        # the controls json leaves raw can only stand inside strings: \uNNNN there (looked
+        # for first: translating every line cost a fifth of formatting it)
+        text = json.dumps(line, ensure_ascii=False, default=str)
+        return text.translate(_JSON) if _JSON_RAW.search(text) else text
 
 
 class ConsoleFormatter(_Base):
