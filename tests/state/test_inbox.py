@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from redis._parsers import _HiredisParser
+
 from relay.state import Store, connect, keys
 
 
@@ -48,3 +50,10 @@ def test_a_dead_nodes_work_is_taken_over_with_its_delivery_locks_dropped(redis_s
     assert set(taken) == {"route:E1", "deliver:E1:hook"}
     assert not alive.client.exists(keys.delivery("E1:hook", "lock"))
     assert alive.pending.dead_nodes() == []
+
+
+def test_the_store_talks_to_redis_through_hiredis(redis_server):
+    """redis-py falls back to its pure-Python parser without a word when hiredis is
+    missing; the web's CPU per accepted request depends on it (README, Performance)."""
+    connection = store_for(redis_server).client.connection_pool.get_connection()
+    assert isinstance(connection._parser, _HiredisParser)
