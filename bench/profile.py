@@ -2,6 +2,7 @@
 
     python -m bench.profile worker [--burst N] [--seconds S] [--top K] [--raw PATH]
     python -m bench.profile web …
+    python -m bench.profile ingest …
 
 Starts the end-to-end stack of :mod:`bench.e2e` with ``python -m bench``'s defaults (a
 private Redis; relay's web under gunicorn with the Procfile's settings, 2 processes × 4
@@ -12,7 +13,9 @@ burst of ``--burst`` unique seed payloads on 16 keep-alive connections (closed l
     py-spy record --gil --nonblocking --subprocesses --rate 200 --format raw
 
 either the first Celery worker (``worker``: one of the two that share the queue) or the
-gunicorn master and its workers (``web``).
+gunicorn master and its workers (``web``). ``ingest`` profiles the web with no Celery
+worker running, as ``python -m bench ingest`` measures it: no routing or delivery competes
+for the CPU, and nothing is delivered.
 
 ``--gil`` keeps only the thread that holds the GIL in each sample. Without it py-spy
 samples every thread, also those blocked on a socket or a lock — most of a worker's
@@ -218,7 +221,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("role", choices=["worker", "web"], help="the process to profile")
+    parser.add_argument("role", choices=["worker", "web", "ingest"], help="the process to profile")
     parser.add_argument("--burst", type=int, default=6000, help="events POSTed")
     parser.add_argument("--seconds", type=int, default=10, help="length of the recording")
     parser.add_argument("--top", type=int, default=15, help="rows of the two function tables")
@@ -245,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     stack = burst = None
     try:
         progress("profile: starting the stack …")
-        stack = start_stack(sink, **STACK)
+        ingest = args.role == "ingest"
+        stack = start_stack(sink, **{**STACK, "workers": 0} if ingest else STACK)
         target = stack.workers[0].pid if args.role == "worker" else stack.web.pid
         progress(f"profile: burst of {args.burst} POSTs; recording {args.role} for {args.seconds}s")
         burst = start_burst(stack.port, args.burst)
@@ -266,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         result = json.loads(out)
         accepted = dict(result["accepted"])
         progress(f"profile: {len(accepted)} accepted; waiting for the deliveries …")
-        missing = wait_delivered(sink, {f"{i}:hook" for i in accepted}, DRAIN)
+        expected = set() if ingest else {f"{i}:hook" for i in accepted}
+        missing = wait_delivered(sink, expected, DRAIN)
         with sink.lock:
             delivered = list(sink.first_ok.values())
         with open(raw) as f:
@@ -285,7 +290,11 @@ def main(argv: list[str] | None = None) -> int:
             Path(raw).unlink(missing_ok=True)
 
     wall = end - start
-    what = "the first of 2 Celery workers" if args.role == "worker" else "gunicorn master + workers"
+    what = {
+        "worker": "the first of 2 Celery workers",
+        "web": "gunicorn master + workers",
+        "ingest": "gunicorn master + workers, no Celery worker running",
+    }[args.role]
     report = [
         f"relay profile: {args.role} — {what}, processes {' '.join(map(str, pids))}",
         f"{os.cpu_count()} cores, load average {loadavg} at start",
@@ -297,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(delivered)} delivered ({sum(start <= t <= end for t in delivered)} during the "
         f"recording), {len(missing)} still undelivered after waiting up to {DRAIN:g} s",
     ]
-    busy_until = result["last_done"] if args.role == "web" else max(delivered, default=start)
+    busy_until = result["last_done"] if args.role != "worker" else max(delivered, default=start)
     if busy_until < end - 0.5:
         report.append(
             f"note: the {args.role} ran out of work {end - busy_until:.1f} s before the "
