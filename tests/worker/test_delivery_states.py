@@ -66,6 +66,21 @@ def test_a_fresh_delivery_is_sent_and_settled(rig):
     assert not pending(store, job)
 
 
+def test_settling_a_delivery_is_one_transaction_with_no_script_lookup(rig):
+    """A script registered on a redis-py pipeline costs a SCRIPT EXISTS round trip before
+    every transaction; the settlement sends its script's text instead."""
+    runtime, store, _, job, _ = rig
+    assert deliver_job(runtime, job) == "delivered"  # the scripts are loaded once, here
+    (event,), _ = build_events(load_fixture("receipt-failed-invalid-address.json"), "x", set())
+    second = new_job(event, "all", "hook", job["rules_version"], job["retry"])
+    store.pending.register_now(deliver_member(second["delivery_id"]), "relay.deliver", [second])
+    store.client.config_resetstat()
+    assert deliver_job(runtime, second) == "delivered"
+    stats = store.client.info("commandstats")
+    assert not [name for name in stats if name.startswith("cmdstat_script")], sorted(stats)
+    assert stats["cmdstat_exec"]["calls"] == 1
+
+
 def test_a_copy_of_a_delivered_job_is_dropped_and_settled(rig):
     runtime, store, scheduler, job, sink = rig
     deliver_job(runtime, job)
