@@ -112,7 +112,7 @@ def parse_notification(item: object, path: str = "") -> tuple[str, dict]:
     if not isinstance(item, Mapping):
         raise PayloadError(f"{path or 'body'}: expected a JSON object", field=path or "body")
     keys = {str(key).lower() for key in item}
-    if "deliveryinfonotification" in keys:
+    if RECEIPT_KEY.lower() in keys:
         where = f"{path}.{RECEIPT_KEY}" if path else RECEIPT_KEY
         receipt = _spelled_any_case(item, RECEIPT_KEY)
         if not isinstance(receipt, Mapping):

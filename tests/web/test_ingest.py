@@ -86,6 +86,7 @@ def test_missing_content_type_is_parsed_as_json(client):
         (b"[" * 30_000 + b"]" * 30_000, "body"),
         (b'{"deliveryInfoNotification": {}}', "deliveryInfoNotification.deliveryInfo"),
         (b'{"deliveryInfoNotification": "x"}', "deliveryInfoNotification"),
+        (b'[{"DELIVERYINFONOTIFICATION": null}]', "[0].deliveryInfoNotification"),
         (
             b'{"deliveryInfoNotification": {"deliveryInfo": {"code": "7500"}}}',
             "deliveryInfoNotification.deliveryInfo.deliveryStatus",
