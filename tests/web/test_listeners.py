@@ -1,0 +1,114 @@
+"""How the real web process listens (gunicorn, relay/web/gunicorn_conf.py): one socket per
+worker process, the kernel spreading connections over them; and a port already in use is
+refused, as it is without per-process sockets.
+
+The sockets are read from /proc (Linux: SO_REUSEPORT, as the configuration uses it). A
+read of /proc/net/tcp may miss rows while other sockets come and go, so each look is
+repeated until it is complete.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from relay.cli import web_argv
+from tests.harness import ROOT, relay_env, wait_until, web_process
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads sockets from /proc"),
+]
+
+WORKERS = 2
+CONNECTIONS = 16
+LISTEN = "0A"  #: the LISTEN state in /proc/net/tcp
+
+
+def tcp_table() -> list[tuple[int, int, str, int]]:
+    """(local port, remote port, state, inode) of every IPv4 TCP socket."""
+    rows = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state, inode = fields[1], fields[2], fields[3], int(fields[9])
+        rows.append((int(local.split(":")[1], 16), int(remote.split(":")[1], 16), state, inode))
+    return rows
+
+
+def socket_inodes(pid: int) -> set[int]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(int(target[8:-1]))
+    return found
+
+
+def listeners(port: int) -> list[tuple[int, int, str, int]]:
+    return [row for row in tcp_table() if row[0] == port and row[2] == LISTEN]
+
+
+def worker_pids(port: int) -> list[int] | None:
+    """The processes that hold a listening socket on ``port``, once there are WORKERS."""
+    listening = {inode for _, _, _, inode in listeners(port)}
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if socket_inodes(int(entry.name)) & listening:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids if len(pids) == WORKERS else None
+
+
+def test_each_worker_listens_on_its_own_socket_and_connections_spread(redis_server, tmp_path):
+    with web_process(redis_server.url, tmp_path / "web.log", WEB_CONCURRENCY=str(WORKERS)) as port:
+        pids = wait_until(lambda: worker_pids(port))  # the web answers once the first listens
+        assert len(listeners(port)) <= WORKERS  # one each, none shared
+        address = ("127.0.0.1", port)
+        clients = [socket.create_connection(address, timeout=5) for _ in range(CONNECTIONS)]
+        try:
+            for client in clients:  # each one answered: accepted by a worker
+                client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert client.recv(65536).startswith(b"HTTP/1.1 200")
+            ours = {client.getsockname()[1] for client in clients}
+
+            def held() -> list[int] | None:
+                server_sides = {
+                    inode
+                    for local, remote, _, inode in tcp_table()
+                    if local == port and remote in ours
+                }
+                counts = [len(socket_inodes(pid) & server_sides) for pid in pids]
+                return counts if sum(counts) == CONNECTIONS else None
+
+            counts = wait_until(held)
+        finally:
+            for client in clients:
+                client.close()
+        # the kernel hashes connections over the sockets: all but one on one side would
+        # happen about once in 4,000 runs; a shared socket gives a burst to whoever wakes
+        assert min(counts) >= 2, counts
+
+
+def test_a_port_already_in_use_is_refused_in_one_line(redis_server, tmp_path):
+    with web_process(redis_server.url, tmp_path / "web.log") as port:
+        second = subprocess.run(
+            web_argv("127.0.0.1", port),
+            env=relay_env(redis_server.url),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert second.returncode != 0
+    refusal = f"relay: cannot listen on 127.0.0.1:{port}: address already in use"
+    assert refusal in second.stdout + second.stderr
