@@ -49,7 +49,8 @@ control_socket_disable = True
 # One listening socket per worker process, the kernel spreading new connections over them.
 # With one shared socket, the keep-alive connections a sender opens at once split unevenly
 # (the worker that wakes first takes most), and the busier process runs out of CPU while
-# the other waits: `bench ingest`'s rounds went from 36-90% of the LPUSH view to 74-82%.
+# the other waits: `bench ingest`'s rounds swung between 31% and 168% of the LPUSH view;
+# with a socket per process, 74-82%.
 # on_starting turns it off where it cannot work, and refuses a port already in use.
 reuse_port = True
 
