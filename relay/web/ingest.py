@@ -5,7 +5,7 @@
 (``create_app`` installs it as ``app.wsgi_app``, Flask's way of adding middleware); every
 other path goes on to Flask. Webex Connect's POSTs are the one path that carries load, and
 Flask's dispatch around a view (request context, URL map, the app's before- and
-after-request hooks, ``jsonify``) was about a seventh of such a request's CPU (README,
+after-request hooks, ``jsonify``) was about a sixth of the web's CPU under load (README,
 *Performance*). The request object is werkzeug's, as in Flask, and the answers to failures
 are the app's own (:mod:`relay.web.answers`).
 """
