@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import hashlib
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +24,15 @@ from kombu.exceptions import ChannelError, OperationalError
 
 from relay.cli import web_argv, worker_argv
 from relay.cli.embedded import free_port
+from relay.events import Job, new_job
 from relay.ops.broker import DELIVER_QUEUE, ROUTE_QUEUE
+from relay.parsing import build_events
+from relay.rules import load_rules_text
+from relay.rules.reloader import StaticRules
+from relay.settings import load_settings
+from relay.state import Store, connect
+from relay.state.keys import deliver_member
+from relay.worker.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "webex-connect"
@@ -54,6 +63,30 @@ class Scheduler:
         if self.broken:
             raise OperationalError("Error 111 connecting to the broker: Connection refused")
         self.calls.append((job, countdown))
+
+
+def in_process_runtime(
+    redis_url: str, rules: str, max_hop: float = 30.0
+) -> tuple[Runtime, Store, Scheduler]:
+    """A worker's runtime in this process, for delivery tests: the suite's Redis, ``rules``
+    (a rules file's text) and a :class:`Scheduler` in place of the publisher."""
+    settings = load_settings({"RELAY_REDIS_URL": redis_url})
+    store = Store(connect(redis_url), 3600, 3600, grace=60, node="test-node")
+    scheduler = Scheduler()
+    ruleset = StaticRules(load_rules_text(rules))
+    return Runtime(settings, store, ruleset, scheduler, max_hop), store, scheduler
+
+
+def pending_job(
+    runtime: Runtime, destination: str, retry: dict, fixture: str = "receipt-delivered.json"
+) -> Job:
+    """A delivery of a new event (the seed payload ``fixture``) to ``destination`` by the
+    route ``all``, registered in the pending outbox as routing registers it."""
+    payload = json.loads((FIXTURES / fixture).read_text())
+    (event,), _ = build_events(payload, "default", frozenset())
+    job = new_job(event, "all", destination, runtime.rules.current.version, retry)
+    runtime.store.pending.register_now(deliver_member(job["delivery_id"]), "relay.deliver", [job])
+    return job
 
 
 def relay_env(redis_url: str, **extra: str) -> dict[str, str]:

@@ -12,19 +12,13 @@ import time
 
 import pytest
 
-from relay.events import job_of, new_job
+from relay.events import job_of
 from relay.ops import dead_letters
-from relay.parsing import build_events
-from relay.rules import load_rules_text
-from relay.rules.reloader import StaticRules
-from relay.settings import load_settings
-from relay.state import Store, connect
+from relay.state import Store
 from relay.state.keys import deliver_member
 from relay.worker.delivery import deliver_job
 from relay.worker.routing import route_event
-from relay.worker.runtime import Runtime
-from tests.conftest import load_fixture
-from tests.harness import Scheduler
+from tests.harness import in_process_runtime, pending_job
 from tests.httpsink import Answer
 
 MAX_HOP = 30.0
@@ -43,15 +37,10 @@ routes: [{{name: all, to: [hook]}}]
 
 @pytest.fixture
 def rig(redis_server, sink):
-    settings = load_settings({"RELAY_REDIS_URL": redis_server.url})
-    store = Store(connect(redis_server.url), 3600, 3600, grace=60, node="test-node")
-    ruleset = load_rules_text(RULES.format(url=sink.url("/hook")))
-    scheduler = Scheduler()
-    runtime = Runtime(settings, store, StaticRules(ruleset), scheduler, MAX_HOP)
-    (event,), _ = build_events(load_fixture("receipt-delivered.json"), "default", frozenset())
-    spec = {"attempts": 3, "initial": 1.0, "max": 1.0}
-    job = new_job(event, "all", "hook", ruleset.version, spec)
-    store.pending.register_now(deliver_member(job["delivery_id"]), "relay.deliver", [job])
+    runtime, store, scheduler = in_process_runtime(
+        redis_server.url, RULES.format(url=sink.url("/hook")), MAX_HOP
+    )
+    job = pending_job(runtime, "hook", {"attempts": 3, "initial": 1.0, "max": 1.0})
     return runtime, store, scheduler, job, sink
 
 
@@ -71,9 +60,7 @@ def test_settling_a_delivery_is_one_transaction_with_no_script_lookup(rig):
     every transaction; the settlement sends its script's text instead."""
     runtime, store, _, job, _ = rig
     assert deliver_job(runtime, job) == "delivered"  # the scripts are loaded once, here
-    (event,), _ = build_events(load_fixture("receipt-failed-invalid-address.json"), "x", set())
-    second = new_job(event, "all", "hook", job["rules_version"], job["retry"])
-    store.pending.register_now(deliver_member(second["delivery_id"]), "relay.deliver", [second])
+    second = pending_job(runtime, "hook", job["retry"], "receipt-failed-invalid-address.json")
     store.client.config_resetstat()
     assert deliver_job(runtime, second) == "delivered"
     stats = store.client.info("commandstats")

@@ -5,18 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from relay.events import job_of, new_job
+from relay.events import job_of
 from relay.ops import dead_letters
-from relay.parsing import build_events
-from relay.rules import load_rules_text
-from relay.rules.reloader import StaticRules
-from relay.settings import load_settings
-from relay.state import Store, connect
 from relay.state.keys import deliver_member
 from relay.worker.delivery import deliver_job
-from relay.worker.runtime import Runtime
-from tests.conftest import load_fixture
-from tests.harness import Scheduler
+from tests.harness import in_process_runtime, pending_job
 from tests.httpsink import Answer
 
 RULES = """
@@ -49,14 +42,10 @@ routes: [{{name: all, to: [crm]}}]
 
 @pytest.fixture
 def rig(redis_server, sink):
-    settings = load_settings({"RELAY_REDIS_URL": redis_server.url})
-    store = Store(connect(redis_server.url), 3600, 3600, grace=60, node="test-node")
-    ruleset = load_rules_text(RULES.format(url=sink.url("").rstrip("/")))
-    scheduler = Scheduler()
-    runtime = Runtime(settings, store, StaticRules(ruleset), scheduler, 30.0)
-    (event,), _ = build_events(load_fixture("receipt-delivered.json"), "default", frozenset())
-    job = new_job(event, "all", "crm", ruleset.version, {"attempts": 1, "initial": 1, "max": 1})
-    store.pending.register_now(deliver_member(job["delivery_id"]), "relay.deliver", [job])
+    runtime, store, scheduler = in_process_runtime(
+        redis_server.url, RULES.format(url=sink.url("").rstrip("/"))
+    )
+    job = pending_job(runtime, "crm", {"attempts": 1, "initial": 1, "max": 1})
     return runtime, store, scheduler, job, sink
 
 

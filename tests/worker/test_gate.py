@@ -7,17 +7,9 @@ import time
 
 import pytest
 
-from relay.events import new_job
-from relay.parsing import build_events
-from relay.rules import load_rules_text
-from relay.rules.reloader import StaticRules
-from relay.settings import load_settings
-from relay.state import Store, connect
 from relay.state.keys import deliver_member
 from relay.worker.delivery import deliver_job
-from relay.worker.runtime import Runtime
-from tests.conftest import load_fixture
-from tests.harness import Scheduler
+from tests.harness import in_process_runtime, pending_job
 from tests.httpsink import Answer
 
 RULES = """
@@ -34,18 +26,12 @@ routes: [{{name: all, to: [crm]}}]
 
 @pytest.fixture
 def rig(redis_server, sink):
-    settings = load_settings({"RELAY_REDIS_URL": redis_server.url})
-    store = Store(connect(redis_server.url), 3600, 3600, grace=60, node="test-node")
-    ruleset = load_rules_text(RULES.format(url=sink.url("/crm")))
-    scheduler = Scheduler()
-    runtime = Runtime(settings, store, StaticRules(ruleset), scheduler, 30.0)
+    runtime, store, scheduler = in_process_runtime(
+        redis_server.url, RULES.format(url=sink.url("/crm"))
+    )
 
     def job() -> dict:
-        (event,), _ = build_events(load_fixture("receipt-delivered.json"), "default", frozenset())
-        retry = {"attempts": 5, "initial": 1, "max": 1}
-        made = new_job(event, "all", "crm", ruleset.version, retry)
-        store.pending.register_now(deliver_member(made["delivery_id"]), "relay.deliver", [made])
-        return made
+        return pending_job(runtime, "crm", {"attempts": 5, "initial": 1, "max": 1})
 
     return runtime, store, scheduler, job
 

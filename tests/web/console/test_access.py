@@ -193,32 +193,9 @@ def test_a_cookie_signed_with_another_key_is_no_session(console, console_env):
     assert console.get("/ui/").status_code == 302
 
 
-def test_a_session_older_than_its_lifetime_is_refused(console, console_env):
-    settings = load_settings(console_env)
-
-    class Old(URLSafeTimedSerializer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            stamp = int(time.time()) - sessions.SESSION_TTL - 5
-
-            class Signer(self.signer):
-                def get_timestamp(self):
-                    return stamp
-
-            self.signer = Signer
-
+def signed_at(settings, data: dict, stamp: int) -> str:
+    """A session cookie for ``data`` as the console signs it, dated ``stamp`` (epoch s)."""
     fresh = sessions._serializer(settings)
-    data = {"role": "admin", "csrf": "c", "token": sessions._token_mark(settings, "admin")}
-    old = Old(fresh.secret_key, salt=fresh.salt).dumps(data)
-    console.set_cookie(sessions.COOKIE, fresh.dumps(data), path="/ui")
-    assert console.get("/ui/").status_code == 200  # the same session, made now, is good
-    console.set_cookie(sessions.COOKIE, old, path="/ui")
-    assert console.get("/ui/").status_code == 302
-
-
-def test_visiting_the_login_page_does_not_make_a_login_last_longer(console, console_env):
-    settings = load_settings(console_env)
-    stamp = int(time.time()) - sessions.SESSION_TTL + 60  # a login that ends in a minute
 
     class Dated(URLSafeTimedSerializer):
         def __init__(self, *args, **kwargs):
@@ -230,11 +207,25 @@ def test_visiting_the_login_page_does_not_make_a_login_last_longer(console, cons
 
             self.signer = Signer
 
+    return Dated(fresh.secret_key, salt=fresh.salt).dumps(data)
+
+
+def test_a_session_older_than_its_lifetime_is_refused(console, console_env):
+    settings = load_settings(console_env)
+    data = {"role": "admin", "csrf": "c", "token": sessions._token_mark(settings, "admin")}
+    old = signed_at(settings, data, int(time.time()) - sessions.SESSION_TTL - 5)
+    console.set_cookie(sessions.COOKIE, sessions._serializer(settings).dumps(data), path="/ui")
+    assert console.get("/ui/").status_code == 200  # the same session, made now, is good
+    console.set_cookie(sessions.COOKIE, old, path="/ui")
+    assert console.get("/ui/").status_code == 302
+
+
+def test_visiting_the_login_page_does_not_make_a_login_last_longer(console, console_env):
+    settings = load_settings(console_env)
+    stamp = int(time.time()) - sessions.SESSION_TTL + 60  # a login that ends in a minute
     fresh = sessions._serializer(settings)
     data = {"role": "admin", "csrf": "c", "token": sessions._token_mark(settings, "admin")}
-    console.set_cookie(
-        sessions.COOKIE, Dated(fresh.secret_key, salt=fresh.salt).dumps(data), path="/ui"
-    )
+    console.set_cookie(sessions.COOKIE, signed_at(settings, data, stamp), path="/ui")
     assert console.get("/ui/login").status_code == 200
     assert console.get("/ui/").status_code == 200  # still logged in, for that minute
     kept = console.get_cookie(sessions.COOKIE, path="/ui").value
