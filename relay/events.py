@@ -237,6 +237,17 @@ def rerouted_delivery_id(event_id: str, destination: str, routing: int) -> str:
     return f"{event_id}:{destination}~{routing}"
 
 
+_ROUTING_MARK = re.compile(r"~(\d+)$")  #: what :func:`rerouted_delivery_id` appends
+
+
+def routing_mark(target: str) -> tuple[str, int]:
+    """``(destination, routing)`` of a delivery id's part after the event id: ``hook~2`` →
+    ``("hook", 2)``, ``hook`` → ``("hook", 1)`` (the first routing's). Destination names
+    may not end so (the rules loader refuses them)."""
+    mark = _ROUTING_MARK.search(target)
+    return (target[: mark.start()], int(mark.group(1))) if mark else (target, 1)
+
+
 #: the "destination" part of a routing dead letter's id (``<event id>:(routing)``)
 ROUTING = "(routing)"
 

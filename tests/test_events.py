@@ -2,7 +2,14 @@
 
 import pytest
 
-from relay.events import end_user_and_business, keyword, new_id, parse_callback
+from relay.events import (
+    end_user_and_business,
+    keyword,
+    new_id,
+    parse_callback,
+    rerouted_delivery_id,
+    routing_mark,
+)
 from relay.parsing import build_events
 from tests.conftest import load_fixture
 
@@ -224,3 +231,10 @@ def test_callback_data_that_reads_as_empty_says_why():
     assert broken["callback_error"].startswith("callbackData: not valid JSON")
     plain = receipt_event({"status": "Delivered", "callback_data": "campaign-7"}, {}, "d", "01C")
     assert "callback_error" not in plain
+
+
+def test_routing_mark_reads_what_rerouted_delivery_id_writes():
+    target = rerouted_delivery_id("E1", "hook", 3).partition(":")[2]
+    assert routing_mark(target) == ("hook", 3)
+    assert routing_mark("hook") == ("hook", 1)
+    assert routing_mark("a~b") == ("a~b", 1)

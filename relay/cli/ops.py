@@ -7,7 +7,6 @@ not answering is one line on stderr and exit status 1; so is an unknown id.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from kombu.exceptions import KombuError
 from relay.cli.common import load_rules_or_exit, settings_or_exit
 from relay.durations import format_duration, parse_duration
 from relay.errors import ConfigError
-from relay.events import Step
+from relay.events import Step, routing_mark
 from relay.ops import dead_letters, history
 from relay.ops.dead_letters import ReplayReport
 from relay.ops.search import DEFAULT_LIMIT, MAX_LIMIT, QueryError, parse_query, search_events
@@ -36,8 +35,6 @@ REDIS_TIMEOUT = 5.0
 ERROR_WIDTH = 60
 #: widest text an event brings into a heading (its keyword, its own time)
 LABEL_WIDTH = 60
-#: a re-route's delivery id ends in ~<routing number> (<event id>:<destination>~<n>)
-_REROUTE = re.compile(r"~(\d+)$")
 
 
 @click.group()
@@ -434,8 +431,8 @@ def _destination(item: dict[str, Any]) -> str | None:
     """A delivery's destination, with the re-route it belongs to (``hook (re-route 2)``):
     a re-routed event has a delivery per routing to the same destination."""
     name = item.get("destination")
-    routing = _REROUTE.search(str(item.get("delivery_id") or ""))
-    return f"{name} (re-route {routing.group(1)})" if name and routing else name
+    _, routing = routing_mark(str(item.get("delivery_id") or "").partition(":")[2])
+    return f"{name} (re-route {routing})" if name and routing > 1 else name
 
 
 def _step_text(entry: dict[str, Any]) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from relay.errors import RulesError
+from relay.events import routing_mark
 from relay.rules.document import Problems, parse, read_source
 from relay.rules.model import Destination, Notification, Route, Ruleset
 from relay.rules.reader import Reader
@@ -27,10 +27,6 @@ from relay.rules.suggest import did_you_mean
 #: the keys a rules file may have at the top
 TOP_KEYS = ("version", "destinations", "routes", "default", "notifications")
 SUPPORTED_VERSION = 1
-#: the end of a re-routed delivery's id (``<event id>:<destination>~<n>``), which a
-#: destination name may not have: ids of two routings must never be the same
-_REROUTED = re.compile(r"~\d+$")
-
 DestinationChecks = Callable[[str, Destination], Iterable[str]]
 """Settings-dependent checks: ``(name, destination) -> messages``.
 
@@ -248,7 +244,8 @@ def _read_destinations(
         return {}
     destinations = {}
     for name, settings in data.items():
-        if isinstance(name, str) and _REROUTED.search(name):
+        # a re-route's delivery ids end in ~<n>: ids of two routings must never be the same
+        if isinstance(name, str) and routing_mark(name)[0] != name:
             message = "a name may not end in ~<number> (a re-route's delivery ids end so)"
             reader.error(("destinations", name), message)
             continue

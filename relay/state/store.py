@@ -12,7 +12,6 @@ auto-reply state (:mod:`relay.state.replies`) and destination controls
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -30,6 +29,7 @@ from relay.events import (
     history_entry,
     new_job,
     routing_dead_letter,
+    routing_mark,
 )
 from relay.settings import Settings
 from relay.state import keys
@@ -51,8 +51,6 @@ from relay.state.pending import Pending, Spec
 from relay.state.replies import ReplyState
 
 log = logging.getLogger("relay.state")
-
-_REROUTED = re.compile(r"~(\d+)$")
 
 #: KEYS: pending zset, pending hash, inbox, then one dedupe key per event;
 #: ARGV: dedupe ttl (ms), then per event: id, pending due score, pending task JSON
@@ -424,17 +422,17 @@ class Store:
             self.routing_failed(event, entries, routing_dead_letter(event, "", reason))
             return
         event_id, _, target = ref.partition(":")
-        routed = _REROUTED.search(target)  # a re-route's delivery: <destination>~<n>
+        destination, routing = routing_mark(target)
         job: Job = (
             spec["args"][0]
             if spec
             else new_job(
                 {"id": event_id},
                 None,
-                target[: routed.start()] if routed else target,
+                destination,
                 "",
                 {"attempts": 0, "initial": 0.0, "max": 0.0},
-                routing=int(routed.group(1)) if routed else 1,
+                routing=routing,
             )
         )
         record = dead_letter(job, reason, self.deliveries.attempts(job["delivery_id"]))
