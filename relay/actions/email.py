@@ -166,10 +166,12 @@ def build_message(
 ) -> EmailMessage:
     """The message :func:`send_email` sends: plain text, or multipart/alternative with html.
 
-    Line breaks in ``subject`` become spaces. ``headers`` are set last and replace any
-    header of the same name. The Message-ID's domain defaults to the sender's domain.
-    A header that cannot be written (a line break in its value, a colon in its name) is
-    a ValueError.
+    Line breaks in ``subject`` become spaces: every one :meth:`str.splitlines` knows,
+    U+2028, U+2029, vertical tab, form feed, ``\x1c``–``\x1e`` and NEL as well as CR and
+    LF (the email package refuses a header holding any of them, so one in an event's text
+    would make the message unsendable). ``headers`` are set last and replace any header of
+    the same name. The Message-ID's domain defaults to the sender's domain. A header that
+    cannot be written (a line break in its value, a colon in its name) is a ValueError.
     """
     message = EmailMessage(policy=POLICY)
     message["From"] = mail_from
@@ -177,7 +179,7 @@ def build_message(
         message["To"] = ", ".join(to)
     if cc:
         message["Cc"] = ", ".join(cc)
-    message["Subject"] = re.sub(r"\s*[\r\n]+\s*", " ", subject).strip()
+    message["Subject"] = one_line(subject)
     message["Date"] = email.utils.formatdate(usegmt=True)
     message["Message-ID"] = email.utils.make_msgid(domain=message_id_domain or _domain(mail_from))
     _set_headers(message, headers or {})
@@ -185,6 +187,12 @@ def build_message(
     if html is not None:
         message.add_alternative(html, subtype="html")
     return message
+
+
+def one_line(text: str) -> str:
+    """``text`` with each line break (any :meth:`str.splitlines` separator) and the blanks
+    around it made one space, and no blanks at either end."""
+    return " ".join(line for line in (part.strip() for part in text.splitlines()) if line)
 
 
 def _set_headers(message: EmailMessage, headers: Mapping[str, str]) -> None:

@@ -8,10 +8,16 @@ import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from relay.actions import registry
 from relay.actions.email import AUTH_FAILED, SmtpTarget, parse_smtp_url, send_email
+from relay.events import new_job
+from relay.parsing import build_events
+from relay.rules import load_rules_text
+from relay.settings import load_settings
 from tests.httpsink import closed_port
 from tests.smtpserver import SmtpServer, silent_port
 
@@ -155,6 +161,40 @@ def test_the_message_id_domain_can_be_chosen(server: SmtpServer) -> None:
 def test_line_breaks_in_a_rendered_subject_become_spaces(server: SmtpServer) -> None:
     assert send(server.target(), subject="SMS failure\n  7104\r\nagain").ok
     assert server.messages[0].message()["Subject"] == "SMS failure 7104 again"
+
+
+#: every line separator str.splitlines knows besides CR and LF: each one in a header
+#: made the email package refuse the whole message
+OTHER_LINE_BREAKS = ["\u2028", "\u2029", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85"]
+
+
+@pytest.mark.parametrize("separator", OTHER_LINE_BREAKS, ids=ascii)
+def test_any_line_break_an_sms_puts_in_a_templated_subject_becomes_a_space(
+    server: SmtpServer, separator: str
+) -> None:
+    text = f"help{separator}Bcc: victim@example.com{separator} "
+    mail, job = _templated_email("SMS from {{ event.sender }}: {{ event.text }}", text)
+    settings = load_settings({"RELAY_SMTP_URL": f"smtp://127.0.0.1:{server.port}"})
+    outcome = registry.send(mail, registry.prepare(mail, job, settings), job, settings)
+    assert (outcome.kind, outcome.error) == ("ok", None)
+    (received,) = server.messages
+    message = received.message()
+    assert message["Subject"] == "SMS from 447700900123: help Bcc: victim@example.com"
+    assert "Bcc" not in message
+    assert received.rcpt_tos == ("ops@example.com",)
+
+
+def _templated_email(subject: str, text: str) -> tuple[Any, dict]:
+    """An email destination with ``subject``, and a job for an inbound SMS saying ``text``."""
+    rules = (
+        "version: 1\ndestinations:\n  mail:\n    type: email\n    to: ops@example.com\n"
+        f"    subject: '{subject}'\n    body: '{{{{ event.text }}}}'\n"
+        "routes: [{name: all, to: mail}]\n"
+    )
+    payload = {"oa": "447700900123", "da": "12345", "message": text, "tid": "t-1"}
+    (event,), _ = build_events(payload, "default", frozenset())
+    job = new_job(event, "all", "mail", "v1", {"attempts": 1, "initial": 1.0, "max": 1.0})
+    return load_rules_text(rules, env={}).destinations["mail"], job
 
 
 def test_a_header_with_a_line_break_is_permanent_and_nothing_is_sent(
