@@ -46,10 +46,11 @@ def events() -> ResponseReturnValue:
 
 @bp.get("/event-rows")
 def event_rows() -> ResponseReturnValue:
-    """The first page's rows alone, for the events page to refresh itself."""
+    """The first page's rows alone, for the events page to refresh itself. A bad filter
+    is answered as plain text: it echoes what the link said, which must never be markup."""
     page, error = _search()
     if error:
-        return error, 400
+        return error, 400, {"Content-Type": "text/plain; charset=utf-8"}
     return render_template("console/event_rows.html", page=page, filters=_filters())
 
 

@@ -15,6 +15,7 @@ import os
 import re
 import uuid
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import requests
@@ -431,6 +432,19 @@ def test_a_replay_without_the_right_csrf_token_is_refused(page, relay, csrf, sta
     assert posted.value.status == status
     assert text in page.inner_text("section.message")
     assert relay.store.dead_letters.get(did) is not None
+
+
+def test_a_crafted_link_to_the_event_rows_leaves_a_logged_in_browser_on_relay(page, relay):
+    with HttpSink() as attacker:
+        log_in(page, relay)
+        lure = f'<meta http-equiv="refresh" content="0;url={attacker.url("/phish")}">'
+        page.goto(relay.base + "/ui/event-rows?" + urlencode({"since": lure}))
+        # the bad filter comes back as text: shown, never parsed, so nothing can navigate
+        assert page.evaluate("document.contentType") == "text/plain"
+        assert page.locator("meta[http-equiv]").count() == 0
+        assert lure in page.inner_text("body")
+        assert page.url.startswith(relay.base + "/ui/event-rows?")
+        assert attacker.requests == []
 
 
 def test_the_session_cookie_is_http_only_and_strict(page, relay):
