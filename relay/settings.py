@@ -24,6 +24,7 @@ DEFAULT_VISIBILITY_TIMEOUT = "5m"  #: broker redelivers a task unacked this long
 DEFAULT_ENQUEUE_TIMEOUT = "1.5s"  #: budget of one Redis/broker call on the request path
 DEFAULT_WEBEX_API_URL = "https://api.us.webexconnect.io"
 DEFAULT_SLACK_API_URL = "https://slack.com/api"
+MIN_TOKEN_LENGTH = 16  #: characters: the shortest admin or viewer token accepted
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
@@ -147,13 +148,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sole_worker=reader.flag("RELAY_SOLE_WORKER"),
     )
     _check_ingest_auth(settings)
-    _check_viewer_token(settings)
+    _check_tokens(settings)
     return settings
 
 
-def _check_viewer_token(settings: Settings) -> None:
-    """The read-only token needs the admin token (which turns the console on) and must
-    differ from it: one value cannot be both read-only and not."""
+def _check_tokens(settings: Settings) -> None:
+    """Tokens long enough not to be guessed (logins are throttled, not impossible). The
+    read-only token needs the admin token (which turns the console on) and must differ
+    from it: one value cannot be both read-only and not."""
+    _check_length("RELAY_ADMIN_TOKEN", settings.admin_token)
     if settings.viewer_token is None:
         return
     if settings.admin_token is None:
@@ -162,6 +165,14 @@ def _check_viewer_token(settings: Settings) -> None:
         )
     if settings.viewer_token == settings.admin_token:
         raise SettingsError("RELAY_VIEWER_TOKEN", "the same as RELAY_ADMIN_TOKEN (value not shown)")
+    _check_length("RELAY_VIEWER_TOKEN", settings.viewer_token)
+
+
+def _check_length(name: str, token: str | None) -> None:
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
+        raise SettingsError(
+            name, f"shorter than {MIN_TOKEN_LENGTH} characters (value not shown): use a random one"
+        )
 
 
 def _check_ingest_auth(settings: Settings) -> None:

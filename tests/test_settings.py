@@ -50,7 +50,7 @@ def test_values_are_parsed():
 
 def test_secrets_are_not_in_the_repr():
     settings = load_settings(
-        {"RELAY_ADMIN_TOKEN": "s3cret-token", "RELAY_WEBEX_SERVICE_KEY": "s3cret-key"}
+        {"RELAY_ADMIN_TOKEN": "s3cret-admin-token", "RELAY_WEBEX_SERVICE_KEY": "s3cret-key"}
     )
     assert "s3cret" not in repr(settings)
 
@@ -170,3 +170,34 @@ def test_bad_security_settings_name_the_variable(variable, value, message):
         load_settings({variable: value})
     assert caught.value.variable == variable
     assert message in caught.value.message
+
+
+@pytest.mark.parametrize("variable", ["RELAY_ADMIN_TOKEN", "RELAY_VIEWER_TOKEN"])
+def test_a_token_shorter_than_16_characters_is_refused_naming_it(variable):
+    tokens = {"RELAY_ADMIN_TOKEN": "a" * 16, "RELAY_VIEWER_TOKEN": "v" * 16}
+    assert load_settings(tokens).viewer_token == "v" * 16  # 16 is enough
+    short = "s3cr3t-15-chars"
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**tokens, variable: short})
+    assert caught.value.variable == variable
+    assert caught.value.message.startswith("shorter than 16 characters")
+    assert short not in str(caught.value)
+
+
+def test_the_web_process_refuses_a_short_admin_token_with_one_line_and_exit_2(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "relay.cli", "web"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "RELAY_ADMIN_TOKEN": "admin",
+            "RELAY_DATA_DIR": str(tmp_path),
+        },
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "relay: RELAY_ADMIN_TOKEN: shorter than 16 characters (value not shown): use a random one"
+    ]

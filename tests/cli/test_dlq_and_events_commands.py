@@ -18,7 +18,7 @@ from tests.harness import ROOT, wait_until
 from tests.httpsink import Answer
 
 pytestmark = pytest.mark.e2e
-TOKEN = "admin-token"
+TOKEN = "e2e-admin-token-0123"
 TRANSID = "7f3af32c-8d6a-4173-b1c8-4805135ada71"
 
 

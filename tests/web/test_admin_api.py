@@ -14,7 +14,7 @@ from tests.conftest import load_fixture
 from tests.harness import relay_env
 from tests.httpsink import closed_port
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

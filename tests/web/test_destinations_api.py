@@ -14,7 +14,7 @@ from relay.state.client import dumps
 from relay.state.keys import PENDING_TASKS
 from relay.web.app import create_app
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 RULES = """
 version: 1

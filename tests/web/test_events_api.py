@@ -16,7 +16,7 @@ from relay.web.app import create_app
 from tests.harness import ROOT
 from tests.ops.test_search import NOW, inbound, receipt, route
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 RULES = (ROOT / "config" / "rules.yaml").read_text()
 

@@ -13,7 +13,7 @@ from tests.harness import wait_until
 from tests.httpsink import Answer
 
 pytestmark = pytest.mark.e2e
-TOKEN = "admin-token"
+TOKEN = "e2e-admin-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
