@@ -8,10 +8,13 @@ Plain scalars follow the YAML 1.2 core schema, not PyYAML's 1.1: only ``true``/`
 are booleans (``YES``, ``on`` and ``no`` stay strings, so ``keyword: [YES, NO]`` means what
 it says), and a number with a leading zero (``0044``) stays a string.
 
-Interpolation: ``${NAME}`` is the value of NAME in the environment, an error when it is
-unset or empty; ``${NAME:-default}`` is ``default`` when NAME is unset or empty; ``$${``
-is a literal ``${``. It applies to string values (quoted or not, templates included), not to
-keys. An unquoted value is typed after expansion (``attempts: ${N:-5}`` is the number 5).
+Interpolation (:mod:`relay.rules.interpolation`) applies to string values (quoted or not,
+templates included), not to keys. An unquoted value is typed after expansion
+(``attempts: ${N:-5}`` is the number 5).
+
+Budget: a document that holds more than :data:`~relay.rules.expansion.MAX_NODES` values once
+its aliases are expanded is one error, and nothing of it is built
+(:mod:`relay.rules.expansion`).
 """
 
 from __future__ import annotations
@@ -19,18 +22,26 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
+from relay.rules.expansion import MAX_NODES, where_spent
+from relay.rules.interpolation import (
+    Environment,
+    Placeholders,
+    expand,
+    placeholder_names,
+    referenced,
+)
+
 Path = tuple[str | int, ...]
+
 
 _MERGE = "tag:yaml.org,2002:merge"
 _STR = "tag:yaml.org,2002:str"
 _RESOLVER = yaml.resolver.Resolver()
 _FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it
-_REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
-_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _NULLS = {"", "~", "null", "Null", "NULL"}
 _BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False}
 _BOOLS["FALSE"] = False
@@ -78,16 +89,30 @@ class Problems:
         return [text for _, _, text in sorted(self._items)]
 
 
+class Span(NamedTuple):
+    """Where a scalar's text is in the file, anchor and tag included: lines from 1,
+    columns from 0, and the character offsets ``start`` and ``end`` (``text[start:end]``)."""
+
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+    start: int
+    end: int
+
+
 @dataclass(frozen=True)
 class Mark:
     """Where a value is: ``line`` of its key (or list item); ``body_line`` for block text.
 
     ``body_line`` is the first line of a ``|`` or ``>`` scalar's text, so that line N of a
-    template is file line ``body_line + N - 1``.
+    template is file line ``body_line + N - 1``. ``span`` is a scalar's own text (None
+    for mappings and lists).
     """
 
     line: int
     body_line: int | None = None
+    span: Span | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +128,8 @@ class Document:
     #: the values ``${...}`` references brought in (secrets, as often as not): dry runs
     #: mask them wherever they show
     interpolated: frozenset[str] = frozenset()
+    #: with :data:`PLACEHOLDERS`: the paths holding a ``<NAME>`` placeholder, and the names
+    placeholders: Mapping[Path, tuple[str, ...]] = field(default_factory=dict)
 
     def mark(self, path: Path) -> Mark:
         """The mark of ``path``, or of its nearest ancestor that has one."""
@@ -112,43 +139,6 @@ class Document:
 
     def line(self, path: Path) -> int:
         return self.mark(path).line
-
-
-def expand(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
-    """``text`` with ``${...}`` references replaced, and a message per bad reference."""
-    problems: list[str] = []
-
-    def replace(found: re.Match[str]) -> str:
-        if found.group(0) == "$${":
-            return "${"
-        name = _NAME.fullmatch(found.group(1) or "") if found.group(1) is not None else None
-        if name is None:
-            problems.append(_bad_reference(found.group(0)))
-            return found.group(0)
-        value = env.get(name.group(1)) or name.group(2)
-        if value is None or (value == "" and name.group(2) is None):
-            state = "not set" if name.group(1) not in env else "empty"
-            problems.append(f"environment variable {name.group(1)} is {state}")
-            return ""
-        return value
-
-    return _REFERENCE.sub(replace, text), problems
-
-
-def referenced(text: str, env: Mapping[str, str]) -> list[str]:
-    """The values the ``${...}`` references of ``text`` stand for (defaults included)."""
-    values = []
-    for found in _REFERENCE.finditer(text):
-        name = _NAME.fullmatch(found.group(1)) if found.group(1) is not None else None
-        if name is not None:
-            values.append(env.get(name.group(1)) or name.group(2) or "")
-    return values
-
-
-def _bad_reference(text: str) -> str:
-    if text == "${":
-        return "unterminated '${' (write $${ for a literal ${)"
-    return f"bad variable reference {text!r} (expected ${{NAME}} or ${{NAME:-default}})"
 
 
 def resolve_plain(text: str) -> Any:
@@ -166,8 +156,11 @@ def resolve_plain(text: str) -> Any:
     return _SPECIAL_FLOATS.get(text.lower(), text)
 
 
-def parse(text: str, env: Mapping[str, str], problems: Problems) -> Document | None:
-    """The document in ``text``, or ``None`` after adding the YAML syntax error to problems."""
+def parse(
+    text: str, env: Environment, problems: Problems, budget: int = MAX_NODES
+) -> Document | None:
+    """The document in ``text``, or ``None`` after adding the YAML syntax error (or the
+    spent ``budget`` of values, see the module docstring) to problems."""
     try:
         node = _compose(text)
     except yaml.MarkedYAMLError as exc:
@@ -178,9 +171,20 @@ def parse(text: str, env: Mapping[str, str], problems: Problems) -> Document | N
         return None
     if node is None:
         return Document(None, {(): Mark(1)})
+    spent = where_spent(node, budget)
+    if spent is not None:
+        message = f"more than {budget:,} values once aliases are expanded (the most a file holds)"
+        problems.add(spent[0], format_path(spent[1]), message)
+        return None
     builder = _Builder(env, problems)
     data = builder.build(node, (), node.start_mark.line + 1)
-    return Document(data, builder.marks, frozenset(builder.failed), frozenset(builder.values))
+    return Document(
+        data,
+        builder.marks,
+        frozenset(builder.failed),
+        frozenset(builder.values),
+        builder.placeholders,
+    )
 
 
 def _compose(text: str) -> yaml.Node | None:
@@ -203,12 +207,13 @@ def _syntax_error(exc: yaml.MarkedYAMLError) -> tuple[int, str, str]:
 class _Builder:
     """One walk over the node tree: plain data, marks, duplicate keys, interpolation."""
 
-    def __init__(self, env: Mapping[str, str], problems: Problems) -> None:
+    def __init__(self, env: Environment, problems: Problems) -> None:
         self.env = env
         self.problems = problems
         self.marks: dict[Path, Mark] = {}
         self.failed: set[Path] = set()
         self.values: set[str] = set()  # what ${...} references brought in
+        self.placeholders: dict[Path, tuple[str, ...]] = {}
         self._open: set[int] = set()  # nodes being walked, to stop at a recursive alias
 
     def build(self, node: yaml.Node, path: Path, line: int) -> Any:
@@ -264,10 +269,14 @@ class _Builder:
 
     def scalar(self, node: yaml.ScalarNode, path: Path, line: int) -> Any:
         block = node.style in ("|", ">")
-        self.marks[path] = Mark(line, node.start_mark.line + 2 if block else None)
+        start, end = node.start_mark, node.end_mark
+        span = Span(start.line + 1, start.column, end.line + 1, end.column, start.index, end.index)
+        self.marks[path] = Mark(line, start.line + 2 if block else None, span)
         text = node.value
         if "${" in text:
             self.values.update(value for value in referenced(text, self.env) if value)
+            if isinstance(self.env, Placeholders) and (names := placeholder_names(text)):
+                self.placeholders[path] = names
             text, problems = expand(text, self.env)
             for message in problems:
                 self.problems.add(line, format_path(path), message)

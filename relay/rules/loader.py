@@ -2,7 +2,10 @@
 
 Every problem is collected before anything is raised, so one :class:`RulesError` lists them
 all, each as ``PATH:LINE: where: what`` and sorted by line. A file that fails to load
-produces no Ruleset at all, so callers keep the one they had.
+produces no Ruleset at all, so callers keep the one they had. No message carries a value
+the file took from the environment: each is hidden as ``****``
+(:func:`relay.rules.masking.hide`), so that a failed reload, logged and shown by
+``/readyz`` and the console, shows no secret.
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from relay.errors import RulesError
 from relay.events import routing_mark
 from relay.rules.document import Problems, parse, read_source
+from relay.rules.interpolation import Environment
+from relay.rules.masking import hidden, hide
 from relay.rules.model import Destination, Notification, Route, Ruleset
 from relay.rules.reader import Reader
 from relay.rules.schema import read_destination, read_notification, read_route
@@ -36,30 +42,53 @@ RELAY_SMTP_URL"]`` for email destinations. Called only for destinations without 
 """
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Caps beyond the loader's own (a candidate's, see :mod:`relay.ops.rules_diff`): each
+    one passed is a ``file:line: what`` error. None: no cap."""
+
+    size: int | None = None  #: bytes of UTF-8 text
+    routes: int | None = None  #: routes in the file
+    template_text: int | None = None  #: characters of template text in all (each once)
+
+
 def load_rules(
-    path: str, env: Mapping[str, str] | None = None, checks: DestinationChecks | None = None
+    path: str,
+    env: Environment | None = None,
+    checks: DestinationChecks | None = None,
+    limits: Limits | None = None,
 ) -> Ruleset:
     """Load the rules file at ``path``; :class:`RulesError` lists every problem.
 
-    ``env`` supplies ``${VAR}`` values (default: ``os.environ``); ``checks`` adds
-    settings-dependent problems per destination (see :data:`DestinationChecks`).
+    ``env`` supplies ``${VAR}`` values (default: ``os.environ``;
+    :data:`~relay.rules.interpolation.PLACEHOLDERS` reads none); ``checks`` adds
+    settings-dependent problems per destination (see :data:`DestinationChecks`);
+    ``limits`` caps what the file may hold.
     """
-    return load_rules_text(read_source(path, RulesError), path, env, checks)
+    return load_rules_text(read_source(path, RulesError), path, env, checks, limits)
 
 
 def load_rules_text(
     text: str,
     path_label: str = "rules.yaml",
-    env: Mapping[str, str] | None = None,
+    env: Environment | None = None,
     checks: DestinationChecks | None = None,
+    limits: Limits | None = None,
 ) -> Ruleset:
     """Like :func:`load_rules` for text in hand; ``path_label`` names it in messages."""
+    limits = limits or Limits()
     problems = Problems(path_label)
+    size = len(text.encode("utf-8", "surrogatepass")) if limits.size is not None else 0
+    if limits.size is not None and size > limits.size:
+        problems.add(1, "file", f"{size:,} bytes: more than the {limits.size:,} allowed")
+        raise RulesError(problems.messages())
     with _gc_paused():
         doc = parse(text, os.environ if env is None else env, problems)
-        parts = _read(Reader(doc, problems), checks) if doc is not None else None
+        reader = Reader(doc, problems, limits.template_text) if doc is not None else None
+        parts = _read(reader, checks, limits) if reader is not None else None
     if problems or parts is None:
-        raise RulesError(problems.messages())
+        forms = hidden(doc.interpolated) if doc is not None else ()
+        raise RulesError([hide(message, forms) for message in problems.messages()])
     destinations, routes, default, notifications = parts
     version = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
     assert doc is not None
@@ -90,10 +119,14 @@ def _gc_paused() -> Iterator[None]:
 Parts = tuple[dict[str, Destination], tuple[Route, ...], Route | None, tuple[Notification, ...]]
 
 
-def _read(reader: Reader, checks: DestinationChecks | None) -> Parts | None:
+def _read(reader: Reader, checks: DestinationChecks | None, limits: Limits) -> Parts | None:
     data = reader.doc.data
     if not isinstance(data, Mapping):
         reader.error((), "expected a mapping with version, destinations and routes")
+        return None
+    count = len(data["routes"]) if isinstance(data.get("routes"), list) else 0
+    if limits.routes is not None and count > limits.routes:
+        reader.error(("routes",), f"{count:,} routes: more than the {limits.routes:,} allowed")
         return None
     reader.unknown_keys((), data, dict.fromkeys(TOP_KEYS))
     _check_version(reader, data)

@@ -46,11 +46,18 @@ class Key:
 
 
 class Reader:
-    """Validates data against key tables, collecting problems in ``problems``."""
+    """Validates data against key tables, collecting problems in ``problems``.
 
-    def __init__(self, doc: Document, problems: Problems) -> None:
+    ``template_text``: the characters of template text the file may hold in all (each
+    distinct text counted once), or None for no cap: compiling costs about 10 µs a
+    character, and a candidate file must not cost a web thread more than a second or two.
+    """
+
+    def __init__(self, doc: Document, problems: Problems, template_text: int | None = None) -> None:
         self.doc = doc
         self.problems = problems
+        self._template_text = self._template_cap = template_text
+        self._sources: set[str] = set()
 
     def error(self, path: Path, message: str, *, where: Path | None = None) -> None:
         """Report ``message`` about ``where`` (default ``path``) at the line of ``path``."""
@@ -90,8 +97,20 @@ class Reader:
         try:
             return parse(self, path, value)
         except Invalid as exc:
-            self.error(path, str(exc))
+            self.error(path, str(exc) + self._placeholder_hint(path))
             return FAILED
+
+    def _placeholder_hint(self, path: Path) -> str:
+        """For a value with ``<NAME>`` placeholders (a file read without the environment):
+        why it holds ``<NAME>``, and how to give it a value to check."""
+        names = self.doc.placeholders.get(path)
+        if not names:
+            return ""
+        name = names[0]
+        return (
+            f" (${{{name}}} is <{name}> here: the environment is not read; "
+            f"give it a default to check it, ${{{name}:-…}})"
+        )
 
     def _already_failed(self, path: Path) -> bool:
         """True when ``path`` holds a value whose ``${...}`` could not be expanded."""
@@ -99,6 +118,14 @@ class Reader:
 
     def template(self, path: Path, source: str, mode: Mode = "text") -> Template:
         """``source`` compiled for ``mode``; a syntax error is reported at its own line."""
+        if self._template_text is not None and source not in self._sources:
+            self._sources.add(source)
+            self._template_text -= len(source)
+            if self._template_text < 0:
+                self._template_text = None  # reported once
+                cap = f"{self._template_cap:,}"
+                self.error(path, f"more than {cap} characters of template text in all")
+                return FAILED
         try:
             return compile_template(source, mode)
         except TemplateError as exc:
@@ -148,7 +175,11 @@ def positive_int(reader: Reader, path: Path, value: Any) -> int:
 
 
 def url(reader: Reader, path: Path, value: Any) -> str:
+    """An http(s) URL; one with a ``<NAME>`` placeholder is taken as it is (a file read
+    without the environment: it is compared, never sent)."""
     text = string(reader, path, value)
+    if path in reader.doc.placeholders:
+        return text
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise Invalid(f"expected an http:// or https:// URL, got {text!r}")

@@ -130,6 +130,11 @@ EXPECTED = {
         "destinations.stop-confirm.to_opted_out: expected true or false, got 'yes'",
     ),
     "routes_not_a_list": (4, "routes: expected a list of routes"),
+    # 458 bytes that hold 9 ** 10 values once the aliases are expanded
+    "alias_bomb": (
+        9,
+        "lol.f: more than 500,000 values once aliases are expanded (the most a file holds)",
+    ),
     "rate_limit_bad": (
         6,
         "destinations.crm.rate_limit: bad rate '20 per second' "
