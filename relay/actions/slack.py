@@ -32,7 +32,14 @@ from relay.actions.base import (
 )
 from relay.actions.http import Answer, exchange
 from relay.events import Job
-from relay.rules import SlackDestination, Structured, Template, TemplateError, render
+from relay.rules import (
+    SlackDestination,
+    Structured,
+    Template,
+    TemplateBudgetError,
+    TemplateError,
+    render,
+)
 from relay.samples import sample_events
 from relay.settings import Settings
 
@@ -80,7 +87,8 @@ def check(destination: SlackDestination, settings: Settings) -> list[str]:
 
     It is tried on a sample delivery receipt and a sample inbound message; a template
     that fails for one kind (a field the other kind has) is left for real events to
-    decide. At most one problem is reported. Structured blocks were checked at load.
+    decide; one that passes its render budget is a problem whatever the kind. At most one
+    problem is reported. Structured blocks were checked at load.
     """
     if not isinstance(destination.blocks, Template):
         return []
@@ -88,6 +96,9 @@ def check(destination: SlackDestination, settings: Settings) -> list[str]:
     for event in sample_events():
         try:
             text = render(destination.blocks, event, "sample", destination.name)
+        except TemplateBudgetError as exc:  # whatever the event: the template's own fault
+            problems.append(f"blocks: {exc}")
+            continue
         except TemplateError:
             continue  # a field of the other kind: decided when a real event comes
         try:

@@ -24,7 +24,7 @@ from relay.rules.model import (
 )
 from relay.rules.payloads import Structured
 from relay.rules.retry import DEFAULT_RETRY, RetryPolicy
-from relay.rules.templates import Template, TemplateError, render
+from relay.rules.templates import Template, TemplateBudgetError, TemplateError, render
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -42,6 +42,7 @@ __all__ = [
     "SmsReplyDestination",
     "Structured",
     "Template",
+    "TemplateBudgetError",
     "TemplateError",
     "describe",
     "format_duration",
