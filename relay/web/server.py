@@ -5,24 +5,26 @@ blocks reading the rest: a client sending one header line every 2 s holds a thre
 long as it likes, and as many such clients as there are threads stall the web tier,
 ``/healthz`` included. :class:`BoundedReadWorker` (``worker_class`` in
 ``relay/web/gunicorn_conf.py``) reads each request in the worker's event loop instead,
-without blocking: the head, then the body (by ``Content-Length`` or chunk by chunk, up to
-``RELAY_MAX_BODY_BYTES``). Only a complete request goes to a thread, whose parser reads
-from those bytes and never from the client. A request not complete within
+without blocking, framed by h11 (:mod:`relay.web.framing`): the head, then the body (by
+``Content-Length`` or chunk by chunk, up to ``RELAY_MAX_BODY_BYTES``). Only a complete
+request goes to a thread, whose parser reads the request rebuilt in canonical form from
+what h11 parsed, and never the client. A request not complete within
 ``RELAY_READ_TIMEOUT`` of its connection (or of the previous answer, on a kept-alive one)
 is answered ``408`` and the connection closed. Slow clients cost a socket and a buffer,
 never a thread; answers are written with the same timeout.
 
-Requests the framing here cannot follow (a head past gunicorn's limits, a ``Content-Length``
-over the body limit, an unusual ``Transfer-Encoding``) go to a thread as they are, for
-gunicorn and the app to refuse; their connection closes after the answer. With TLS, the
-PROXY protocol, uwsgi or HTTP/2 configured in gunicorn, the worker is plain gthread.
+A request whose framing is refused (malformed, ambiguous, or a body over the limit) is
+answered by the loop, 400 or 413 in JSON like the 408, and its connection closed after a
+linger: no thread, no traceback, one log line. What gunicorn's own checks refuse in a whole
+request (its line and header limits, a repeated ``Content-Type``, an unknown ``Expect``)
+it answers itself, 4xx. With TLS, the PROXY protocol, uwsgi or HTTP/2 configured in
+gunicorn, the worker is plain gthread.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import re
 import selectors
 import socket
 import time
@@ -33,7 +35,9 @@ from typing import Any
 from gunicorn import http
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
+from relay.errors import IngestError
 from relay.settings import load_settings
+from relay.web.framing import RequestFraming, RequestTimeoutError, loop_answer
 
 log = logging.getLogger("relay.web")
 
@@ -41,127 +45,6 @@ RECV_SIZE = 65536
 LINGER_SECONDS = 2.0  #: how long a closing connection is drained (as gunicorn does)
 LINGER_BYTES = 65536
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-TIMEOUT_BODY = b'{"error": "request_timeout"}'
-TIMEOUT_ANSWER = (
-    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(TIMEOUT_BODY), TIMEOUT_BODY)
-)
-MAX_CHUNK_LINE = 8190  #: bytes of a chunk-size line (gunicorn's limit)
-MAX_TRAILERS = 8190 * 32  #: bytes of a trailer section (gunicorn's limit)
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
-
-
-class RequestFrame:
-    """Where one HTTP/1.x request ends, found as its bytes arrive (each byte looked at once).
-
-    :meth:`feed` answers True once the request is complete, or once the bytes can go to
-    gunicorn as they are (``partial``: it answers, then the connection closes).
-    """
-
-    def __init__(self, max_head: int, max_body: int) -> None:
-        self.buf = bytearray()
-        self.max_head = max_head
-        self.max_body = max_body
-        self.partial = False
-        self.wants_continue = False  #: ``Expect: 100-continue`` and the body still to come
-        self._head_end = -1
-        self._searched = 0
-        self._chunked = False
-        self._length = 0
-        self._pos = 0  #: chunked: where parsing goes on
-        self._phase = "size"  #: chunked: size, data, crlf, trailers
-        self._left = 0  #: chunked: bytes of the current chunk still to come
-        self._decoded = 0  #: chunked: body bytes so far
-
-    def feed(self, data: bytes) -> bool:
-        self.buf += data
-        if self._head_end < 0 and not self._read_head():
-            return False
-        if self.partial:
-            return True
-        if self._chunked:
-            return self._read_chunks()
-        return len(self.buf) - self._head_end >= self._length
-
-    def _read_head(self) -> bool:
-        found = _HEAD_END.search(self.buf, self._searched)
-        if found is None:
-            self._searched = max(0, len(self.buf) - 3)
-            if len(self.buf) > self.max_head:
-                self.partial = True  # gunicorn refuses it
-                return True
-            return False
-        self._head_end = self._pos = found.end()
-        lines = bytes(self.buf[: found.start()]).split(b"\n")
-        version = lines[0].rstrip(b"\r").rsplit(b" ", 1)[-1].upper()
-        headers: dict[bytes, list[bytes]] = {}
-        for line in lines[1:]:
-            name, _, value = line.rstrip(b"\r").partition(b":")
-            headers.setdefault(name.strip().lower(), []).append(value.strip())
-        self._frame(version, headers)
-        return True
-
-    def _frame(self, version: bytes, headers: dict[bytes, list[bytes]]) -> None:
-        lengths = headers.get(b"content-length", [])
-        codings = [
-            coding.strip().lower()
-            for value in headers.get(b"transfer-encoding", [])
-            for coding in value.split(b",")
-        ]
-        if codings:
-            chunked_last = codings[-1] == b"chunked" and codings.count(b"chunked") == 1
-            self._chunked = chunked_last and not lengths and version == b"HTTP/1.1"
-            self.partial = not self._chunked
-        elif lengths:
-            if len(lengths) != 1 or not lengths[0].isdigit():
-                self.partial = True
-            else:
-                self._length = int(lengths[0])
-                self.partial = self._length > self.max_body  # answered 413 unread
-        expect = [value.lower() for value in headers.get(b"expect", [])]
-        self.wants_continue = b"100-continue" in expect and version == b"HTTP/1.1"
-
-    def _read_chunks(self) -> bool:
-        buf = self.buf
-        while True:
-            if self._phase == "size":
-                end = buf.find(b"\r\n", self._pos)
-                if end < 0:
-                    self.partial = len(buf) - self._pos > MAX_CHUNK_LINE
-                    return self.partial
-                size = bytes(buf[self._pos : end]).split(b";", 1)[0].strip()
-                try:
-                    self._left = int(size, 16)
-                except ValueError:
-                    self.partial = True
-                    return True
-                self._pos = end + 2
-                self._phase = "data" if self._left else "trailers"
-            elif self._phase == "data":
-                taken = min(self._left, len(buf) - self._pos)
-                self._pos += taken
-                self._left -= taken
-                self._decoded += taken
-                if self._decoded > self.max_body:  # enough for the app to answer 413
-                    self.partial = True
-                    return True
-                if self._left:
-                    return False
-                self._phase = "crlf"
-            elif self._phase == "crlf":
-                if len(buf) - self._pos < 2:
-                    return False
-                self._pos += 2
-                self._phase = "size"
-            else:  # trailers: an empty line, or header lines and then one
-                if len(buf) - self._pos < 2:
-                    return False
-                if buf[self._pos : self._pos + 2] == b"\r\n":
-                    return True
-                if buf.find(b"\r\n\r\n", self._pos) >= 0:
-                    return True
-                self.partial = len(buf) - self._pos > MAX_TRAILERS
-                return self.partial
 
 
 class BufferedSource:
@@ -191,9 +74,9 @@ class BoundedConn(TConn):
     def __init__(self, cfg: Any, sock: socket.socket, client: Any, server: Any) -> None:
         super().__init__(cfg, sock, client, server)
         self.source = BufferedSource()
-        self.frame: RequestFrame | None = None
+        self.frame: RequestFraming | None = None
+        self.ahead = b""  #: bytes after the request in a thread: the next one's start
         self.deadline = 0.0
-        self.partial = False
         self.continued = False
         self.drained = 0
         self.data_ready = True  # a thread gets the connection only with a whole request
@@ -264,11 +147,10 @@ class BoundedReadWorker(ThreadWorker):
             self._on_readable(conn, client)
 
     def _start_reading(self, conn: BoundedConn, data: bytes) -> None:
-        conn.frame = RequestFrame(self.max_head, self.max_body)
+        conn.frame = RequestFraming(self.max_head, self.max_body)
         conn.deadline = time.monotonic() + self.read_timeout
         conn.continued = False
-        if data and conn.frame.feed(data):
-            self._dispatch(conn)
+        if data and self._feed(conn, data):
             return
         self.reading[conn] = None
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
@@ -281,17 +163,46 @@ class BoundedReadWorker(ThreadWorker):
             self._stop_reading(conn)
             self._close(conn)
             return
+        if self._feed(conn, data):
+            return
         frame = conn.frame
-        assert frame is not None
-        if frame.feed(data):
-            self._stop_reading(conn)
-            self._dispatch(conn)
-        elif frame.wants_continue and not conn.continued:
-            conn.continued = True  # gunicorn sends another once the app reads: allowed
+        if frame is not None and frame.wants_continue and not conn.continued:
+            conn.continued = True
             try:
                 conn.sock.send(CONTINUE)
             except OSError:
                 pass
+
+    def _feed(self, conn: BoundedConn, data: bytes) -> bool:
+        """Whether ``data`` ended the reading: the request is whole (and went to a
+        thread) or refused (and answered)."""
+        frame = conn.frame
+        assert frame is not None
+        try:
+            if not frame.feed(data):
+                return False
+        except IngestError as exc:
+            conn.frame = None
+            self._stop_reading(conn)
+            self._refuse(conn, exc)
+            return True
+        self._stop_reading(conn)
+        conn.source.data += frame.canonical()
+        conn.ahead = frame.rest
+        conn.frame = None
+        self.enqueue_req(conn)
+        return True
+
+    def _refuse(self, conn: BoundedConn, exc: IngestError) -> None:
+        """Answer a request the loop refused (its framing, a body over the limit, too
+        slow), then close: what follows it on the connection cannot be told apart from its
+        body."""
+        log.info("answered %d to %s: %s", exc.status, _peer(conn.client), exc)
+        try:
+            conn.sock.send(loop_answer(exc))
+        except OSError:
+            pass
+        self._linger(conn)
 
     def _stop_reading(self, conn: BoundedConn) -> None:
         self.reading.pop(conn, None)
@@ -300,25 +211,12 @@ class BoundedReadWorker(ThreadWorker):
         except (KeyError, ValueError, OSError):
             pass
 
-    def _dispatch(self, conn: BoundedConn) -> None:
-        frame = conn.frame
-        assert frame is not None
-        conn.source.data += frame.buf
-        conn.partial = frame.partial
-        conn.frame = None
-        self.enqueue_req(conn)
-
     # -- in a thread ----------------------------------------------------------------------
 
     def handle_request(self, req: Any, conn: BoundedConn) -> Any:
         if self.bounded:  # the answer too: a client that does not read it lets go of the thread
             conn.sock.settimeout(self.read_timeout)
         return super().handle_request(req, conn)
-
-    def _keepalive_after(self, conn: BoundedConn, keepalive: bool) -> bool:
-        if self.bounded and conn.partial:  # the rest of its body was never read
-            return False
-        return bool(super()._keepalive_after(conn, keepalive))
 
     # -- after the answer -----------------------------------------------------------------
 
@@ -332,7 +230,9 @@ class BoundedReadWorker(ThreadWorker):
                 self._linger(conn)
                 return
             conn.sock.setblocking(False)
-            read_ahead = conn.parser.unreader.take_buffered() + conn.source.take()
+            conn.parser.unreader.take_buffered()  # nothing: the parser got one whole request
+            conn.source.take()
+            read_ahead, conn.ahead = conn.ahead, b""
             if read_ahead:  # the client sent its next request already
                 self._start_reading(conn, read_ahead)
                 return
@@ -399,19 +299,11 @@ class BoundedReadWorker(ThreadWorker):
 
     def _time_out(self, conn: BoundedConn) -> None:
         """408 to a client that began a request and did not finish it in time."""
-        if conn.frame is None or not conn.frame.buf:
+        if conn.frame is None or not conn.frame.received:
             self._close(conn)  # opened and never used: closed, as gunicorn does
             return
-        log.info(
-            "answered 408 to %s: request not complete within %gs (RELAY_READ_TIMEOUT)",
-            _peer(conn.client),
-            self.read_timeout,
-        )
-        try:
-            conn.sock.send(TIMEOUT_ANSWER)
-        except OSError:
-            pass
-        self._linger(conn)
+        detail = f"request not complete within {self.read_timeout:g}s (RELAY_READ_TIMEOUT)"
+        self._refuse(conn, RequestTimeoutError(detail))
 
     def murder_keepalived(self, force: bool = False) -> None:
         super().murder_keepalived(force)
