@@ -1,7 +1,7 @@
 """relay's benchmarks: ingest (against two baselines), end to end (against a naive relay),
-matching, event search, memory.
+matching, event search, memory, and a framing fuzz of the web process.
 
-    python -m bench [ingest|e2e|matching|search|memory|all] [--seconds S] [--concurrency C] …
+    python -m bench [ingest|e2e|matching|search|memory|framing|all] [--seconds S] …
     python -m bench e2e                          # end to end only, with the naive baseline
     make bench                                   # all, default settings (≈ 5 minutes)
 
@@ -10,7 +10,8 @@ settings, Celery workers, the two ingest baseline apps, the naive relay of bench
 local HTTP sink) and stops it all.
 Prints a plain-text table (each figure next to its target, ✓/✗) on stdout, progress on
 stderr; ``--json`` prints the full results as JSON instead (``--json PATH`` writes them
-there and still prints the table). Exit status 1 when an accepted event was lost.
+there and still prints the table). Exit status 1 when an accepted event was lost, or the
+framing fuzz crashed or hung the web process.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import statistics
 import sys
 import time
 
-from bench import e2e, ingest, loadgen, matching, memory, search
+from bench import e2e, framing, ingest, loadgen, matching, memory, search
 
 MB = 1024 * 1024 / 1e6  #: MiB → MB (the targets are in MB)
 
@@ -40,6 +41,7 @@ TARGETS = {
     "search_p95_ms": 200.0,
     "web_mb": 80.0,
     "worker_mb": 150.0,
+    "framing_failures": 0,
 }
 
 
@@ -54,8 +56,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "what",
         nargs="?",
         default="all",
-        choices=["ingest", "e2e", "matching", "search", "memory", "all"],
+        choices=["ingest", "e2e", "matching", "search", "memory", "framing", "all"],
     )
+    parser.add_argument(
+        "--framing-cases",
+        type=int,
+        default=framing.DEFAULT_CASES,
+        help="framing: generated cases (after the cut-short ones)",
+    )
+    parser.add_argument("--framing-seed", type=int, default=framing.DEFAULT_SEED)
     parser.add_argument(
         "--search-events",
         type=int,
@@ -147,7 +156,8 @@ def progress(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    todo = ["matching", "search", "ingest", "e2e", "memory"] if args.what == "all" else [args.what]
+    every = ["matching", "search", "ingest", "e2e", "memory", "framing"]
+    todo = every if args.what == "all" else [args.what]
     results: dict = {"machine": machine(), "settings": vars(args).copy(), "generator": {}}
     snapshots: list[dict] = []
     started = time.monotonic()
@@ -220,6 +230,15 @@ def main(argv: list[str] | None = None) -> int:
                 keep=args.keep,
                 progress=progress,
             )
+    if "framing" in todo:
+        results["framing"] = framing.run(
+            cases=args.framing_cases,
+            seed=args.framing_seed,
+            web_concurrency=args.web_concurrency,
+            web_threads=args.web_threads,
+            keep=args.keep,
+            progress=progress,
+        )
     results["machine"]["loadavg_end"] = loadavg()
     results["elapsed_s"] = time.monotonic() - started
     results["targets"] = TARGETS
@@ -234,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                 json.dump(results, f, indent=2, default=str)
         print(text)
     lost = results.get("e2e", {}).get("loss", {}).get("lost", 0)
-    return 1 if lost else 0
+    fuzz = results.get("framing", {})
+    return 1 if lost or fuzz.get("crashes") or fuzz.get("hangs") else 0
 
 
 def loadavg() -> str:
@@ -439,6 +459,17 @@ def render(r: dict) -> str:
                     mark(worker <= t["worker_mb"]),
                 ]
             )
+    fz = r.get("framing")
+    if fz:
+        failures = fz["crashes"] + fz["hangs"]
+        rows.append(
+            [
+                f"framing fuzz: crashes / hangs of the web in {num(fz['cases'])} cases",
+                f"{fz['crashes']} / {fz['hangs']}",
+                f"{t['framing_failures']}",
+                mark(failures <= t["framing_failures"]),
+            ]
+        )
     if rows:
         out += [""] + table(rows, ["figure", "measured", "target", ""])
 
@@ -454,6 +485,8 @@ def render(r: dict) -> str:
         out += ["", *search_details(sr)]
     if mem:
         out += ["", *memory_details(mem)]
+    if fz:
+        out += ["", *framing.details(fz, s)]
     return "\n".join(out)
 
 
