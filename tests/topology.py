@@ -289,6 +289,6 @@ class Topology:
             states = ", ".join(f"{node.port}: {node.state()}" for node in self.data_nodes)
             logs = "\n".join(node.log_tail(4) for node in self.data_nodes + self.sentinels)
             raise AssertionError(
-                f"no {what} within {timeout:g}s (data nodes {states}; Sentinels name "
+                f"waited {timeout:g}s for {what} (data nodes {states}; Sentinels name "
                 f"{dict(self._named())})\n{logs}"
             ) from None
