@@ -37,6 +37,14 @@ FIELDS = (
     "status",
     "rules_version",
     "reason",
+    # who did what, for logins and the audit log (relay.access, relay.audit)
+    "action",
+    "role",
+    "client",
+    "user",
+    "via",
+    "ids",
+    "count",
 )
 
 # -- phone numbers ---------------------------------------------------------------------------

@@ -32,6 +32,9 @@
     relay:owned:<node>          set: the pending members a worker node has taken
     relay:optout:<digits>       an opted-out sender
     relay:cooldown:<dest>:<digits>  a reply window, holding the delivery id that claimed it
+    relay:logins:<address>      failed logins (console or admin API) from one client
+                                address, expiring a minute after the first; at the limit,
+                                its cooling-off (relay.state.logins)
     relay:lock:<name>           short locks (one sweeper at a time)
     relay:republished:<member>  how often a unit of work was published again (poison count)
     relay:idx:all               sorted set: every routed event id, scored by its accept time
@@ -137,6 +140,11 @@ def optout(digits: str) -> str:
 
 def cooldown(destination: str, digits: str) -> str:
     return f"{PREFIX}cooldown:{destination}:{digits}"
+
+
+def logins(address: str) -> str:
+    """Failed logins from the client ``address``."""
+    return PREFIX + "logins:" + address
 
 
 def lock(name: str) -> str:

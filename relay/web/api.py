@@ -22,6 +22,7 @@ from relay.durations import parse_duration
 from relay.errors import RelayError, RequestError, RulesError
 from relay.ops import dead_letters, destinations, history, reroute, rules_diff, search
 from relay.ops.dryrun import dry_run
+from relay.web import logins
 from relay.web.context import current_relay
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -40,14 +41,23 @@ def _authorize() -> ResponseReturnValue | None:
     token = settings.admin_token
     if not token:
         raise NotFound()
-    header = request.headers.get("Authorization", "")
-    admin = _bearer_matches(header, token)
+    wait = logins.cooling_off("api")
+    if wait:
+        detail = f"too many failed logins from this address: try again in {wait} s"
+        return jsonify(error="too_many_requests", detail=detail), 429, {"Retry-After": str(wait)}
+    header = request.headers.get("Authorization")
+    admin = _bearer_matches(header or "", token)
     # both compared every time: the timing does not tell which token nearly matched
-    viewer = settings.viewer_token is not None and _bearer_matches(header, settings.viewer_token)
+    viewer = settings.viewer_token is not None and _bearer_matches(
+        header or "", settings.viewer_token
+    )
+    if not (admin or viewer):
+        if header is not None:  # credentials, and wrong: a failed login (no header: none)
+            logins.failed("api")
+        return jsonify(error="unauthorized"), 401, {"WWW-Authenticate": "Bearer"}
+    logins.succeeded("api", "admin" if admin else "viewer")
     if admin:
         return None
-    if not viewer:
-        return jsonify(error="unauthorized"), 401, {"WWW-Authenticate": "Bearer"}
     if request.method not in ("GET", "HEAD"):
         detail = "RELAY_VIEWER_TOKEN is read-only: GET only; this needs RELAY_ADMIN_TOKEN"
         return jsonify(error="forbidden", detail=detail), 403

@@ -6,6 +6,8 @@
   ``X-CSRF-Token``): missing is 400, wrong is 403, each with a page saying so.
 - A viewer session (``RELAY_VIEWER_TOKEN``) may read and try rules, never change state:
   views that do are wrapped in :func:`admin_only` (403), whatever the page shows.
+- Logins are logged and throttled per client address (:mod:`relay.web.logins`): too many
+  wrong tokens and the login form answers 429 for a while, whatever token it is given.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from flask import Response, g, make_response, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound
 
+from relay.web import logins
 from relay.web.console import session as sessions
 from relay.web.console.blueprint import PREFIX, bp, in_console
 from relay.web.context import current_relay
@@ -134,10 +137,17 @@ def login() -> ResponseReturnValue:
         if fresh:
             sessions.save(settings, g.console_session, request, response)
         return response
+    wait = logins.cooling_off("console")
+    if wait:
+        text = f"Too many failed logins from your address: try again in {wait} s."
+        page = render_template("console/login.html", next=target, error=text)
+        return page, 429, {"Retry-After": str(wait)}
     role = sessions.role_for(settings, request.form.get("token", ""))
     if role is None:
+        logins.failed("console")
         page = render_template("console/login.html", next=target, error="Wrong token.")
         return page, 401
+    logins.succeeded("console", role)
     g.console_session = sessions.new_session(role)
     moved = redirect(target)
     sessions.save(settings, g.console_session, request, moved)
