@@ -13,6 +13,7 @@
     │   ├── TooLargeError      413
     │   └── UnsupportedMediaError 415
     ├── UnavailableError       → 503 with Retry-After: Redis/broker not reachable in time
+    │   └── NotReplicatedError written, but fewer replicas confirmed it than required
     └── DeliveryError          destination, attempt, status
         ├── TransientDeliveryError   retried
         └── PermanentDeliveryError   dead-lettered at once
@@ -91,6 +92,11 @@ class UnsupportedMediaError(IngestError):
 
 class UnavailableError(RelayError):
     """Redis or the broker did not answer in time."""
+
+
+class NotReplicatedError(UnavailableError):
+    """The primary took the write, but fewer replicas than ``RELAY_REDIS_MIN_REPLICAS``
+    confirmed it in time: it may vanish in a failover, so it is not acknowledged."""
 
 
 class DeliveryError(RelayError):

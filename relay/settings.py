@@ -16,12 +16,14 @@ from urllib.parse import urlsplit
 
 from relay.durations import parse_duration
 from relay.errors import SettingsError
+from relay.redis_url import PLAIN_SCHEMES, SENTINEL_SCHEMES, is_sentinel, parse_sentinel_url
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024  #: bytes: a full batch (1,000) of typical receipts fits
 DEFAULT_DEDUPE_TTL = "24h"
 DEFAULT_HISTORY_TTL = "7d"
 DEFAULT_VISIBILITY_TIMEOUT = "5m"  #: broker redelivers a task unacked this long
 DEFAULT_ENQUEUE_TIMEOUT = "1.5s"  #: budget of one Redis/broker call on the request path
+DEFAULT_REPLICA_TIMEOUT = "500ms"  #: how long an accept waits for replicas to confirm it
 DEFAULT_WEBEX_API_URL = "https://api.us.webexconnect.io"
 DEFAULT_SLACK_API_URL = "https://slack.com/api"
 MIN_TOKEN_LENGTH = 16  #: characters: the shortest admin or viewer token accepted
@@ -30,8 +32,14 @@ _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 @dataclass(frozen=True)
 class Settings:
-    redis_url: str | None = None
-    broker_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)
+    redis_sentinel_password: str | None = field(default=None, repr=False)
+    #: replicas that must confirm an accepted event (or an operator's write) before it is
+    #: answered; default 1 with Sentinel, else 0
+    redis_min_replicas: int = 0
+    redis_replica_timeout: float = 0.5  #: seconds WAIT gives the replicas
+    broker_url: str | None = field(default=None, repr=False)
+    amqp_quorum: bool = False  #: declare relay's RabbitMQ queues as quorum queues
     rules_path: str = "config/rules.yaml"
     data_dir: str = "./var"
     webex_hub_secret: str | None = field(default=None, repr=False)
@@ -93,11 +101,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build :class:`Settings` from ``env`` (default ``os.environ``)."""
     env = os.environ if env is None else env
     reader = _Reader(env)
+    redis_url = reader.redis_url("RELAY_REDIS_URL")
+    sentinel = redis_url is not None and is_sentinel(redis_url)
     settings = Settings(
-        redis_url=reader.url("RELAY_REDIS_URL", ("redis", "rediss", "unix")),
+        redis_url=redis_url,
+        redis_sentinel_password=reader.optional("RELAY_REDIS_SENTINEL_PASSWORD"),
+        redis_min_replicas=reader.integer("RELAY_REDIS_MIN_REPLICAS", 1 if sentinel else 0, 0),
+        redis_replica_timeout=reader.duration(
+            "RELAY_REDIS_REPLICA_TIMEOUT", DEFAULT_REPLICA_TIMEOUT, minimum=0.001
+        ),
         broker_url=reader.url(
             "RELAY_BROKER_URL", ("redis", "rediss", "amqp", "amqps", "pyamqp", "redis+socket")
         ),
+        amqp_quorum=reader.flag("RELAY_AMQP_QUORUM"),
         rules_path=reader.text("RELAY_RULES", "config/rules.yaml"),
         data_dir=reader.text("RELAY_DATA_DIR", "./var"),
         webex_hub_secret=reader.optional("RELAY_WEBEX_HUB_SECRET"),
@@ -149,7 +165,25 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
     _check_ingest_auth(settings)
     _check_tokens(settings)
+    _check_replication(settings)
     return settings
+
+
+def _check_replication(settings: Settings) -> None:
+    """WAIT must end before the call's own timeout, or a slow replica would look like a
+    Redis that does not answer."""
+    if settings.redis_min_replicas and settings.redis_replica_timeout >= settings.enqueue_timeout:
+        raise SettingsError(
+            "RELAY_REDIS_REPLICA_TIMEOUT",
+            f"{settings.redis_replica_timeout:g}s must be below RELAY_ENQUEUE_TIMEOUT "
+            f"({settings.enqueue_timeout:g}s)",
+        )
+    if settings.redis_sentinel_password and not (
+        settings.redis_url and is_sentinel(settings.redis_url)
+    ):
+        raise SettingsError(
+            "RELAY_REDIS_SENTINEL_PASSWORD", "set, but RELAY_REDIS_URL names no Sentinels"
+        )
 
 
 def _check_tokens(settings: Settings) -> None:
@@ -255,6 +289,18 @@ class _Reader:
             parts.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError:
             raise SettingsError(name, "has an invalid port") from None
+        return raw
+
+    def redis_url(self, name: str) -> str | None:
+        """A single server's URL, or a Sentinel URL (``relay.redis_url``); a bad one is
+        described without its password."""
+        raw = self.optional(name)
+        if raw is None or not is_sentinel(raw):
+            return self.url(name, PLAIN_SCHEMES + SENTINEL_SCHEMES)
+        try:
+            parse_sentinel_url(raw)
+        except ValueError as exc:
+            raise SettingsError(name, str(exc)) from None
         return raw
 
     def header_name(self, name: str, default: str) -> str:

@@ -20,7 +20,7 @@ from relay.cli.supervisor import Child, Supervisor
 from relay.errors import ConfigError
 from relay.samples import sample_curl
 from relay.settings import Settings
-from relay.state import RedisError, connect, eviction_warning
+from relay.state import RedisError, check_service, connect, eviction_warning
 from relay.web import auth
 
 
@@ -98,7 +98,7 @@ def up(rules_path: str | None, host: str, port: int) -> None:
         click.echo(f"relay: {exc}", err=True)
         sys.exit(2)
     if settings.redis_url:  # not the embedded one, whose configuration is ours
-        _warn_if_redis_evicts(settings.redis_url)
+        _check_redis(settings)
     # the data-dir lock proves no other worker uses the embedded Redis: the worker may
     # resume at start whatever the last run left in flight (relay.worker.recovery)
     worker_env = {**env, "RELAY_SOLE_WORKER": "1"} if embedded else env
@@ -166,9 +166,16 @@ def _check_callback_auth(settings: Settings) -> None:
         click.echo(f"relay: {message}", err=True)
 
 
-def _warn_if_redis_evicts(url: str) -> None:
+def _check_redis(settings: Settings) -> None:
+    """Exit 2 when Sentinels do not know the configured service; warn when the Redis does
+    not answer or may evict keys."""
+    url = settings.require_redis()
     try:
-        warning = eviction_warning(connect(url))
+        check_service(url, 5.0, settings.redis_sentinel_password)
+        warning = eviction_warning(connect(url, 5.0, settings.redis_sentinel_password))
+    except ConfigError as exc:
+        click.echo(f"relay: {exc}", err=True)
+        sys.exit(2)
     except RedisError as exc:
         click.echo(
             f"relay: warning: Redis at {url.split('@')[-1]} does not answer: {exc}", err=True

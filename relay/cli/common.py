@@ -11,6 +11,7 @@ import click
 from relay.cli.embedded import running_embedded_url
 from relay.errors import ConfigError, RulesError
 from relay.settings import Settings, load_settings
+from relay.state import check_service
 
 if TYPE_CHECKING:
     from relay.rules import Ruleset
@@ -21,6 +22,7 @@ def settings_or_exit(require_redis: bool = False) -> Settings:
 
     Without RELAY_REDIS_URL, a command that needs Redis uses the embedded one a running
     `relay up` serves from RELAY_DATA_DIR (so `relay dlq list` works beside `make run`).
+    Sentinels that do not know the URL's service are a bad setting too.
     """
     try:
         settings = load_settings()
@@ -29,7 +31,7 @@ def settings_or_exit(require_redis: bool = False) -> Settings:
             if embedded:
                 settings = dataclasses.replace(settings, redis_url=embedded)
         if require_redis:
-            settings.require_redis()
+            check_service(settings.require_redis(), 5.0, settings.redis_sentinel_password)
         return settings
     except ConfigError as exc:
         click.echo(f"relay: {exc}", err=True)

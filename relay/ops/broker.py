@@ -13,21 +13,28 @@ The web process and the commands use it to publish (replays); the worker extends
   of it are split into hops (``relay.worker.delivery``), so a scheduled retry is never
   redelivered while it waits;
 - no remote control (no ``celery@host.celery.pidbox`` queue): any number of workers run
-  on one host with either broker, whatever their node names.
+  on one host with either broker, whatever their node names;
+- with ``RELAY_REDIS_URL`` naming Sentinels and no ``RELAY_BROKER_URL``, the broker is the
+  same primary, reached through kombu's ``sentinel://`` transport (``master_name``);
+- with ``RELAY_AMQP_QUORUM=1``, relay's RabbitMQ queues are quorum queues (replicated
+  across a RabbitMQ cluster).
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from celery import Celery
 from kombu import Exchange, Queue
 from kombu.exceptions import ChannelError
 
+from relay.redis_url import SentinelURL, is_sentinel, parse_sentinel_url
 from relay.settings import Settings
 
 ROUTE_QUEUE = "relay.route"
 DELIVER_QUEUE = "relay.deliver"
+QUEUES = (ROUTE_QUEUE, DELIVER_QUEUE)
 
 
 def make_celery(settings: Settings, cls: type[Celery] = Celery, **kwargs: Any) -> Celery:
@@ -53,18 +60,25 @@ def _queue_size(connection: Any, name: str) -> int:
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     timeout = settings.enqueue_timeout
+    url = settings.effective_broker_url
+    transport_options: dict[str, Any] = {
+        "visibility_timeout": int(settings.visibility_timeout),
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
+    }
+    sentinel = parse_sentinel_url(url) if url and is_sentinel(url) else None
+    if sentinel is not None:
+        url = kombu_sentinel_url(sentinel)
+        transport_options |= _sentinel_options(sentinel, settings, timeout)
     return {
-        "broker_url": settings.effective_broker_url,
-        "broker_transport": _transport(settings.effective_broker_url),
+        "broker_url": url,
+        "broker_transport": _transport(url),
+        "broker_use_ssl": {"ssl_cert_reqs": "required"} if sentinel and sentinel.tls else False,
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": timeout,
-        "broker_transport_options": {
-            "visibility_timeout": int(settings.visibility_timeout),
-            "socket_timeout": timeout,
-            "socket_connect_timeout": timeout,
-            "unacked_restore_interval": 1,
-            "unacked_restore_throttle": 1,
-        },
+        "broker_transport_options": transport_options,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -79,7 +93,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_enable_remote_control": False,
         "task_default_queue": ROUTE_QUEUE,
-        "task_queues": [_queue(ROUTE_QUEUE), _queue(DELIVER_QUEUE)],
+        "task_queues": [_queue(name, settings.amqp_quorum) for name in QUEUES],
         "worker_pool": settings.worker_pool,
         "worker_concurrency": settings.worker_concurrency,
         "task_routes": {
@@ -97,13 +111,51 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def kombu_sentinel_url(address: SentinelURL) -> str:
+    """kombu's form of the Sentinels: ``sentinel://[:pw@]host:port/db;sentinel://…``."""
+    userinfo = ""
+    if address.password:
+        userinfo = f"{quote(address.username or '', safe='')}:{quote(address.password, safe='')}@"
+    return ";".join(
+        f"sentinel://{userinfo}{_host(host)}:{port}/{address.db}"
+        for host, port in address.sentinels
+    )
+
+
+def _sentinel_options(address: SentinelURL, settings: Settings, timeout: float) -> dict[str, Any]:
+    sentinel_kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if settings.redis_sentinel_password:
+        sentinel_kwargs["password"] = settings.redis_sentinel_password
+    if address.tls:
+        sentinel_kwargs["ssl"] = True
+    return {"master_name": address.service, "sentinel_kwargs": sentinel_kwargs}
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 def _transport(url: str | None) -> str | None:
-    """relay's Redis transport (one client per channel, see relay.worker.transport) for
-    redis:// and rediss:// brokers; the URL's own transport otherwise."""
-    if url and url.split("://", 1)[0] in ("redis", "rediss"):
+    """relay's Redis transports (one client per channel, see relay.worker.transport) for
+    redis://, rediss:// and sentinel:// brokers; the URL's own transport otherwise."""
+    scheme = url.split("://", 1)[0] if url else ""
+    if scheme in ("redis", "rediss"):
         return "relay.worker.transport:Transport"
+    if scheme == "sentinel":
+        return "relay.worker.transport:SentinelTransport"
     return None
 
 
-def _queue(name: str) -> Queue:
-    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+def _queue(name: str, quorum: bool = False) -> Queue:
+    """A queue behind an exchange of its name. With ``quorum``, a RabbitMQ quorum queue
+    behind a topic exchange: quorum queues have no global prefetch, so Celery sends
+    countdown tasks (retries) through RabbitMQ's native delayed delivery, which routes
+    them back by topic (a direct exchange would have the worker hold them instead)."""
+    if not quorum:
+        return Queue(name, Exchange(name, type="direct"), routing_key=name)
+    return Queue(
+        name,
+        Exchange(name, type="topic"),
+        routing_key=name,
+        queue_arguments={"x-queue-type": "quorum"},
+    )

@@ -1,4 +1,7 @@
-"""The Redis connection: one way to open it, JSON in and out, errors made plain."""
+"""Talking to Redis: JSON in and out, errors made plain, health and replication checks.
+
+Clients are made by :mod:`relay.state.connection`.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +12,15 @@ from typing import Any
 
 import redis
 
-from relay.errors import UnavailableError
+from relay.errors import NotReplicatedError, UnavailableError
 
 #: what a Redis call raises when the server is away or answers too slowly
 Unavailable = (redis.ConnectionError, redis.TimeoutError)
 RedisError = redis.RedisError
-
-
-def connect(url: str, timeout: float = 1.5) -> redis.Redis:
-    """A client whose every call gives up after ``timeout`` seconds."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
-        decode_responses=True,
-    )
+#: error replies of a server that is not (or not yet, or no longer) a writable primary:
+#: a failover under way, not a fault of the call
+FAILOVER_REPLIES = ("READONLY", "MASTERDOWN", "LOADING", "NOREPLICAS", "TRYAGAIN")
+MAX_REPLICA_LAG = 2  #: seconds since a replica's last acknowledgement, for readiness
 
 
 def dumps(value: object) -> str:
@@ -42,13 +38,43 @@ def texts(reply: Any) -> list[str]:
     return [item if isinstance(item, str) else item.decode() for item in reply]
 
 
+def is_unavailable(exc: BaseException) -> bool:
+    """True for a connection problem, a timeout, or a server that cannot take writes now
+    (a failover): the call may succeed on the next try."""
+    if isinstance(exc, Unavailable):
+        return True
+    if isinstance(exc, redis.ResponseError):
+        text = str(exc)
+        return text.startswith(FAILOVER_REPLIES) or getattr(exc, "status_code", None) in (
+            FAILOVER_REPLIES
+        )
+    return False
+
+
 @contextmanager
 def unavailable_on_error() -> Iterator[None]:
-    """Turns a Redis connection problem or timeout into UnavailableError."""
+    """Turns a Redis connection problem, timeout or failover reply into UnavailableError."""
     try:
         yield
-    except Unavailable as exc:
-        raise UnavailableError(f"redis: {exc}") from exc
+    except RedisError as exc:
+        if is_unavailable(exc):
+            raise UnavailableError(f"redis: {exc}") from exc
+        raise
+
+
+def wait_for_replicas(pipe: Any, replicas: int, timeout: float) -> None:
+    """Add to ``pipe`` (a pipeline without MULTI, so on the connection that wrote): WAIT
+    for ``replicas`` replicas to confirm every write before it, up to ``timeout`` s."""
+    pipe.execute_command("WAIT", replicas, max(int(timeout * 1000), 1))
+
+
+def confirmed(acknowledged: Any, replicas: int, timeout: float) -> None:
+    """NotReplicatedError unless ``acknowledged`` (WAIT's answer) reaches ``replicas``."""
+    if int(acknowledged) < replicas:
+        raise NotReplicatedError(
+            f"redis: written, but confirmed by {int(acknowledged)} of the {replicas} "
+            f"replica(s) needed within {timeout * 1000:g}ms (RELAY_REDIS_MIN_REPLICAS)"
+        )
 
 
 def check(client: redis.Redis) -> str:
@@ -58,6 +84,27 @@ def check(client: redis.Redis) -> str:
     except redis.RedisError as exc:
         return f"error: {exc}"
     return "ok"
+
+
+def server_id(client: redis.Redis) -> str:
+    """The run id of the server answering now: another one after a failover (or a
+    restart)."""
+    return str(client.info("server").get("run_id", ""))
+
+
+def replicas_online(client: redis.Redis, max_lag: int = MAX_REPLICA_LAG) -> int:
+    """Replicas connected to the primary and acknowledging its stream: a replica acks
+    every second, so one silent for more than ``max_lag`` seconds (stopped, cut off) does
+    not count, although the primary still lists it as online."""
+    info = client.info("replication")
+    return sum(
+        1
+        for key, value in info.items()
+        if key.startswith("slave")
+        and isinstance(value, dict)
+        and value.get("state") == "online"
+        and int(value.get("lag", 0)) <= max_lag
+    )
 
 
 def eviction_warning(client: redis.Redis) -> str | None:

@@ -179,6 +179,10 @@ class DeliveryState:
         self.redis.delete(keys.delivery(delivery_id, "n"), keys.delivery(delivery_id, "done"))
         return self.next_generation(delivery_id)
 
+    def generation(self, delivery_id: str) -> int:
+        """The live generation of the delivery's task messages (0 before any retry)."""
+        return int(self.redis.get(keys.delivery(delivery_id, "gen")) or 0)
+
     def next_generation(self, delivery_id: str) -> int:
         key = keys.delivery(delivery_id, "gen")
         pipe = self.redis.pipeline(transaction=True)

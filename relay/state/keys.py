@@ -36,6 +36,8 @@
                                 address, expiring a minute after the first; at the limit,
                                 its cooling-off (relay.state.logins)
     relay:lock:<name>           short locks (one sweeper at a time)
+    relay:fence                 written just before a WAIT that confirms an operator's
+                                writes reached the replicas (RELAY_REDIS_MIN_REPLICAS)
     relay:republished:<member>  how often a unit of work was published again (poison count)
     relay:idx:all               sorted set: every routed event id, scored by its accept time
                                 (ms); trimmed and expiring with the history (RELAY_HISTORY_TTL)
@@ -74,6 +76,7 @@ DEAD = PREFIX + "dead"
 INDEX_ALL = PREFIX + "idx:all"
 RETRYING = PREFIX + "idx:retrying"
 CONTROLLED = PREFIX + "dests"
+FENCE = PREFIX + "fence"
 
 
 def dedupe(fp: str) -> str:

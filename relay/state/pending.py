@@ -127,6 +127,22 @@ class Pending:
         if self.node:
             self.redis.srem(keys.owned(self.node), member)
 
+    def owned(self) -> list[tuple[str, Spec | None]]:
+        """The members this node holds that are still pending, with their tasks (members
+        settled meanwhile are dropped from its set)."""
+        if not self.node:
+            return []
+        owned = keys.owned(self.node)
+        members = texts(self.redis.smembers(owned))
+        if not members:
+            return []
+        found = self.redis.hmget(keys.PENDING_TASKS, members)
+        specs = [None if spec is None else str(spec) for spec in found]  # decoded replies
+        settled = [m for m, spec in zip(members, specs, strict=True) if spec is None]
+        if settled:
+            self.redis.srem(owned, *settled)
+        return [(m, _decoded(spec)) for m, spec in zip(members, specs, strict=True) if spec]
+
     def leave(self) -> None:
         """This node stops cleanly: what it still holds is taken over at once."""
         if self.node:

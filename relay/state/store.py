@@ -36,13 +36,17 @@ from relay.state import keys
 from relay.state.alerts import AlertState
 from relay.state.client import (
     check,
-    connect,
+    confirmed,
     dumps,
     eviction_warning,
     loads,
+    replicas_online,
+    server_id,
     texts,
     unavailable_on_error,
+    wait_for_replicas,
 )
+from relay.state.connection import check_service, connect
 from relay.state.controls import Controls
 from relay.state.dead_letters import DeadLetters
 from relay.state.deliveries import DeliveryState
@@ -166,9 +170,13 @@ class Store:
         node: str | None = None,
         dead_letter_ttl: float = 30 * 86400.0,
         dead_letter_max: int = 100_000,
+        min_replicas: int = 0,
+        replica_timeout: float = 0.5,
     ) -> None:
         self.alerts = AlertState(client)
         self.client = client
+        self.min_replicas = min_replicas  #: replicas that must confirm what must not vanish
+        self.replica_timeout = replica_timeout
         self.history_ttl = int(history_ttl)
         self.dedupe_ttl_ms = int(dedupe_ttl * 1000)
         self.pending = Pending(client, grace, node)
@@ -188,6 +196,38 @@ class Store:
     def check(self) -> str:
         """``ok``, or why not."""
         return check(self.client)
+
+    def replication_check(self) -> str:
+        """``ok`` when the primary has the replicas an accept needs (always, without
+        ``RELAY_REDIS_MIN_REPLICAS``), else how many it has."""
+        if not self.min_replicas:
+            return "ok"
+        try:
+            online = replicas_online(self.client)
+        except redis.RedisError as exc:
+            return f"error: {exc}"
+        if online < self.min_replicas:
+            return f"{online} of {self.min_replicas} replica(s) in sync"
+        return "ok"
+
+    def server_id(self) -> str:
+        """The run id of the Redis answering now (another one after a failover)."""
+        return server_id(self.client)
+
+    def confirm_replicated(self) -> None:
+        """Return once ``min_replicas`` replicas hold every write made before this call
+        (by any connection of this process: replication is one ordered stream, so a
+        fence written now and confirmed by WAIT covers them), else UnavailableError.
+        For operators' writes that must not vanish in a failover; nothing without
+        ``RELAY_REDIS_MIN_REPLICAS``."""
+        if not self.min_replicas:
+            return
+        with unavailable_on_error():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(keys.FENCE, str(time.time()), px=60_000)
+            wait_for_replicas(pipe, self.min_replicas, self.replica_timeout)
+            acknowledged = pipe.execute()[-1]
+        confirmed(acknowledged, self.min_replicas, self.replica_timeout)
 
     def memory_warning(self, share: float = 0.8) -> str | None:
         """A warning when Redis uses more than ``share`` of its ``maxmemory`` (with
@@ -223,7 +263,28 @@ class Store:
         for event in events:
             args += [event["id"], due, dumps({"task": "relay.route", "args": [event]})]
         with unavailable_on_error():
-            return [bool(ok) for ok in self._accept(keys=ks, args=args)]
+            if not self.min_replicas:
+                return [bool(ok) for ok in self._accept(keys=ks, args=args)]
+            stored, acknowledged = self._accept_replicated(ks, args)
+        confirmed(acknowledged, self.min_replicas, self.replica_timeout)
+        return [bool(ok) for ok in stored]
+
+    def _accept_replicated(self, ks: list[str], args: list[Any]) -> tuple[Any, Any]:
+        """The accept call and WAIT in one round trip, on one connection (WAIT counts the
+        writes of its own connection). A server without the script (a new primary) says
+        NOSCRIPT without running anything: it is loaded and the pair sent again."""
+        for _ in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.evalsha(self._accept.sha, len(ks), *ks, *args)
+            wait_for_replicas(pipe, self.min_replicas, self.replica_timeout)
+            stored, acknowledged = pipe.execute(raise_on_error=False)
+            if not isinstance(stored, redis.exceptions.NoScriptError):
+                break
+            self.client.script_load(_ACCEPT)
+        for reply in (stored, acknowledged):
+            if isinstance(reply, Exception):
+                raise reply
+        return stored, acknowledged
 
     def take(self, count: int, timeout: float) -> list[Spec]:
         """Up to ``count`` accepted events' routing tasks, oldest first, held by this node
@@ -438,6 +499,19 @@ class Store:
         record = dead_letter(job, reason, self.deliveries.attempts(job["delivery_id"]))
         self.deliveries.dead(job, record, [delivery_entry(job, Step.DEAD_LETTERED, reason=reason)])
 
+    def live_task(self, spec: Spec) -> Spec:
+        """A pending task as it must be published again: a delivery's job at the live
+        generation. The pending entry lags behind it when the write that registered the
+        next generation was lost in a failover (the generation is counted first): a copy
+        of the old one would be dropped as stale, and the live one may be gone."""
+        if spec.get("task") != "relay.deliver":
+            return spec
+        job: Job = spec["args"][0]
+        live = self.deliveries.generation(job["delivery_id"])
+        if live <= int(job.get("gen", 0)):
+            return spec
+        return {**spec, "args": [{**job, "gen": live}]}
+
     # -- history --------------------------------------------------------------------------
 
     def add_history(self, event_id: str, *entries: HistoryEntry) -> None:
@@ -495,13 +569,17 @@ def pending_grace(settings: Settings) -> float:
 
 def open_store(settings: Settings, timeout: float, node: str | None = None) -> Store:
     """The store for ``settings``: every process builds its own this way (``node``: this
-    worker node's id, for the work it takes)."""
+    worker node's id, for the work it takes). SettingsError when Sentinels answer but do
+    not know the service the URL names."""
+    check_service(settings.require_redis(), timeout, settings.redis_sentinel_password)
     return Store(
-        connect(settings.require_redis(), timeout=timeout),
+        connect(settings.require_redis(), timeout, settings.redis_sentinel_password),
         settings.history_ttl,
         settings.dedupe_ttl,
         grace=pending_grace(settings),
         node=node,
         dead_letter_ttl=settings.dead_letter_ttl,
         dead_letter_max=settings.dead_letter_max,
+        min_replicas=settings.redis_min_replicas,
+        replica_timeout=settings.redis_replica_timeout,
     )

@@ -4,10 +4,10 @@ webhook endpoint (which runs in front of Flask: :mod:`relay.web.ingest`).
 - a refused request (:class:`~relay.errors.IngestError`): its status, ``{"error": code,
   "detail": …, "field": …}``; an authentication failure says only its code, with the
   Basic challenge when Basic auth is on;
-- Redis or the broker not answering: 503 ``{"error": "unavailable", "detail": …}`` with
-  ``Retry-After``. The detail says which dependency, never where it is: exception texts
-  name hosts and ports ("Error 111 connecting to 10.0.3.7:6379"), which a caller has no
-  use for; the exception is logged;
+- Redis or the broker not answering, or Redis replicas not confirming an accept in time:
+  503 ``{"error": "unavailable", "detail": …}`` with ``Retry-After``. The detail says
+  which dependency, never where it is: exception texts name hosts and ports ("Error 111
+  connecting to 10.0.3.7:6379"), which a caller has no use for; the exception is logged;
 - an HTTP error (404, 405, 413 …): ``{"error": name, "detail": …}``;
 - anything else is a bug: logged with its traceback, answered 500 ``internal_error``.
 """
@@ -22,7 +22,7 @@ from flask import Response
 from kombu.exceptions import KombuError
 from werkzeug.exceptions import HTTPException
 
-from relay.errors import IngestError, UnavailableError
+from relay.errors import IngestError, NotReplicatedError, UnavailableError
 from relay.state import RedisError
 from relay.web.auth import UnauthorizedError
 
@@ -31,6 +31,7 @@ log = logging.getLogger("relay.web")
 RETRY_AFTER = "5"  #: seconds a sender is asked to wait after a 503
 REDIS_DOWN = "redis not answering"
 BROKER_DOWN = "broker not answering"
+REPLICAS_DOWN = "redis replicas not confirming writes"
 #: exceptions that mean a dependency did not answer (503), not that relay failed
 UNAVAILABLE = (UnavailableError, RedisError, KombuError, OSError)
 _HTTP_NAMES = {413: "payload_too_large", 404: "not_found", 405: "method_not_allowed"}
@@ -82,6 +83,8 @@ def unavailable(exc: BaseException) -> Response:
 
 def what_failed(exc: BaseException) -> str:
     """Which dependency did not answer, in words that name no host or port."""
+    if isinstance(exc, NotReplicatedError):
+        return REPLICAS_DOWN
     if isinstance(exc, (UnavailableError, RedisError)):
         return REDIS_DOWN
     if isinstance(exc, KombuError):

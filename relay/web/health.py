@@ -9,7 +9,7 @@ from flask.typing import ResponseReturnValue
 
 from relay import metrics
 from relay.rules.reloader import ReloadFailure
-from relay.web.answers import BROKER_DOWN, REDIS_DOWN
+from relay.web.answers import BROKER_DOWN, REDIS_DOWN, REPLICAS_DOWN
 from relay.web.context import Relay, current_relay
 
 log = logging.getLogger("relay.web")
@@ -24,8 +24,10 @@ def healthz() -> ResponseReturnValue:
 
 @bp.route("/readyz", methods=["GET", "HEAD"])
 def readyz() -> ResponseReturnValue:
-    """200 only when Redis and the broker answer and rules are loaded; JSON says which fails
-    (``redis not answering``: the exception, with host and port, is logged, not answered).
+    """200 only when Redis and the broker answer (and, with ``RELAY_REDIS_MIN_REPLICAS``,
+    the primary has that many replicas in sync) and rules are loaded; JSON says which
+    fails (``redis not answering``: the exception, with host and port, is logged, not
+    answered).
 
     Rules are loaded before the process serves at all, so they never make it unready; the
     check is listed so monitors see the version in force, and ``reload failed: …`` (with a
@@ -37,6 +39,9 @@ def readyz() -> ResponseReturnValue:
         "redis": redis_state,
         "broker": _check_broker(relay) if relay.settings.broker_url else redis_state,
     }
+    if relay.settings.redis_min_replicas and redis_state == "ok":
+        # accepts wait for this many replicas: without them every POST would be a 503
+        checks["replicas"] = _generic("replicas", relay.store.replication_check(), REPLICAS_DOWN)
     ready = all(value == "ok" for value in checks.values())
     version = relay.rules.version
     failure = relay.rules_holder.failure

@@ -15,6 +15,7 @@ from relay.worker.recovery import resume  # noqa: E402
 try:
     app = make_worker_app()
     app.settings.require_redis()
+    app.store  # noqa: B018 - Sentinels that do not know the service: a bad setting
     app.rules  # noqa: B018 - load now: a bad rules file stops the worker at start
 except ConfigError as exc:  # one line naming the variable, not a traceback
     print(f"relay: {exc}", file=sys.stderr)

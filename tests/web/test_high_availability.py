@@ -1,0 +1,202 @@
+"""The web on Redis Sentinel and on a managed endpoint that fails over: accepts are
+confirmed by replicas, a failover is a window of 503s (never a 500 or a hang), and the
+next calls follow the new primary. Real gunicorn web processes, real Sentinels."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import requests
+
+from relay.cli import web_argv, worker_argv
+from relay.cli.embedded import free_port
+from tests.conftest import load_fixture
+from tests.forwarder import TcpForwarder
+from tests.harness import ROOT, relay_env, wait_until, web_process
+
+WEBHOOK = "/webhooks/webex-connect"
+SLOW = 2.5  #: seconds: no answer may take longer (the enqueue budget is 1.5 s)
+
+
+def inbound() -> dict:
+    return {**load_fixture("inbound-sms.json"), "message": f"hello {uuid.uuid4()}"}
+
+
+def post(base: str, body: dict) -> tuple[requests.Response, float]:
+    began = time.monotonic()
+    answer = requests.post(base + WEBHOOK, json=body, timeout=10)
+    return answer, time.monotonic() - began
+
+
+def until_accepted(base: str, timeout: float = 20.0) -> list[int]:
+    """POST fresh notifications until one is accepted; every status seen (each answer
+    checked to come quickly)."""
+    statuses: list[int] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer, seconds = post(base, inbound())
+        assert seconds < SLOW, f"{answer.status_code} after {seconds:.1f}s"
+        statuses.append(answer.status_code)
+        if answer.status_code == 200:
+            return statuses
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["Retry-After"]
+        time.sleep(0.1)
+    raise AssertionError(f"no 200 within {timeout}s: {statuses[-5:]}")
+
+
+def test_the_web_follows_the_primary_through_a_failover(sentinel_topology, tmp_path):
+    with web_process(sentinel_topology.url(), tmp_path / "web.log") as port:
+        base = f"http://127.0.0.1:{port}"
+        answer, _ = post(base, inbound())
+        assert answer.status_code == 200, answer.text
+        ready = requests.get(base + "/readyz", timeout=5).json()
+        assert ready["checks"]["replicas"] == "ok"
+        old = sentinel_topology.kill_primary()
+        statuses = until_accepted(base)
+        new = sentinel_topology.primary()
+        assert new is not old
+        assert set(statuses) <= {200, 503}
+        # what was accepted is on the new primary, and so is what the next POST writes
+        with new.client() as client:
+            assert client.llen("relay:inbox") == 2
+        assert requests.get(base + "/readyz", timeout=5).status_code == 200
+    assert "Traceback" not in (tmp_path / "web.log").read_text()
+
+
+def test_accepts_wait_for_a_replica_and_are_refused_without_one(sentinel_topology, tmp_path):
+    with web_process(sentinel_topology.url(), tmp_path / "web.log") as port:
+        base = f"http://127.0.0.1:{port}"
+        assert post(base, inbound())[0].status_code == 200
+        replicas = sentinel_topology.replicas()
+        for replica in replicas:
+            replica.pause()
+        try:
+            for _ in range(5):
+                answer, seconds = post(base, inbound())
+                assert answer.status_code == 503, answer.text
+                assert seconds < 2.0
+                assert answer.json() == {
+                    "error": "unavailable",
+                    "detail": "redis replicas not confirming writes",
+                }
+            # the primary notices a silent replica once its acknowledgements stop coming
+            wait_until(lambda: requests.get(base + "/readyz", timeout=5).status_code == 503, 10)
+            ready = requests.get(base + "/readyz", timeout=5).json()
+            assert ready["checks"]["replicas"] == "redis replicas not confirming writes"
+        finally:
+            for replica in replicas:
+                replica.resume()
+        sentinel_topology.wait_synced()
+        assert until_accepted(base, timeout=10)[-1] == 200
+
+
+def test_a_refused_accept_retried_later_is_answered_200_once(sentinel_topology, tmp_path):
+    """The 503 came after the primary took the event: the sender's retry finds it there
+    and is answered 200 as a duplicate; routed once."""
+    body = inbound()
+    with web_process(sentinel_topology.url(), tmp_path / "web.log") as port:
+        base = f"http://127.0.0.1:{port}"
+        replicas = sentinel_topology.replicas()
+        for replica in replicas:
+            replica.pause()
+        try:
+            assert post(base, body)[0].status_code == 503
+        finally:
+            for replica in replicas:
+                replica.resume()
+        sentinel_topology.wait_synced()
+        answer, _ = post(base, body)
+        assert answer.status_code == 200
+        assert answer.json() == {"accepted": [], "duplicates": 1}
+        with sentinel_topology.primary().client() as client:
+            assert client.llen("relay:inbox") == 1
+
+
+def test_without_min_replicas_a_sentinel_relay_does_not_wait(sentinel_topology, tmp_path):
+    with web_process(
+        sentinel_topology.url(), tmp_path / "web.log", RELAY_REDIS_MIN_REPLICAS="0"
+    ) as port:
+        base = f"http://127.0.0.1:{port}"
+        for replica in sentinel_topology.replicas():
+            replica.pause()
+        answer, _ = post(base, inbound())
+        assert answer.status_code == 200
+        assert "replicas" not in requests.get(base + "/readyz", timeout=5).json()["checks"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [sys.executable, "-m", "relay.cli", "web"],
+        web_argv("127.0.0.1", free_port()),  # the Procfile's web: gunicorn
+        worker_argv(),  # the Procfile's worker: celery
+        [sys.executable, "-m", "relay.cli", "dlq", "list"],
+    ],
+    ids=["relay web", "gunicorn", "celery", "relay dlq list"],
+)
+def test_an_unknown_service_is_one_line_naming_the_setting(sentinel_topology, argv):
+    url = sentinel_topology.url().replace("/relay/", "/relya/")
+    done = subprocess.run(
+        argv,
+        env=relay_env(url),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("relay: ")]
+    assert lines == [
+        f"relay: RELAY_REDIS_URL: no Sentinel of {url} monitors a service named 'relya' "
+        "(they monitor: relay)"
+    ]
+
+
+def test_sentinels_with_a_password_of_their_own(make_topology, tmp_path):
+    topology = make_topology(password="data-secret", sentinel_password="sentinel-secret")
+    with web_process(
+        topology.url(), tmp_path / "web.log", RELAY_REDIS_SENTINEL_PASSWORD="sentinel-secret"
+    ) as port:
+        answer, _ = post(f"http://127.0.0.1:{port}", inbound())
+        assert answer.status_code == 200, answer.text
+    done = subprocess.run(
+        [sys.executable, "-m", "relay.cli", "dlq", "list"],
+        env=relay_env(topology.url(), RELAY_REDIS_SENTINEL_PASSWORD="wrong-password"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("relay: RELAY_REDIS_SENTINEL_PASSWORD: refused by the Sentinel")
+    assert "wrong-password" not in done.stderr
+
+
+def test_a_managed_endpoint_that_fails_over_is_followed(make_topology, tmp_path):
+    """A plain redis:// URL whose address moves to the new primary (as ElastiCache,
+    Memorystore or Azure do): the connections made before reach the demoted primary and
+    meet READONLY; relay answers 503 and reconnects, to the new primary."""
+    topology = make_topology(replicas=1, sentinels=0)
+    old, replica = topology.primary(), topology.replicas()[0]
+    with TcpForwarder(old.address) as endpoint:
+        url = f"redis://{endpoint.address[0]}:{endpoint.port}/0"
+        with web_process(url, tmp_path / "web.log", WEB_CONCURRENCY="1") as port:
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(8):  # several pooled connections to the old primary
+                assert post(base, inbound())[0].status_code == 200
+            topology.promote_replica_manually(replica)
+            endpoint.move(replica.address)
+            statuses = until_accepted(base)
+            assert set(statuses) <= {200, 503}
+            for _ in range(8):  # the idle connections were dropped with the first READONLY
+                assert post(base, inbound())[0].status_code == 200
+            with replica.client() as client:
+                assert client.llen("relay:inbox") == 8 + statuses.count(200) + 8
+    log = (tmp_path / "web.log").read_text()
+    assert "Traceback" not in log
+    assert "READONLY" in log  # the 503's cause, logged
