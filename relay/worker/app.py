@@ -3,6 +3,7 @@ the runtime routing and delivery run with."""
 
 from __future__ import annotations
 
+import math
 from functools import cached_property
 from typing import Any
 
@@ -16,7 +17,8 @@ from relay.rules.reloader import RulesHolder
 from relay.settings import Settings, load_settings
 from relay.state import Store, open_store
 from relay.state.keys import deliver_member
-from relay.worker.ownership import Heartbeat, new_node_id, task_id
+from relay.worker.failover import PrimaryWatch
+from relay.worker.ownership import Heartbeat, Holdings, new_node_id, task_id
 from relay.worker.runtime import Runtime
 
 
@@ -39,6 +41,15 @@ class RelayCelery(Celery):
         return Heartbeat(self.store)
 
     @cached_property
+    def holdings(self) -> Holdings:
+        """The pending members this process works on now."""
+        return Holdings()
+
+    @cached_property
+    def primary_watch(self) -> PrimaryWatch:
+        return PrimaryWatch(self.store, self.runtime.interrupted)
+
+    @cached_property
     def rules_holder(self) -> RulesHolder:
         """The rules this worker process routes and delivers by, reloaded when changed."""
         return rules_holder(self.settings)
@@ -55,9 +66,13 @@ class RelayCelery(Celery):
             rules=self.rules_holder,
             schedule=self.schedule_delivery,
             max_hop=self.settings.visibility_timeout / 2,
+            holdings=self.holdings,
         )
 
     def schedule_delivery(self, job: Job, countdown: float) -> None:
+        if countdown > 0 and self.settings.amqp_quorum:
+            # RabbitMQ's native delayed delivery (quorum queues) counts whole seconds
+            countdown = math.ceil(countdown)
         self.send_task(
             "relay.deliver",
             args=[job],

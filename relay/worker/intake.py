@@ -55,7 +55,9 @@ class Intake:
             raise
         self._release(free - len(specs))
         for spec in specs:
-            self.pool.submit(self._route, spec["args"][0])
+            event = spec["args"][0]
+            self.runtime.holdings.hold(route_member(event["id"]))  # released by _route
+            self.pool.submit(self._route, event)
         return len(specs)
 
     def _release(self, count: int) -> None:
@@ -69,6 +71,7 @@ class Intake:
                     routing.route_event(self.runtime, event)
                     return
                 except RedisError as exc:  # the state store is away: keep the event, retry
+                    self.runtime.interrupted.set()
                     log.warning("routing %s paused: %s", event["id"], exc)
                     if self.stopping.wait(REDIS_PAUSE):
                         return  # held by this node: taken over once it is gone
@@ -79,6 +82,7 @@ class Intake:
             except RedisError:
                 pass
         finally:
+            self.runtime.holdings.release(route_member(event["id"]))
             self.slots.release()
 
     def start(self) -> None:
@@ -89,6 +93,9 @@ class Intake:
                 try:
                     self.take_once()
                 except Exception as exc:  # noqa: BLE001 - Redis away: wait, retry
+                    # a take whose answer was lost leaves events held by this node in
+                    # Redis and by no thread here: the primary watch reconciles them
+                    self.runtime.interrupted.set()
                     log.warning("intake paused: %s", exc)
                     self.stopping.wait(1.0)
 

@@ -8,17 +8,23 @@ In the main process:
 - the intake that takes accepted events from the inbox and routes them
   (``relay.worker.intake``);
 - the sweeper that publishes again what nobody holds (``relay.worker.sweeper``);
+- the primary watch, which after a Redis failover holds take-overs back for a while and
+  publishes again what this node owns but works on nowhere (``relay.worker.failover``);
 - the flusher that sends notification messages when due (``relay.worker.alerts``);
 - the metrics endpoint on ``RELAY_WORKER_METRICS_PORT``.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 from typing import Any
 
+from celery.exceptions import Reject
 from celery.signals import (
     setup_logging,
+    task_postrun,
+    task_prerun,
     task_received,
     worker_process_init,
     worker_ready,
@@ -28,9 +34,18 @@ from celery.signals import (
 
 from relay import logs, metrics
 from relay.ops.broker import queue_sizes
-from relay.worker import alerts, sweeper
+from relay.worker import alerts, failover, sweeper
 from relay.worker.app import RelayCelery
 from relay.worker.intake import Intake
+
+
+def _requeue_without_traceback(record: logging.LogRecord) -> bool:
+    """A task that gives its message back because Redis did not answer (``Reject``, see
+    ``relay.worker.tasks``) is expected while Redis fails over: one line, no traceback."""
+    if record.exc_info and isinstance(record.exc_info[1], Reject):
+        record.exc_info = None
+        record.exc_text = None
+    return True
 
 
 def install(celery: RelayCelery) -> None:
@@ -39,19 +54,35 @@ def install(celery: RelayCelery) -> None:
     @setup_logging.connect(weak=False)
     def _logging(**_: Any) -> None:  # Celery's own logs in relay's format
         logs.configure(celery.settings.log_format, celery.settings.log_pii)
+        logging.getLogger("celery.app.trace").addFilter(_requeue_without_traceback)
 
     @task_received.connect(weak=False)
     def _received(request: Any = None, **_: Any) -> None:
         celery.heartbeat.received(getattr(request, "id", None))
+
+    # A task counts as worked on while it runs: one received and waiting (a countdown) is
+    # dropped by Celery when its broker connection breaks, and redelivered by the broker.
+    @task_prerun.connect(weak=False)
+    def _runs(task_id: str | None = None, **_: Any) -> None:
+        celery.holdings.task_started(task_id)
+
+    @task_postrun.connect(weak=False)
+    def _ran(task_id: str | None = None, **_: Any) -> None:
+        celery.holdings.task_done(task_id)
 
     @worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:
         celery.rules_holder.ensure_watching()
         signal.signal(signal.SIGHUP, lambda signum, frame: celery.rules_holder.check())
         state["heartbeat"] = celery.heartbeat.start()
+        watch = celery.primary_watch
         state["sweeper"] = sweeper.start(
-            celery, celery.store, poison_after=celery.settings.poison_after
+            celery,
+            celery.store,
+            poison_after=celery.settings.poison_after,
+            may_take_over=watch.steady,
         )
+        state["failover"] = failover.start(celery, watch, celery.holdings)
         state["alerts"] = alerts.start(celery.runtime)
         intake = Intake(celery.runtime, celery.settings.intake_threads)
         intake.start()
@@ -77,7 +108,7 @@ def install(celery: RelayCelery) -> None:
     def _shutdown(**_: Any) -> None:
         if "intake" in state:
             state["intake"].stop(wait=True)
-        for name in ("sweeper", "alerts", "heartbeat"):
+        for name in ("sweeper", "failover", "alerts", "heartbeat"):
             if name in state:
                 state[name].set()
         try:

@@ -15,6 +15,9 @@ import os
 import socket
 import threading
 import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from relay.state import Store
 from relay.state.pending import HEARTBEAT
@@ -74,3 +77,55 @@ class Heartbeat:
 
         threading.Thread(target=loop, name="relay-heartbeat", daemon=True).start()
         return stop
+
+
+class Holdings:
+    """The pending members this process is working on now: events its intake threads
+    route (with their first attempts), and tasks it runs (a prefork pool's children run
+    theirs in other processes: there, only the intake's work is known).
+
+    After a failover, the members this node owns in Redis but holds nowhere here are
+    orphans (their settlement was lost with the old primary, or a call's answer was):
+    ``relay.worker.failover`` publishes them again.
+    """
+
+    def __init__(self) -> None:
+        self._count: Counter[str] = Counter()
+        self._tasks: dict[str, str] = {}  #: task id → member
+        self._lock = threading.Lock()
+
+    def hold(self, *members: str) -> None:
+        with self._lock:
+            self._count.update(members)
+
+    def release(self, *members: str) -> None:
+        with self._lock:
+            self._count.subtract(members)
+            for member in members:
+                if self._count[member] <= 0:
+                    del self._count[member]
+
+    @contextmanager
+    def holding(self, *members: str) -> Iterator[None]:
+        self.hold(*members)
+        try:
+            yield
+        finally:
+            self.release(*members)
+
+    def task_started(self, task_id: str | None) -> None:
+        member = member_of(task_id)
+        if member and task_id:
+            with self._lock:
+                self._tasks[task_id] = member
+                self._count[member] += 1
+
+    def task_done(self, task_id: str | None) -> None:
+        with self._lock:
+            member = self._tasks.pop(task_id or "", None)
+        if member:
+            self.release(member)
+
+    def holds(self, member: str) -> bool:
+        with self._lock:
+            return self._count[member] > 0

@@ -30,6 +30,7 @@ from relay.events import (
 )
 from relay.rules import Destination, RetryPolicy, RouteMatch
 from relay.state import RedisError
+from relay.state.keys import deliver_member
 from relay.worker import delivery
 from relay.worker.runtime import Runtime
 
@@ -64,6 +65,20 @@ def route_event(runtime: Runtime, event: Event) -> list[str]:
         _routed(matches, jobs, ruleset.version),
     ]
     destinations = [ruleset.destinations.get(job["destination"]) for job in jobs]
+    with runtime.holdings.holding(*(deliver_member(job["delivery_id"]) for job in jobs)):
+        return _record_and_attempt(runtime, event, entries, matches, jobs, destinations)
+
+
+def _record_and_attempt(
+    runtime: Runtime,
+    event: Event,
+    entries: list[HistoryEntry],
+    matches: list[RouteMatch],
+    jobs: list[Job],
+    destinations: list[Destination | None],
+) -> list[str]:
+    """Record the routing and start the deliveries (their members held by this process
+    meanwhile: see ``relay.worker.failover``)."""
     holds = _holds(destinations)
     numbers = runtime.store.route(event, entries, jobs, holds)
     if numbers is None:
@@ -81,7 +96,7 @@ def route_event(runtime: Runtime, event: Event) -> list[str]:
             "event_id": event["id"],
             "step": "routed" if jobs else "unrouted",
             "route": ",".join(match.route for match in matches) or None,
-            "rules_version": ruleset.version,
+            "rules_version": entries[0].get("rules_version"),
         },
     )
     results = []
@@ -93,6 +108,7 @@ def route_event(runtime: Runtime, event: Event) -> list[str]:
         try:
             results.append(delivery.run_attempt(runtime, job, destination, number))
         except RedisError as exc:  # the outcome could not be recorded: take the job up again
+            runtime.interrupted.set()
             log.warning("delivery %s interrupted: %s", job["delivery_id"], exc)
             results.append(_until_redis_answers(runtime, job))
     return results
@@ -106,6 +122,7 @@ def _until_redis_answers(runtime: Runtime, job: Job) -> str:
         try:
             return delivery.deliver_job(runtime, job)
         except RedisError as exc:
+            runtime.interrupted.set()
             log.warning("delivery %s paused: %s", job["delivery_id"], exc)
             if runtime.stopping.wait(REDIS_PAUSE):
                 return "interrupted"

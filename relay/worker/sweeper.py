@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from celery import Celery
 
@@ -28,7 +29,9 @@ log = logging.getLogger("relay.sweeper")
 INTERVAL = 2.0
 
 
-def publish(celery: Celery, member: str, spec: Spec) -> None:
+def publish(celery: Celery, store: Store, member: str, spec: Spec) -> None:
+    """Publish the pending ``member``'s task (a delivery at its live generation)."""
+    spec = store.live_task(spec)
     celery.send_task(spec["task"], args=spec["args"], task_id=task_id(member))
 
 
@@ -39,7 +42,7 @@ def republish(
     already (or does not decode): then it is poison, and goes to the dead letters."""
     times = store.pending.count_republish(member, store.history_ttl)
     if spec is not None and times <= poison_after:
-        publish(celery, member, spec)
+        publish(celery, store, member, spec)
         return True
     reason = (
         f"poison: published again {times - 1} times and never settled"
@@ -58,16 +61,18 @@ def sweep_once(
     interval: float = INTERVAL,
     sole: bool = False,
     poison_after: int = 3,
+    take_over: bool = True,
 ) -> int:
     """Publish again what dead nodes held and what is overdue; returns how many.
     ``sole``: this worker knows it is the only one (``relay up``): every other node is
-    dead."""
+    dead. ``take_over`` False: judge no node dead now (just after a failover, when live
+    nodes' heartbeats may have been lost: ``relay.worker.failover``)."""
     # the sole worker at its start sweeps whatever the lock says: the lock may be the
     # dead run's own
     if not store.pending.lock("sweeper", interval) and not sole:
         return 0
     count = 0
-    for node in store.pending.dead_nodes(everyone_else=sole):
+    for node in store.pending.dead_nodes(everyone_else=sole) if take_over else ():
         taken = store.pending.take_over(node)
         count += sum(republish(celery, store, m, spec, poison_after) for m, spec in taken)
         if taken:
@@ -86,15 +91,22 @@ def sweep_once(
 
 
 def start(
-    celery: Celery, store: Store, interval: float = INTERVAL, poison_after: int = 3
+    celery: Celery,
+    store: Store,
+    interval: float = INTERVAL,
+    poison_after: int = 3,
+    may_take_over: Callable[[], bool] = lambda: True,
 ) -> threading.Event:
-    """Run sweeps in a daemon thread until the returned event is set."""
+    """Run sweeps in a daemon thread until the returned event is set; dead nodes' work is
+    taken over only while ``may_take_over()``."""
     stop = threading.Event()
 
     def loop() -> None:
         while not stop.wait(interval):
             try:
-                sweep_once(celery, store, interval, poison_after=poison_after)
+                sweep_once(
+                    celery, store, interval, poison_after=poison_after, take_over=may_take_over()
+                )
             except Exception as exc:  # noqa: BLE001 - keep sweeping; say why not
                 log.warning("sweep skipped: %s", exc)
 
