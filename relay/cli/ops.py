@@ -17,7 +17,7 @@ from kombu.exceptions import KombuError
 
 from relay.cli.common import load_rules_or_exit, settings_or_exit
 from relay.durations import format_duration, parse_duration
-from relay.errors import ConfigError
+from relay.errors import ConfigError, UnavailableError
 from relay.events import Step, routing_mark
 from relay.ops import dead_letters, history
 from relay.ops.dead_letters import ReplayReport
@@ -259,6 +259,8 @@ def _infrastructure() -> Iterator[None]:
         yield
     except RedisError as exc:
         _fail(f"redis: {exc}")
+    except UnavailableError as exc:  # replicas did not confirm a write in time
+        _fail(str(exc))
     except (KombuError, OSError) as exc:
         _fail(f"broker: {exc}")
 

@@ -103,11 +103,13 @@ def pause(
     for_seconds: float | None = None,
 ) -> DestinationStatus:
     """Pause ``name`` until resumed, or for ``for_seconds``; pausing again replaces the
-    pause."""
+    pause. Like every operator's write, confirmed by ``RELAY_REDIS_MIN_REPLICAS`` replicas
+    before it returns (else UnavailableError: it may not survive a failover)."""
     _known(destinations, name)
     if for_seconds is not None and not 0 < for_seconds <= MAX_PAUSE:
         raise ValueError(f"a pause lasts more than 0 s and at most {MAX_PAUSE:g} s")
     store.controls.pause(name, for_seconds)
+    store.confirm_replicated()
     return status(store, destinations, name)
 
 
@@ -122,6 +124,7 @@ def resume(
         if isinstance(spec, dict) and spec.get("task") and isinstance(spec.get("args"), list):
             publisher.send_task(spec["task"], args=spec["args"])
             count += 1
+    store.confirm_replicated()
     return Resumed(status(store, destinations, name), count)
 
 

@@ -75,6 +75,8 @@ def reroute(
             report.not_found.append(event_id)
             continue
         report.rerouted.append(_reroute_one(store, publisher, ruleset, event))
+    if report.rerouted:
+        store.confirm_replicated()
     return report
 
 

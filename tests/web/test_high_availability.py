@@ -4,6 +4,7 @@ next calls follow the new primary. Real gunicorn web processes, real Sentinels."
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -200,3 +201,57 @@ def test_a_managed_endpoint_that_fails_over_is_followed(make_topology, tmp_path)
     log = (tmp_path / "web.log").read_text()
     assert "Traceback" not in log
     assert "READONLY" in log  # the 503's cause, logged
+
+
+def test_operators_writes_wait_for_a_replica_too(sentinel_topology, tmp_path):
+    """A pause, a resume or a re-route that replicas did not confirm is answered 503 (it
+    might vanish in a failover: the operator does it again); confirmed, it is answered."""
+    token = "an-admin-token-for-the-tests"
+    headers = {"Authorization": f"Bearer {token}"}
+    with web_process(
+        sentinel_topology.url(), tmp_path / "web.log", RELAY_ADMIN_TOKEN=token
+    ) as port:
+        base = f"http://127.0.0.1:{port}"
+        event_id = post(base, inbound())[0].json()["accepted"][0]
+        with sentinel_topology.primary().client() as client:  # stored, as a worker would
+            spec = json.loads(client.hget("relay:pending:tasks", f"route:{event_id}"))
+            client.set(f"relay:event:{event_id}", json.dumps(spec["args"][0]))
+        writes = [
+            "/api/destinations/trace/pause",
+            "/api/destinations/trace/resume",
+            f"/api/events/{event_id}/reroute",
+        ]
+        replicas = sentinel_topology.replicas()
+        for replica in replicas:
+            replica.pause()
+        try:
+            for path in writes:
+                answer = requests.post(base + path, headers=headers, timeout=10)
+                assert answer.status_code == 503, (path, answer.text)
+                assert answer.json()["detail"] == "redis replicas not confirming writes"
+            done = relay_command(sentinel_topology.url(), "destinations", "pause", "trace")
+            assert done.returncode == 1
+            assert done.stderr.splitlines() == [
+                "relay: redis: written, but confirmed by 0 of the 1 replica(s) needed "
+                "within 500ms (RELAY_REDIS_MIN_REPLICAS)"
+            ]
+        finally:
+            for replica in replicas:
+                replica.resume()
+        sentinel_topology.wait_synced()
+        for path in writes:
+            answer = requests.post(base + path, headers=headers, timeout=10)
+            assert answer.status_code in (200, 202), (path, answer.text)
+        done = relay_command(sentinel_topology.url(), "destinations", "pause", "trace")
+        assert done.returncode == 0, done.stderr
+
+
+def relay_command(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", *args],
+        env=relay_env(url),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
