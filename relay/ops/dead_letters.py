@@ -1,4 +1,5 @@
-"""Operator tools for dead letters: list, show, replay, delete, purge.
+"""Operator tools for dead letters: list, show, replay, delete, purge (pages of them:
+:mod:`relay.ops.dead_letter_pages`).
 
 Plain functions over a :class:`relay.state.Store` and, for replays, a *publisher*:
 anything with Celery's ``send_task(name, args=[...])`` (the web process's or a command's
@@ -31,6 +32,7 @@ from relay.events import (
     history_entry,
     job_of,
 )
+from relay.ops.dead_letter_pages import DeadLetterFilter, matching_ids, page_dead_letters
 from relay.state import RedisError, Store
 from relay.state.index import DEAD, OPEN
 from relay.state.keys import deliver_member, route_member, storable
@@ -48,33 +50,15 @@ def list_dead_letters(
 ) -> list[dict]:
     """A summary of every dead letter (of ``destination``, if given), oldest first."""
     now = time.time() if now is None else now
-    scored = store.dead_letters.scored()
-    records = store.dead_letters.get_many([did for did, _ in scored])
-    return [
-        summary(record, now - stored)
-        for (_, stored), record in zip(scored, records, strict=True)
-        if record is not None and (destination is None or record["destination"] == destination)
-    ]
-
-
-def summary(record: DeadLetter, age: float) -> dict[str, Any]:
-    """One line's worth of a dead letter (``relay dlq list``)."""
-    attempts = record.get("attempts") or []
-    last: dict[str, Any] = dict(attempts[-1]) if attempts else {}
-    event = record.get("event") or {}
-    return {
-        "id": record["id"],
-        "event_id": event.get("id"),
-        "kind": event.get("kind"),
-        "route": record.get("route"),
-        "destination": record.get("destination"),
-        "attempts": len(attempts),
-        "last_status": last.get("status"),
-        "last_error": last.get("error") or record.get("reason"),
-        "reason": record.get("reason"),
-        "dead_at": record.get("dead_at"),
-        "age_seconds": round(max(age, 0.0), 3),
-    }
+    which = DeadLetterFilter(destination=destination)
+    found: list[dict] = []
+    cursor: str | None = None
+    while True:
+        page = page_dead_letters(store, which, cursor, now=now)
+        found += page.items
+        if page.next_cursor is None:
+            return found
+        cursor = page.next_cursor
 
 
 def show_dead_letter(store: Store, delivery_id: str, now: float | None = None) -> dict | None:
@@ -144,7 +128,7 @@ def replay_all(
     known_destinations: Collection[str] | None = None,
 ) -> ReplayReport:
     """Replay every dead letter (of ``destination``, if given), oldest first."""
-    ids = [item["id"] for item in list_dead_letters(store, destination)]
+    ids, _ = matching_ids(store, DeadLetterFilter(destination=destination))
     return replay(store, publisher, ids, known_destinations)
 
 

@@ -16,7 +16,14 @@
     relay:dlv:<delivery id>:done   set once the destination accepted it
     relay:dlv:<delivery id>:log    every finished attempt (JSON list)
     relay:dead:<delivery id>    a dead letter (JSON)
-    relay:dead                  sorted set of dead-letter ids by time
+    relay:dead                  sorted set of dead-letter ids by the time they were stored
+                                (epoch seconds)
+    relay:dead-of:<destination>  the same, for the dead letters of one destination (a
+                                routing's are in none); expires with its newest entry
+    relay:dead-destinations     hash: dead-letter id → its destination (the set it leaves
+                                with it); expires with its newest entry
+    relay:dead-indexed          set once the dead letters stored before the per-destination
+                                sets existed were added to them (relay.state.dead_letters)
     relay:alerts:due            sorted set: notification groups → when their next message
                                 is due (claimed, and removed, by the flusher that sends it)
     relay:alert:<group>         hash: one notification group: notification, labels (JSON),
@@ -73,6 +80,8 @@ PENDING = PREFIX + "pending"
 PENDING_TASKS = PREFIX + "pending:tasks"
 NODES = PREFIX + "nodes"
 DEAD = PREFIX + "dead"
+DEAD_DESTINATIONS = PREFIX + "dead-destinations"
+DEAD_INDEXED = PREFIX + "dead-indexed"
 INDEX_ALL = PREFIX + "idx:all"
 RETRYING = PREFIX + "idx:retrying"
 CONTROLLED = PREFIX + "dests"
@@ -108,6 +117,11 @@ def destination(name: str, part: str) -> str:
 
 def dead(delivery_id: str) -> str:
     return PREFIX + "dead:" + delivery_id
+
+
+def dead_of(destination: str) -> str:
+    """The dead letters of ``destination``, by the time they were stored."""
+    return PREFIX + "dead-of:" + destination
 
 
 def index(facet: str, value: str) -> str:

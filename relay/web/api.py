@@ -24,6 +24,7 @@ from relay.ops import dead_letters, destinations, history, reroute, rules_diff, 
 from relay.ops.dryrun import dry_run
 from relay.web import logins
 from relay.web.context import current_relay
+from relay.ops.dead_letter_pages import CursorError, DeadLetterFilter, page_dead_letters
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -83,10 +84,15 @@ def _not_found(detail: str) -> ResponseReturnValue:
 
 @bp.get("/dead-letters")
 def list_dead_letters() -> ResponseReturnValue:
-    params = _query("destination", "limit")
+    """Dead letters oldest first, a page at a time (``next_cursor`` → ``cursor``)."""
+    params = _query("destination", "limit", "cursor")
     limit = _integer(params.get("limit"), "limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT)
-    items = dead_letters.list_dead_letters(current_relay().store, params.get("destination"))
-    return jsonify(dead_letters=items[:limit], total=len(items))
+    which = DeadLetterFilter(destination=params.get("destination") or None)
+    try:
+        page = page_dead_letters(current_relay().store, which, params.get("cursor") or None, limit)
+    except CursorError as exc:
+        raise RequestError(str(exc), exc.field) from None
+    return jsonify(page.to_dict())
 
 
 @bp.get("/dead-letters/<path:delivery_id>")

@@ -14,26 +14,39 @@ from flask import redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from relay.durations import parse_duration
+from relay.ops import dead_letter_pages as pages
 from relay.ops import dead_letters
 from relay.web.console import session as sessions
 from relay.web.console.access import admin_only, message
 from relay.web.console.blueprint import bp
 from relay.web.context import current_relay
 
-SHOWN = 500  #: dead letters listed on the page
+SHOWN = 500  #: dead letters listed on a page
 MAX_BULK = 1000  #: dead letters one bulk action takes (the oldest first)
 ACTIONS = {"replay": "Replay", "delete": "Delete"}
 
 
 @bp.get("/dead-letters", endpoint="dead_letters")
 def dead_letters_page() -> ResponseReturnValue:
-    found, errors = _matching(request.args)
+    """A page of the dead letters the filter selects, oldest first; ``cursor``: the next
+    page's (from the page before)."""
+    which, errors = _filter(request.args)
+    found = pages.DeadLetterPage([], 0, None)
+    if which is not None:
+        try:
+            found = pages.page_dead_letters(
+                current_relay().store, which, request.args.get("cursor") or None, SHOWN
+            )
+        except pages.CursorError as exc:
+            errors.append(f"cursor: {exc}")
     page = render_template(
         "console/dead_letters.html",
-        items=found[:SHOWN],
-        total=len(found),
-        shown=SHOWN,
+        items=found.items,
+        total=found.total,
+        next_cursor=found.next_cursor,
+        paged="cursor" in request.args,
         filters=_filters(request.args),
+        filter_args={name: value for name, value in _filters(request.args).items() if value},
         destinations=sorted(current_relay().rules.destinations),
         errors=errors,
         max_bulk=MAX_BULK,
@@ -49,12 +62,13 @@ def dead_letters_bulk() -> ResponseReturnValue:
     if action not in ACTIONS:
         return message(400, "Unknown action", "action must be replay or delete.")
     if request.form.get("scope") == "matching":
-        found, errors = _matching(request.form)
-        if errors:
+        which, errors = _filter(request.form)
+        if which is None:
             return message(400, "Bad filter", "; ".join(errors))
-        ids = [item["id"] for item in found]
+        ids, matched = pages.matching_ids(current_relay().store, which, MAX_BULK)
     else:
         ids = list(dict.fromkeys(request.form.getlist("ids")))
+        matched = len(ids)
     if not ids:
         return message(400, "Nothing selected", "Select at least one dead letter.")
     if request.form.get("confirm") == "1":
@@ -64,7 +78,7 @@ def dead_letters_bulk() -> ResponseReturnValue:
         action=action,
         verb=ACTIONS[action],
         ids=ids[:MAX_BULK],
-        matched=len(ids),
+        matched=matched,
         max_bulk=MAX_BULK,
     )
 
@@ -106,22 +120,16 @@ def _run(action: str, ids: list[str]) -> ResponseReturnValue:
     )
 
 
-def _matching(values: Any) -> tuple[list[dict], list[str]]:
-    """The dead letters the filter of ``values`` selects (oldest first), and what is wrong
-    with the filter (each naming its field)."""
+def _filter(values: Any) -> tuple[pages.DeadLetterFilter | None, list[str]]:
+    """The filter of ``values`` (None when it is bad), and what is wrong with it (each
+    naming its field)."""
     errors: list[str] = []
     older = _duration(values.get("older_than"), "older_than", errors)
     newer = _duration(values.get("newer_than"), "newer_than", errors)
     if errors:
-        return [], errors
+        return None, errors
     destination = values.get("destination") or None
-    found = dead_letters.list_dead_letters(current_relay().store, destination)
-    return [
-        item
-        for item in found
-        if (older is None or item["age_seconds"] >= older)
-        and (newer is None or item["age_seconds"] <= newer)
-    ], errors
+    return pages.DeadLetterFilter(destination, older, newer), errors
 
 
 def _duration(raw: str | None, name: str, errors: list[str]) -> float | None:

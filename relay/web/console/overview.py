@@ -12,7 +12,6 @@ so a link cannot make the page claim something that did not happen.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +21,7 @@ from flask.typing import ResponseReturnValue
 
 from relay.durations import format_duration, parse_duration
 from relay.ops import destinations as ops
+from relay.ops.dead_letter_pages import DestinationDeadLetters, by_destination
 from relay.ops.search import event_counts
 from relay.web.console import session as sessions
 from relay.web.console.access import admin_only, message
@@ -29,8 +29,6 @@ from relay.web.console.blueprint import bp, utc
 from relay.web.context import Relay, current_relay
 
 NOTICE_MAX_AGE = 120  #: seconds a pause's or resume's notice is shown after it
-
-_ROUTING_SUFFIX = re.compile(r"~\d+$")
 
 
 @dataclass(frozen=True)
@@ -50,33 +48,21 @@ class DestinationRow:
 def destination_rows(relay: Relay, now: float | None = None) -> list[DestinationRow]:
     """One row per destination of the rules in force, by name."""
     now = time.time() if now is None else now
-    dead = _dead_letters(relay)
+    dead = by_destination(relay.store, relay.rules.destinations, now)
     rows = []
     for status in ops.list_destinations(relay.store, relay.rules.destinations):
-        count, newest = dead.get(status.name, (0, None))
-        record = relay.store.dead_letters.get(newest[0]) if newest else None
+        mine = dead.get(status.name, DestinationDeadLetters(0, None, None))
         rows.append(
             DestinationRow(
                 status=status,
                 paused_left=_seconds_until(status.paused_until, now),
                 last_error_age=_seconds_since(status.last_error_at, now),
-                dead_letters=count,
-                last_dead_reason=record.get("reason") if record else None,
-                last_dead_age=max(now - newest[1], 0.0) if newest and record else None,
+                dead_letters=mine.count,
+                last_dead_reason=mine.newest_reason,
+                last_dead_age=mine.newest_age,
             )
         )
     return rows
-
-
-def _dead_letters(relay: Relay) -> dict[str, tuple[int, tuple[str, float] | None]]:
-    """Per destination: how many dead letters, and the newest one's (id, stored time).
-    From the ids alone (``<event id>:<destination>[~n]``): no record is read."""
-    found: dict[str, tuple[int, tuple[str, float] | None]] = {}
-    for did, stored in relay.store.dead_letters.scored():  # oldest first
-        name = _ROUTING_SUFFIX.sub("", did.partition(":")[2])
-        count, _ = found.get(name, (0, None))
-        found[name] = (count + 1, (did, stored))
-    return found
 
 
 def _epoch(stamp: str | None) -> float | None:
