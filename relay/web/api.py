@@ -21,10 +21,10 @@ from relay import parsing
 from relay.durations import parse_duration
 from relay.errors import RelayError, RequestError, RulesError
 from relay.ops import dead_letters, destinations, history, reroute, rules_diff, search
+from relay.ops.dead_letter_pages import CursorError, DeadLetterFilter, page_dead_letters
 from relay.ops.dryrun import dry_run
 from relay.web import logins
 from relay.web.context import current_relay
-from relay.ops.dead_letter_pages import CursorError, DeadLetterFilter, page_dead_letters
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
