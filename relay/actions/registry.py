@@ -20,6 +20,7 @@ the three functions, and one line in :data:`ACTION_TYPES`.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -38,11 +39,8 @@ from relay.rules import (
     SlackDestination,
     SmsReplyDestination,
 )
+from relay.rules.masking import MASK, hidden, hide_all, is_secret_key
 from relay.settings import Settings
-
-#: header names whose values ``redact`` hides
-SECRET_HEADER = re.compile(r"authorization|token|secret|key|cookie|signature|password", re.I)
-MASK = "****"
 
 
 @dataclass(frozen=True)
@@ -94,42 +92,44 @@ def checks(destination: Destination, settings: Settings) -> list[str]:
 
 
 def redact(prepared: dict[str, Any], secrets: Collection[str] = ()) -> dict[str, Any]:
-    """``prepared`` fit to show: secret-looking header values and webhook URLs masked; in
-    every URL the password and the query values; and, in headers and bodies, every value
-    that came from the environment (``secrets``)."""
+    """``prepared`` fit to show: the values of headers, and of keys in a JSON body or a
+    Slack payload, whose names name a secret (:func:`relay.rules.masking.is_secret_key`:
+    ``Authorization``, ``X-Api-Key``, ``X-Custom-Auth``, ``password`` …) and webhook
+    URLs' paths masked; in every URL the password and the query values; and everywhere
+    (URLs included) every value that came from the environment (``secrets``)."""
     shown = dict(prepared)
     if "headers" in shown:
-        shown["headers"] = {
-            name: MASK if SECRET_HEADER.search(name) else value
-            for name, value in shown["headers"].items()
-        }
+        shown["headers"] = _keys_masked(shown["headers"])
+    if isinstance(shown.get("body"), str):
+        shown["body"] = _json_masked(shown["body"])
+    if isinstance(shown.get("payload"), dict):
+        shown["payload"] = _keys_masked(shown["payload"])
     if "webhook_url" in shown:
         shown["webhook_url"] = _mask_url_path(shown["webhook_url"])
     for key in ("url", "api"):
         if isinstance(shown.get(key), str):
             shown[key] = _mask_url_secrets(shown[key])
-    hidden = sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True)
-    if not hidden:
-        return shown
-    # URLs keep their own masking: an address taken from the environment is no secret
-    return {
-        key: value if key in _URL_KEYS else _mask_values(value, hidden)
-        for key, value in shown.items()
-    }
+    return dict(hide_all(shown, hidden(secrets)))
 
 
-_URL_KEYS = frozenset({"url", "api", "webhook_url"})
+def _json_masked(body: str) -> str:
+    """A JSON body with the values under secret keys masked; any other text as it is."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    masked = _keys_masked(data)
+    return body if masked == data else json.dumps(masked, ensure_ascii=False)
 
 
-def _mask_values(value: Any, secrets: list[str]) -> Any:
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, MASK)
-        return value
+def _keys_masked(value: Any) -> Any:
     if isinstance(value, dict):
-        return {key: _mask_values(item, secrets) for key, item in value.items()}
+        return {
+            key: MASK if is_secret_key(str(key)) else _keys_masked(item)
+            for key, item in value.items()
+        }
     if isinstance(value, list):
-        return [_mask_values(item, secrets) for item in value]
+        return [_keys_masked(item) for item in value]
     return value
 
 

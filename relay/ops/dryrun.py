@@ -1,4 +1,10 @@
-"""``relay rules test``: what a payload would do under a ruleset, with nothing sent."""
+"""``relay rules test``: what a payload would do under a ruleset, with nothing sent.
+
+What a dry run shows never carries a value the rules took from the environment: requests
+are redacted (:func:`relay.actions.registry.redact`), and every value read through
+``${VAR}`` is hidden as ``****`` wherever else it appears — route names, explanations,
+template errors — all but the event, which is the caller's own payload.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from relay.parsing import build_events
 from relay.rules import DEFAULT_RETRY, RetryPolicy, Ruleset, TemplateError
 from relay.rules.explain import RouteExplanation
 from relay.rules.explain import explain as explain_routes
+from relay.rules.masking import hidden, hide_all
 from relay.settings import Settings
 
 
@@ -32,7 +39,12 @@ def dry_run(
         for report in reports:
             found = explain_routes(ruleset, report["event"])
             report["explain"] = [item.to_dict() for item in found]
-    return reports
+    forms = hidden(ruleset.interpolated)
+    return [{**report, **hide_all(_without_event(report), forms)} for report in reports]
+
+
+def _without_event(report: dict) -> dict:
+    return {key: value for key, value in report.items() if key != "event"}
 
 
 def _report(ruleset: Ruleset, event: Event, settings: Settings) -> dict:

@@ -60,7 +60,8 @@ def test_rules_test_shows_routes_and_rendered_bodies_and_sends_nothing(tmp_path)
         assert done.returncode == 0, done.stderr
         assert "routes matched: failures" in done.stdout
         assert "→ failures-webhook (http, via failures)" in done.stdout
-        assert f"POST {sink.url('/failures')}" in done.stdout
+        assert "POST ****\n" in done.stdout  # the URL came from the environment
+        assert sink.url("/failures") not in done.stdout
         assert '"code_description": "Invalid address"' in done.stdout
         assert sink.requests == []
 

@@ -1,62 +1,115 @@
-"""The rules file as the console shows it: its text, with secrets written in it masked.
+"""The rules file as the console shows it: its text, with the secrets written in it masked.
 
-Values taken from the environment (``${VAR}``) are not in the text: the references are
-shown as they are, but a ``${VAR:-default}`` default is masked where a secret would be.
-Masked, line by line (block and flow mappings alike):
+The text is parsed as the loader parses it (:func:`relay.rules.document.parse`, without the
+environment) and each value masked in place, from the span its mark keeps: quoted keys,
+block scalars (``secret: >-`` and the text below), a value on the next line, a value
+holding ``#``, ``,``, ``]`` or ``}`` — each is masked whole, and the lines keep their
+numbers. Masked:
 
-- a value under a key that names a secret (``token``, ``secret``, ``password``,
-  ``Authorization``, ``X-Api-Key`` …), unless it is only ``${VAR}`` references and words
-  such as ``Bearer`` around them;
+- every value under a key that names a secret (:func:`relay.rules.masking.is_secret_key`:
+  ``token``, ``secret``, ``password``, ``Authorization``, ``X-Api-Key``, ``X-Custom-Auth``,
+  ``*-Token`` …), or inside a mapping or list such a key holds — unless it is only
+  ``${VAR}`` references and at most a word such as ``Bearer`` around them: those are shown
+  as written, a ``${VAR:-default}`` default masked;
 - in every URL, as the dry run shows them (:func:`relay.actions.registry.redact`): the
   password and the query values; a Slack ``webhook_url``'s path;
+- in a comment, what follows a key that names a secret, and URLs as above;
 - any value the rules in force took from the environment, wherever it appears.
+
+A text that does not parse (or that the loader would refuse for its duplicate keys) is not
+shown at all: without its structure, what is a secret cannot be told.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection
 
 from relay.actions.registry import MASK, redact
+from relay.rules.document import Path, Problems, parse
+from relay.rules.interpolation import PLACEHOLDERS
+from relay.rules.masking import hidden, hide, is_secret_key
 
-#: a key whose value is a secret: its last word
-SECRET_KEY = re.compile(
-    r"(?:^|[-_.])(?:authorization|token|secret|password|passwd|pass|key|api[-_]?key|"
-    r"cookie|signature|credentials?)$",
-    re.IGNORECASE,
-)
-#: ``key: value`` in a block or a flow mapping; the value ends at a comma, a brace or
-#: bracket, or a comment
-_PAIR = re.compile(
-    r"(?P<key>[A-Za-z0-9_][A-Za-z0-9_.-]*)(?P<sep>\s*:\s+)"
-    r"(?P<value>\"(?:[^\"\\]|\\.)*\"|'[^']*'|(?:\$\{[^}]*\}|[^,{}\[\]#\s])(?:\$\{[^}]*\}|[^,{}\[\]#])*?)"
-    r"(?=\s*(?:[,}\]]|\s#|$))"
-)
 _REFERENCE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'{},]+")
+_PROPERTIES = re.compile(r"(?:[&!]\S*\s+)*")  #: a scalar's anchor and tag
+_LINE_TEXT = re.compile(r"(?m)^([ \t]*)\S(?:.*\S)?")
+_COMMENT = re.compile(r"(?:^|(?<=\s))#[^\n]*")
+_COMMENT_KEY = re.compile(r"([\"']?)([A-Za-z0-9_][\w.-]*)\1\s*:(?=\s|$)")
 
 
-def redacted(text: str, interpolated: Collection[str] = ()) -> str:
-    """``text`` (a rules file) fit to show."""
-    hidden = sorted((value for value in interpolated if len(value) >= 4), key=len, reverse=True)
-    lines = []
-    for line in text.splitlines():
-        line = _PAIR.sub(_masked_pair, line)
-        for value in hidden:
-            line = line.replace(value, MASK)
-        lines.append(line)
-    return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
+def redacted(text: str, interpolated: Collection[str] = ()) -> str | None:
+    """``text`` (a rules file) fit to show, or None when it does not parse."""
+    return _redacted(text, frozenset(interpolated))
 
 
-def _masked_pair(match: re.Match[str]) -> str:
-    key, value = match.group("key"), match.group("value")
-    if key.lower() == "webhook_url":
-        shown = _references_only(value) or _URL.sub(_webhook_path, value)
-    elif SECRET_KEY.search(key):
-        shown = _references_only(value) or _quoted(value, MASK)
-    else:
-        shown = _URL.sub(_url, value)
-    return f"{key}{match.group('sep')}{shown}"
+@functools.lru_cache(maxsize=4)  # the page is shown again and again for the same file
+def _redacted(text: str, interpolated: frozenset[str]) -> str | None:
+    problems = Problems("")
+    doc = parse(text, PLACEHOLDERS, problems)
+    if doc is None or problems:
+        return None
+    # every scalar, as shown (an alias's anchor is masked if any use of it is secret);
+    # what lies between them is structure: keys, punctuation, comments
+    shown: dict[int, tuple[int, bool, str]] = {}  # start → end, secret, text shown
+    for path, mark in doc.marks.items():
+        if mark.span is None or shown.get(mark.span.start, (0, False))[1]:
+            continue
+        start, end = mark.span.start, mark.span.end
+        secret = _secret(path)
+        shown[start] = (end, secret, _scalar(text[start:end], path, secret))
+    parts, at = [], 0
+    for start in sorted(shown):
+        end, _, value = shown[start]
+        parts += [_COMMENT.sub(_comment, text[at:start]), value]
+        at = end
+    parts.append(_COMMENT.sub(_comment, text[at:]))
+    return hide("".join(parts), hidden(interpolated))
+
+
+def _secret(path: Path) -> bool:
+    """Whether a key on ``path`` names a secret (a destination's own name aside)."""
+    return any(
+        isinstance(part, str) and is_secret_key(part)
+        for i, part in enumerate(path)
+        if not (i == 1 and path[0] == "destinations")
+    )
+
+
+def _scalar(source: str, path: Path, secret: bool) -> str:
+    """How the scalar written ``source`` is shown."""
+    prefix = _PROPERTIES.match(source)
+    head = source[: prefix.end()] if prefix else ""
+    body = source[len(head) :]
+    quote = body[0] if body[:1] in ("'", '"') and len(body) > 1 and body[-1] == body[0] else ""
+    if body[:1] in ("|", ">"):
+        header, _, content = body.partition("\n")
+        quote, head, body = "", head + header + "\n", content
+    inner = body[len(quote) : len(body) - len(quote)]
+    webhook = bool(path) and str(path[-1]).lower() == "webhook_url"
+    if secret or webhook:
+        references = _references_only(inner)
+        if references is not None:
+            return head + quote + references + quote
+    if secret:
+        return head + quote + _LINE_TEXT.sub(lambda line: line.group(1) + MASK, inner) + quote
+    return _URL.sub(_webhook_path if webhook else _url, source)
+
+
+def _comment(found: re.Match[str]) -> str:
+    """A comment with what follows a secret key masked, and its URLs as values' are."""
+    comment = found.group()
+    for key in _COMMENT_KEY.finditer(comment):
+        name, rest = key.group(2), comment[key.end() :]
+        if is_secret_key(name) or name.lower() == "webhook_url":
+            references = _references_only(rest.strip())
+            if references is not None:
+                return comment[: key.end()] + " " + references
+            if is_secret_key(name):
+                return comment[: key.end()] + " " + MASK
+            return comment[: key.end()] + _URL.sub(_webhook_path, rest)
+    return _URL.sub(_url, comment)
 
 
 def _references_only(value: str) -> str | None:
@@ -82,9 +135,3 @@ def _url(match: re.Match[str]) -> str:
 
 def _webhook_path(match: re.Match[str]) -> str:
     return str(redact({"webhook_url": match.group()})["webhook_url"])
-
-
-def _quoted(value: str, replacement: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-        return value[0] + replacement + value[0]
-    return replacement
