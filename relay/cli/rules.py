@@ -118,7 +118,9 @@ def rules_test(
 def rules_diff(candidate: str, since: str, limit: int, as_json: bool, fail_on_change: bool) -> None:
     """What CANDIDATE would change for real traffic: the stored events of the window,
     matched against the rules in force (RELAY_RULES) and against CANDIDATE, grouped by
-    change. Sends nothing. A CANDIDATE that does not load: its errors and exit 2.
+    change. Sends nothing. CANDIDATE is read as the admin API reads one, without the
+    environment (${VAR} is <VAR>, ${VAR:-default} its default) and within the same caps,
+    but with no time budget. A CANDIDATE that does not load: its errors and exit 2.
     """
     from relay.durations import parse_duration
     from relay.ops.rules_diff import diff_rules  # start-up cost: see the module docstring
@@ -130,7 +132,7 @@ def rules_diff(candidate: str, since: str, limit: int, as_json: bool, fail_on_ch
         raise click.BadParameter(str(exc), param_hint="--since") from None
     settings = settings_or_exit(require_redis=True)
     current = load_rules_or_exit(settings, settings.rules_path)
-    proposed = load_rules_or_exit(settings, candidate)
+    proposed = _candidate_or_exit(settings, candidate)
     try:
         store = open_store(settings, timeout=5.0)
         result = diff_rules(store, current, proposed, window, limit)
@@ -151,6 +153,22 @@ def rules_diff(candidate: str, since: str, limit: int, as_json: bool, fail_on_ch
             click.echo(f"    e.g. {', '.join(change.event_ids[:3])}")
     if fail_on_change and result.changed:
         sys.exit(1)
+
+
+def _candidate_or_exit(settings: Settings, path: str) -> Ruleset:
+    """The candidate at ``path`` (:func:`relay.ops.rules_diff.load_candidate`), or every
+    error on stderr and exit 2."""
+    from relay.errors import RulesError
+    from relay.ops.rules_diff import load_candidate  # start-up cost: see the module docstring
+    from relay.rules.document import read_source
+
+    try:
+        return load_candidate(read_source(path, RulesError), settings, label=path)
+    except RulesError as exc:
+        for line in exc.errors:
+            click.echo(line, err=True)
+        click.echo(f"{path}: {len(exc.errors)} error(s)", err=True)
+    sys.exit(2)
 
 
 def _dry_run(

@@ -8,30 +8,39 @@ fields rules see. Matching is pure: nothing is sent, nothing is written. Events 
 routes or destinations differ are grouped by change, largest group first::
 
     12 events: failures → failures, crm-v2
+
+A candidate is anyone's text (a console viewer's too), so it is held to what it can cost
+and see: it is read without the environment (``${VAR}`` is ``<VAR>``, a default its
+default: :data:`~relay.rules.interpolation.PLACEHOLDERS`), within :data:`CANDIDATE_LIMITS`;
+and a diff given a ``budget`` of seconds answers with what it has when it runs out
+(``truncated``). Route names the rules in force took from the environment show as ``****``.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
-from relay.actions.registry import MASK
-from relay.errors import RulesError
 from relay.ops.checks import settings_checks
 from relay.rules import Ruleset, load_rules_text
+from relay.rules.interpolation import PLACEHOLDERS
+from relay.rules.loader import Limits
+from relay.rules.masking import hidden, hide
 from relay.settings import Settings
 from relay.state import Store
 from relay.state import keys as state_keys
 
 CANDIDATE = "candidate.yaml"  #: how errors name a candidate given as text
-_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+#: what a candidate may hold: 2 MiB of text (make bench's 10,000 routes are 1 MiB), the
+#: 10,000 routes of the largest file relay is measured with, and 200,000 characters of
+#: template text (compiling costs about 10 µs a character: 2 s)
+CANDIDATE_LIMITS = Limits(size=2 * 1024 * 1024, routes=10_000, template_text=200_000)
 DEFAULT_SINCE = 86400.0  #: seconds back, unless asked otherwise
 DEFAULT_LIMIT = 10_000  #: events examined at most, unless asked otherwise
 MAX_LIMIT = 100_000
+WEB_BUDGET = 10.0  #: seconds a diff of the admin API or the console matches events for
 SAMPLE = 20  #: event ids listed per group
 _BATCH = 500  #: events read per round trip
 
@@ -89,8 +98,9 @@ class RulesDiff:
     since: float  #: epoch seconds: the oldest accept time examined
     examined: int
     changed: int
-    complete: bool  #: False when ``limit`` stopped the walk before ``since``
+    complete: bool  #: False when the limit or the budget stopped the walk before ``since``
     changes: tuple[Change, ...]
+    truncated: bool = False  #: True when the budget ran out: the events examined till then
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,27 +110,16 @@ class RulesDiff:
             "examined": self.examined,
             "changed": self.changed,
             "complete": self.complete,
+            "truncated": self.truncated,
             "changes": [change.to_dict() for change in self.changes],
         }
 
 
-def load_candidate(text: str, settings: Settings, env: Mapping[str, str] | None = None) -> Ruleset:
-    """The candidate rules file in ``text`` (named :data:`CANDIDATE` in messages), with the
-    settings checks. ``${VAR}`` takes the process's environment, as the file in force
-    does; a RulesError lists every problem with the values of the variables the text
-    names masked, so that a candidate cannot serve to read the environment."""
-    env = os.environ if env is None else env
-    try:
-        return load_rules_text(text, CANDIDATE, env, settings_checks(settings))
-    except RulesError as exc:
-        values = {env.get(name, "") for name in _REFERENCE.findall(text)}
-        hidden = sorted((value for value in values if len(value) >= 4), key=len, reverse=True)
-        errors = []
-        for line in exc.errors:
-            for value in hidden:
-                line = line.replace(value, MASK)
-            errors.append(line)
-        raise RulesError(errors) from None
+def load_candidate(text: str, settings: Settings, label: str = CANDIDATE) -> Ruleset:
+    """The candidate rules file in ``text`` (named ``label`` in messages), with the settings
+    checks, read without the environment and within :data:`CANDIDATE_LIMITS`; RulesError
+    lists every problem."""
+    return load_rules_text(text, label, PLACEHOLDERS, settings_checks(settings), CANDIDATE_LIMITS)
 
 
 def routing_of(ruleset: Ruleset, event: Mapping[str, Any]) -> Routing:
@@ -138,13 +137,16 @@ def diff_rules(
     since: float = DEFAULT_SINCE,
     limit: int = DEFAULT_LIMIT,
     now: float | None = None,
+    budget: float | None = None,
 ) -> RulesDiff:
     """Match the events accepted in the last ``since`` seconds (the newest ``limit`` of
-    them) against ``current`` and ``candidate``; the changes, largest group first."""
+    them) against ``current`` and ``candidate``; the changes, largest group first. With a
+    ``budget`` (seconds), the events examined when it runs out (``truncated``)."""
     now = time.time() if now is None else now
+    deadline = None if budget is None else time.monotonic() + budget
     oldest = now - since
     groups: dict[tuple[Routing, Routing], list[str]] = {}
-    examined, complete = 0, True
+    examined, complete, truncated = 0, True, False
     top: int | str = "+inf"
     after = ""
     bottom = max(store.index.cutoff(now), int(oldest * 1000))
@@ -157,18 +159,22 @@ def diff_rules(
         done, last, hits = store.index.walk([state_keys.INDEX_ALL], top, bottom, after, want)
         ids = [event_id for event_id, _ in hits]
         for event_id, event in zip(ids, store.events(ids), strict=True):
+            if deadline is not None and time.monotonic() >= deadline:
+                truncated = True
+                break
             if event is None:
                 continue  # past the history TTL
             examined += 1
             before, then = routing_of(current, event), routing_of(candidate, event)
             if before != then:
                 groups.setdefault((before, then), []).append(event_id)
-        if done or last is None:
+        if truncated or done or last is None:
             break
         top, after = last
+    forms = hidden(current.interpolated)
     changes = sorted(
         (
-            Change(before, after_, len(ids), tuple(ids[:SAMPLE]))
+            Change(_hidden(before, forms), after_, len(ids), tuple(ids[:SAMPLE]))
             for (before, after_), ids in groups.items()
         ),
         key=lambda change: (-change.count, change.label),
@@ -179,6 +185,12 @@ def diff_rules(
         since=oldest,
         examined=examined,
         changed=sum(change.count for change in changes),
-        complete=complete,
+        complete=complete and not truncated,
         changes=tuple(changes),
+        truncated=truncated,
     )
+
+
+def _hidden(routing: Routing, forms: Collection[str]) -> Routing:
+    """``routing`` with the values of the environment in its route names hidden."""
+    return replace(routing, routes=tuple(hide(name, forms) for name in routing.routes))

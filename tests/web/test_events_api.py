@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from relay.actions.registry import MASK
 from relay.events import Step, delivery_entry
 from relay.settings import load_settings
 from relay.state import Store, connect
@@ -273,13 +272,16 @@ def test_a_bad_diff_request_names_its_field(api, query, body, field):
     assert answer.json["field"] == field
 
 
-def test_diff_errors_do_not_show_the_environment_values_a_candidate_names(api, monkeypatch):
+def test_diff_errors_show_a_placeholder_never_the_environment_value(api, monkeypatch):
     monkeypatch.setenv("H2_DIFF_SECRET", "ftp-secret-value")
     body = "version: 1\ndestinations:\n  a:\n    type: http\n    url: ${H2_DIFF_SECRET}\n"
-    body += "routes:\n  - name: r\n    to: [a]\n"
+    body += "    timeout: ${H2_DIFF_SECRET}\nroutes:\n  - name: r\n    to: [a]\n"
     answer = api.post("/api/rules/diff", data=body, headers=AUTH)
     assert answer.status_code == 400
     assert answer.json["errors"] == [
-        f"candidate.yaml:5: destinations.a.url: expected an http:// or https:// URL, got '{MASK}'"
+        "candidate.yaml:6: destinations.a.timeout: bad duration '<H2_DIFF_SECRET>' "
+        "(use 250ms, 2s, 10m, 24h, 7d, or a number of seconds) (${H2_DIFF_SECRET} is "
+        "<H2_DIFF_SECRET> here: the environment is not read; give it a default to check it, "
+        "${H2_DIFF_SECRET:-…})"
     ]
-    assert "secret" not in answer.get_data(as_text=True)
+    assert "secret-value" not in answer.get_data(as_text=True)

@@ -2,8 +2,10 @@
 
 The playground is ``relay rules test --explain`` on a pasted payload
 (:func:`relay.ops.dryrun.dry_run`); the diff is ``relay rules diff`` of a pasted candidate
-against stored traffic (:mod:`relay.ops.rules_diff`). Both send nothing and change
-nothing, so a viewer may use them too.
+against stored traffic (:mod:`relay.ops.rules_diff`): read without the environment, within
+the candidate's limits, matching events for :data:`~relay.ops.rules_diff.WEB_BUDGET` seconds
+at most. Both send nothing and change nothing, so a viewer may use them too, though a
+viewer's diff examines :data:`VIEWER_LIMIT` events at most.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import hashlib
 import json
 from typing import Any
 
-from flask import render_template, request
+from flask import g, render_template, request
 from flask.typing import ResponseReturnValue
 
 from relay import parsing
 from relay.durations import parse_duration
 from relay.errors import IngestError, RulesError
+from relay.ops import rules_diff as diffs
 from relay.ops.dryrun import dry_run, format_text
 from relay.ops.rules_diff import CANDIDATE, DEFAULT_LIMIT, MAX_LIMIT, diff_rules, load_candidate
 from relay.rules import Ruleset
@@ -27,6 +30,7 @@ from relay.web.console.rules_text import redacted
 from relay.web.context import current_relay
 
 SAMPLES = {"receipt": SAMPLE_RECEIPT, "inbound": SAMPLE_INBOUND}
+VIEWER_LIMIT = 1_000  #: events a viewer's diff examines at most (an admin's: MAX_LIMIT)
 
 
 @bp.get("/rules")
@@ -55,7 +59,8 @@ def rules_diff() -> ResponseReturnValue:
     # a browser sends a textarea's lines ending in CRLF: the file as it would be saved
     candidate_text = request.form.get("candidate", "").replace("\r\n", "\n")
     since_text = request.form.get("since", "").strip() or "24h"
-    limit_text = request.form.get("limit", "").strip() or str(DEFAULT_LIMIT)
+    most = _most_events()
+    limit_text = request.form.get("limit", "").strip() or str(min(DEFAULT_LIMIT, most))
     values = {"candidate": candidate_text, "since": since_text, "limit": limit_text}
     relay = current_relay()
     try:
@@ -63,18 +68,24 @@ def rules_diff() -> ResponseReturnValue:
         limit = int(limit_text)
     except ValueError as exc:
         return _page(diff_form=values, diff_errors=[f"since or limit: {exc}"]), 400
-    if not 1 <= limit <= MAX_LIMIT:
-        return _page(diff_form=values, diff_errors=[f"limit: between 1 and {MAX_LIMIT}"]), 400
+    if not 1 <= limit <= most:
+        return _page(diff_form=values, diff_errors=[f"limit: between 1 and {most:,}"]), 400
     candidate = _candidate(candidate_text)
     if isinstance(candidate, list):
         return _page(diff_form=values, diff_errors=candidate), 400
-    result = diff_rules(relay.store, relay.rules, candidate, since=since, limit=limit)
+    budget = diffs.WEB_BUDGET  # looked up here: a test may shorten it
+    result = diff_rules(relay.store, relay.rules, candidate, since, limit, budget=budget)
     return _page(diff_form=values, diff=result)
 
 
+def _most_events() -> int:
+    """The most events this session's diff may examine: fewer for a viewer."""
+    return MAX_LIMIT if g.console_session.admin else VIEWER_LIMIT
+
+
 def _candidate(text: str) -> Ruleset | list[str]:
-    """The pasted rules, or every problem with them (the values of the environment
-    variables they name masked: :func:`relay.ops.rules_diff.load_candidate`)."""
+    """The pasted rules (read without the environment:
+    :func:`relay.ops.rules_diff.load_candidate`), or every problem with them."""
     if not text.strip():
         return [f"{CANDIDATE}: empty: paste a rules file"]
     try:
@@ -91,13 +102,14 @@ def _page(**values: Any) -> str:
         "console/rules.html",
         ruleset=ruleset,
         failure=getattr(relay.rules_holder, "failure", None),
+        readable=text is not None,
         text=redacted(text, ruleset.interpolated) if text is not None else None,
         on_disk=on_disk,
         samples=SAMPLES,
         **{
             "source": "default",
             "payload": _sample("receipt"),
-            "diff_form": {"since": "24h", "limit": DEFAULT_LIMIT},
+            "diff_form": {"since": "24h", "limit": min(DEFAULT_LIMIT, _most_events())},
             **values,
         },
     )
