@@ -95,6 +95,22 @@ def mask_numbers(text: str) -> str:
     return _PHONE.sub(_mask, text)
 
 
+def mask_data(value: object) -> object:
+    """A JSON-like value (objects, arrays, text, numbers) with the phone numbers in its
+    texts masked by :func:`mask_numbers`; a whole number that is one (``447700900123``
+    sent as a JSON number) becomes its masked text. Keys are kept as they are."""
+    if isinstance(value, str):
+        return mask_numbers(value)
+    if isinstance(value, dict):
+        return {key: mask_data(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [mask_data(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        masked = mask_numbers(str(value))
+        return value if masked == str(value) else masked
+    return value
+
+
 # -- control characters ----------------------------------------------------------------------
 
 #: C0 and C1 controls (with DEL), the Unicode line and paragraph separators (line breaks to

@@ -87,7 +87,8 @@ class EventQuery:
 
 @dataclass(frozen=True)
 class EventSummary:
-    """One search result. Phone numbers are masked (last 4 digits) unless asked for whole.
+    """One search result. Phone numbers are masked (last 4 digits) unless asked for whole,
+    in every field: an inbound message's first word (``keyword``, ``summary``) may be one.
 
     ``number`` is a receipt's destination number; ``sender`` and ``recipient`` an inbound
     message's. ``routes`` and ``destinations`` are every routing's (a re-route adds its
@@ -190,10 +191,11 @@ def _summaries(store: Store, page: list[tuple[str, int]], pii: bool) -> list[Eve
                 accepted_at=event.get("received_at") or _iso(score),
                 kind=event.get("kind"),
                 source=event.get("source"),
-                summary=event_label(event),
+                # an inbound message's first word may be a phone number
+                summary=_masked(event_label(event), pii) or "",
                 status=event.get("status"),
                 code=event.get("code"),
-                keyword=event.get("keyword"),
+                keyword=_masked(event.get("keyword"), pii),
                 number=_phone(event.get("destination"), pii),
                 sender=_phone(event.get("sender"), pii),
                 recipient=_phone(event.get("recipient"), pii),
@@ -306,6 +308,13 @@ def _iso(score: int) -> str:
 
 def _phone(value: object, pii: bool) -> str | None:
     if not isinstance(value, str) or not value:
+        return None
+    return value if pii else mask_numbers(value)
+
+
+def _masked(value: object, pii: bool) -> str | None:
+    """Text with the phone numbers in it masked (unless ``pii``); None for no text."""
+    if not isinstance(value, str):
         return None
     return value if pii else mask_numbers(value)
 

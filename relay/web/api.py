@@ -1,8 +1,10 @@
 """The admin API under ``/api/``: dead letters, destinations, event search and history,
 re-routes, rules dry runs and diffs.
 
-Every ``/api/`` path needs ``Authorization: Bearer $RELAY_ADMIN_TOKEN`` (401 otherwise);
-with the token unset every one of them answers 404, as if the API did not exist. Answers
+Every ``/api/`` path needs ``Authorization: Bearer $RELAY_ADMIN_TOKEN`` (401 otherwise),
+or for ``GET`` the read-only ``RELAY_VIEWER_TOKEN``, which is shown phone numbers masked;
+with the admin token unset every path answers 404, as if the API did not exist. Wrong
+tokens are logged and throttled per client address (:mod:`relay.web.logins`). Answers
 are JSON, the same shapes as ``relay dlq … --json`` and ``relay events show --json``
 (see ``relay.ops``). Bad input is a 400 naming the field; unknown ids a 404; Redis or
 the broker not answering a 503.
@@ -13,13 +15,14 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound
 
 from relay import parsing
 from relay.durations import parse_duration
 from relay.errors import RelayError, RequestError, RulesError
+from relay.logs import mask_data
 from relay.ops import dead_letters, destinations, history, reroute, rules_diff, search
 from relay.ops.dead_letter_pages import CursorError, DeadLetterFilter, page_dead_letters
 from relay.ops.dryrun import dry_run
@@ -56,7 +59,8 @@ def _authorize() -> ResponseReturnValue | None:
         if header is not None:  # credentials, and wrong: a failed login (no header: none)
             logins.failed("api")
         return jsonify(error="unauthorized"), 401, {"WWW-Authenticate": "Bearer"}
-    logins.succeeded("api", "admin" if admin else "viewer")
+    g.api_role = "admin" if admin else "viewer"
+    logins.succeeded("api", g.api_role)
     if admin:
         return None
     if request.method not in ("GET", "HEAD"):
@@ -77,6 +81,14 @@ def _bearer_matches(header: str, token: str) -> bool:
 
 def _not_found(detail: str) -> ResponseReturnValue:
     return jsonify(error="not_found", detail=detail), 404
+
+
+def _for_caller(value: Any) -> Any:
+    """What the caller may see of events: a viewer gets every phone number masked, as the
+    console shows them (unless RELAY_LOG_PII=1); an admin gets them whole."""
+    if g.get("api_role") == "viewer" and not current_relay().settings.log_pii:
+        return mask_data(value)
+    return value
 
 
 # -- dead letters ---------------------------------------------------------------------------
@@ -101,7 +113,7 @@ def show_dead_letter(delivery_id: str) -> ResponseReturnValue:
     record = dead_letters.show_dead_letter(current_relay().store, delivery_id)
     if record is None:
         return _not_found(f"no dead letter {delivery_id!r}")
-    return jsonify(record)
+    return jsonify(_for_caller(record))
 
 
 @bp.delete("/dead-letters/<path:delivery_id>")
@@ -185,7 +197,7 @@ def list_destinations() -> ResponseReturnValue:
     _query()
     relay = current_relay()
     items = destinations.list_destinations(relay.store, relay.rules.destinations)
-    return jsonify(destinations=[item.to_dict() for item in items])
+    return jsonify(destinations=_for_caller([item.to_dict() for item in items]))
 
 
 @bp.post("/destinations/<path:name>/pause")
@@ -296,7 +308,7 @@ def show_event(ref: str) -> ResponseReturnValue:
     events = history.event_history(current_relay().store, ref)
     if not events:
         return _not_found(f"no event with id, transid or tid {ref!r}")
-    return jsonify(query=ref, events=events)
+    return jsonify(query=ref, events=_for_caller(events))
 
 
 @bp.post("/rules/test")

@@ -177,6 +177,15 @@ def test_a_summary_says_what_the_event_was_and_what_became_of_it(store, traffic)
     assert item.to_dict()["destinations"] == ["crm"]
 
 
+def test_a_message_whose_first_word_is_a_phone_number_has_it_masked_in_its_summary(store):
+    event = inbound("+447700900999: call me back")
+    route(store, event, ["inbound"], ["trace"])
+    (item,) = search_events(store, EventQuery(keyword="447700900999")).items
+    assert (item.keyword, item.summary) == ("********0999", "********0999")
+    (whole,) = search_events(store, EventQuery(keyword="447700900999"), pii=True).items
+    assert (whole.keyword, whole.summary) == ("447700900999", "447700900999")  # RELAY_LOG_PII=1
+
+
 def test_paging_has_no_gap_nor_repeat_while_events_keep_arriving(store):
     # 90 events, a third of them accepted in the very same millisecond (ties in the index)
     old = [route(store, receipt(at=NOW - 100 + i * 0.5), ["all"], ["trace"]) for i in range(60)]
