@@ -142,9 +142,12 @@ class BoundedReadWorker(ThreadWorker):
             return
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
-        self._start_reading(conn, b"")
-        if conn in self.reading:
-            self._on_readable(conn, client)
+        data = _recv(conn)
+        if data == b"":  # the client went away
+            self._close(conn)
+            return
+        # read at once: a whole request goes to a thread without being registered again
+        self._start_reading(conn, data or b"")
 
     def _start_reading(self, conn: BoundedConn, data: bytes) -> None:
         conn.frame = RequestFraming(self.max_head, self.max_body)
@@ -154,6 +157,8 @@ class BoundedReadWorker(ThreadWorker):
             return
         self.reading[conn] = None
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+        if data:
+            self._continue(conn)
 
     def _on_readable(self, conn: BoundedConn, client: socket.socket) -> None:
         data = _recv(conn)
@@ -163,8 +168,11 @@ class BoundedReadWorker(ThreadWorker):
             self._stop_reading(conn)
             self._close(conn)
             return
-        if self._feed(conn, data):
-            return
+        if not self._feed(conn, data):
+            self._continue(conn)
+
+    def _continue(self, conn: BoundedConn) -> None:
+        """``100 Continue``, once, to a client that waits for it before sending the body."""
         frame = conn.frame
         if frame is not None and frame.wants_continue and not conn.continued:
             conn.continued = True

@@ -87,3 +87,21 @@ def test_length_and_chunked_together_is_one_400_and_what_hides_in_the_body_is_no
         "error": "bad_request",
         "detail": "both Content-Length and Transfer-Encoding",
     }
+
+
+def test_expect_100_continue_on_a_kept_alive_connection_gets_its_interim_answer(server):
+    """A kept-alive connection's next request is read as soon as it is readable: one that
+    waits for ``100 Continue`` gets it there too."""
+    port, _ = server
+    payload = json.dumps({"oa": "447700900123", "da": "12345", "message": "continue"}).encode()
+    head = f"POST {URL} HTTP/1.1\r\nHost: relay\r\nContent-Length: {len(payload)}\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n")
+        first = b""
+        while not first.endswith(b'{"status":"ok"}\n'):
+            first += conn.recv(65536)
+        conn.sendall(head.encode() + b"Expect: 100-continue\r\n\r\n")
+        assert conn.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        conn.sendall(payload)
+        answer = conn.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
