@@ -27,6 +27,7 @@ from relay import metrics
 from relay.events import DeadLetter
 from relay.state import keys
 from relay.state.client import dumps, loads, texts
+from relay.state.dead_letter_backfill import backfill
 
 #: where a page ends: (stored time in epoch seconds, delivery id) of its last dead letter
 Position = tuple[float, str]
@@ -113,21 +114,6 @@ return gone
 """
 )
 
-#: ARGV[3]: seconds the destination sets live after a write, ARGV[4..]: pairs of id and
-#: destination. Each still stored and not yet in a destination's set is added to it,
-#: with the time it was stored.
-_BACKFILL = """
-for i = 4, #ARGV, 2 do
-  local id, destination = ARGV[i], ARGV[i + 1]
-  local stored = redis.call('ZSCORE', KEYS[1], id)
-  if stored and redis.call('HSETNX', KEYS[2], id, destination) == 1 then
-    redis.call('ZADD', ARGV[2] .. destination, stored, id)
-    redis.call('EXPIRE', ARGV[2] .. destination, ARGV[3])
-  end
-end
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-"""
-
 
 class DeadLetters:
     def __init__(
@@ -141,7 +127,6 @@ class DeadLetters:
         self._remove_if_unchanged = client.register_script(_REMOVE_IF_UNCHANGED)
         self._purge = client.register_script(_PURGE)
         self._forget = client.register_script(_FORGET)
-        self._backfill = client.register_script(_BACKFILL)
         self._indexed = False  # the backfill is known to be done
 
     def count(self) -> int:
@@ -173,8 +158,8 @@ class DeadLetters:
         dropped = 0
         more = True
         while more:
-            args: list[Any] = [*self._prefixes(), self.window(time.time()), self.limit, _BATCH]
-            count, again = self._trim(keys=self._keys(), args=args)
+            args: list[Any] = [*script_prefixes(), self.window(time.time()), self.limit, _BATCH]
+            count, again = self._trim(keys=script_keys(), args=args)
             dropped, more = dropped + int(count), bool(int(again))
         if dropped:
             metrics.m().dead_letters_dropped.inc(dropped)
@@ -192,7 +177,7 @@ class DeadLetters:
         return texts(self.redis.zrange(keys.DEAD, 0, -1))
 
     def remove(self, delivery_id: str) -> bool:
-        return bool(self._remove(keys=self._keys(), args=[*self._prefixes(), delivery_id]))
+        return bool(self._remove(keys=script_keys(), args=[*script_prefixes(), delivery_id]))
 
     # -- operator tools (relay.ops) -------------------------------------------------------
 
@@ -244,7 +229,7 @@ class DeadLetters:
         """Take the ids whose record is gone out of the indexes; how many were gone."""
         if not delivery_ids:
             return 0
-        return int(self._forget(keys=self._keys(), args=[*self._prefixes(), *delivery_ids]))
+        return int(self._forget(keys=script_keys(), args=[*script_prefixes(), *delivery_ids]))
 
     def backfill(self) -> None:
         """Add the dead letters stored before the per-destination index existed to their
@@ -252,20 +237,7 @@ class DeadLetters:
         if self._indexed or self.redis.exists(keys.DEAD_INDEXED):
             self._indexed = True
             return
-        after: Position | None = None
-        while True:
-            batch, _ = self.page(None, -math.inf, math.inf, after, _BATCH)
-            if not batch:
-                break
-            ids = [did for _, did in batch]
-            pairs: list[str] = []
-            for did, record in zip(ids, self.get_many(ids), strict=True):
-                destination = record.get("destination") if record else None
-                if isinstance(destination, str) and keys.storable(destination):
-                    pairs += [did, destination]
-            if pairs:
-                self._backfill(keys=self._keys(), args=[*self._prefixes(), self.ttl, *pairs])
-            after = batch[-1]
+        backfill(self)
         self.redis.set(keys.DEAD_INDEXED, "1")
         self._indexed = True
 
@@ -289,8 +261,8 @@ class DeadLetters:
         A replayed delivery can fail again and be dead-lettered anew before the replay
         removes the old record; the new one must survive.
         """
-        args = [*self._prefixes(), record["id"], dumps(record)]
-        return bool(self._remove_if_unchanged(keys=self._keys(), args=args))
+        args = [*script_prefixes(), record["id"], dumps(record)]
+        return bool(self._remove_if_unchanged(keys=script_keys(), args=args))
 
     def purge(self, before: float | None = None) -> int:
         """Remove dead letters stored before ``before`` (epoch seconds; None: all); the count.
@@ -300,18 +272,21 @@ class DeadLetters:
         bound = "+inf" if before is None else f"({before!r}"
         removed = 0
         while True:
-            count = int(self._purge(keys=self._keys(), args=[*self._prefixes(), bound, _BATCH]))
+            count = int(self._purge(keys=script_keys(), args=[*script_prefixes(), bound, _BATCH]))
             removed += count
             if count < _BATCH:
                 return removed
 
-    @staticmethod
-    def _keys() -> list[str]:
-        return [keys.DEAD, keys.DEAD_DESTINATIONS]
 
-    @staticmethod
-    def _prefixes() -> list[str]:
-        return [keys.dead(""), keys.dead_of("")]
+def script_keys() -> list[str]:
+    """The KEYS of every dead-letter script: the time index, the id → destination hash."""
+    return [keys.DEAD, keys.DEAD_DESTINATIONS]
+
+
+def script_prefixes() -> list[str]:
+    """ARGV[1] and ARGV[2] of every dead-letter script: where the records and the
+    destination sets are."""
+    return [keys.dead(""), keys.dead_of("")]
 
 
 def _score(value: float) -> str:

@@ -137,6 +137,7 @@ def test_dead_letters_stored_before_the_destination_index_are_found_by_destinati
     now = time.time()
     for number, destination in enumerate(["crm", "trace", "crm"]):
         old = record(f"E{number}", destination)  # as relay stored them before: no such index
+        old["event"]["text"] = "\ud83d" if number == 2 else "hi"  # a lone surrogate: no cjson
         store.client.set(keys.dead(old["id"]), dumps(old), ex=3600)
         store.client.zadd(keys.DEAD, {old["id"]: now - 100 + number})
     store.client.set(keys.dead("GONE:crm"), dumps(record("GONE")), ex=3600)  # not indexed
