@@ -4,6 +4,7 @@ overview. Many dead letters, read from their indexes: a page reads its own recor
 
 from __future__ import annotations
 
+import math
 import re
 import time
 
@@ -13,6 +14,7 @@ import requests
 from relay.events import dead_letter, fallback_job, new_failure, new_job
 from relay.parsing import build_events
 from relay.state import Store, connect
+from relay.web.console.dead_letters import SHOWN
 from tests.conftest import load_fixture
 from tests.harness import web_process
 from tests.web.console.conftest import ADMIN, csrf_of
@@ -176,7 +178,7 @@ def test_the_console_pages_dead_letters_with_a_link_to_the_next_page(base, brows
         pages_seen += 1
         link = NEXT.search(page.text)
         url = base + link.group(1).replace("&amp;", "&") if link else ""
-    assert pages_seen == 2
+    assert pages_seen == math.ceil(600 / SHOWN) > 1
     assert sorted(shown) == sorted(did for did in ids if did.endswith(":crm"))
     assert len(shown) == len(set(shown))
     old = browser.get(base + "/ui/dead-letters?older_than=1h", timeout=10)

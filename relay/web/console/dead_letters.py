@@ -21,7 +21,7 @@ from relay.web.console.access import admin_only, message
 from relay.web.console.blueprint import bp
 from relay.web.context import current_relay
 
-SHOWN = 500  #: dead letters listed on a page
+SHOWN = 200  #: dead letters listed on a page
 MAX_BULK = 1000  #: dead letters one bulk action takes (the oldest first)
 ACTIONS = {"replay": "Replay", "delete": "Delete"}
 
