@@ -73,15 +73,25 @@ def show_dead_letter(store: Store, delivery_id: str, now: float | None = None) -
 
 
 def delete_dead_letter(store: Store, delivery_id: str) -> bool:
-    return storable(delivery_id) and store.dead_letters.remove(delivery_id)
+    """Remove one dead letter; False when there is none. Like every operator's write,
+    confirmed by ``RELAY_REDIS_MIN_REPLICAS`` replicas before it returns (else
+    UnavailableError: it may not survive a failover)."""
+    deleted = storable(delivery_id) and store.dead_letters.remove(delivery_id)
+    if deleted:
+        store.confirm_replicated()
+    return deleted
 
 
 def purge(store: Store, older_than: float | None = None, now: float | None = None) -> int:
     """Remove the dead letters older than ``older_than`` seconds (None: all); the count."""
     if older_than is None:
-        return store.dead_letters.purge()
-    now = time.time() if now is None else now
-    return store.dead_letters.purge(before=now - older_than)
+        count = store.dead_letters.purge()
+    else:
+        now = time.time() if now is None else now
+        count = store.dead_letters.purge(before=now - older_than)
+    if count:
+        store.confirm_replicated()
+    return count
 
 
 @dataclass
@@ -118,6 +128,8 @@ def replay(
                 " the worker will dead-letter it again"
             )
         report.replayed.append(_replay_one(store, publisher, record))
+    if report.replayed:
+        store.confirm_replicated()
     return report
 
 

@@ -15,6 +15,8 @@ import requests
 
 from relay.cli import web_argv, worker_argv
 from relay.cli.embedded import free_port
+from relay.events import dead_letter, new_job
+from relay.state import Store
 from tests.conftest import load_fixture
 from tests.forwarder import TcpForwarder
 from tests.harness import ROOT, relay_env, wait_until, web_process
@@ -204,8 +206,9 @@ def test_a_managed_endpoint_that_fails_over_is_followed(make_topology, tmp_path)
 
 
 def test_operators_writes_wait_for_a_replica_too(sentinel_topology, tmp_path):
-    """A pause, a resume or a re-route that replicas did not confirm is answered 503 (it
-    might vanish in a failover: the operator does it again); confirmed, it is answered."""
+    """A pause, a resume, a re-route, a replay or a delete that replicas did not confirm is
+    answered 503 (it might vanish in a failover: the operator does it again); confirmed,
+    it is answered."""
     token = "an-admin-token-for-the-tests"
     headers = {"Authorization": f"Bearer {token}"}
     with web_process(
@@ -216,17 +219,20 @@ def test_operators_writes_wait_for_a_replica_too(sentinel_topology, tmp_path):
         with sentinel_topology.primary().client() as client:  # stored, as a worker would
             spec = json.loads(client.hget("relay:pending:tasks", f"route:{event_id}"))
             client.set(f"relay:event:{event_id}", json.dumps(spec["args"][0]))
+        dead = [dead_letter_of(sentinel_topology, spec["args"][0], name) for name in "ab"]
         writes = [
-            "/api/destinations/trace/pause",
-            "/api/destinations/trace/resume",
-            f"/api/events/{event_id}/reroute",
+            ("POST", "/api/destinations/trace/pause"),
+            ("POST", "/api/destinations/trace/resume"),
+            ("POST", f"/api/events/{event_id}/reroute"),
+            ("POST", f"/api/dead-letters/{dead[0]}/replay"),
+            ("DELETE", f"/api/dead-letters/{dead[1]}"),
         ]
         replicas = sentinel_topology.replicas()
         for replica in replicas:
             replica.pause()
         try:
-            for path in writes:
-                answer = requests.post(base + path, headers=headers, timeout=10)
+            for method, path in writes:
+                answer = requests.request(method, base + path, headers=headers, timeout=10)
                 assert answer.status_code == 503, (path, answer.text)
                 assert answer.json()["detail"] == "redis replicas not confirming writes"
             done = relay_command(sentinel_topology.url(), "destinations", "pause", "trace")
@@ -239,11 +245,19 @@ def test_operators_writes_wait_for_a_replica_too(sentinel_topology, tmp_path):
             for replica in replicas:
                 replica.resume()
         sentinel_topology.wait_synced()
-        for path in writes:
-            answer = requests.post(base + path, headers=headers, timeout=10)
-            assert answer.status_code in (200, 202), (path, answer.text)
+        for method, path in writes:
+            answer = requests.request(method, base + path, headers=headers, timeout=10)
+            assert answer.status_code in (200, 202, 404), (path, answer.text)
         done = relay_command(sentinel_topology.url(), "destinations", "pause", "trace")
         assert done.returncode == 0, done.stderr
+
+
+def dead_letter_of(topology, event: dict, destination: str) -> str:
+    """A dead letter of ``event`` for ``destination``, stored on the primary; its id."""
+    store = Store(topology.primary().client(decode_responses=True), 3600, 3600)
+    job = new_job(event, "all", destination, "v1", {"attempts": 1, "initial": 1.0, "max": 1.0})
+    store.dead_letters.add(dead_letter(job, "HTTP 400", []))
+    return job["delivery_id"]
 
 
 def relay_command(url: str, *args: str) -> subprocess.CompletedProcess[str]:
