@@ -15,6 +15,7 @@ def client(redis_server):
     client = connect(redis_server.url)
     yield client
     client.close()
+    client.connection_pool.disconnect()  # close() leaves a pool it was given
 
 
 def test_the_limit_th_failure_starts_a_cooling_off_for_that_address_only(client):

@@ -11,6 +11,7 @@ import requests
 
 from relay.settings import load_settings
 from relay.web.app import create_app
+from relay.web.context import relay_of
 from tests.harness import wait_until, web_process
 from tests.web.console.conftest import ADMIN, VIEWER, csrf_of
 
@@ -65,11 +66,18 @@ def test_ten_wrong_tokens_in_a_minute_make_every_login_from_the_address_wait(web
     assert "Set-Cookie" not in page.headers  # no session
 
 
-def test_wrong_console_logins_count_for_every_web_process_and_the_api(web, env):
-    base, _ = web
-    other = create_app(
+@pytest.fixture
+def other(env):
+    """Another web process on the same Redis (an app in this one), from the same address."""
+    app = create_app(
         load_settings({**env, "RELAY_ADMIN_TOKEN": ADMIN, "RELAY_VIEWER_TOKEN": VIEWER})
-    ).test_client()  # another web process on the same Redis, from the same address
+    )
+    yield app.test_client()
+    relay_of(app).store.client.connection_pool.disconnect()
+
+
+def test_wrong_console_logins_count_for_every_web_process_and_the_api(web, other):
+    base, _ = web
     for _ in range(LIMIT // 2):
         assert console_login(base, WRONG).status_code == 401
     for _ in range(LIMIT - LIMIT // 2):

@@ -10,6 +10,7 @@ import requests
 from relay.settings import load_settings
 from relay.state import Store, connect
 from relay.web.app import create_app
+from relay.web.context import relay_of
 from tests.harness import web_process
 from tests.ops.test_search import inbound, route
 from tests.web.console.conftest import ADMIN, VIEWER, csrf_of, seed_dead_letter
@@ -33,6 +34,7 @@ def store(redis_server):
     client = connect(redis_server.url)
     yield Store(client, 3600, 3600)
     client.close()
+    client.connection_pool.disconnect()  # close() leaves a pool it was given
 
 
 @pytest.fixture
@@ -74,10 +76,11 @@ def test_the_viewer_gets_every_number_of_the_api_masked_unless_relay_log_pii(bas
     assert masked["id"] == event["id"]  # ids and times are not numbers to mask
     assert masked["received_at"] == event["received_at"]
     pii = {"RELAY_ADMIN_TOKEN": ADMIN, "RELAY_VIEWER_TOKEN": VIEWER, "RELAY_LOG_PII": "1"}
-    whole_for_all = create_app(load_settings({**env, **pii})).test_client()
-    answer = whole_for_all.get(
+    whole_for_all = create_app(load_settings({**env, **pii}))
+    answer = whole_for_all.test_client().get(
         f"/api/events/{event['id']}", headers={"Authorization": f"Bearer {VIEWER}"}
     )
+    relay_of(whole_for_all).store.client.connection_pool.disconnect()
     found = answer.json["events"][0]
     assert (found["summary"], found["event"]["sender"]) == (FIRST_WORD, SENDER)
 
