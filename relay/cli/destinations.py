@@ -13,9 +13,10 @@ from collections.abc import Mapping
 import click
 
 from relay.cli.common import settings_or_exit
-from relay.cli.ops import _clip, _echo_json, _fail, _infrastructure, _store
+from relay.cli.ops import _clip, _echo_json, _fail, _infrastructure, _store, audit_actor
 from relay.durations import parse_duration
 from relay.errors import ConfigError
+from relay.ops import audit
 from relay.ops import destinations as ops
 from relay.rules import Destination
 from relay.settings import Settings
@@ -65,6 +66,7 @@ def destinations_pause(name: str, duration: str | None, as_json: bool) -> None:
             _fail(str(exc))
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--for") from None
+    audit.paused(audit_actor(), name, seconds)
     if as_json:
         _echo_json(item.to_dict())
     else:
@@ -86,6 +88,7 @@ def destinations_resume(name: str, as_json: bool) -> None:
             report = ops.resume(_store(settings), celery, known, name)
         except ops.UnknownDestination as exc:
             _fail(str(exc))
+    audit.resumed(audit_actor(), name, report)
     if as_json:
         _echo_json(report.to_dict())
     else:

@@ -7,6 +7,7 @@ not answering is one line on stderr and exit status 1; so is an unknown id.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,11 +16,12 @@ from typing import Any, NoReturn
 import click
 from kombu.exceptions import KombuError
 
+from relay import logs
 from relay.cli.common import load_rules_or_exit, settings_or_exit
 from relay.durations import format_duration, parse_duration
 from relay.errors import ConfigError, UnavailableError
 from relay.events import Step, routing_mark
-from relay.ops import dead_letters, history
+from relay.ops import audit, dead_letters, history
 from relay.ops.dead_letters import ReplayReport
 from relay.ops.search import DEFAULT_LIMIT, MAX_LIMIT, QueryError, parse_query, search_events
 from relay.settings import Settings
@@ -105,6 +107,7 @@ def dlq_replay(
         for did in delivery_ids:  # one by one, so each is reported even if a later one fails
             one = dead_letters.replay(store, celery, [did], known)
             _merge(report, one, echo=not as_json)
+        audit.replayed(audit_actor(), report)
     if as_json:
         _echo_json(report.to_dict())
     elif replay_all and not report.replayed:
@@ -119,14 +122,17 @@ def dlq_delete(delivery_ids: tuple[str, ...]) -> None:
     """Remove dead letters without sending them."""
 
     store = _store()
-    missing = 0
+    done: list[str] = []
+    missing: list[str] = []
     with _infrastructure():
         for did in delivery_ids:
             if dead_letters.delete_dead_letter(store, did):
                 click.echo(f"deleted {did}")
+                done.append(did)
             else:
                 click.echo(f"relay: no dead letter {did!r}", err=True)
-                missing += 1
+                missing.append(did)
+        audit.deleted(audit_actor(), done, missing)
     sys.exit(1 if missing else 0)
 
 
@@ -144,6 +150,7 @@ def dlq_purge(older_than: str | None, as_json: bool) -> None:
             raise click.BadParameter(str(exc), param_hint="--older-than") from None
     with _infrastructure():
         count = dead_letters.purge(_store(), seconds)
+    audit.purged(audit_actor(), count, seconds)
     if as_json:
         _echo_json({"purged": count})
     else:
@@ -238,6 +245,7 @@ def events_reroute(event_ids: tuple[str, ...], as_json: bool) -> None:
                 click.echo(f"re-routed {item.event_id} (routing {item.routing}) → {targets}")
             for missing in one.not_found:
                 click.echo(f"relay: no event {missing!r}", err=True)
+        audit.rerouted(audit_actor(), report)
     if as_json:
         _echo_json(report.to_dict())
     if report.not_found:
@@ -245,6 +253,18 @@ def events_reroute(event_ids: tuple[str, ...], as_json: bool) -> None:
 
 
 # -- plumbing -------------------------------------------------------------------------------
+
+
+def audit_actor() -> audit.Actor:
+    """Who runs this command, for the audit log, whose lines go to stderr in relay's log
+    format: a command configures no logging of its own."""
+    logger = logging.getLogger(audit.log.name)
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logs.formatter())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    return audit.Actor.cli()
 
 
 def _store(settings: Settings | None = None) -> Store:

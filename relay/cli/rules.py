@@ -13,7 +13,9 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from relay.cli.common import load_rules_or_exit, settings_or_exit
+from relay.cli.ops import audit_actor
 from relay.errors import IngestError
+from relay.ops import audit
 from relay.parsing import decode
 from relay.settings import Settings
 
@@ -139,6 +141,7 @@ def rules_diff(candidate: str, since: str, limit: int, as_json: bool, fail_on_ch
     except RedisError as exc:
         click.echo(f"relay: redis: {exc}", err=True)
         sys.exit(1)
+    audit.diffed(audit_actor(), result)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:

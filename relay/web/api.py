@@ -23,7 +23,7 @@ from relay import parsing
 from relay.durations import parse_duration
 from relay.errors import RelayError, RequestError, RulesError
 from relay.logs import mask_data
-from relay.ops import dead_letters, destinations, history, reroute, rules_diff, search
+from relay.ops import audit, dead_letters, destinations, history, reroute, rules_diff, search
 from relay.ops.dead_letter_pages import CursorError, DeadLetterFilter, page_dead_letters
 from relay.ops.dryrun import dry_run
 from relay.web import logins
@@ -121,6 +121,7 @@ def delete_dead_letter(delivery_id: str) -> ResponseReturnValue:
     _query()
     if not dead_letters.delete_dead_letter(current_relay().store, delivery_id):
         return _not_found(f"no dead letter {delivery_id!r}")
+    audit.deleted(logins.actor(), [delivery_id])
     return jsonify(deleted=[delivery_id])
 
 
@@ -134,7 +135,9 @@ def purge_dead_letters() -> ResponseReturnValue:
             older_than = parse_duration(params["older_than"])
         except ValueError as exc:
             raise RequestError(str(exc), "older_than") from None
-    return jsonify(purged=dead_letters.purge(current_relay().store, older_than))
+    purged = dead_letters.purge(current_relay().store, older_than)
+    audit.purged(logins.actor(), purged, older_than)
+    return jsonify(purged=purged)
 
 
 @bp.post("/dead-letters/<path:delivery_id>/replay")
@@ -144,6 +147,7 @@ def replay_dead_letter(delivery_id: str) -> ResponseReturnValue:
     report = dead_letters.replay(relay.store, relay.celery, [delivery_id], relay.rules.destinations)
     if report.not_found:
         return _not_found(f"no dead letter {delivery_id!r}")
+    audit.replayed(logins.actor(), report)
     return jsonify(report.to_dict()), 202
 
 
@@ -162,6 +166,7 @@ def replay_dead_letters() -> ResponseReturnValue:
         report = dead_letters.replay_all(relay.store, relay.celery, body.get("destination"), known)
     else:
         report = dead_letters.replay(relay.store, relay.celery, _ids(body), known)
+    audit.replayed(logins.actor(), report)
     return jsonify(report.to_dict()), 202
 
 
@@ -212,6 +217,7 @@ def pause_destination(name: str) -> ResponseReturnValue:
         return _not_found(str(exc))
     except ValueError as exc:
         raise RequestError(str(exc), "for") from None
+    audit.paused(logins.actor(), name, seconds)
     return jsonify(item.to_dict())
 
 
@@ -223,6 +229,7 @@ def resume_destination(name: str) -> ResponseReturnValue:
         report = destinations.resume(relay.store, relay.celery, relay.rules.destinations, name)
     except destinations.UnknownDestination as exc:
         return _not_found(str(exc))
+    audit.resumed(logins.actor(), name, report)
     return jsonify(report.to_dict())
 
 
@@ -268,6 +275,7 @@ def reroute_event(event_id: str) -> ResponseReturnValue:
     report = reroute.reroute(relay.store, relay.celery, relay.rules, [event_id])
     if report.not_found:
         return _not_found(f"no event {event_id!r} (history is kept RELAY_HISTORY_TTL)")
+    audit.rerouted(logins.actor(), report)
     return jsonify(report.to_dict()), 202
 
 
@@ -299,6 +307,7 @@ def diff_rules() -> ResponseReturnValue:
             error="invalid_rules", detail=exc.errors[0], field="body", errors=exc.errors
         ), 400
     result = rules_diff.diff_rules(relay.store, relay.rules, candidate, since, limit)
+    audit.diffed(logins.actor(), result)
     return jsonify(result.to_dict())
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import math
 
-from flask import current_app, request
+from flask import current_app, g, request
 
+from relay.ops.audit import Actor
 from relay.state.logins import LoginThrottle
 from relay.web.context import current_relay
 
@@ -29,6 +30,15 @@ KEY = "relay.logins"  #: key of the app's LoginThrottle in ``app.extensions``
 def client_address() -> str:
     """The address the request came from, as the web server sees it."""
     return request.remote_addr or "unknown"
+
+
+def actor() -> Actor:
+    """Who makes this request, for the audit log: the role its console session or API
+    token logged in as, and its address."""
+    session = g.get("console_session")
+    if session is not None and session.role:
+        return Actor(session.role, "console", client=client_address())
+    return Actor(g.get("api_role") or "unknown", "api", client=client_address())
 
 
 def cooling_off(via: str) -> int | None:

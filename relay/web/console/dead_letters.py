@@ -14,8 +14,9 @@ from flask import redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from relay.durations import parse_duration
+from relay.ops import audit, dead_letters
 from relay.ops import dead_letter_pages as pages
-from relay.ops import dead_letters
+from relay.web import logins
 from relay.web.console import session as sessions
 from relay.web.console.access import admin_only, message
 from relay.web.console.blueprint import bp
@@ -95,6 +96,7 @@ def dead_letter_replay(delivery_id: str) -> ResponseReturnValue:
             "No such dead letter",
             f"No dead letter {delivery_id!r} (replayed or deleted meanwhile?).",
         )
+    audit.replayed(logins.actor(), report)
     event = request.form.get("event")
     if event:
         sealed = sessions.seal(relay.settings, delivery_id)  # the event page shows it
@@ -108,9 +110,11 @@ def _run(action: str, ids: list[str]) -> ResponseReturnValue:
         report = dead_letters.replay(relay.store, relay.celery, ids, relay.rules.destinations)
         done = [item["id"] for item in report.replayed]
         missing, warnings = report.not_found, report.warnings
+        audit.replayed(logins.actor(), report)
     else:
         done = [did for did in ids if dead_letters.delete_dead_letter(relay.store, did)]
         missing, warnings = [did for did in ids if did not in set(done)], []
+        audit.deleted(logins.actor(), done, missing)
     return render_template(
         "console/bulk_done.html",
         verb={"replay": "Replayed", "delete": "Deleted"}[action],

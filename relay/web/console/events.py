@@ -12,9 +12,10 @@ from typing import Any
 from flask import redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from relay.ops import dead_letters, history
+from relay.ops import audit, dead_letters, history
 from relay.ops.reroute import reroute
 from relay.ops.search import FILTERS, EventPage, QueryError, parse_query, search_events
+from relay.web import logins
 from relay.web.console import session as sessions
 from relay.web.console.access import admin_only, message
 from relay.web.console.blueprint import bp
@@ -87,6 +88,7 @@ def event_reroute(event_id: str) -> ResponseReturnValue:
     report = reroute(relay.store, relay.celery, relay.rules, [event_id])
     if report.not_found:
         return message(404, "No such event", f"No stored event {event_id!r} (expired?).")
+    audit.rerouted(logins.actor(), report)
     (done,) = report.rerouted
     sealed = sessions.seal(relay.settings, str(done.routing))
     return redirect(url_for("console.event", ref=event_id, rerouted=sealed), 303)

@@ -20,9 +20,11 @@ from flask import redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from relay.durations import format_duration, parse_duration
+from relay.ops import audit
 from relay.ops import destinations as ops
 from relay.ops.dead_letter_pages import DestinationDeadLetters, by_destination
 from relay.ops.search import event_counts
+from relay.web import logins
 from relay.web.console import session as sessions
 from relay.web.console.access import admin_only, message
 from relay.web.console.blueprint import bp, utc
@@ -113,6 +115,7 @@ def destination_pause(name: str) -> ResponseReturnValue:
         return message(404, "No such destination", f"{exc}.")
     except ValueError as exc:
         return message(400, "Bad duration", f"for: {exc}")
+    audit.paused(logins.actor(), name, seconds)
     until = f"for {format_duration(seconds)}, until {utc(status.paused_until)}" if seconds else ""
     return _back(relay, f"{name} paused {until or 'until resumed'}.")
 
@@ -125,6 +128,7 @@ def destination_resume(name: str) -> ResponseReturnValue:
         report = ops.resume(relay.store, relay.celery, relay.rules.destinations, name)
     except ops.UnknownDestination as exc:
         return message(404, "No such destination", f"{exc}.")
+    audit.resumed(logins.actor(), name, report)
     sent = report.republished
     waiting = "1 waiting delivery" if sent == 1 else f"{sent} waiting deliveries"
     return _back(relay, f"{name} resumed: {waiting} sent again.")

@@ -20,11 +20,13 @@ from flask.typing import ResponseReturnValue
 from relay import parsing
 from relay.durations import parse_duration
 from relay.errors import IngestError, RulesError
+from relay.ops import audit
 from relay.ops import rules_diff as diffs
 from relay.ops.dryrun import dry_run, format_text
 from relay.ops.rules_diff import CANDIDATE, DEFAULT_LIMIT, MAX_LIMIT, diff_rules, load_candidate
 from relay.rules import Ruleset
 from relay.samples import SAMPLE_INBOUND, SAMPLE_RECEIPT
+from relay.web import logins
 from relay.web.console.blueprint import bp
 from relay.web.console.rules_text import redacted
 from relay.web.context import current_relay
@@ -75,6 +77,7 @@ def rules_diff() -> ResponseReturnValue:
         return _page(diff_form=values, diff_errors=candidate), 400
     budget = diffs.WEB_BUDGET  # looked up here: a test may shorten it
     result = diff_rules(relay.store, relay.rules, candidate, since, limit, budget=budget)
+    audit.diffed(logins.actor(), result)
     return _page(diff_form=values, diff=result)
 
 
