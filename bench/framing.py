@@ -63,7 +63,9 @@ def run(
         "crashes": crashes,
         "hangs": hangs,
         "seconds": report.seconds,
-        "problems": ([unhealthy] if unhealthy else []) + alarms[:10] + problems[:10],
+        "problems": ([unhealthy] if unhealthy else [])
+        + [alarm[:200] for alarm in alarms[:10]]  # a log line may hold a whole traceback
+        + problems[:10],
     }
 
 
