@@ -122,6 +122,7 @@ ODD_HEADERS = [
 class Case:
     name: str
     data: bytes
+    expect: tuple[int, ...] | None = None  #: the final answers it must get, when known
 
 
 @dataclass
@@ -221,9 +222,10 @@ def mutated(data: bytes, rng: random.Random) -> bytes:
     return data[:at] + byte + data[at + 1 :]
 
 
-def truncations(data: bytes, name: str) -> list[Case]:
-    """``data`` cut at every point (and whole)."""
-    return [Case(f"{name} cut at {end}", data[:end]) for end in range(len(data) + 1)]
+def truncations(data: bytes, name: str, expect: tuple[int, ...]) -> list[Case]:
+    """``data`` cut at every point, and whole (answered ``expect``)."""
+    cut = [Case(f"{name} cut at {end}", data[:end]) for end in range(len(data))]
+    return [*cut, Case(f"{name} whole", data, expect)]
 
 
 def generated(seed: int, count: int) -> list[Case]:
@@ -255,21 +257,29 @@ def valid(rng: random.Random) -> bytes:
     return head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked(MESSAGE, rng, False)
 
 
-def templates() -> dict[str, bytes]:
-    """Right requests to cut at every point: a Content-Length POST, a chunked one with an
-    extension and a trailer, two pipelined."""
+def templates() -> dict[str, tuple[bytes, tuple[int, ...]]]:
+    """Right requests to cut at every point, with their answers when whole: a
+    Content-Length POST, a chunked one with an extension and a trailer, two pipelined."""
     start = b"POST " + WEBHOOK + b" HTTP/1.1\r\nHost: relay\r\n"
     post = start + b"Content-Length: %d\r\n\r\n" % len(MESSAGE) + MESSAGE
     head = start + b"Transfer-Encoding: chunked\r\n\r\n"
     body = b"a;ext=1\r\n" + MESSAGE[:10] + CRLF + b"%x\r\n" % (len(MESSAGE) - 10)
     body += MESSAGE[10:] + CRLF + b"0\r\nX-Sum: 1\r\n\r\n"
     health = b"GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n"
-    return {"content-length": post, "chunked": head + body, "pipelined": health + health}
+    return {
+        "content-length": (post, (200,)),
+        "chunked": (head + body, (200,)),
+        "pipelined": (health + health, (200, 200)),
+    }
 
 
 def cases(seed: int, count: int) -> list[Case]:
     """Every template cut at every point, then ``count`` generated cases."""
-    fixed = [case for name, data in templates().items() for case in truncations(data, name)]
+    fixed = [
+        case
+        for name, (data, expect) in templates().items()
+        for case in truncations(data, name, expect)
+    ]
     return fixed + generated(seed, count)
 
 
@@ -331,8 +341,9 @@ def answers(data: bytes) -> tuple[list[int], bytes]:
     return statuses, b""
 
 
-def judge(outcome: Outcome) -> str | None:
-    """What was wrong with ``outcome``, or None."""
+def judge(outcome: Outcome, expect: tuple[int, ...] | None = None) -> str | None:
+    """What was wrong with ``outcome`` (whose final answers should be ``expect``, when
+    given), or None."""
     if outcome.error:
         return f"connection failed: {outcome.error}"
     if not outcome.ended:
@@ -340,7 +351,12 @@ def judge(outcome: Outcome) -> str | None:
     if outcome.malformed:
         return f"malformed answer: {outcome.malformed!r}"
     bad = [s for s in outcome.statuses if not (s in (100, 200) or 400 <= s < 500)]
-    return f"answered {bad}" if bad else None
+    if bad:
+        return f"answered {bad}"
+    final = tuple(s for s in outcome.statuses if s >= 200)
+    if expect is not None and final != expect:
+        return f"answered {list(final)}, not {list(expect)}"
+    return None
 
 
 # -- running many --------------------------------------------------------------------------
@@ -380,7 +396,7 @@ def run(
             final = [s for s in outcome.statuses if s >= 200]
             report.statuses.update(final)
             report.unanswered += not final
-            problem = judge(outcome)
+            problem = judge(outcome, case.expect)
             if problem:
                 report.problems.append((case, problem))
                 if on_problem:
