@@ -91,7 +91,7 @@ def connect(url: str, timeout: float = 1.5, sentinel_password: str | None = None
         **options,
     )
     ref.pool = weakref.ref(pool)
-    return redis.Redis(connection_pool=pool)
+    return redis.Redis.from_pool(pool)  # the client owns the pool: closing it closes both
 
 
 def sentinels(address: SentinelURL, timeout: float, password: str | None) -> Sentinel:
