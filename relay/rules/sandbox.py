@@ -22,11 +22,11 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
+import jinja2
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.environment import Environment
@@ -34,6 +34,7 @@ from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import generate_lorem_ipsum
+from markupsafe import Markup
 
 MAX_STEPS = 100_000  #: loop passes, macro calls, function, method and filter calls per render
 MAX_LENGTH = 1_000_000  #: characters (or items) in any one value, and in the output
@@ -56,32 +57,35 @@ class _Budget:
 
     def __init__(self) -> None:
         self.steps = self.made = 0
-        self.deadline = time.thread_time() + MAX_CPU
+        self.deadline: float | None = None  # set at the first look: most renders take none
 
 
+_ONES = frozenset({int, float, bool, type(None)})  #: values that count one, at once
 _CURRENT: ContextVar[_Budget | None] = ContextVar("relay_template_budget", default=None)
 
 
-@contextmanager
-def budget() -> Iterator[None]:
-    """A fresh budget for the renders inside (one template's)."""
+def render(template: jinja2.Template, context: Mapping[str, Any]) -> str:
+    """``template`` rendered with ``context`` under a budget of its own; BudgetSpent past it
+    (what is put out is counted as made, so the text is within that before it is checked)."""
     token = _CURRENT.set(_Budget())
     try:
-        yield
+        text = template.render(**context)
     finally:
         _CURRENT.reset(token)
+    if len(text) > MAX_LENGTH:
+        raise BudgetSpent(f"more than {MAX_LENGTH:,} characters put out")
+    return text
 
 
-def step() -> None:
-    """One step of the render in progress."""
+def step(made: int = 0) -> None:
+    """One step of the render in progress, which made ``made`` characters."""
     current = _CURRENT.get()
     if current is None:  # compiling: Jinja folds constants, within the size checks
         return
     current.steps += 1
-    if current.steps > MAX_STEPS:
-        raise BudgetSpent(f"more than {MAX_STEPS:,} steps (loop passes and calls)")
-    if current.steps % 64 == 0 and time.thread_time() > current.deadline:
-        raise BudgetSpent(f"more than {MAX_CPU:g} s of CPU")
+    current.made += made
+    if current.steps % 64 == 0 or current.steps > MAX_STEPS or current.made > MAX_MADE:
+        _look(current)
 
 
 def _count(length: int) -> None:
@@ -89,25 +93,55 @@ def _count(length: int) -> None:
     if current is not None:
         current.made += length
         if current.made > MAX_MADE:
-            raise BudgetSpent(f"more than {MAX_MADE:,} characters made")
+            _look(current)
+
+
+def _look(current: _Budget) -> None:
+    """Raise BudgetSpent for the first part of ``current`` that is spent."""
+    if current.steps > MAX_STEPS:
+        raise BudgetSpent(f"more than {MAX_STEPS:,} steps (loop passes and calls)")
+    if current.made > MAX_MADE:
+        raise BudgetSpent(f"more than {MAX_MADE:,} characters made")
+    now = time.thread_time()  # a system call: looked at every 64 steps
+    if current.deadline is None:
+        current.deadline = now + MAX_CPU
+    elif now > current.deadline:
+        raise BudgetSpent(f"more than {MAX_CPU:g} s of CPU")
 
 
 def size(value: Any, limit: int = MAX_LENGTH) -> int:
     """Characters and items in ``value``, nested ones included; counting stops past ``limit``."""
+    kind = type(value)
+    if kind is str or kind is Markup:
+        return len(value)
+    if kind in _ONES:
+        return 1
     total, stack = 0, [value]
     while stack and total <= limit:
         item = stack.pop()
         if isinstance(item, (str, bytes)):
             total += len(item)
         elif isinstance(item, Mapping):
-            total += len(item)
-            stack.extend(item.keys())
-            stack.extend(item.values())
+            total += len(item) + _flat(item.keys(), stack) + _flat(item.values(), stack)
         elif isinstance(item, (list, tuple, set, frozenset)):
-            total += len(item)
-            stack.extend(item)
+            total += len(item) + _flat(item, stack)
         else:
             total += 1
+    return total
+
+
+def _flat(items: Iterable[Any], stack: list[Any]) -> int:
+    """The characters of the strings and the count of the numbers among ``items``; the
+    others go on ``stack`` to be counted."""
+    total = 0
+    for item in items:
+        kind = type(item)
+        if kind is str:
+            total += len(item)
+        elif kind in _ONES:
+            total += 1
+        else:
+            stack.append(item)
     return total
 
 
@@ -119,7 +153,10 @@ def within(predicted: int) -> None:
 
 def made(value: Any) -> Any:
     """``value``, once checked (:data:`MAX_LENGTH`) and counted (:data:`MAX_MADE`)."""
-    length = size(value)
+    kind = type(value)
+    if kind in _ONES:
+        return value
+    length = len(value) if kind is str or kind is Markup else size(value)
     within(length)
     _count(length)
     return value
@@ -154,8 +191,7 @@ class BudgetedSandbox(ImmutableSandboxedEnvironment):
     def loop_step(self, text: int) -> None:
         """Called at the start of each loop pass and macro call, with the length of the
         body's own text, which the pass puts out."""
-        step()
-        _count(text)
+        step(text)
 
     def joined(self, parts: tuple[Any, ...]) -> tuple[Any, ...]:
         """The parts of a ``~`` concatenation, once their total is within the budget."""
@@ -263,7 +299,7 @@ def _guarded(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(function)  # keeps Jinja's pass_context & co.
     def guarded(*args: Any, **kwargs: Any) -> Any:
         step()
-        data = [arg for arg in args if not isinstance(arg, _CONTEXTS)]
+        data = args[1:] if args and isinstance(args[0], _CONTEXTS) else args  # pass_context
         within(max((size(arg) for arg in (*data, *kwargs.values())), default=0))
         _check_filter(name, data, kwargs)
         return made(function(*args, **kwargs))
@@ -271,7 +307,7 @@ def _guarded(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-def _check_filter(name: str, args: list[Any], kwargs: Mapping[str, Any]) -> None:
+def _check_filter(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
     value = args[0] if args else ""
     if name in _SIZED:
         numbers = [arg for arg in (*args[1:], *kwargs.values()) if isinstance(arg, int)]

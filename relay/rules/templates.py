@@ -42,7 +42,8 @@ from jinja2 import meta, nodes
 from markupsafe import Markup
 
 from relay.errors import RelayError
-from relay.rules.sandbox import MAX_LENGTH, BudgetedSandbox, BudgetSpent, budget
+from relay.rules.sandbox import BudgetedSandbox, BudgetSpent
+from relay.rules.sandbox import render as render_within_budget
 
 Mode = Literal["text", "html", "slack"]
 MODES: tuple[Mode, ...] = ("text", "html", "slack")
@@ -154,19 +155,12 @@ class Template:
         :class:`TemplateError` as :meth:`render`."""
         if self._compiled is None:
             return self.source
-        chunks, length = [], 0
         try:
-            with budget():
-                for chunk in self._compiled.generate(**context):
-                    length += len(chunk)
-                    if length > MAX_LENGTH:
-                        raise BudgetSpent(f"more than {MAX_LENGTH:,} characters put out")
-                    chunks.append(chunk)
+            return render_within_budget(self._compiled, context)
         except BudgetSpent as exc:
             raise TemplateBudgetError(f"template budget spent: {exc}") from None
         except Exception as exc:  # user code: any failure is this template's fault
             raise TemplateError(f"{type(exc).__name__}: {exc}") from exc
-        return "".join(chunks)
 
     @property
     def is_constant(self) -> bool:
