@@ -3,24 +3,39 @@ to it (:meth:`relay.state.dead_letters.DeadLetters.backfill` calls this, then se
 marker key).
 
 They are all in the time index, as old as dead letters. Batch by batch, oldest first, a
-Lua call reads each record's destination (cjson) and adds the id to that destination's set
-with the time it was stored, unless it is gone or indexed already (stored meanwhile):
-idempotent, and safe beside writers. A record cjson refuses (a lone surrogate from an SMS)
-is read here instead.
+Lua call adds each id to its destination's set with the time it was stored, unless it is
+gone or indexed already (stored meanwhile): idempotent, and safe beside writers. The
+destination is the one the delivery id names (``<event id>:<destination>[~n]``); the
+record says it for a fallback's id and a routing's (cjson, in the Lua call), or here for a
+record cjson refuses (a lone surrogate from an SMS).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+import redis
+
+from relay.events import ROUTING, fallback_id, routing_mark
 from relay.state import keys
 from relay.state.client import loads, texts
 
-if TYPE_CHECKING:
-    from relay.state.dead_letters import DeadLetters, Position
+Position = tuple[float, str]  #: (stored time, id), as relay.state.dead_letters pages them
 
-#: dead letters decoded per Lua call (about 10 ms of Redis each on this 2-core machine, busy)
+
+class DeadLetterIndex(Protocol):
+    """What the backfill needs of :class:`relay.state.dead_letters.DeadLetters`."""
+
+    redis: redis.Redis
+    ttl: int
+
+    def page(
+        self, destination: str | None, low: float, high: float, after: Position | None, want: int
+    ) -> tuple[list[Position], int]: ...
+
+
+#: dead letters per Lua call (one decoding every record: about 10 ms of Redis here, busy)
 BATCH = 100
 
 #: KEYS: the time index, the id → destination hash; ARGV: the record key prefix, the
@@ -54,7 +69,7 @@ return undecoded
 """
 
 
-def backfill(dead: DeadLetters) -> None:
+def backfill(dead: DeadLetterIndex) -> None:
     """Index by destination every dead letter of ``dead`` that is not yet."""
     script = dead.redis.register_script(_BACKFILL)
 
@@ -69,7 +84,7 @@ def backfill(dead: DeadLetters) -> None:
         batch, _ = dead.page(None, -math.inf, math.inf, after, BATCH)
         if not batch:
             return
-        undecoded = index([item for _, did in batch for item in (did, "")])
+        undecoded = index([item for _, did in batch for item in (did, _named(did))])
         if undecoded:
             raws = dead.redis.mget([keys.dead(did) for did in undecoded])
             found = [(did, _destination(raw)) for did, raw in zip(undecoded, raws, strict=True)]
@@ -85,3 +100,14 @@ def _destination(raw: str | bytes | None) -> str | None:
         return None
     name = record.get("destination") if isinstance(record, dict) else None
     return name if isinstance(name, str) and name and keys.storable(name) else None
+
+
+def _named(delivery_id: str) -> str:
+    """The destination a delivery id names, ``<event id>:<destination>[~n]`` (relay's event
+    ids hold no colon); '' where only the record can say: a fallback's id (``…:fallback``)
+    names the delivery it stands in for, a routing's (``…:(routing)``) none."""
+    _, _, target = delivery_id.partition(":")
+    if not target or target == ROUTING or target.endswith(fallback_id("")):
+        return ""
+    name = routing_mark(target)[0]
+    return name if keys.storable(name) else ""

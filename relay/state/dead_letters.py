@@ -158,8 +158,8 @@ class DeadLetters:
         dropped = 0
         more = True
         while more:
-            args: list[Any] = [*script_prefixes(), self.window(time.time()), self.limit, _BATCH]
-            count, again = self._trim(keys=script_keys(), args=args)
+            args: list[Any] = [*_script_prefixes(), self.window(time.time()), self.limit, _BATCH]
+            count, again = self._trim(keys=_script_keys(), args=args)
             dropped, more = dropped + int(count), bool(int(again))
         if dropped:
             metrics.m().dead_letters_dropped.inc(dropped)
@@ -177,7 +177,7 @@ class DeadLetters:
         return texts(self.redis.zrange(keys.DEAD, 0, -1))
 
     def remove(self, delivery_id: str) -> bool:
-        return bool(self._remove(keys=script_keys(), args=[*script_prefixes(), delivery_id]))
+        return bool(self._remove(keys=_script_keys(), args=[*_script_prefixes(), delivery_id]))
 
     # -- operator tools (relay.ops) -------------------------------------------------------
 
@@ -229,7 +229,7 @@ class DeadLetters:
         """Take the ids whose record is gone out of the indexes; how many were gone."""
         if not delivery_ids:
             return 0
-        return int(self._forget(keys=script_keys(), args=[*script_prefixes(), *delivery_ids]))
+        return int(self._forget(keys=_script_keys(), args=[*_script_prefixes(), *delivery_ids]))
 
     def backfill(self) -> None:
         """Add the dead letters stored before the per-destination index existed to their
@@ -261,8 +261,8 @@ class DeadLetters:
         A replayed delivery can fail again and be dead-lettered anew before the replay
         removes the old record; the new one must survive.
         """
-        args = [*script_prefixes(), record["id"], dumps(record)]
-        return bool(self._remove_if_unchanged(keys=script_keys(), args=args))
+        args = [*_script_prefixes(), record["id"], dumps(record)]
+        return bool(self._remove_if_unchanged(keys=_script_keys(), args=args))
 
     def purge(self, before: float | None = None) -> int:
         """Remove dead letters stored before ``before`` (epoch seconds; None: all); the count.
@@ -272,18 +272,18 @@ class DeadLetters:
         bound = "+inf" if before is None else f"({before!r}"
         removed = 0
         while True:
-            count = int(self._purge(keys=script_keys(), args=[*script_prefixes(), bound, _BATCH]))
+            count = int(self._purge(keys=_script_keys(), args=[*_script_prefixes(), bound, _BATCH]))
             removed += count
             if count < _BATCH:
                 return removed
 
 
-def script_keys() -> list[str]:
+def _script_keys() -> list[str]:
     """The KEYS of every dead-letter script: the time index, the id → destination hash."""
     return [keys.DEAD, keys.DEAD_DESTINATIONS]
 
 
-def script_prefixes() -> list[str]:
+def _script_prefixes() -> list[str]:
     """ARGV[1] and ARGV[2] of every dead-letter script: where the records and the
     destination sets are."""
     return [keys.dead(""), keys.dead_of("")]

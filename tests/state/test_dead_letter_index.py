@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import time
 
+import pytest
+
 from relay.events import dead_letter, new_job, routing_dead_letter
 from relay.state import Store, connect, keys
 from relay.state.client import dumps
@@ -19,8 +21,18 @@ def record(event_id: str, destination: str = "crm") -> dict:
     return dead_letter(job, "HTTP 400", [])
 
 
-def store_for(redis_server, ttl: float = 3600, limit: int = 100) -> Store:
-    return Store(connect(redis_server.url), 3600, 3600, dead_letter_ttl=ttl, dead_letter_max=limit)
+@pytest.fixture
+def store_for(redis_server):
+    """Stores on the suite's Redis with a dead-letter retention and cap; closed after."""
+    clients = []
+
+    def make(ttl: float = 3600, limit: int = 100) -> Store:
+        clients.append(connect(redis_server.url))
+        return Store(clients[-1], 3600, 3600, dead_letter_ttl=ttl, dead_letter_max=limit)
+
+    yield make
+    for client in clients:
+        client.close()
 
 
 def indexed(store: Store, destination: str | None) -> list[str]:
@@ -63,8 +75,8 @@ def age(store: Store, delivery_id: str, destination: str, seconds: float) -> Non
     restamp(store, delivery_id, destination, time.time() - seconds)
 
 
-def test_every_way_a_dead_letter_goes_takes_it_out_of_its_destination_index(redis_server):
-    store = store_for(redis_server, limit=6)
+def test_every_way_a_dead_letter_goes_takes_it_out_of_its_destination_index(store_for):
+    store = store_for(limit=6)
     for number in range(6):
         store.dead_letters.add(record(f"E{number}", "crm" if number % 2 else "trace"))
     assert indexed(store, "crm") == ["E1:crm", "E3:crm", "E5:crm"] and agrees(store)
@@ -87,8 +99,8 @@ def test_every_way_a_dead_letter_goes_takes_it_out_of_its_destination_index(redi
     assert agrees(store) and not store.client.exists(keys.DEAD_DESTINATIONS)
 
 
-def test_a_dead_letter_past_its_retention_is_skipped_then_leaves_no_entry_behind(redis_server):
-    store = store_for(redis_server, ttl=3600)
+def test_a_dead_letter_past_its_retention_is_skipped_then_leaves_no_entry_behind(store_for):
+    store = store_for(ttl=3600)
     store.dead_letters.add(record("OLD"))
     store.dead_letters.add(record("NEW"))
     age(store, "OLD:crm", "crm", 2 * 3600)
@@ -106,15 +118,15 @@ def test_a_dead_letter_past_its_retention_is_skipped_then_leaves_no_entry_behind
     assert agrees(store)
 
 
-def test_the_destination_indexes_expire_with_their_newest_dead_letter(redis_server):
-    store = store_for(redis_server, ttl=86400)
+def test_the_destination_indexes_expire_with_their_newest_dead_letter(store_for):
+    store = store_for(ttl=86400)
     store.dead_letters.add(record("E1"))
     assert 86000 < store.client.ttl(keys.dead_of("crm")) <= 86400
     assert 86000 < store.client.ttl(keys.DEAD_DESTINATIONS) <= 86400
 
 
-def test_a_record_gone_behind_the_index_is_forgotten(redis_server):
-    store = store_for(redis_server)
+def test_a_record_gone_behind_the_index_is_forgotten(store_for):
+    store = store_for()
     store.dead_letters.add(record("E1"))
     store.dead_letters.add(record("E2"))
     store.client.delete(keys.dead("E1:crm"))
@@ -122,8 +134,8 @@ def test_a_record_gone_behind_the_index_is_forgotten(redis_server):
     assert indexed(store, "crm") == ["E2:crm"] and agrees(store)
 
 
-def test_a_routing_dead_letter_is_in_the_time_index_only(redis_server):
-    store = store_for(redis_server)
+def test_a_routing_dead_letter_is_in_the_time_index_only(store_for):
+    store = store_for()
     store.dead_letters.add(routing_dead_letter({"id": "E1"}, "v1", "KeyError"))
     assert indexed(store, None) == ["E1:(routing)"]
     assert store.client.hlen(keys.DEAD_DESTINATIONS) == 0
@@ -131,32 +143,40 @@ def test_a_routing_dead_letter_is_in_the_time_index_only(redis_server):
 
 
 def test_dead_letters_stored_before_the_destination_index_are_found_by_destination(
-    redis_server,
+    store_for,
 ):
-    store = store_for(redis_server)
+    store = store_for()
     now = time.time()
-    for number, destination in enumerate(["crm", "trace", "crm"]):
-        old = record(f"E{number}", destination)  # as relay stored them before: no such index
-        old["event"]["text"] = "\ud83d" if number == 2 else "hi"  # a lone surrogate: no cjson
+    helpdesk = [  # the fallback of E0's and E2's deliveries to crm: its ids name crm
+        {**record("E0", "helpdesk"), "id": "E0:crm:fallback"},
+        {**record("E2", "helpdesk"), "id": "E2:crm:fallback", "event": {"text": "\ud83d"}},
+    ]  # E2's SMS carried a lone surrogate: cjson cannot decode it
+    olds = [record("E0"), record("E1", "trace"), record("E2"), *helpdesk]
+    olds.append(routing_dead_letter({"id": "E3"}, "v1", "KeyError"))
+    for number, old in enumerate(olds):  # as relay stored them before: no such index
         store.client.set(keys.dead(old["id"]), dumps(old), ex=3600)
         store.client.zadd(keys.DEAD, {old["id"]: now - 100 + number})
     store.client.set(keys.dead("GONE:crm"), dumps(record("GONE")), ex=3600)  # not indexed
 
     assert indexed(store, "crm") == ["E0:crm", "E2:crm"]
     assert indexed(store, "trace") == ["E1:trace"]
+    assert indexed(store, "helpdesk") == ["E0:crm:fallback", "E2:crm:fallback"]
+    assert store.client.hlen(keys.DEAD_DESTINATIONS) == 5  # the routing's is in no set
     assert store.client.get(keys.DEAD_INDEXED) == "1"
     assert store.dead_letters.page("crm", *EVERYTHING, None, 1)[0] == [(now - 100, "E0:crm")]
 
-    fresh = store_for(redis_server)  # another process: the marker says it was done
-    fresh.dead_letters.add(record("E3"))
+    fresh = store_for()  # another process: the marker says it was done
+    fresh.dead_letters.add(record("E4"))
     store.client.delete(keys.DEAD_INDEXED)
     fresh.dead_letters._indexed = False
-    assert indexed(fresh, "crm") == ["E0:crm", "E2:crm", "E3:crm"]  # again: nothing twice
-    assert fresh.dead_letters.remove("E0:crm") and indexed(fresh, "crm") == ["E2:crm", "E3:crm"]
+    assert indexed(fresh, "crm") == ["E0:crm", "E2:crm", "E4:crm"]  # again: nothing twice
+    assert fresh.dead_letters.remove("E0:crm") and indexed(fresh, "crm") == ["E2:crm", "E4:crm"]
+    assert fresh.dead_letters.remove("E2:crm:fallback")
+    assert indexed(fresh, "helpdesk") == ["E0:crm:fallback"]
 
 
-def test_dead_letters_stored_at_the_same_time_page_by_id_without_a_gap(redis_server):
-    store = store_for(redis_server)
+def test_dead_letters_stored_at_the_same_time_page_by_id_without_a_gap(store_for):
+    store = store_for()
     for number in range(10):
         store.dead_letters.add(record(f"E{number}"))
     same = time.time()
