@@ -127,7 +127,6 @@ class DeadLetters:
         self._remove_if_unchanged = client.register_script(_REMOVE_IF_UNCHANGED)
         self._purge = client.register_script(_PURGE)
         self._forget = client.register_script(_FORGET)
-        self._indexed = False  # the backfill is known to be done
 
     def count(self) -> int:
         return int(self.redis.zcard(keys.DEAD))
@@ -234,12 +233,10 @@ class DeadLetters:
     def backfill(self) -> None:
         """Add the dead letters stored before the per-destination index existed to their
         destination's set; once per Redis (then a marker key says so), idempotent."""
-        if self._indexed or self.redis.exists(keys.DEAD_INDEXED):
-            self._indexed = True
+        if self.redis.exists(keys.DEAD_INDEXED):
             return
         backfill(self)
         self.redis.set(keys.DEAD_INDEXED, "1")
-        self._indexed = True
 
     def get_many(self, delivery_ids: Sequence[str]) -> list[DeadLetter | None]:
         """The records of ``delivery_ids``, in order; None where one is gone."""

@@ -168,7 +168,6 @@ def test_dead_letters_stored_before_the_destination_index_are_found_by_destinati
     fresh = store_for()  # another process: the marker says it was done
     fresh.dead_letters.add(record("E4"))
     store.client.delete(keys.DEAD_INDEXED)
-    fresh.dead_letters._indexed = False
     assert indexed(fresh, "crm") == ["E0:crm", "E2:crm", "E4:crm"]  # again: nothing twice
     assert fresh.dead_letters.remove("E0:crm") and indexed(fresh, "crm") == ["E2:crm", "E4:crm"]
     assert fresh.dead_letters.remove("E2:crm:fallback")
