@@ -1,7 +1,7 @@
 """relay's benchmarks: ingest (against two baselines), end to end (against a naive relay),
-matching, event search, memory, and a framing fuzz of the web process.
+matching, event search, dead-letter pages, memory, and a framing fuzz of the web process.
 
-    python -m bench [ingest|e2e|matching|search|memory|framing|all] [--seconds S] …
+    python -m bench [ingest|e2e|matching|search|deadletters|memory|framing|all] [--seconds S] …
     python -m bench e2e                          # end to end only, with the naive baseline
     make bench                                   # all, default settings (≈ 5 minutes)
 
@@ -25,7 +25,7 @@ import statistics
 import sys
 import time
 
-from bench import e2e, framing, ingest, loadgen, matching, memory, search
+from bench import deadletters, e2e, framing, ingest, loadgen, matching, memory, search
 
 MB = 1024 * 1024 / 1e6  #: MiB → MB (the targets are in MB)
 
@@ -39,6 +39,7 @@ TARGETS = {
     "matching_us_1000": 50.0,
     "matching_growth": 2.0,
     "search_p95_ms": 200.0,
+    "deadletters_p95_ms": 200.0,
     "web_mb": 80.0,
     "worker_mb": 150.0,
     "framing_failures": 0,
@@ -56,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "what",
         nargs="?",
         default="all",
-        choices=["ingest", "e2e", "matching", "search", "memory", "framing", "all"],
+        choices=["ingest", "e2e", "matching", "search", "deadletters", "memory", "framing", "all"],
     )
     parser.add_argument(
         "--framing-cases",
@@ -156,7 +157,7 @@ def progress(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    every = ["matching", "search", "ingest", "e2e", "memory", "framing"]
+    every = ["matching", "search", "deadletters", "ingest", "e2e", "memory", "framing"]
     todo = every if args.what == "all" else [args.what]
     results: dict = {"machine": machine(), "settings": vars(args).copy(), "generator": {}}
     snapshots: list[dict] = []
@@ -178,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     if "search" in todo:
         results["search"] = search.run(events=args.search_events, progress=progress, keep=args.keep)
         progress(f"  search: filtered pages p95 {results['search']['p95_ms']:.1f} ms")
+    if "deadletters" in todo:
+        results["deadletters"] = deadletters.run(progress=progress, keep=args.keep)
+        progress(f"  deadletters: pages p95 {results['deadletters']['p95_ms']:.1f} ms")
     if "ingest" in todo:
         results["ingest"] = ingest.run(
             seconds=args.seconds,
@@ -437,6 +441,16 @@ def render(r: dict) -> str:
                 mark(sr["p95_ms"] <= t["search_p95_ms"]),
             ]
         )
+    dl = r.get("deadletters")
+    if dl:
+        rows.append(
+            [
+                f"dead letters: API and console page p95, {num(dl['stored'])} dead letters",
+                f"{ms(dl['p95_ms'])} ms",
+                f"≤ {t['deadletters_p95_ms']:g} ms",
+                mark(dl["p95_ms"] <= t["deadletters_p95_ms"]),
+            ]
+        )
     mem = r.get("memory")
     if mem:
         if mem.get("web_peak_mib"):
@@ -483,6 +497,8 @@ def render(r: dict) -> str:
         out += ["", *matching_details(mt)]
     if sr:
         out += ["", *search_details(sr)]
+    if dl:
+        out += ["", *deadletters.details(dl)]
     if mem:
         out += ["", *memory_details(mem)]
     if fz:
