@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -166,7 +167,6 @@ def _backfill_s(store: Store) -> float:
 def run(dead_letters: int = 100_000, rounds: int = 20, progress=print, keep: bool = False) -> dict:
     directory = Path(tempfile.mkdtemp(prefix="relay-bench-deadletters-"))
     server = EmbeddedRedis(directory / "redis", appendonly=False).start()
-    stack = None
     try:
         store = Store(connect(server.url, timeout=60.0), 86400, 86400)
         t0 = time.perf_counter()
@@ -175,12 +175,13 @@ def run(dead_letters: int = 100_000, rounds: int = 20, progress=print, keep: boo
         memory = store.client.info("memory")["used_memory"]
         progress(f"  deadletters: {dead_letters:,} stored in {seed_s:.1f} s; timing pages …")
         stack = Stack(RULES, workers=0, env={"RELAY_ADMIN_TOKEN": TOKEN}, redis=server)
-        times = _time_pages(f"http://127.0.0.1:{stack.port}", rounds)
-        stack.close()
-        stack = None
-        pages = [
-            ms for label, values in times.items() if label != "console overview" for ms in values
-        ]
+        try:
+            times = _time_pages(f"http://127.0.0.1:{stack.port}", rounds)
+        finally:
+            stack.close()
+            if not keep:
+                shutil.rmtree(stack.dir, ignore_errors=True)
+        pages = [ms for values in times.values() for ms in values]
         full_read_s = _full_read_s(store)
         backfill_s = _backfill_s(store)
         return {
@@ -200,12 +201,8 @@ def run(dead_letters: int = 100_000, rounds: int = 20, progress=print, keep: boo
             "backfill_s": backfill_s,
         }
     finally:
-        if stack is not None:
-            stack.close()
         server.stop()
         if not keep:
-            import shutil
-
             shutil.rmtree(directory, ignore_errors=True)
 
 
