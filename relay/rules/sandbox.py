@@ -52,11 +52,14 @@ _MAX_LIPSUM = 1_000  #: paragraphs, or words in one, that ``lipsum`` makes
 
 
 class _Budget:
-    __slots__ = ("steps", "made", "deadline")
+    __slots__ = ("steps", "made", "deadline", "given")
 
-    def __init__(self) -> None:
+    def __init__(self, given: frozenset[int] = frozenset()) -> None:
         self.steps = self.made = 0
         self.deadline: float | None = None  # set at the first look: most renders take none
+        #: ids of the values the render was given (the event …): relay's own limits bound
+        #: them, so a filter's arguments are not measured when they are one of them
+        self.given = given
 
 
 _CURRENT: ContextVar[_Budget | None] = ContextVar("relay_template_budget", default=None)
@@ -65,7 +68,7 @@ _CURRENT: ContextVar[_Budget | None] = ContextVar("relay_template_budget", defau
 def render(template: jinja2.Template, context: Mapping[str, Any]) -> str:
     """``template`` rendered with ``context`` under a budget of its own; BudgetSpent past it
     (what is put out is counted as made, so the text is within that before it is checked)."""
-    token = _CURRENT.set(_Budget())
+    token = _CURRENT.set(_Budget(frozenset(map(id, context.values()))))
     try:
         text = template.render(**context)
     finally:
@@ -201,7 +204,10 @@ def _guarded(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     def guarded(*args: Any, **kwargs: Any) -> Any:
         step()
         data = args[1:] if args and isinstance(args[0], _CONTEXTS) else args  # pass_context
-        within(max((size(arg) for arg in (*data, *kwargs.values())), default=0))
+        current = _CURRENT.get()
+        given = current.given if current is not None else frozenset()
+        measured = (size(arg) for arg in (*data, *kwargs.values()) if id(arg) not in given)
+        within(max(measured, default=0))
         check_filter(name, data, kwargs)
         return made(function(*args, **kwargs))
 
