@@ -7,15 +7,18 @@
         send_http(sink.url("/hook"), b"{}", delivery_id="d1")
         assert sink.requests[0].header("webhook-id") == "d1"
 
-Scripted answers are consumed in order, one per request; then ``default`` answers.
-An answer's ``delay`` (seconds) is waited before answering; closing the sink cuts
-every wait short, so a test never hangs on a slow answer it has given up on.
+Scripted answers are consumed in order, one per request; then ``respond(request)``
+answers, when set, else ``default``. An answer's ``delay`` (seconds) is waited before
+answering; closing the sink cuts every wait short, so a test never hangs on a slow answer
+it has given up on. With ``tls`` (a server-side SSLContext) the sink speaks HTTPS
+(``url()`` says so); each handshake it refuses is kept in ``refused``.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -74,10 +77,16 @@ class Recorded:
 class HttpSink:
     """A ThreadingHTTPServer on 127.0.0.1 that records requests and plays a script."""
 
-    def __init__(self, default: Answer | None = None) -> None:
+    def __init__(self, default: Answer | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.default = default or Answer()
         #: called with each Recorded request before it is answered (e.g. to inject a fault)
         self.on_request: Callable[[Recorded], object] | None = None
+        #: answers a request when no scripted answer is left (instead of ``default``)
+        self.respond: Callable[[Recorded], Answer] | None = None
+        #: the handshakes refused (with TLS): the error each ended with
+        self.refused: list[str] = []
+        #: connections served so far (a client that keeps its connection alive opens one)
+        self.accepted = 0
         self._answers: deque[Answer] = deque()
         self._requests: list[Recorded] = []
         self._statuses: list[int] = []
@@ -86,6 +95,7 @@ class HttpSink:
         self._closing = threading.Event()
         self._connections: set[socket.socket] = set()
         self._server = _Server(("127.0.0.1", 0), _handler_for(self))
+        self._server.tls = tls
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -102,7 +112,8 @@ class HttpSink:
         return self._server.server_address[1]
 
     def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        scheme = "https" if self._server.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     def script(self, *answers: Answer) -> None:
         """Queue ``answers`` for the next requests, in order."""
@@ -137,7 +148,10 @@ class HttpSink:
         if self.on_request is not None:
             self.on_request(request)
         with self._received:
-            answer = self._answers.popleft() if self._answers else self.default
+            if self._answers:
+                answer = self._answers.popleft()
+            else:
+                answer = self.respond(request) if self.respond is not None else self.default
             self._requests.append(request)
             self._statuses.append(answer.status)
             self._received.notify_all()
@@ -153,6 +167,7 @@ class HttpSink:
             if open_ and self._closing.is_set():
                 _hang_up(connection)
             (self._connections.add if open_ else self._connections.discard)(connection)
+            self.accepted += open_
 
     def _wait(self, delay: float) -> bool:
         """Sleep ``delay`` s; False when the sink closed meanwhile."""
@@ -162,11 +177,42 @@ class HttpSink:
 class _Server(ThreadingHTTPServer):
     daemon_threads = False  # server_close() joins them: no thread outlives its test
     block_on_close = True
+    tls: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        """With TLS, the connection wrapped: its handshake is made in its handler's thread."""
+        connection, address = super().get_request()
+        if self.tls is not None:
+            connection = self.tls.wrap_socket(
+                connection, server_side=True, do_handshake_on_connect=False
+            )
+        return connection, address
 
     def handle_error(self, request: object, client_address: object) -> None:
-        """Quiet when a client hung up (after its timeout, say); loud for anything else."""
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+        """Quiet when a client hung up (after its timeout, say) or a handshake failed;
+        loud for anything else."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
             super().handle_error(request, client_address)
+
+
+def _handshake(sink: HttpSink, connection: ssl.SSLSocket) -> None:
+    """The server's side of the handshake; one refused is recorded, its alert left for the
+    client to read (the connection drained before it is closed: closed at once, with the
+    client's request unread, it would be reset before the client reads the alert)."""
+    connection.settimeout(5)
+    try:
+        connection.do_handshake()
+    except (ssl.SSLError, OSError) as exc:
+        with sink._lock:
+            sink.refused.append(str(exc))
+        try:
+            connection.shutdown(socket.SHUT_WR)
+            while socket.socket.recv(connection, 65536):
+                pass
+        except OSError:
+            pass
+        raise
+    connection.settimeout(None)
 
 
 def _hang_up(connection: socket.socket) -> None:
@@ -181,6 +227,8 @@ def _handler_for(sink: HttpSink) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def setup(self) -> None:
+            if isinstance(self.request, ssl.SSLSocket):
+                _handshake(sink, self.request)
             super().setup()
             sink._track(self.connection, True)
 

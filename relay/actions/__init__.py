@@ -17,15 +17,9 @@ from relay.actions.base import (
     should_retry,
 )
 from relay.actions.email import SmtpTarget, parse_smtp_url, send_email
-from relay.actions.http import (
-    USER_AGENT,
-    Signer,
-    close_session,
-    content_type_for,
-    get_session,
-    send_http,
-)
+from relay.actions.http import USER_AGENT, Signer, content_type_for, send_http
 from relay.actions.log import send_log
+from relay.actions.sessions import close_session, get_session
 from relay.actions.slack import build_payload, send_slack_api, send_slack_webhook
 from relay.actions.sms import content_type_for_text, send_sms
 

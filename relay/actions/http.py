@@ -6,24 +6,27 @@ with :func:`send_http`, which never raises for a delivery failure and returns an
 :data:`MAX_RESPONSE_BYTES`, and every request carries ``webhook-id`` (the stable delivery
 id receivers dedupe on). :func:`exchange` is the one request the Slack and SMS actions
 share.
+
+A destination with ``tls`` is sent through its own session (:mod:`relay.actions.sessions`,
+:mod:`relay.actions.tls`); one with ``auth: {oauth2: …}`` carries ``Authorization: Bearer``
+with its token (:mod:`relay.actions.oauth2`), and a 401 gets the token fetched again and the
+request sent once more.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import threading
+import ssl
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import requests
-from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
 from relay import __version__
+from relay.actions import oauth2, tls
 from relay.actions.base import (
     Outcome,
     classify_http,
@@ -32,9 +35,12 @@ from relay.actions.base import (
     render_text,
     shorten,
 )
+from relay.actions.sessions import get_session, session_for
 from relay.actions.signing import standard_webhooks_signer
+from relay.errors import ConfigError
 from relay.events import Job
 from relay.rules import HttpDestination, Structured, Template, TemplateError
+from relay.rules.http_auth import OAuth2
 from relay.rules.payloads import json_required
 from relay.settings import Settings
 
@@ -50,9 +56,6 @@ MAX_RESPONSE_BYTES = 64 * 1024
 #: characters of a response body quoted in an outcome's error
 MAX_ERROR_BODY_CHARS = 200
 
-#: connections kept per destination host and process (deliver workers use an I/O pool)
-DEFAULT_POOL_MAXSIZE = 32
-
 USER_AGENT = f"relay/{__version__} (+webex-connect-relay)"
 
 JSON = "application/json"
@@ -60,10 +63,6 @@ TEXT = "text/plain; charset=utf-8"
 
 #: ``signer(delivery_id, timestamp, body) -> extra headers`` (Standard Webhooks, later)
 Signer = Callable[[str, int, bytes], Mapping[str, str]]
-
-_session: requests.Session | None = None
-_session_pid: int | None = None
-_session_lock = threading.Lock()
 
 
 def prepare(destination: HttpDestination, job: Job, settings: Settings) -> dict:
@@ -122,23 +121,58 @@ def _json(value: object) -> bytes:
 
 
 def send(destination: HttpDestination, prepared: dict, job: Job, settings: Settings) -> Outcome:
-    """Send ``prepared`` once, signed when the destination says ``sign``."""
+    """Send ``prepared`` once, signed when the destination says ``sign``, through its own
+    TLS when it has ``tls``, with its OAuth2 token when it has ``auth`` (a 401 refreshes the
+    token and sends once more)."""
+    started = time.monotonic()
+    try:
+        session = session_for(destination)
+    except ConfigError as exc:  # its PEMs were not checked at load (rules loaded without checks)
+        return Outcome("permanent", error=str(exc))
     signer = standard_webhooks_signer(destination.sign.secret) if destination.sign else None
-    return send_http(
-        prepared["url"],
-        prepared["body"].encode(),
-        delivery_id=job["delivery_id"],
-        method=prepared["method"],
-        headers=prepared["headers"],
-        content_type=prepared["content_type"],
-        timeout=destination.timeout,
-        signer=signer,
+
+    def attempt(headers: Mapping[str, str]) -> Outcome:
+        return send_http(
+            prepared["url"],
+            prepared["body"].encode(),
+            delivery_id=job["delivery_id"],
+            method=prepared["method"],
+            headers=headers,
+            content_type=prepared["content_type"],
+            timeout=destination.timeout,
+            signer=signer,
+            session=session,
+        )
+
+    options = destination.auth
+    if options is None:
+        return attempt(prepared["headers"])
+    outcome = oauth2.authorized(
+        destination.name,
+        options,
+        prepared["headers"],
+        attempt,
+        lambda: fetch_token(options, destination.timeout),
     )
+    return dataclasses.replace(outcome, latency=time.monotonic() - started)
+
+
+def fetch_token(options: OAuth2, timeout: float) -> oauth2.Token | Outcome:
+    """A token from ``options.token_url`` (through the shared session), or the outcome of
+    failing to get one (see :func:`relay.actions.oauth2.token_of`)."""
+    body, headers = oauth2.token_request(options)
+    answer = exchange("POST", options.token_url, body, headers, timeout, quiet=True)
+    if isinstance(answer, Outcome):
+        return oauth2.failure(answer.kind, answer.error or answer.kind)
+    if 300 <= answer.status < 400:
+        return oauth2.failure("permanent", f"HTTP {answer.status}: redirect not followed")
+    return oauth2.token_of(answer.status, answer.headers, answer.body)
 
 
 def check(destination: HttpDestination, settings: Settings) -> list[str]:
-    """Nothing an http destination needs comes from the settings."""
-    return []
+    """Whether the destination's ``tls`` PEMs make a TLS context (at load, not at the first
+    delivery); nothing an http destination needs comes from the settings."""
+    return tls.problems(destination.tls) if destination.tls is not None else []
 
 
 def content_type_for(body_kind: str, body: bytes) -> str:
@@ -256,6 +290,9 @@ def exchange(
     except requests.Timeout:  # before ConnectionError: ConnectTimeout is both
         return Outcome("transient", error=f"timeout after {timeout:g}s")
     except requests.ConnectionError as exc:
+        reason = _root_os_error(exc)
+        if isinstance(reason, ssl.SSLError):
+            return tls.outcome_of(reason)
         return Outcome("transient", error=_connection_error_text(exc))
     except (
         requests.exceptions.InvalidURL,
@@ -339,39 +376,3 @@ def _root_os_error(exc: BaseException) -> OSError | None:
         if isinstance(reason, BaseException):
             todo.append(reason)
     return found
-
-
-def get_session() -> requests.Session:
-    """This process's shared Session: created on first use, and anew in a forked child."""
-    global _session, _session_pid
-    pid = os.getpid()
-    with _session_lock:
-        if _session is None or _session_pid != pid:
-            if _session is not None:
-                _session.close()  # the parent's sockets: close our copies, never reuse them
-            _session, _session_pid = _new_session(), pid
-        return _session
-
-
-def close_session() -> None:
-    """Close this process's shared Session (worker shutdown, tests); the next send reopens."""
-    global _session, _session_pid
-    with _session_lock:
-        if _session is not None:
-            _session.close()
-        _session, _session_pid = None, None
-
-
-def _new_session() -> requests.Session:
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_maxsize=DEFAULT_POOL_MAXSIZE, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    if not urllib.request.getproxies():
-        # requests reads the proxy variables from the environment on every request (a third
-        # of a delivery's CPU here); with none set, read the CA bundle variables once instead
-        session.trust_env = False
-        session.verify = (
-            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        )
-    return session

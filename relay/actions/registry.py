@@ -10,8 +10,9 @@ provides three functions, gathered here into an :class:`ActionType`:
 - ``check(destination, settings) -> list[str]``: what the settings lack for this
   destination (e.g. an SMTP URL), reported when the rules load.
 
-Secrets (service key, Slack token, signing secrets, SMTP password) are never in the
-prepared dict: ``send`` takes them from the destination or the settings.
+Secrets (service key, Slack token, signing secrets, SMTP password, an OAuth2 client secret
+and its tokens, a TLS key) are never in the prepared dict: ``send`` takes them from the
+destination or the settings.
 
 Adding a destination type touches: its model in :mod:`relay.rules.model` and its keys in
 :mod:`relay.rules.schema` (the file format), its module here in ``relay/actions/`` with

@@ -23,7 +23,7 @@ from typing import Any
 from relay.errors import RulesError
 from relay.events import routing_mark
 from relay.rules.document import Problems, parse, read_source
-from relay.rules.interpolation import Environment
+from relay.rules.interpolation import Environment, Placeholders
 from relay.rules.masking import hidden, hide
 from relay.rules.model import Destination, Notification, Route, Ruleset
 from relay.rules.reader import Reader
@@ -84,7 +84,8 @@ def load_rules_text(
         raise RulesError(problems.messages())
     with _gc_paused():
         doc = parse(text, os.environ if env is None else env, problems)
-        reader = Reader(doc, problems, limits.template_text) if doc is not None else None
+        files = not isinstance(env, Placeholders)  # a candidate reads no file it names
+        reader = Reader(doc, problems, limits.template_text, files) if doc is not None else None
         parts = _read(reader, checks, limits) if reader is not None else None
     if problems or parts is None:
         forms = hidden(doc.interpolated) if doc is not None else ()

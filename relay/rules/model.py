@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
 
+from relay.rules.http_auth import OAuth2, Tls
 from relay.rules.index import Index
 from relay.rules.matcher import MATCH_ALL, Condition
 from relay.rules.payloads import Structured
@@ -91,7 +92,9 @@ class HttpDestination(Destination):
     """POST (or PUT/PATCH) the event, the raw payload, or a rendered body to ``url``.
 
     ``body`` is ``"event"``, ``"raw"``, a :class:`Template` (text) or a :class:`Structured`
-    payload (JSON built from a YAML mapping or list); ``timeout`` is seconds.
+    payload (JSON built from a YAML mapping or list); ``timeout`` is seconds. ``tls`` (its
+    CAs, a client certificate) and ``auth`` (OAuth2 client credentials): see
+    :mod:`relay.rules.http_auth`.
     """
 
     type: ClassVar[str] = "http"
@@ -101,6 +104,8 @@ class HttpDestination(Destination):
     body: str | Template | Structured = "event"
     timeout: float = 10.0
     sign: Signing | None = None
+    tls: Tls | None = None
+    auth: OAuth2 | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

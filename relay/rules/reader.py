@@ -51,11 +51,20 @@ class Reader:
     ``template_text``: the characters of template text the file may hold in all (each
     distinct text counted once), or None for no cap: compiling costs about 10 µs a
     character, and a candidate file must not cost a web thread more than a second or two.
+    ``files``: whether files the rules name (an http destination's ``tls``) are read; a
+    file read without the environment (a candidate) reads none.
     """
 
-    def __init__(self, doc: Document, problems: Problems, template_text: int | None = None) -> None:
+    def __init__(
+        self,
+        doc: Document,
+        problems: Problems,
+        template_text: int | None = None,
+        files: bool = True,
+    ) -> None:
         self.doc = doc
         self.problems = problems
+        self.files = files
         self._template_text = self._template_cap = template_text
         self._sources: set[str] = set()
 

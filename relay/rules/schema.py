@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from relay.durations import format_duration, parse_duration
+from relay.rules.http_auth import check_http_auth, read_auth, read_tls
 from relay.rules.matcher import MATCH_ALL, ConditionError, compile_condition
 from relay.rules.model import (
     ALERT_KINDS,
@@ -191,6 +192,8 @@ DESTINATION_KEYS: Mapping[str, Mapping[str, Key]] = {
         "body": Key(_body),
         "timeout": Key(duration),
         "sign": Key(_sign),
+        "tls": Key(read_tls),
+        "auth": Key(read_auth),
     },
     "log": {"text": Key(template)},
     "email": {
@@ -264,6 +267,8 @@ def read_destination(reader: Reader, name: str, data: Any) -> Destination | None
     keys = {"type": Key(_any), **DESTINATION_KEYS[kind], **CONTROL_KEYS}
     values = reader.fields(path, data, keys)
     if values is None or (kind == "slack" and not _slack_target(reader, path, values)):
+        return None
+    if kind == "http" and not check_http_auth(reader, path, values):
         return None
     del values["type"]
     if kind == "log":

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-import relay.actions.http
+import relay.actions.sessions
 from relay import __version__
 from relay.actions import close_session, content_type_for, get_session, send_http
 from tests.httpsink import Answer, HttpSink, closed_port, iter_chunks
@@ -211,7 +211,7 @@ def test_connections_are_reused_across_sends(sink: HttpSink) -> None:
 
 def test_a_forked_child_gets_its_own_session(monkeypatch: pytest.MonkeyPatch) -> None:
     parent = get_session()
-    monkeypatch.setattr(relay.actions.http.os, "getpid", lambda: -1)  # as after os.fork()
+    monkeypatch.setattr(relay.actions.sessions.os, "getpid", lambda: -1)  # as after os.fork()
     child = get_session()
     assert child is not parent and get_session() is child
     close_session()

@@ -218,6 +218,40 @@ EXPECTED = {
         9,
         "notifications: expected a list of notifications",
     ),
+    "tls_file_missing": (
+        7,
+        "destinations.crm.tls.ca: cannot read /nonexistent/relay-tests/ca.pem: "
+        "No such file or directory",
+    ),
+    "tls_not_a_pem_file": (
+        7,
+        "destinations.crm.tls.client_cert: /dev/null holds no PEM (no -----BEGIN line)",
+    ),
+    "tls_relative_path": (
+        7,
+        "destinations.crm.tls.client_cert: expected a PEM (-----BEGIN …) or an absolute file "
+        "path, got 'certs/client.pem'",
+    ),
+    "tls_key_without_cert": (6, "destinations.crm.tls: client_key needs client_cert"),
+    "tls_cert_without_key": (
+        6,
+        "destinations.crm.tls: client_cert holds no private key: add client_key",
+    ),
+    "tls_on_http_url": (6, "destinations.crm.tls: tls needs an https:// url"),
+    "oauth2_token_url_http": (
+        8,
+        "destinations.crm.auth.oauth2.token_url: must be https:// (http:// only to a loopback "
+        "host: 127.0.0.0/8, ::1, localhost), got 'http://login.internal/oauth2/token'",
+    ),
+    "oauth2_missing_client_secret": (
+        7,
+        "destinations.crm.auth.oauth2: missing required key 'client_secret'",
+    ),
+    "oauth2_and_authorization_header": (
+        6,
+        "destinations.crm.headers.Authorization: auth.oauth2 sets Authorization: "
+        "leave this header out",
+    ),
 }
 
 
