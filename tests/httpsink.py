@@ -177,6 +177,8 @@ class HttpSink:
 class _Server(ThreadingHTTPServer):
     daemon_threads = False  # server_close() joins them: no thread outlives its test
     block_on_close = True
+    # socketserver's backlog is 5: 64 senders connecting at once would see resets
+    request_queue_size = 256
     tls: ssl.SSLContext | None = None
 
     def get_request(self) -> tuple[socket.socket, object]:

@@ -142,6 +142,7 @@ def send(destination: HttpDestination, prepared: dict, job: Job, settings: Setti
             timeout=destination.timeout,
             signer=signer,
             session=session,
+            certificates_checked=destination.tls is not None,
         )
 
     options = destination.auth
@@ -201,6 +202,7 @@ def send_http(
     timeout: float = DEFAULT_TIMEOUT,
     signer: Signer | None = None,
     session: requests.Session | None = None,
+    certificates_checked: bool = False,
 ) -> Outcome:
     """Send ``body`` to ``url`` once and classify the answer; never raises for the network.
 
@@ -208,7 +210,10 @@ def send_http(
     them overrides ``content_type``. relay adds ``User-Agent`` and ``webhook-id:
     <delivery_id>``, then whatever ``signer`` returns. ``timeout`` (seconds) bounds the
     connect, each read, and the whole body read. ``session`` defaults to this process's
-    shared one (:func:`get_session`). A bad method or timeout is a ValueError.
+    shared one (:func:`get_session`). ``certificates_checked``: the destination has ``tls``
+    of its own, and a certificate refused in the handshake is permanent (else transient: a
+    receiver's certificate being renewed is worth the retries). A bad method or timeout is
+    a ValueError.
     """
     method = _checked_method(method)
     if not timeout > 0:
@@ -217,6 +222,8 @@ def send_http(
     started = time.monotonic()
     answer = exchange(method, url, body, sent, timeout, session)
     outcome = _outcome_of(answer) if isinstance(answer, Answer) else answer
+    if outcome.kind == "permanent" and not certificates_checked and tls.refused(outcome):
+        outcome = dataclasses.replace(outcome, kind="transient")
     return dataclasses.replace(outcome, latency=time.monotonic() - started)
 
 

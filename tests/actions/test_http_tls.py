@@ -178,6 +178,18 @@ def test_a_server_certificate_from_another_ca_is_permanent(pki: Pki, receiver: H
     assert receiver.requests == []
 
 
+def test_without_tls_of_its_own_a_refused_certificate_is_retried(
+    pki: Pki, receiver: HttpSink
+) -> None:
+    """A plain https destination (the system's CA bundle, no client certificate): the
+    receiver's certificate refused is transient, as before tls existed (a certificate
+    being renewed is worth the retries); only a destination with tls of its own gives up."""
+    outcome = deliver(destination(rules(receiver.url("/hook"), None)))
+    assert outcome.kind == "transient"
+    assert outcome.error is not None
+    assert outcome.error.startswith("tls: certificate verify failed: ")
+
+
 def test_ca_replaces_the_default_bundle(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the test CA as requests' bundle, a destination without tls trusts the server;
     one whose ca is another CA does not: no bundle is added to its own."""
