@@ -220,10 +220,10 @@ def send_http(
         raise ValueError(f"timeout must be positive, got {timeout!r}")
     sent = _request_headers(headers, content_type, delivery_id, body, signer)
     started = time.monotonic()
-    answer = exchange(method, url, body, sent, timeout, session)
+    answer = exchange(
+        method, url, body, sent, timeout, session, certificates_checked=certificates_checked
+    )
     outcome = _outcome_of(answer) if isinstance(answer, Answer) else answer
-    if outcome.kind == "permanent" and not certificates_checked and tls.refused(outcome):
-        outcome = dataclasses.replace(outcome, kind="transient")
     return dataclasses.replace(outcome, latency=time.monotonic() - started)
 
 
@@ -272,6 +272,7 @@ def exchange(
     session: requests.Session | None = None,
     *,
     quiet: bool = False,
+    certificates_checked: bool = False,
 ) -> Answer | Outcome:
     """One request: the server's :class:`Answer`, or the :class:`Outcome` of getting none.
 
@@ -299,7 +300,10 @@ def exchange(
     except requests.ConnectionError as exc:
         reason = _root_os_error(exc)
         if isinstance(reason, ssl.SSLError):
-            return tls.outcome_of(reason)
+            outcome = tls.outcome_of(reason)
+            if outcome.kind == "permanent" and not certificates_checked:
+                outcome = dataclasses.replace(outcome, kind="transient")  # see send_http
+            return outcome
         return Outcome("transient", error=_connection_error_text(exc))
     except (
         requests.exceptions.InvalidURL,

@@ -161,11 +161,6 @@ def outcome_of(error: ssl.SSLError) -> Outcome:
     )
 
 
-def refused(outcome: Outcome) -> bool:
-    """True for the outcome of a certificate refused in a handshake (:func:`outcome_of`)."""
-    return (outcome.error or "").startswith("tls: ")
-
-
 class ContextAdapter(HTTPAdapter):
     """An HTTPAdapter whose connections use ``ssl_context`` and nothing else: no CA bundle
     of requests' is added to it, whatever the session's ``verify`` says."""
