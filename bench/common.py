@@ -35,15 +35,20 @@ def percentile(values: list[float], pct: float) -> float:
 class Sink:
     """A receiver that answers 200 after ``delay`` s, or 503 with probability ``fail_rate``.
 
-    Records, per ``webhook-id``, the monotonic time of the first 2xx and how many 2xx.
+    Records, per ``webhook-id``, the monotonic time of the first 2xx and how many 2xx;
+    with ``keep_bodies``, also the body of the first 2xx (``first_body``).
     """
 
-    def __init__(self, delay: float = 0.0, fail_rate: float = 0.0, seed: int = 7) -> None:
+    def __init__(
+        self, delay: float = 0.0, fail_rate: float = 0.0, seed: int = 7, keep_bodies: bool = False
+    ) -> None:
         self.delay, self.fail_rate = delay, fail_rate
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         self.first_ok: dict[str, float] = {}
         self.ok_count: dict[str, int] = {}
+        self.keep_bodies = keep_bodies
+        self.first_body: dict[str, bytes] = {}
         self.failed = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -61,10 +66,10 @@ class Sink:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if sink.delay:
                     time.sleep(sink.delay)
-                status = sink._decide(self.headers.get("webhook-id", ""))
+                status = sink._decide(self.headers.get("webhook-id", ""), body)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -74,11 +79,13 @@ class Sink:
 
         return Handler
 
-    def _decide(self, webhook_id: str) -> int:
+    def _decide(self, webhook_id: str, body: bytes = b"") -> int:
         with self.lock:
             if self.random.random() < self.fail_rate:
                 self.failed += 1
                 return 503
+            if self.keep_bodies:
+                self.first_body.setdefault(webhook_id, body)
             self.first_ok.setdefault(webhook_id, time.monotonic())
             self.ok_count[webhook_id] = self.ok_count.get(webhook_id, 0) + 1
             return 200
