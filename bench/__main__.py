@@ -1,8 +1,10 @@
 """relay's benchmarks: ingest (against two baselines), end to end (against a naive relay),
-matching, event search, dead-letter pages, memory, and a framing fuzz of the web process.
+matching, event search, dead-letter pages, memory, a framing fuzz of the web process, and
+Redis failovers under load.
 
-    python -m bench [ingest|e2e|matching|search|deadletters|memory|framing|all] [--seconds S] …
+    python -m bench [ingest|e2e|matching|search|deadletters|memory|framing|failover|all] …
     python -m bench e2e                          # end to end only, with the naive baseline
+    python -m bench failover                     # 10 Redis failovers under load (≈ 4 minutes)
     make bench                                   # all, default settings (≈ 5 minutes)
 
 Starts what it needs (a private Redis, relay's web under gunicorn with the Procfile's
@@ -10,8 +12,9 @@ settings, Celery workers, the two ingest baseline apps, the naive relay of bench
 local HTTP sink) and stops it all.
 Prints a plain-text table (each figure next to its target, ✓/✗) on stdout, progress on
 stderr; ``--json`` prints the full results as JSON instead (``--json PATH`` writes them
-there and still prints the table). Exit status 1 when an accepted event was lost, or the
-framing fuzz crashed or hung the web process.
+there and still prints the table). Exit status 1 when an accepted event was lost, the
+framing fuzz crashed or hung the web process, or a failover was answered other than 200 or
+503 or made a worker take a live one over.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import statistics
 import sys
 import time
 
-from bench import deadletters, e2e, framing, ingest, loadgen, matching, memory, search
+from bench import deadletters, e2e, failover, framing, ingest, loadgen, matching, memory, search
 
 MB = 1024 * 1024 / 1e6  #: MiB → MB (the targets are in MB)
 
@@ -43,6 +46,10 @@ TARGETS = {
     "web_mb": 80.0,
     "worker_mb": 150.0,
     "framing_failures": 0,
+    "failover_lost": 0,
+    "failover_refusal_s": 10.0,
+    "failover_unexpected_answers": 0,
+    "failover_takeovers": 0,
 }
 
 
@@ -57,7 +64,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "what",
         nargs="?",
         default="all",
-        choices=["ingest", "e2e", "matching", "search", "deadletters", "memory", "framing", "all"],
+        choices=[
+            "ingest",
+            "e2e",
+            "matching",
+            "search",
+            "deadletters",
+            "memory",
+            "framing",
+            "failover",
+            "all",
+        ],
+    )
+    parser.add_argument("--failovers", type=int, default=10, help="failover: primaries killed")
+    parser.add_argument(
+        "--failover-interval", type=float, default=12.0, help="failover: seconds between kills"
+    )
+    parser.add_argument(
+        "--failover-rate", type=float, default=200.0, help="failover: messages/s sent"
+    )
+    parser.add_argument(
+        "--failover-drain",
+        type=float,
+        default=120.0,
+        help="failover: seconds to wait for the last deliveries",
     )
     parser.add_argument(
         "--framing-cases",
@@ -157,7 +187,7 @@ def progress(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    every = ["matching", "search", "deadletters", "ingest", "e2e", "memory", "framing"]
+    every = ["matching", "search", "deadletters", "ingest", "e2e", "memory", "framing", "failover"]
     todo = every if args.what == "all" else [args.what]
     results: dict = {"machine": machine(), "settings": vars(args).copy(), "generator": {}}
     snapshots: list[dict] = []
@@ -243,6 +273,24 @@ def main(argv: list[str] | None = None) -> int:
             keep=args.keep,
             progress=progress,
         )
+    if "failover" in todo:
+        results["failover"] = failover.run(
+            failovers=args.failovers,
+            interval=args.failover_interval,
+            rate=args.failover_rate,
+            workers=args.workers,
+            worker_concurrency=args.worker_concurrency,
+            web_concurrency=args.web_concurrency,
+            web_threads=args.web_threads,
+            drain=args.failover_drain,
+            seconds=args.seconds,
+            concurrency=args.concurrency,
+            rounds=args.rounds,
+            warmup=args.warmup,
+            procs=args.procs,
+            keep=args.keep,
+            progress=progress,
+        )
     results["machine"]["loadavg_end"] = loadavg()
     results["elapsed_s"] = time.monotonic() - started
     results["targets"] = TARGETS
@@ -258,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
     lost = results.get("e2e", {}).get("loss", {}).get("lost", 0)
     fuzz = results.get("framing", {})
-    return 1 if lost or fuzz.get("crashes") or fuzz.get("hangs") else 0
+    fo = results.get("failover", {})
+    failed_over = fo.get("lost") or fo.get("unexpected_answers") or fo.get("takeovers")
+    return 1 if lost or fuzz.get("crashes") or fuzz.get("hangs") or failed_over else 0
 
 
 def loadavg() -> str:
@@ -484,6 +534,9 @@ def render(r: dict) -> str:
                 mark(failures <= t["framing_failures"]),
             ]
         )
+    fo = r.get("failover")
+    if fo:
+        rows += failover_rows(fo)
     if rows:
         out += [""] + table(rows, ["figure", "measured", "target", ""])
 
@@ -503,7 +556,41 @@ def render(r: dict) -> str:
         out += ["", *memory_details(mem)]
     if fz:
         out += ["", *framing.details(fz, s)]
+    if fo:
+        out += ["", *failover.details(fo)]
     return "\n".join(out)
+
+
+def failover_rows(fo: dict) -> list[list[str]]:
+    t, n = TARGETS, len(fo["rows"])
+    window = fo["refusal_window_s"]
+    unexpected = fo["unexpected_answers"]
+    return [
+        [
+            f"failover: answered 200, never delivered ({n} primary kills)",
+            f"{num(fo['lost'])} of {num(fo['accepted'])}",
+            f"{t['failover_lost']}",
+            mark(fo["lost"] <= t["failover_lost"]),
+        ],
+        [
+            "failover: 503 window after a kill, p50 / max",
+            f"{window['p50']:.1f} / {window['max']:.1f} s",
+            f"max ≤ {t['failover_refusal_s']:g} s",
+            mark(window["max"] <= t["failover_refusal_s"]),
+        ],
+        [
+            "failover: answers other than 200 and 503",
+            f"{num(unexpected)} of {num(sum(fo['answers'].values()))}",
+            f"{t['failover_unexpected_answers']}",
+            mark(unexpected <= t["failover_unexpected_answers"]),
+        ],
+        [
+            "failover: live workers taken over",
+            f"{fo['takeovers']}",
+            f"{t['failover_takeovers']}",
+            mark(fo["takeovers"] <= t["failover_takeovers"]),
+        ],
+    ]
 
 
 def ingest_details(ing: dict, s: dict) -> list[str]:
