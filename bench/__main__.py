@@ -1,8 +1,8 @@
 """relay's benchmarks: ingest (against two baselines), end to end (against a naive relay),
-matching, event search, dead-letter pages, memory, a framing fuzz of the web process, and
-Redis failovers under load.
+matching, the rules' budgets, event search, dead-letter pages, memory, a framing fuzz of the
+web process, and Redis failovers under load.
 
-    python -m bench [ingest|e2e|matching|search|deadletters|memory|framing|failover|all] …
+    python -m bench [ingest|e2e|matching|budgets|search|deadletters|memory|framing|failover|all] …
     python -m bench e2e                          # end to end only, with the naive baseline
     python -m bench failover                     # 10 Redis failovers under load (≈ 4 minutes)
     make bench                                   # all, default settings (≈ 5 minutes)
@@ -28,7 +28,18 @@ import statistics
 import sys
 import time
 
-from bench import deadletters, e2e, failover, framing, ingest, loadgen, matching, memory, search
+from bench import (
+    budgets,
+    deadletters,
+    e2e,
+    failover,
+    framing,
+    ingest,
+    loadgen,
+    matching,
+    memory,
+    search,
+)
 
 MB = 1024 * 1024 / 1e6  #: MiB → MB (the targets are in MB)
 
@@ -41,6 +52,7 @@ TARGETS = {
     "e2e_steady_p99_ms": 100.0,
     "matching_us_1000": 50.0,
     "matching_growth": 2.0,
+    "alias_bomb_ms": 100.0,
     "search_p95_ms": 200.0,
     "deadletters_p95_ms": 200.0,
     "web_mb": 80.0,
@@ -68,6 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "ingest",
             "e2e",
             "matching",
+            "budgets",
             "search",
             "deadletters",
             "memory",
@@ -187,7 +200,17 @@ def progress(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    every = ["matching", "search", "deadletters", "ingest", "e2e", "memory", "framing", "failover"]
+    every = [
+        "matching",
+        "budgets",
+        "search",
+        "deadletters",
+        "ingest",
+        "e2e",
+        "memory",
+        "framing",
+        "failover",
+    ]
     todo = every if args.what == "all" else [args.what]
     results: dict = {"machine": machine(), "settings": vars(args).copy(), "generator": {}}
     snapshots: list[dict] = []
@@ -206,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         results["matching"] = matching.run(seconds=min(args.seconds, 3.0))
         for size, row in results["matching"].items():
             progress(f"  matching: {int(size):>6} routes {row['us_per_event']:6.1f} µs/event")
+    if "budgets" in todo:
+        results["budgets"] = budgets.run()
+        progress(
+            f"  budgets: the alias bomb refused in {results['budgets']['alias_bomb_ms']:.2f} ms"
+        )
     if "search" in todo:
         results["search"] = search.run(events=args.search_events, progress=progress, keep=args.keep)
         progress(f"  search: filtered pages p95 {results['search']['p95_ms']:.1f} ms")
@@ -481,6 +509,16 @@ def render(r: dict) -> str:
                     mark(growth <= t["matching_growth"]),
                 ]
             )
+    bg = r.get("budgets")
+    if bg:
+        rows.append(
+            [
+                f"rules: a {bg['alias_bomb_bytes']}-byte alias bomb refused",
+                f"{bg['alias_bomb_ms']:.2f} ms",
+                f"≤ {t['alias_bomb_ms']:g} ms",
+                mark(bg["alias_bomb_ms"] <= t["alias_bomb_ms"]),
+            ]
+        )
     sr = r.get("search")
     if sr:
         rows.append(
@@ -548,6 +586,8 @@ def render(r: dict) -> str:
             out += ["", *naive_details(ee, s)]
     if mt:
         out += ["", *matching_details(mt)]
+    if bg:
+        out += ["", *budgets.details(bg)]
     if sr:
         out += ["", *search_details(sr)]
     if dl:
