@@ -4,7 +4,7 @@ web process, and Redis failovers under load.
 
     python -m bench [ingest|e2e|matching|budgets|search|deadletters|memory|framing|failover|all] …
     python -m bench e2e                          # end to end only, with the naive baseline
-    python -m bench failover                     # 10 Redis failovers under load (≈ 4 minutes)
+    python -m bench failover                     # 10 Redis failovers under load (4-7 minutes)
     make bench                                   # all, default settings (≈ 5 minutes)
 
 Starts what it needs (a private Redis, relay's web under gunicorn with the Procfile's
