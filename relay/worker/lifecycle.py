@@ -31,20 +31,33 @@ from celery.signals import (
     worker_shutdown,
     worker_shutting_down,
 )
+from kombu.exceptions import OperationalError
 
 from relay import logs, metrics
 from relay.ops.broker import queue_sizes
+from relay.state import Unavailable
 from relay.worker import alerts, failover, sweeper
 from relay.worker.app import RelayCelery
 from relay.worker.intake import Intake
 
+#: what Celery and kombu log when a broker connection broke under them
+_CONNECTION_LOST = (ConnectionError, OperationalError, *Unavailable)
 
-def _requeue_without_traceback(record: logging.LogRecord) -> bool:
-    """A task that gives its message back because Redis did not answer (``Reject``, see
-    ``relay.worker.tasks``) is expected while Redis fails over: one line, no traceback."""
-    if record.exc_info and isinstance(record.exc_info[1], Reject):
+
+def outage_without_traceback(record: logging.LogRecord) -> bool:
+    """Celery's lines for what a Redis failover (or a broker outage) makes happen, as one
+    warning line without a traceback: a task giving its message back because Redis did not
+    answer (``Reject``, see ``relay.worker.tasks``), and an acknowledgement lost with its
+    connection (the broker redelivers the message; the copy is recognised and dropped)."""
+    exc = record.exc_info[1] if record.exc_info else None
+    lost_ack = isinstance(exc, _CONNECTION_LOST) and str(record.msg).startswith(
+        ("Couldn't ack", "Couldn't reject")
+    )
+    if isinstance(exc, Reject) or lost_ack:
         record.exc_info = None
         record.exc_text = None
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
     return True
 
 
@@ -54,7 +67,8 @@ def install(celery: RelayCelery) -> None:
     @setup_logging.connect(weak=False)
     def _logging(**_: Any) -> None:  # Celery's own logs in relay's format
         logs.configure(celery.settings.log_format, celery.settings.log_pii)
-        logging.getLogger("celery.app.trace").addFilter(_requeue_without_traceback)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(outage_without_traceback)
 
     @task_received.connect(weak=False)
     def _received(request: Any = None, **_: Any) -> None:
