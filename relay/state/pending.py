@@ -122,6 +122,12 @@ class Pending:
             args=[self.node, time.time() if now is None else now, *taken],
         )
 
+    def own(self, member: str) -> None:
+        """This node holds ``member`` (a task it could not publish: published again from
+        here, see ``relay.worker.failover``)."""
+        if self.node:
+            self.redis.sadd(keys.owned(self.node), member)
+
     def disown(self, member: str) -> None:
         """This node gives ``member`` up: it is overdue ``grace`` after it was due."""
         if self.node:

@@ -3,6 +3,7 @@ the runtime routing and delivery run with."""
 
 from __future__ import annotations
 
+import logging
 import math
 from functools import cached_property
 from typing import Any
@@ -15,11 +16,13 @@ from relay.ops.checks import rules_holder
 from relay.rules import Ruleset
 from relay.rules.reloader import RulesHolder
 from relay.settings import Settings, load_settings
-from relay.state import Store, open_store
+from relay.state import RedisError, Store, open_store
 from relay.state.keys import deliver_member
 from relay.worker.failover import PrimaryWatch
 from relay.worker.ownership import Heartbeat, Holdings, new_node_id, task_id
 from relay.worker.runtime import Runtime
+
+log = logging.getLogger("relay.worker")
 
 
 class RelayCelery(Celery):
@@ -73,14 +76,30 @@ class RelayCelery(Celery):
         if countdown > 0 and self.settings.amqp_quorum:
             # RabbitMQ's native delayed delivery (quorum queues) counts whole seconds
             countdown = math.ceil(countdown)
-        self.send_task(
-            "relay.deliver",
-            args=[job],
-            countdown=countdown or None,
-            task_id=task_id(deliver_member(job["delivery_id"])),
-            argsrepr=f"({job['delivery_id']!r})",
-            kwargsrepr="{}",
+        try:
+            self.send_task(
+                "relay.deliver",
+                args=[job],
+                countdown=countdown or None,
+                task_id=task_id(deliver_member(job["delivery_id"])),
+                argsrepr=f"({job['delivery_id']!r})",
+                kwargsrepr="{}",
+            )
+        except Exception as exc:  # noqa: BLE001 - the broker away, or kombu's channel torn
+            self.publish_later(deliver_member(job["delivery_id"]), exc)  # down by a failover
+
+    def publish_later(self, member: str, exc: Exception) -> None:
+        """A task that could not be published: its pending ``member`` is held by this node
+        in Redis, and the primary watch publishes what this node holds but works on nowhere
+        as soon as it can (``relay.worker.failover``)."""
+        log.warning(
+            "publishing %s failed (%s); published again once the broker answers", member, exc
         )
+        try:
+            self.store.pending.own(member)
+        except RedisError:  # Redis away too: it is published again once overdue
+            pass
+        self.runtime.interrupted.set()
 
 
 def make_worker_app(settings: Settings | None = None, **kwargs: Any) -> RelayCelery:

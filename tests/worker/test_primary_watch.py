@@ -19,6 +19,7 @@ from relay.settings import load_settings
 from relay.state import Store, connect
 from relay.state import keys as state_keys
 from relay.state.pending import NODE_TTL
+from relay.worker.app import make_worker_app
 from relay.worker.failover import PrimaryWatch, reconcile
 from relay.worker.ownership import Holdings
 from relay.worker.sweeper import sweep_once
@@ -128,3 +129,17 @@ def queued(client: redis.Redis, queue: str) -> list[tuple[str, str, list]]:
         headers = message["headers"]
         found.append((headers["id"].split("|")[0], headers["task"], args))
     return found
+
+
+def test_a_task_the_broker_does_not_take_is_held_here_and_published_again(redis_server):
+    """The broker gone (or kombu's channel torn down by a failover) when a retry is
+    scheduled: no exception for the delivery code, the member held by this node in Redis,
+    and the primary watch told to reconcile (which publishes it once the broker answers)."""
+    url = fresh_db_url(redis_server)
+    settings = load_settings({"RELAY_REDIS_URL": url, "RELAY_BROKER_URL": "redis://127.0.0.1:9/0"})
+    app = make_worker_app(settings)
+    job = {"delivery_id": "E9:app", "gen": 1, "destination": "app", "event": {"id": "E9"}}
+    app.store.pending.register_now("deliver:E9:app", "relay.deliver", [job])
+    app.schedule_delivery(job, 5.0)
+    assert app.store.client.smembers(state_keys.owned(app.node_id)) == {"deliver:E9:app"}
+    assert app.runtime.interrupted.is_set()
