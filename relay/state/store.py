@@ -288,17 +288,20 @@ class Store:
 
     def take(self, count: int, timeout: float) -> list[Spec]:
         """Up to ``count`` accepted events' routing tasks, oldest first, held by this node
-        from now on; waits up to ``timeout`` seconds for the first."""
+        from now on; waits up to ``timeout`` seconds for the first.
+
+        The wait takes nothing (the oldest id is moved onto its own place: BLMOVE from the
+        inbox to itself), so an id only ever leaves the inbox in the call that makes it
+        this node's: a worker killed in between loses no event (a BRPOP would have taken
+        it, held by no node, until the sweeper found it overdue: ``grace`` later)."""
         node = self.pending.node
-        owned = keys.owned(node) if node else keys.INBOX
-        specs = self._take(keys=[keys.INBOX, keys.PENDING_TASKS, owned], args=[count])
+        ks = [keys.INBOX, keys.PENDING_TASKS, keys.owned(node) if node else keys.INBOX]
+        specs = self._take(keys=ks, args=[count])
         if not specs:
-            first = self.client.brpop([keys.INBOX], timeout=timeout)
-            if not first:
+            wait: Any = timeout  # Redis takes seconds with decimals; redis-py says int
+            if self.client.blmove(keys.INBOX, keys.INBOX, wait, "RIGHT", "RIGHT") is None:
                 return []
-            specs = self._take(
-                keys=[keys.INBOX, keys.PENDING_TASKS, owned], args=[count - 1, first[1]]
-            )
+            specs = self._take(keys=ks, args=[count])
         pairs = zip(specs[::2], specs[1::2], strict=True)
         return [spec for spec in (self._decode(i, raw) for i, raw in pairs) if spec is not None]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from redis._parsers import _HiredisParser
 
 from relay.state import Store, connect, keys
@@ -57,3 +58,23 @@ def test_the_store_talks_to_redis_through_hiredis(redis_server):
     missing; the web's CPU per accepted request depends on it (README, Performance)."""
     connection = store_for(redis_server).client.connection_pool.get_connection()
     assert isinstance(connection._parser, _HiredisParser)
+
+
+def test_waiting_for_the_inbox_takes_nothing_a_dying_worker_could_lose(redis_server):
+    """Between the wait for the inbox and the call that makes an event the node's, the
+    event stays in the inbox: a worker that dies in between loses nothing."""
+    store = store_for(redis_server)
+    store.accept(["f1"], [event("E1")])
+    calls = []
+
+    def take_then_die(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            return []  # the inbox looked empty: the worker waits on it
+        raise SystemExit("killed")
+
+    store._take = take_then_die
+    with pytest.raises(SystemExit):
+        store.take(10, timeout=1)
+    assert len(calls) == 2
+    assert store.client.lrange(keys.INBOX, 0, -1) == ["E1"]
