@@ -133,6 +133,15 @@ def field(path: str) -> Field:
     return Field(path, _getter(path), norm, _canonical(norm))
 
 
+def order_value(path: str, event: Event) -> str | None:
+    """The event's value of the field ``path`` as an ordering key (``ordered_by``): a
+    string or a number as text, normalised as conditions compare it; ``None`` for a
+    missing, empty or other value (such an event is not ordered)."""
+    reader = field(path)
+    text = as_text(reader.get(event))
+    return reader.norm(text) if text else None
+
+
 def field_problem(path: str) -> str | None:
     """Why ``path`` is not a field a condition may name, or ``None`` when it is one."""
     head, _, rest = path.partition(".")

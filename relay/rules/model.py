@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
 
+from relay.rules.fields import order_value
 from relay.rules.http_auth import OAuth2, Tls
 from relay.rules.index import Index
 from relay.rules.matcher import MATCH_ALL, Condition
@@ -52,7 +53,9 @@ class Destination:
     """Common to every destination: its ``name``, ``line`` in the file and own ``retry``,
     and its controls: ``rate_limit``, ``concurrency`` (requests in flight across workers),
     ``circuit_breaker``, and ``fallback`` (the destination that gets a dead-lettered event
-    with its failure; a fallback's own dead letters never go further).
+    with its failure; a fallback's own dead letters never go further). ``ordered_by``: the
+    event field whose value is a key whose deliveries go one at a time, in accept order;
+    ``on_failure`` (``skip`` or ``block``): what a dead-lettered one does to its key.
     """
 
     type: ClassVar[str] = ""
@@ -63,6 +66,8 @@ class Destination:
     concurrency: int | None = None
     circuit_breaker: CircuitBreaker | None = None
     fallback: str | None = None
+    ordered_by: str | None = None
+    on_failure: str = "skip"
 
 
 @dataclass(frozen=True)
@@ -237,11 +242,21 @@ class Ruleset:
     indexed: bool = field(default=True, compare=False, repr=False)
     #: values the file took from the environment through ``${...}``: shown masked
     interpolated: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    #: the fields destinations are ``ordered_by`` (each once), in file order
+    ordered_fields: tuple[str, ...] = field(default=(), init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         index = Index([route.condition for route in self.routes], indexed=self.indexed)
         object.__setattr__(self, "_index", index)
         object.__setattr__(self, "_tests", tuple(route.condition.test for route in self.routes))
+        by = (d.ordered_by for d in self.destinations.values() if d.ordered_by)
+        object.__setattr__(self, "ordered_fields", tuple(dict.fromkeys(by)))
+
+    def order_values(self, event: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """``(field, value)`` for each field some destination is ``ordered_by`` that has a
+        value in ``event`` (the keys its deliveries are ordered by); none without any."""
+        found = ((path, order_value(path, event)) for path in self.ordered_fields)
+        return [(path, value) for path, value in found if value is not None]
 
     def retry_for(self, route: Route, destination: str) -> RetryPolicy:
         """The policy for deliveries to ``destination`` made through ``route``."""

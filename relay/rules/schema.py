@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from relay.durations import format_duration, parse_duration
+from relay.rules.fields import field_problem
 from relay.rules.http_auth import check_http_auth, read_auth, read_tls
 from relay.rules.matcher import MATCH_ALL, ConditionError, compile_condition
 from relay.rules.model import (
@@ -248,6 +249,25 @@ def _circuit_breaker(reader: Reader, path: Path, value: Any) -> CircuitBreaker:
 CIRCUIT_BREAKER_KEYS = {"failures": Key(positive_int), "cooldown": Key(duration)}
 DEFAULT_CIRCUIT_BREAKER = {"failures": 5, "cooldown": 30.0}
 
+
+def _field_path(reader: Reader, path: Path, value: Any) -> str:
+    """An event field path, as a condition may name it (``transid``, ``callback.order``)."""
+    text = string(reader, path, value)
+    problem = field_problem(text)
+    if problem:
+        raise Invalid(problem)
+    return text
+
+
+def _on_failure(reader: Reader, path: Path, value: Any) -> str:
+    if value not in ON_FAILURE:
+        raise Invalid(f"expected {' or '.join(ON_FAILURE)}, got {value!r}")
+    return str(value)
+
+
+#: what a dead-lettered ordered delivery does to its key: the next goes, or all wait
+ON_FAILURE = ("skip", "block")
+
 #: keys every destination may have, whatever its type
 CONTROL_KEYS: Mapping[str, Key] = {
     "retry": Key(_retry),
@@ -255,6 +275,8 @@ CONTROL_KEYS: Mapping[str, Key] = {
     "concurrency": Key(positive_int),
     "circuit_breaker": Key(_circuit_breaker),
     "fallback": Key(string),  # that it names a destination is a whole-file check (loader)
+    "ordered_by": Key(_field_path),
+    "on_failure": Key(_on_failure),
 }
 
 
@@ -267,6 +289,10 @@ def read_destination(reader: Reader, name: str, data: Any) -> Destination | None
     keys = {"type": Key(_any), **DESTINATION_KEYS[kind], **CONTROL_KEYS}
     values = reader.fields(path, data, keys)
     if values is None or (kind == "slack" and not _slack_target(reader, path, values)):
+        return None
+    if "on_failure" in values and "ordered_by" not in values:
+        where = path + ("on_failure",)
+        reader.error(where, "on_failure applies to ordered deliveries: add ordered_by")
         return None
     if kind == "http" and not check_http_auth(reader, path, values):
         return None
