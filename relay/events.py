@@ -284,10 +284,27 @@ class _FallbackPart(TypedDict, total=False):
     failure: Failure
 
 
-class Job(_FallbackPart):
+class Order(TypedDict):
+    """The key an ordered delivery goes in turn with (a destination's ``ordered_by``):
+    the field (``by``), the event's value of it, that value's short hash (``key``, what
+    names its state in Redis) and whether its dead letter holds the key (``block``)."""
+
+    by: str
+    value: str
+    key: str
+    block: bool
+
+
+class _OrderPart(TypedDict, total=False):
+    #: set only on an ordered delivery (and the dead letter of one that blocks its key)
+    order: Order
+
+
+class Job(_FallbackPart, _OrderPart):
     """One delivery. ``gen`` is the generation of its live task message (an older one is
     a stale copy); ``not_before`` the epoch second before which it must not be tried;
-    ``failure`` (only on a delivery to a fallback) what gave up before it."""
+    ``failure`` (only on a delivery to a fallback) what gave up before it; ``order`` (only
+    on an ordered delivery) its key."""
 
     delivery_id: str
     event: Event
@@ -436,9 +453,10 @@ def delivery_entry(job: Job, step: Step, **fields: Any) -> HistoryEntry:
 # -- dead letters --------------------------------------------------------------------------
 
 
-class DeadLetter(_FallbackPart):
+class DeadLetter(_FallbackPart, _OrderPart):
     """A delivery that gave up (or a routing that failed: ``destination`` is None); a
-    delivery to a fallback keeps its ``failure`` (a replay carries it again)."""
+    delivery to a fallback keeps its ``failure`` (a replay carries it again), one that
+    blocks its key its ``order`` (a replay goes in its turn again)."""
 
     id: str
     event: Event
@@ -465,6 +483,8 @@ def dead_letter(job: Job, reason: str, attempts: list[Attempt]) -> DeadLetter:
     }
     if "failure" in job:
         record["failure"] = job["failure"]
+    if "order" in job and job["order"]["block"]:
+        record["order"] = job["order"]
     return record
 
 
@@ -496,6 +516,8 @@ def job_of(record: DeadLetter, gen: int) -> Job:
     job["delivery_id"] = record["id"]  # a re-route's or a fallback's delivery keeps its id
     if "failure" in record:  # a delivery to a fallback: same failure
         job["failure"] = record["failure"]
+    if "order" in record:  # it holds its key: it goes again as the key's next
+        job["order"] = record["order"]
     return job
 
 

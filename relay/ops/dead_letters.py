@@ -15,6 +15,11 @@ Replay publishes even when the destination is no longer in the rules: the worker
 are the ones that count (a command line may read another file), and it dead-letters such
 a delivery again with the reason ``destination 'x' is not in the rules``. Callers that
 know the rules pass their destination names to get a warning in the report.
+
+The dead letter of an ordered delivery that blocks its key (``on_failure: block``,
+``relay.state.ordering``) holds the key: its replay goes again as the key's next (its
+record carries the key); deleting or purging it releases the key in the same transaction,
+and the delivery whose turn that makes is published (``publisher``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any, Protocol
 from relay.events import (
     DeadLetter,
     HistoryEntry,
+    Job,
     Step,
     history_entry,
     job_of,
@@ -72,26 +78,54 @@ def show_dead_letter(store: Store, delivery_id: str, now: float | None = None) -
     return {**record, "age_seconds": age}
 
 
-def delete_dead_letter(store: Store, delivery_id: str) -> bool:
-    """Remove one dead letter; False when there is none. Like every operator's write,
-    confirmed by ``RELAY_REDIS_MIN_REPLICAS`` replicas before it returns (else
-    UnavailableError: it may not survive a failover)."""
-    deleted = storable(delivery_id) and store.dead_letters.remove(delivery_id)
-    if deleted:
+def delete_dead_letter(store: Store, delivery_id: str, publisher: Publisher | None = None) -> bool:
+    """Remove one dead letter; False when there is none. One that blocks its key releases
+    it (also when it is gone already, expired), and the key's next is published. Like
+    every operator's write, confirmed by ``RELAY_REDIS_MIN_REPLICAS`` replicas before it
+    returns (else UnavailableError: it may not survive a failover)."""
+    if not storable(delivery_id):
+        return False
+    record = store.dead_letters.get(delivery_id)
+    blocking = record is None or "order" in record
+    destination = _destination_of(delivery_id) if blocking else None
+    deleted, woken = store.remove_dead_letter(delivery_id, destination)
+    if deleted or woken:
         store.confirm_replicated()
+    _publish(publisher, woken)
     return deleted
 
 
-def purge(store: Store, older_than: float | None = None, now: float | None = None) -> int:
-    """Remove the dead letters older than ``older_than`` seconds (None: all); the count."""
+def purge(
+    store: Store,
+    older_than: float | None = None,
+    now: float | None = None,
+    publisher: Publisher | None = None,
+) -> int:
+    """Remove the dead letters older than ``older_than`` seconds (None: all); the count.
+    The keys they blocked are released, and their next deliveries published."""
     if older_than is None:
         count = store.dead_letters.purge()
     else:
         now = time.time() if now is None else now
         count = store.dead_letters.purge(before=now - older_than)
     if count:
+        _publish(publisher, store.ordering.unblock(None))
         store.confirm_replicated()
     return count
+
+
+def _destination_of(delivery_id: str) -> str:
+    """The destination a delivery id names (``<event id>:<destination>``; a re-route's
+    ``~n``, a fallback's ``:fallback``: never ordered, so blocking nothing)."""
+    return delivery_id.partition(":")[2]
+
+
+def _publish(publisher: Publisher | None, jobs: list[Job]) -> None:
+    """Publish the ordered deliveries whose turn came. Without a publisher they wait in
+    the pending outbox until the sweeper finds them overdue."""
+    for job in jobs:
+        if publisher is not None:
+            publisher.send_task("relay.deliver", args=[job])
 
 
 @dataclass

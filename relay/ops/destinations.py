@@ -26,6 +26,8 @@ from relay.state import Store
 
 #: the longest pause accepted with ``for_seconds`` (a year)
 MAX_PAUSE = 366 * 86400.0
+#: blocked keys listed per destination (the oldest); ``blocked_keys`` counts them all
+BLOCKED_SHOWN = 5
 
 
 class Publisher(Protocol):
@@ -48,7 +50,10 @@ class DestinationStatus:
     ``half-open`` or ``active``. ``backlog``: its deliveries not yet settled (waiting,
     queued, in a retry's backoff or under way). ``success_rate``, ``p95_seconds`` and
     ``attempts``: over the last 5 minutes (``p95_seconds`` is the upper bound of its
-    latency bucket). Times are ISO 8601 UTC.
+    latency bucket). ``ordered_by``: the field its deliveries are ordered by;
+    ``blocked_keys``: how many of its keys a dead letter holds (``on_failure: block``),
+    ``blocked``: the oldest :data:`BLOCKED_SHOWN` of them (``value``, the dead letter's
+    ``delivery_id``, ``since``). Times are ISO 8601 UTC.
     """
 
     name: str
@@ -67,6 +72,9 @@ class DestinationStatus:
     rate_limit: str | None
     concurrency: int | None
     circuit_breaker: str | None
+    ordered_by: str | None = None
+    blocked_keys: int = 0
+    blocked: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,6 +151,7 @@ def _statuses(
     errors = controls.last_errors(names)
     stats = controls.stats(names)
     backlog = controls.backlog()
+    blocked = store.ordering.blocked([n for n in names if destinations[n].ordered_by])
     out = []
     for name in names:
         destination = destinations[name]
@@ -171,6 +180,12 @@ def _statuses(
                     f"{breaker.failures} failures, {format_duration(breaker.cooldown)} cooldown"
                     if breaker
                     else None
+                ),
+                ordered_by=destination.ordered_by,
+                blocked_keys=len(blocked.get(name, ())),
+                blocked=tuple(
+                    {"value": b.value, "delivery_id": b.delivery_id, "since": _iso(b.since)}
+                    for b in blocked.get(name, [])[:BLOCKED_SHOWN]
                 ),
             )
         )

@@ -13,11 +13,12 @@ from relay.events import (
     ENDS,
     Event,
     HistoryEntry,
+    Job,
     Step,
     delivery_id,
 )
 from relay.state import Store
-from relay.state.keys import storable
+from relay.state.keys import deliver_member, storable
 
 #: the earliest time: for an event whose arrival time does not parse (none should)
 NEVER = datetime.min.replace(tzinfo=timezone.utc)
@@ -28,13 +29,41 @@ _OFFSET = re.compile(r"([+-]\d\d)(\d\d)$")
 def event_history(store: Store, ref: str) -> list[dict]:
     """The life of each event ``ref`` names (a relay id, a transid or a tid), in the order
     of the events' own time (a receipt's ``timeStamp``), arrival breaking ties and standing
-    in for an own time that is missing or does not parse."""
+    in for an own time that is missing or does not parse. A pending ordered delivery that
+    is parked says why it waits (``waiting``)."""
     found = []
     for event_id in store.find(ref) if storable(ref) else []:
         event = store.event(event_id)
         if event is not None:
-            found.append(timeline(event, store.history(event_id)))
+            item = timeline(event, store.history(event_id))
+            for delivery in item["deliveries"]:
+                pending = delivery["state"] == "pending"
+                delivery["waiting"] = waiting(store, delivery["delivery_id"]) if pending else None
+            found.append(item)
     return sorted(found, key=_order)
+
+
+def waiting(store: Store, did: str) -> str | None:
+    """Why the ordered delivery ``did`` waits (``waits its turn after 01H… (same
+    transid)``: the event of the delivery before it, or an earlier event of the key not
+    routed yet), or None when it does not (not ordered, or under way)."""
+    spec = store.pending.get(deliver_member(did))
+    job: Job | None = spec["args"][0] if spec and spec.get("task") == "relay.deliver" else None
+    if not isinstance(job, dict) or "order" not in job:
+        return None
+    found = store.ordering.waits(job)
+    if found is None:
+        return None
+    after, why = found
+    text = f"waits its turn after {after} (same {job['order']['by']})"
+    return text + WHY.get(why, "")
+
+
+#: what ``waiting`` adds to say what the delivery before it waits for itself
+WHY = {
+    "blocked": ", whose dead letter holds the key (on_failure: block)",
+    "routing": ", not routed yet",
+}
 
 
 def _order(item: Mapping[str, Any]) -> tuple[datetime, datetime, str]:

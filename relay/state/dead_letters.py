@@ -175,8 +175,13 @@ class DeadLetters:
     def ids(self) -> list[str]:
         return texts(self.redis.zrange(keys.DEAD, 0, -1))
 
-    def remove(self, delivery_id: str) -> bool:
-        return bool(self._remove(keys=_script_keys(), args=[*_script_prefixes(), delivery_id]))
+    def remove(self, delivery_id: str, client: Any = None) -> Any:
+        """Remove one dead letter: True if it was there (with a pipeline ``client``, added
+        to it: its result is 1 or 0)."""
+        found = self._remove(
+            keys=_script_keys(), args=[*_script_prefixes(), delivery_id], client=client
+        )
+        return found if client is not None else bool(found)
 
     # -- operator tools (relay.ops) -------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -19,6 +19,7 @@ from relay.state import keys
 from relay.state.client import dumps, loads
 from relay.state.dead_letters import DeadLetters
 from relay.state.index import DEAD, DONE, RETRY, EventIndex
+from relay.state.ordering import Ordering, woken_jobs
 from relay.state.pending import Pending
 
 #: KEYS: done, gen, lock, attempt counter, owned set (or the counter again);
@@ -36,6 +37,14 @@ return {'go', n}
 """
 
 
+class Dead(NamedTuple):
+    """What :meth:`DeliveryState.dead` registered: the delivery to the fallback (with its
+    generation), and the ordered deliveries woken."""
+
+    fallback: Job | None
+    woken: list[Job]
+
+
 class DeliveryState:
     def __init__(
         self,
@@ -44,9 +53,11 @@ class DeliveryState:
         pending: Pending,
         dead_letters: DeadLetters,
         index: EventIndex,
+        ordering: Ordering,
     ) -> None:
         self.redis = client
         self.index = index
+        self.ordering = ordering
         self.ttl = int(ttl)
         self.pending = pending
         self.dead_letters = dead_letters
@@ -71,13 +82,14 @@ class DeliveryState:
         )
         return (verdict.decode() if isinstance(verdict, bytes) else verdict), int(number)
 
-    def delivered(self, job: Job, attempt: Attempt, entries: Sequence[HistoryEntry]) -> None:
+    def delivered(self, job: Job, attempt: Attempt, entries: Sequence[HistoryEntry]) -> list[Job]:
         """In one transaction: log the attempt, append ``entries`` to the event's history,
-        mark the delivery done, settle it and drop its lock."""
+        mark the delivery done, settle it and drop its lock; an ordered one leaves its
+        key's queue. Returns the ordered deliveries woken (their turn now), to publish."""
         pipe = self.redis.pipeline(transaction=True)
         self._log(pipe, job["delivery_id"], attempt)
         self._done(pipe, job, entries)
-        pipe.execute()
+        return self._execute(pipe, job)
 
     def failed(
         self,
@@ -106,11 +118,22 @@ class DeliveryState:
         pipe.execute()
         return follow_up
 
-    def skipped(self, job: Job, entries: Sequence[HistoryEntry]) -> None:
-        """The delivery must not go out (an auto-reply's safety rules): done and settled."""
+    def skipped(self, job: Job, entries: Sequence[HistoryEntry]) -> list[Job]:
+        """The delivery must not go out (an auto-reply's safety rules): done and settled
+        (as :meth:`delivered`)."""
         pipe = self.redis.pipeline(transaction=True)
         self._done(pipe, job, entries)
-        pipe.execute()
+        return self._execute(pipe, job)
+
+    def _execute(self, pipe: Any, job: Job, block: bool = False) -> list[Job]:
+        """Run the settlement in ``pipe``, for an ordered ``job`` with its key's turn moved
+        on (or, ``block``, held) in the same transaction; the deliveries woken. Without
+        ``order``, nothing more: no other command, no other round trip."""
+        if "order" not in job:
+            pipe.execute()
+            return []
+        self.ordering.settle(pipe, job, block)
+        return woken_jobs(pipe.execute()[-1])
 
     def _done(self, pipe: Any, job: Job, entries: Sequence[HistoryEntry]) -> None:
         did = job["delivery_id"]
@@ -127,11 +150,13 @@ class DeliveryState:
         entries: Sequence[HistoryEntry],
         last: Attempt | None = None,
         fallback: Job | None = None,
-    ) -> Job | None:
+    ) -> Dead:
         """Log the ``last`` attempt, store the dead letter, write ``entries``, settle the
         delivery and drop its lock, in one transaction. With ``fallback`` (a delivery to the
         destination's fallback), register it in the same transaction, as a fresh delivery
-        (a new generation, no attempts counted), and return it with its generation."""
+        (a new generation, no attempts counted), and return it with its generation. An
+        ordered delivery leaves its key's queue (the next woken, returned), or with
+        ``order.block`` stays first and holds its key."""
         did = job["delivery_id"]
         if fallback is not None:
             fallback = {**fallback, "gen": self.reset_budget(fallback["delivery_id"])}
@@ -146,9 +171,9 @@ class DeliveryState:
             self.pending.register(pipe, member, "relay.deliver", [fallback])
         pipe.delete(keys.delivery(did, "lock"))
         self.index.settle(pipe, job["event"]["id"], {did: DEAD}, time.time())
-        pipe.execute()
+        woken = self._execute(pipe, job, block="order" in job and job["order"]["block"])
         self.dead_letters.trim()
-        return fallback
+        return Dead(fallback, woken)
 
     def postpone(self, delivery_id: str, due: float, parked: bool = False) -> None:
         """The attempt just begun does not run (its destination said wait): uncount it,

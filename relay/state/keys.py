@@ -69,6 +69,20 @@
     relay:dest:<name>:stats:<minute>  hash: attempts ok/failed and latency buckets of one
                                 minute (kept 10 minutes)
     relay:dest:<name>:error     its last error (JSON at/error)
+    relay:seq                   counter: the accept sequence of events with a key some
+                                destination is ordered by (relay.state.ordering)
+    relay:arrivals:<field>:<h>  sorted set: the accepted events whose <field> has the value
+                                hashed <h> (16 hex of its sha256) and not routed yet, by their
+                                sequence; expires a history TTL after the last accept
+    relay:ordq:<dest>:<h>       sorted set: the deliveries of one key of an ordered destination
+                                not settled yet, by their event's sequence: the first is the
+                                one whose turn it is (a dead one stays first while it blocks)
+    relay:ordw:<dest>:<h>       set: those of them parked (no task message): woken in turn
+    relay:ordb:<dest>           hash: <h> → the key's blocking dead letter (JSON id, by, value,
+                                since), for on_failure: block
+    relay:ordb                  set: destinations that have had blocked keys
+    relay:ordafter:<event id>   set: the keys (JSON [dest, field, h]) whose next delivery waits
+                                for that event, accepted before it, to be routed
 """
 
 from __future__ import annotations
@@ -86,6 +100,8 @@ INDEX_ALL = PREFIX + "idx:all"
 RETRYING = PREFIX + "idx:retrying"
 CONTROLLED = PREFIX + "dests"
 FENCE = PREFIX + "fence"
+SEQ = PREFIX + "seq"
+ORDER_BLOCKED = PREFIX + "ordb"
 
 
 def dedupe(fp: str) -> str:
@@ -132,6 +148,17 @@ def index(facet: str, value: str) -> str:
 
 def track(event_id: str) -> str:
     return PREFIX + "track:" + event_id
+
+
+def arrivals(by: str, key: str) -> str:
+    """The events accepted with the value hashed ``key`` of the field ``by``, not routed."""
+    return f"{PREFIX}arrivals:{by}:{key}"
+
+
+def order(part: str, destination: str, key: str = "") -> str:
+    """``part``: ``ordq`` (a key's deliveries in turn), ``ordw`` (those parked) or ``ordb``
+    (a destination's blocked keys: no ``key``)."""
+    return f"{PREFIX}{part}:{destination}:{key}" if key else f"{PREFIX}{part}:{destination}"
 
 
 ALERTS_DUE = PREFIX + "alerts:due"

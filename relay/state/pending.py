@@ -59,11 +59,16 @@ end
 return out
 """
 
-#: KEYS: nodes zset, owned set, pending hash; ARGV: node, now, members…
+#: KEYS: nodes zset, owned set, pending hash, pending zset; ARGV: node, now, members…
+#: A member due never (an ordered delivery parked until its turn: relay.state.ordering)
+#: is nobody's, though its task message came here.
 _HEARTBEAT = """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 for i = 3, #ARGV do
-  if redis.call('HEXISTS', KEYS[3], ARGV[i]) == 1 then redis.call('SADD', KEYS[2], ARGV[i]) end
+  local m = ARGV[i]
+  if redis.call('HEXISTS', KEYS[3], m) == 1 and redis.call('ZSCORE', KEYS[4], m) ~= 'inf' then
+    redis.call('SADD', KEYS[2], m)
+  end
 end
 return 1
 """
@@ -118,7 +123,7 @@ class Pending:
         it received since the last beat) that are still pending."""
         assert self.node, "only a worker node has a heartbeat"
         self._heartbeat(
-            keys=[keys.NODES, keys.owned(self.node), keys.PENDING_TASKS],
+            keys=[keys.NODES, keys.owned(self.node), keys.PENDING_TASKS, keys.PENDING],
             args=[self.node, time.time() if now is None else now, *taken],
         )
 

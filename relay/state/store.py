@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -32,7 +32,7 @@ from relay.events import (
     routing_mark,
 )
 from relay.settings import Settings
-from relay.state import keys
+from relay.state import keys, ordering
 from relay.state.alerts import AlertState
 from relay.state.client import (
     check,
@@ -51,25 +51,36 @@ from relay.state.controls import Controls
 from relay.state.dead_letters import DeadLetters
 from relay.state.deliveries import DeliveryState
 from relay.state.index import DEAD, OPEN, EventIndex, accept_score, event_facets
+from relay.state.ordering import Ordering, woken_jobs
 from relay.state.pending import Pending, Spec
 from relay.state.replies import ReplyState
 
 log = logging.getLogger("relay.state")
 
-#: KEYS: pending zset, pending hash, inbox, then one dedupe key per event;
-#: ARGV: dedupe ttl (ms), then per event: id, pending due score, pending task JSON
+#: KEYS: pending zset, pending hash, inbox, sequence, then one dedupe key per event;
+#: ARGV: dedupe ttl (ms), arrival sets' ttl (s), then per event: id, pending due score,
+#: pending task JSON, n, its n arrival sets (relay.state.ordering: it takes a number)
 _ACCEPT = """
 local out = {}
-for i = 4, #KEYS do
-  local j = (i - 4) * 3 + 2
-  if redis.call('SET', KEYS[i], ARGV[j], 'NX', 'PX', ARGV[1]) then
-    redis.call('ZADD', KEYS[1], ARGV[j + 1], 'route:' .. ARGV[j])
-    redis.call('HSET', KEYS[2], 'route:' .. ARGV[j], ARGV[j + 2])
-    redis.call('LPUSH', KEYS[3], ARGV[j])
+local j = 3
+for i = 5, #KEYS do
+  local id, n = ARGV[j], tonumber(ARGV[j + 3])
+  if redis.call('SET', KEYS[i], id, 'NX', 'PX', ARGV[1]) then
+    redis.call('ZADD', KEYS[1], ARGV[j + 1], 'route:' .. id)
+    redis.call('HSET', KEYS[2], 'route:' .. id, ARGV[j + 2])
+    redis.call('LPUSH', KEYS[3], id)
+    if n > 0 then
+      local seq = redis.call('INCR', KEYS[4])
+      for k = j + 4, j + 3 + n do
+        redis.call('ZADD', ARGV[k], seq, id)
+        redis.call('EXPIRE', ARGV[k], ARGV[2])
+      end
+    end
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
   end
+  j = j + 4 + n
 end
 return out
 """
@@ -96,25 +107,34 @@ return out
 """
 
 # Keys are derived inside the script from the prefix (one Redis, not a cluster).
-# ARGV: prefix, event id, ttl s, now, owned set ('' for none), event JSON,
+# ARGV: prefix, event id, ttl s, now, owned set ('' for none), pending due, event JSON,
 #   n entries, entries…, n refs, refs…, accept score (ms), oldest score kept, search state,
-#   n index sets, their keys…, routes JSON, destinations JSON,
-#   n jobs, then per job: id, task JSON, due, lock ms.
+#   n index sets, their keys…, routes JSON, destinations JSON, n arrival sets, their keys…,
+#   n jobs, then per job: id, task JSON, lock ms, destination, ordered_by field ('' for
+#   none), key hash.
 # The search indexes (relay.state.index) are written here, in the worker's one call per
-# event, so that accepting an event costs nothing more.
-# Returns {-1} when the event was routed already (a duplicate), else per job the number
-# of the attempt it may start now (0: its lock is held elsewhere).
-_ROUTE = """
-local p, id, ttl, now, owned = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+# event, so that accepting an event costs nothing more; so is an ordered delivery's place
+# in its key's queue (relay.state.ordering).
+# Returns {-1, woken…} when the event was routed already (a duplicate), else per job the
+# number of the attempt it may start now (0: its lock is held elsewhere; -2: not its
+# key's turn, parked), then the deliveries woken (member, task, …) to publish.
+_ROUTE = (
+    ordering.LIBRARY
+    + """
+local p, id, ttl, now, owned, due = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
 local member = 'route:' .. id
 redis.call('ZREM', p .. 'pending', member)
 redis.call('HDEL', p .. 'pending:tasks', member)
 if owned ~= '' then redis.call('SREM', owned, member) end
-if not redis.call('SET', p .. 'routed:' .. id, '1', 'NX', 'EX', ttl) then return {-1} end
-redis.call('SET', p .. 'event:' .. id, ARGV[6], 'EX', ttl)
-local i = 8
+if not redis.call('SET', p .. 'routed:' .. id, '1', 'NX', 'EX', ttl) then
+  local out = {-1}
+  o_routed(p, id, owned, due, out)
+  return out
+end
+redis.call('SET', p .. 'event:' .. id, ARGV[7], 'EX', ttl)
+local i = 9
 local history = p .. 'history:' .. id
-for _ = 1, tonumber(ARGV[7]) do
+for _ = 1, tonumber(ARGV[8]) do
   redis.call('RPUSH', history, ARGV[i]); i = i + 1
 end
 redis.call('EXPIRE', history, ttl)
@@ -140,24 +160,61 @@ redis.call('HSET', track, '@at', score, '@state', state, '@routes', ARGV[i], '@d
   ARGV[i + 1])
 redis.call('EXPIRE', track, ttl)
 i = i + 2
-local out = {}
-local jobs = tonumber(ARGV[i]); i = i + 1
-for _ = 1, jobs do
-  local did, spec, due, hold = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]; i = i + 4
+local arrived = {}
+for _ = 1, tonumber(ARGV[i]) do arrived[#arrived + 1] = ARGV[i + 1]; i = i + 1 end
+i = i + 1
+local jobs = {}
+for j = 1, tonumber(ARGV[i]) do
+  local did, spec, by = ARGV[i + 1], ARGV[i + 2], ARGV[i + 5]
   local job = 'deliver:' .. did
   redis.call('HSET', track, did, 'open')
   redis.call('ZADD', p .. 'pending', due, job)
   redis.call('HSET', p .. 'pending:tasks', job, spec)
-  if owned ~= '' then redis.call('SADD', owned, job) end
+  local ref = false
+  if by ~= '' then
+    ref = {ARGV[i + 4], by, ARGV[i + 6]}
+    o_enter(p, ref, did, id)
+  end
+  jobs[j] = {did, ARGV[i + 3], ref}
+  i = i + 6
+end
+for _, key in ipairs(arrived) do redis.call('ZREM', key, id) end
+local out, woken = {}, {}
+for _, item in ipairs(jobs) do
+  local did, hold, ref = item[1], item[2], item[3]
+  local first, waits = did, ''
+  if ref then first, waits = o_turn(p, ref) end
   local n = 0
-  if redis.call('SET', p .. 'dlv:' .. did .. ':lock', '1', 'NX', 'PX', hold) then
-    n = redis.call('INCR', p .. 'dlv:' .. did .. ':n')
-    redis.call('EXPIRE', p .. 'dlv:' .. did .. ':n', ttl)
+  if first ~= did or waits ~= '' then
+    o_park(p, ref, did, owned)
+    if first ~= did then o_wake(p, ref, owned, due, woken) end
+    n = -2
+  else
+    if owned ~= '' then redis.call('SADD', owned, 'deliver:' .. did) end
+    if redis.call('SET', p .. 'dlv:' .. did .. ':lock', '1', 'NX', 'PX', hold) then
+      n = redis.call('INCR', p .. 'dlv:' .. did .. ':n')
+      redis.call('EXPIRE', p .. 'dlv:' .. did .. ':n', ttl)
+    end
   end
   out[#out + 1] = n
 end
+o_routed(p, id, owned, due, woken)
+for _, item in ipairs(woken) do out[#out + 1] = item end
 return out
 """
+)
+
+#: a job's number in what the routing call returns when it is not its key's turn
+PARKED = -2
+
+
+class Routed(NamedTuple):
+    """What a routing call did: each job's attempt number (0: its lock is held elsewhere,
+    :data:`PARKED`: not its key's turn), None when the event was routed already; and the
+    ordered deliveries it woke, to publish."""
+
+    numbers: list[int] | None
+    woken: list[Job]
 
 
 class Store:
@@ -182,8 +239,9 @@ class Store:
         self.pending = Pending(client, grace, node)
         self.dead_letters = DeadLetters(client, dead_letter_ttl, dead_letter_max)
         self.index = EventIndex(client, history_ttl)
+        self.ordering = Ordering(client, self.pending, history_ttl)
         self.deliveries = DeliveryState(
-            client, history_ttl, self.pending, self.dead_letters, self.index
+            client, history_ttl, self.pending, self.dead_letters, self.index, self.ordering
         )
         self.replies = ReplyState(client)
         self.controls = Controls(client, history_ttl)
@@ -252,16 +310,26 @@ class Store:
 
     # -- the inbox ------------------------------------------------------------------------
 
-    def accept(self, fingerprints: Sequence[str], events: Sequence[Event]) -> list[bool]:
+    def accept(
+        self,
+        fingerprints: Sequence[str],
+        events: Sequence[Event],
+        orders: Sequence[Sequence[tuple[str, str]]] = (),
+    ) -> list[bool]:
         """Per event, atomically, in one round trip: claim its fingerprint for the dedupe
-        window, store its routing task as pending and put its id in the inbox. False = a
-        duplicate (nothing written). Once this returns, the event is as durable as Redis.
+        window, store its routing task as pending and put its id in the inbox; with
+        ``orders`` (per event, the ``(field, value)`` keys destinations are ordered by),
+        give it the next accept number in each key's arrivals. False = a duplicate
+        (nothing written). Once this returns, the event is as durable as Redis.
         """
-        ks = [keys.PENDING, keys.PENDING_TASKS, keys.INBOX, *map(keys.dedupe, fingerprints)]
+        ks = [keys.PENDING, keys.PENDING_TASKS, keys.INBOX, keys.SEQ]
+        ks += map(keys.dedupe, fingerprints)
         due = time.time() + self.pending.grace
-        args: list[Any] = [self.dedupe_ttl_ms]
-        for event in events:
+        args: list[Any] = [self.dedupe_ttl_ms, self.history_ttl]
+        for index, event in enumerate(events):
+            arrivals = self.ordering.arrival_keys(orders[index] if index < len(orders) else ())
             args += [event["id"], due, dumps({"task": "relay.route", "args": [event]})]
+            args += [len(arrivals), *arrivals]
         with unavailable_on_error():
             if not self.min_replicas:
                 return [bool(ok) for ok in self._accept(keys=ks, args=args)]
@@ -293,7 +361,8 @@ class Store:
         The wait takes nothing (the oldest id is moved onto its own place: BLMOVE from the
         inbox to itself), so an id only ever leaves the inbox in the call that makes it
         this node's: a worker killed in between loses no event (a BRPOP would have taken
-        it, held by no node, until the sweeper found it overdue: ``grace`` later)."""
+        it, held by no node, until the sweeper found it overdue: ``grace`` later, and the
+        later events of its ordered keys with it)."""
         node = self.pending.node
         ks = [keys.INBOX, keys.PENDING_TASKS, keys.owned(node) if node else keys.INBOX]
         specs = self._take(keys=ks, args=[count])
@@ -328,15 +397,28 @@ class Store:
         jobs: Sequence[Job],
         holds: Sequence[float],
     ) -> list[int] | None:
+        """:meth:`route_in_turn`'s attempt numbers."""
+        return self.route_in_turn(event, entries, jobs, holds).numbers
+
+    def route_in_turn(
+        self,
+        event: Event,
+        entries: Sequence[HistoryEntry],
+        jobs: Sequence[Job],
+        holds: Sequence[float],
+        arrivals: Sequence[tuple[str, str]] = (),
+    ) -> Routed:
         """In one round trip: settle the event's routing, store it with its history
         ``entries``, register ``jobs`` as pending deliveries held by this node and start
-        their first attempts (lock held ``holds[i]`` seconds). Returns each job's attempt
-        number (0: not started, its lock is held elsewhere), or None when the event was
-        routed already."""
-        numbers = self._route(keys=[], args=self._route_args(event, entries, jobs, holds))
-        if numbers and int(numbers[0]) == -1:
-            return None
-        return [int(n) for n in numbers]
+        their first attempts (lock held ``holds[i]`` seconds) — an ordered job only in its
+        key's turn (else parked); the event leaves the ``arrivals`` (``(field, value)``
+        keys it was accepted with), and the ordered deliveries whose turn that makes are
+        woken (relay.state.ordering)."""
+        args = self._route_args(event, entries, jobs, holds, arrivals)
+        reply = self._route(keys=[], args=args)
+        if reply and reply[0] == -1:
+            return Routed(None, woken_jobs(reply[1:]))
+        return Routed([int(n) for n in reply[: len(jobs)]], woken_jobs(reply[len(jobs) :]))
 
     def route_batch(
         self,
@@ -348,8 +430,8 @@ class Store:
         for event, entries, jobs, holds in batch:
             self._route(keys=[], args=self._route_args(event, entries, jobs, holds), client=pipe)
         return [
-            None if numbers and int(numbers[0]) == -1 else [int(n) for n in numbers]
-            for numbers in pipe.execute()
+            None if numbers and numbers[0] == -1 else [int(n) for n in numbers[: len(item[2])]]
+            for numbers, item in zip(pipe.execute(), batch, strict=True)
         ]
 
     def _route_args(
@@ -358,6 +440,7 @@ class Store:
         entries: Sequence[HistoryEntry],
         jobs: Sequence[Job],
         holds: Sequence[float],
+        arrivals: Sequence[tuple[str, str]] = (),
     ) -> list[Any]:
         node = self.pending.node
         args: list[Any] = [
@@ -366,6 +449,7 @@ class Store:
             self.history_ttl,
             time.time(),
             keys.owned(node) if node else "",
+            time.time() + self.pending.grace,
             dumps(event),
             len(entries),
             *(dumps(entry) for entry in entries),
@@ -373,11 +457,13 @@ class Store:
         refs = _refs(event)
         args += [len(refs), *refs]
         args += self._index_args(event, entries, jobs)
-        args.append(len(jobs))
-        due = time.time() + self.pending.grace
+        sets = self.ordering.arrival_keys(arrivals)
+        args += [len(sets), *sets, len(jobs)]
         for job, hold in zip(jobs, holds, strict=True):
             spec = dumps({"task": "relay.deliver", "args": [job]})
-            args += [job["delivery_id"], spec, due, max(int(hold * 1000), 1)]
+            order = job.get("order")
+            args += [job["delivery_id"], spec, max(int(hold * 1000), 1), job["destination"]]
+            args += [order["by"], order["key"]] if order else ["", ""]
         return args
 
     def _index_args(
@@ -439,9 +525,10 @@ class Store:
 
     def routing_failed(
         self, event: Event, entries: Sequence[HistoryEntry], record: DeadLetter
-    ) -> None:
+    ) -> list[Job]:
         """Routing raised (a bug): store the event, its history and a dead letter that a
-        replay routes again; settle the routing."""
+        replay routes again; settle the routing. Returns the ordered deliveries that
+        waited for its routing and may go now, to publish."""
         event_id = event["id"]
         pipe = self.client.pipeline(transaction=True)
         self.pending.settle(pipe, keys.route_member(event_id))
@@ -452,8 +539,10 @@ class Store:
             pipe.expire(keys.ref(ref), self.history_ttl)
         self._index_failed_routing(pipe, event, record["id"])
         self.dead_letters.stage(pipe, record)
-        pipe.execute()
+        self.ordering.routed(pipe, event_id)
+        woken = woken_jobs(pipe.execute()[-1])
         self.dead_letters.trim()
+        return woken
 
     def _index_failed_routing(self, pipe: Any, event: Event, routing_id: str) -> None:
         """Add to ``pipe``: index the event, its routing dead (state ``dead``)."""
@@ -472,10 +561,10 @@ class Store:
         pipe.zremrangebyscore(key, "-inf", f"({self.index.cutoff(now)}")
         pipe.expire(key, self.history_ttl)
 
-    def poisoned(self, member: str, spec: Spec | None, reason: str) -> None:
+    def poisoned(self, member: str, spec: Spec | None, reason: str) -> list[Job]:
         """Move the unit of work ``member`` (its task ``spec``, None when it does not decode)
         to the dead letters with ``reason``, visible in the event's history, and settle it:
-        it is never published again."""
+        it is never published again. Returns the ordered deliveries that may go now."""
         kind, _, ref = member.partition(":")
         if kind == "route":
             event: Event = spec["args"][0] if spec else {"id": ref}
@@ -483,8 +572,7 @@ class Store:
                 history_entry(Step.RECEIVED, rules_version=""),
                 history_entry(Step.DEAD_LETTERED, reason=reason),
             ]
-            self.routing_failed(event, entries, routing_dead_letter(event, "", reason))
-            return
+            return self.routing_failed(event, entries, routing_dead_letter(event, "", reason))
         event_id, _, target = ref.partition(":")
         destination, routing = routing_mark(target)
         job: Job = (
@@ -500,7 +588,22 @@ class Store:
             )
         )
         record = dead_letter(job, reason, self.deliveries.attempts(job["delivery_id"]))
-        self.deliveries.dead(job, record, [delivery_entry(job, Step.DEAD_LETTERED, reason=reason)])
+        entries = [delivery_entry(job, Step.DEAD_LETTERED, reason=reason)]
+        return self.deliveries.dead(job, record, entries).woken
+
+    def remove_dead_letter(
+        self, delivery_id: str, destination: str | None
+    ) -> tuple[bool, list[Job]]:
+        """Remove a dead letter and, in the same transaction, release the key it holds (a
+        delivery to ``destination`` with ``on_failure: block``; also when the dead letter
+        itself is gone already): whether it was there, and the ordered delivery woken."""
+        if destination is None:
+            return self.dead_letters.remove(delivery_id), []
+        pipe = self.client.pipeline(transaction=True)
+        self.dead_letters.remove(delivery_id, client=pipe)
+        self.ordering.unblock(destination, delivery_id, client=pipe)
+        found, woken = pipe.execute()
+        return bool(found), woken_jobs(woken)
 
     def live_task(self, spec: Spec) -> Spec:
         """A pending task as it must be published again: a delivery's job at the live

@@ -236,8 +236,12 @@ def _time_field(event: Event) -> str:
 
 def accept(relay: Relay, events: list[Event], fingerprints: list[str]) -> tuple[list[str], int]:
     """Store each new event durably (dedupe claim, pending routing task, inbox) in one Redis
-    round trip; duplicates are only counted. Workers take the inbox from there."""
-    claims = relay.store.accept(fingerprints, events)
+    round trip, with its accept number for the keys destinations are ordered by (the rules'
+    ``ordered_by``: ``relay.state.ordering``); duplicates are only counted. Workers take the
+    inbox from there."""
+    ruleset = relay.rules
+    orders = [ruleset.order_values(event) for event in events] if ruleset.ordered_fields else ()
+    claims = relay.store.accept(fingerprints, events, orders)
     new = [(event, fp) for event, fp, ok in zip(events, fingerprints, claims, strict=True) if ok]
     metric = metrics.m()
     for event, _ in new:

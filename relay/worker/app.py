@@ -81,7 +81,7 @@ class RelayCelery(Celery):
                 "relay.deliver",
                 args=[job],
                 countdown=countdown or None,
-                task_id=task_id(deliver_member(job["delivery_id"])),
+                task_id=task_id(deliver_member(job["delivery_id"]), at_once="order" in job),
                 argsrepr=f"({job['delivery_id']!r})",
                 kwargsrepr="{}",
             )

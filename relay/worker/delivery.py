@@ -9,6 +9,9 @@ The state machine of one ``relay.deliver`` task message (:func:`deliver_job`):
 - ``done`` (the destination accepted it already) → dropped, settled;
 - ``stale`` (an older generation than the live message) → dropped;
 - ``busy`` (another copy holds the lock) → published again after the lock's hold;
+- an ordered delivery (``relay.worker.ordering``) that is not its key's turn →
+  ``queued``: parked, woken when its turn comes; one no longer in its key's queue → a
+  copy of one settled, dropped;
 - otherwise the destination's controls may say wait (paused, circuit open, throttled,
   at its concurrency: :mod:`relay.worker.gate`): the attempt is given back uncounted and
   the same message published again with a countdown;
@@ -43,7 +46,7 @@ from relay.events import (
 from relay.rules import Destination, RetryPolicy, SmsReplyDestination, TemplateError
 from relay.settings import Settings
 from relay.state import RedisError
-from relay.worker import alerts, fallback, gate
+from relay.worker import alerts, fallback, gate, ordering
 from relay.worker.runtime import Runtime
 
 log = logging.getLogger("relay.deliver")
@@ -53,7 +56,13 @@ LOCK_MARGIN = 5.0
 
 
 def deliver_job(runtime: Runtime, job: Job) -> str:
-    """Run one ``relay.deliver`` task message; returns what happened (logs and tests)."""
+    """Run one ``relay.deliver`` task message; returns what happened (logs and tests).
+    Ordered deliveries whose turn it settles into are run next, in this thread."""
+    with ordering.in_turn(runtime, deliver_job):
+        return _deliver_job(runtime, job)
+
+
+def _deliver_job(runtime: Runtime, job: Job) -> str:
     did = job["delivery_id"]
     wait = (job.get("not_before") or 0) - time.time()
     if wait > 0.5:
@@ -62,12 +71,18 @@ def deliver_job(runtime: Runtime, job: Job) -> str:
     # the rules that routed it, so an in-flight delivery outlives a reload
     destination = runtime.rules.get(job.get("rules_version")).destinations.get(job["destination"])
     hold = timeout_of(destination) + LOCK_MARGIN
-    verdict, number = runtime.store.deliveries.begin(did, job.get("gen", 0), hold)
+    if "order" in job:
+        verdict, number, woken = runtime.store.ordering.begin(job, hold)
+        ordering.woke(runtime, woken)
+    else:
+        verdict, number = runtime.store.deliveries.begin(did, job.get("gen", 0), hold)
     if verdict == "done":
         runtime.store.pending.settle_now("deliver:" + did)
         return _dropped(did, "already_done")
-    if verdict == "stale":
-        return _dropped(did, "stale")
+    if verdict in ("stale", "gone"):
+        return _dropped(did, verdict)
+    if verdict == "queued":
+        return _queued(job)
     if verdict == "busy":
         runtime.schedule(job, min(hold, runtime.max_hop))
         return "busy"
@@ -93,6 +108,16 @@ def run_attempt(runtime: Runtime, job: Job, destination: Destination | None, num
         raise
 
 
+def _queued(job: Job) -> str:
+    """Not the key's turn: parked until the deliveries before it settle."""
+    log.info(
+        "delivery %s waits its turn",
+        job["delivery_id"],
+        extra=_fields(job, step="queued", reason=job["order"]["by"]),
+    )
+    return "queued"
+
+
 def _dropped(did: str, why: str) -> str:
     """A redelivered or superseded task message: nothing to do (logged for operators)."""
     log.info("delivery %s: duplicate task message dropped (%s)", did, why)
@@ -106,8 +131,9 @@ def _attempt(
     did = job["delivery_id"]
     reason = _skip_reason(runtime, job, destination)
     if reason:
-        state.skipped(job, [delivery_entry(job, Step.SKIPPED, reason=reason)])
+        woken = state.skipped(job, [delivery_entry(job, Step.SKIPPED, reason=reason)])
         gate.release(runtime, job, destination)
+        ordering.woke(runtime, woken)
         _step(job, destination, "skipped", "delivery %s skipped: %s", did, reason)
         return "skipped"
     policy = RetryPolicy.from_mapping(job["retry"])
@@ -125,7 +151,8 @@ def _attempt(
     metrics.m().delivery_seconds.labels(job["destination"]).observe(outcome.latency)
     tried = delivery_entry(job, Step.ATTEMPT, **_without_time(attempt))
     if outcome.ok:
-        state.delivered(job, attempt, [tried, delivery_entry(job, Step.DELIVERED, attempt=number)])
+        delivered = delivery_entry(job, Step.DELIVERED, attempt=number)
+        ordering.woke(runtime, state.delivered(job, attempt, [tried, delivered]))
         _observe_end_to_end(job["event"])
         _step(
             job,
@@ -204,8 +231,9 @@ def _dead_letter(
     if follow_up is not None:
         entries.append(fallback.entry(job, follow_up))
     record = dead_letter(job, reason, attempts)
-    follow_up = state.dead(job, record, entries, last=attempt, fallback=follow_up)
+    follow_up, woken = state.dead(job, record, entries, last=attempt, fallback=follow_up)
     _step(job, destination, "dead_letter", "delivery %s dead-lettered: %s", did, reason)
+    ordering.woke(runtime, woken)
     fallback.publish(runtime, job, follow_up)
     alerts.dead_letter(runtime, job, reason, len(attempts))
     return "dead_lettered"

@@ -26,15 +26,20 @@ log = logging.getLogger("relay.worker")
 
 #: separates the pending member from a unique part in the ids of the tasks relay publishes
 SEP = "|"
+#: ends the id of a task its receiver holds at once, not from its next heartbeat on: an
+#: ordered delivery's (its key waits for it; received by a worker that dies before its
+#: next beat, it would wait for the broker to deliver it again)
+AT_ONCE = "!"
 
 
 def new_node_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def task_id(member: str) -> str:
-    """A Celery task id that names the pending member the task works on."""
-    return f"{member}{SEP}{uuid.uuid4().hex}"
+def task_id(member: str, at_once: bool = False) -> str:
+    """A Celery task id that names the pending member the task works on (``at_once``: its
+    receiver holds it at once)."""
+    return f"{member}{SEP}{uuid.uuid4().hex}{AT_ONCE if at_once else ''}"
 
 
 def member_of(task_id: str | None) -> str | None:
@@ -51,11 +56,18 @@ class Heartbeat:
 
     def received(self, task_id: str | None) -> None:
         """A task message arrived (Celery's ``task_received``): held by this node from the
-        next heartbeat on."""
+        next heartbeat on (one marked :data:`AT_ONCE`: from now on, one Redis call)."""
         member = member_of(task_id)
-        if member:
-            with self._lock:
-                self._received.add(member)
+        if not member:
+            return
+        if task_id and task_id.endswith(AT_ONCE):
+            try:
+                self.store.pending.heartbeat([member])
+                return
+            except Exception as exc:  # noqa: BLE001 - Redis away: the next beat records it
+                log.info("task %s: held from the next heartbeat: %s", member, exc)
+        with self._lock:
+            self._received.add(member)
 
     def beat(self) -> None:
         with self._lock:

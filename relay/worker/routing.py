@@ -31,7 +31,8 @@ from relay.events import (
 from relay.rules import Destination, RetryPolicy, RouteMatch
 from relay.state import RedisError
 from relay.state.keys import deliver_member
-from relay.worker import delivery
+from relay.state.store import PARKED
+from relay.worker import delivery, ordering
 from relay.worker.runtime import Runtime
 
 log = logging.getLogger("relay.deliver")
@@ -51,11 +52,15 @@ def route_event(runtime: Runtime, event: Event) -> list[str]:
     )
     try:
         matches = ruleset.match(event)
-        jobs = [
-            new_job(event, match.route, name, ruleset.version, _retry(match.retry[name]))
-            for match in matches
-            for name in match.destinations
-        ]
+        jobs = ordering.ordered(
+            ruleset,
+            [
+                new_job(event, match.route, name, ruleset.version, _retry(match.retry[name]))
+                for match in matches
+                for name in match.destinations
+            ],
+        )
+        arrivals = ruleset.order_values(event)
     except Exception as exc:
         log.exception("routing %s failed", event["id"])
         _routing_failed(runtime, event, ruleset.version, exc)
@@ -65,8 +70,9 @@ def route_event(runtime: Runtime, event: Event) -> list[str]:
         _routed(matches, jobs, ruleset.version),
     ]
     destinations = [ruleset.destinations.get(job["destination"]) for job in jobs]
-    with runtime.holdings.holding(*(deliver_member(job["delivery_id"]) for job in jobs)):
-        return _record_and_attempt(runtime, event, entries, matches, jobs, destinations)
+    members = (deliver_member(job["delivery_id"]) for job in jobs)
+    with runtime.holdings.holding(*members), ordering.in_turn(runtime, delivery.deliver_job):
+        return _record_and_attempt(runtime, event, entries, matches, jobs, destinations, arrivals)
 
 
 def _record_and_attempt(
@@ -76,11 +82,15 @@ def _record_and_attempt(
     matches: list[RouteMatch],
     jobs: list[Job],
     destinations: list[Destination | None],
+    arrivals: list[tuple[str, str]],
 ) -> list[str]:
     """Record the routing and start the deliveries (their members held by this process
-    meanwhile: see ``relay.worker.failover``)."""
+    meanwhile: see ``relay.worker.failover``); publish the ordered ones whose turn that
+    made (after these). An ordered delivery that is not its key's turn is parked: nothing
+    runs it now."""
     holds = _holds(destinations)
-    numbers = runtime.store.route(event, entries, jobs, holds)
+    numbers, woken = runtime.store.route_in_turn(event, entries, jobs, holds, arrivals)
+    ordering.woke(runtime, woken)
     if numbers is None:
         # routed before: by a copy of this event, or by this very call when Redis applied
         # it and the answer was lost. Drive its deliveries on, idempotently (done ones are
@@ -101,6 +111,9 @@ def _record_and_attempt(
     )
     results = []
     for job, destination, number, hold in zip(jobs, destinations, numbers, holds, strict=True):
+        if number == PARKED:  # not its key's turn: woken when it is
+            results.append("queued")
+            continue
         if number == 0:  # another copy holds its lock: try again as a task
             runtime.schedule(job, min(hold, runtime.max_hop))
             results.append("busy")
@@ -166,4 +179,7 @@ def _routing_failed(runtime: Runtime, event: Event, version: str, exc: Exception
         history_entry(Step.RECEIVED, rules_version=version),
         history_entry(Step.DEAD_LETTERED, reason=reason),
     ]
-    runtime.store.routing_failed(event, entries, routing_dead_letter(event, version, reason))
+    woken = runtime.store.routing_failed(
+        event, entries, routing_dead_letter(event, version, reason)
+    )
+    ordering.publish(runtime, woken)

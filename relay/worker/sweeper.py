@@ -20,6 +20,7 @@ from celery import Celery
 from relay import metrics
 from relay.ops.broker import queue_sizes
 from relay.state import Store
+from relay.state.keys import deliver_member
 from relay.state.pending import Spec
 from relay.worker.ownership import task_id
 
@@ -32,7 +33,8 @@ INTERVAL = 2.0
 def publish(celery: Celery, store: Store, member: str, spec: Spec) -> None:
     """Publish the pending ``member``'s task (a delivery at its live generation)."""
     spec = store.live_task(spec)
-    celery.send_task(spec["task"], args=spec["args"], task_id=task_id(member))
+    ordered = spec["task"] == "relay.deliver" and "order" in spec["args"][0]
+    celery.send_task(spec["task"], args=spec["args"], task_id=task_id(member, at_once=ordered))
 
 
 def republish(
@@ -49,7 +51,13 @@ def republish(
         if spec is not None
         else "poison: its task does not decode"
     )
-    store.poisoned(member, spec, reason)
+    for job in store.poisoned(member, spec, reason):  # ordered deliveries whose turn came
+        publish(
+            celery,
+            store,
+            deliver_member(job["delivery_id"]),
+            {"task": "relay.deliver", "args": [job]},
+        )
     metrics.m().poisoned.inc()
     log.error("%s moved to the dead letters: %s", member, reason)
     return False
