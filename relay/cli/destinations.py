@@ -16,6 +16,7 @@ from relay.cli.common import settings_or_exit
 from relay.cli.ops import _clip, _echo_json, _fail, _infrastructure, _store, audit_actor
 from relay.durations import parse_duration
 from relay.errors import ConfigError
+from relay.logs import mask_data
 from relay.ops import audit
 from relay.ops import destinations as ops
 from relay.rules import Destination
@@ -35,8 +36,9 @@ def destinations_list(as_json: bool) -> None:
     known = _destinations(settings)
     with _infrastructure():
         items = ops.list_destinations(_store(settings), known)
-    if as_json:
-        _echo_json({"destinations": [item.to_dict() for item in items]})
+    if as_json:  # phone numbers among blocked keys' values masked, as in `events list`
+        found = [item.to_dict() for item in items]
+        _echo_json({"destinations": found if settings.log_pii else mask_data(found)})
     elif not items:
         click.echo("no destinations in the rules")
     else:
@@ -123,6 +125,8 @@ def _row(item: ops.DestinationStatus) -> tuple[str, ...]:
     state = item.state
     if item.state == "paused":
         state += f" until {item.paused_until}" if item.paused_until else " (until resumed)"
+    if item.blocked_keys:
+        state += f", {item.blocked_keys} key{'' if item.blocked_keys == 1 else 's'} blocked"
     rate = "-" if item.success_rate is None else f"{item.success_rate:.0%} of {item.attempts}"
     p95 = "-" if item.p95_seconds is None else f"{item.p95_seconds:g}s"
     limits: list[str] = []
@@ -132,6 +136,8 @@ def _row(item: ops.DestinationStatus) -> tuple[str, ...]:
         limits.append(f"≤{item.concurrency} at once")
     if item.circuit_breaker:
         limits.append(f"breaker {item.circuit_breaker}")
+    if item.ordered_by:
+        limits.append(f"ordered by {item.ordered_by}")
     return (
         item.name,
         item.type,

@@ -119,14 +119,17 @@ def dlq_replay(
 @dlq.command("delete")
 @click.argument("delivery_ids", nargs=-1, required=True)
 def dlq_delete(delivery_ids: tuple[str, ...]) -> None:
-    """Remove dead letters without sending them."""
+    """Remove dead letters without sending them (one that holds its key releases it: the
+    key's next delivery is sent)."""
+    from relay.ops.broker import make_celery  # start-up cost
 
-    store = _store()
+    settings = settings_or_exit(require_redis=True)
+    store = _store(settings)
     done: list[str] = []
     missing: list[str] = []
-    with _infrastructure():
+    with _infrastructure(), make_celery(settings) as celery:
         for did in delivery_ids:
-            if dead_letters.delete_dead_letter(store, did):
+            if dead_letters.delete_dead_letter(store, did, celery):
                 click.echo(f"deleted {did}")
                 done.append(did)
             else:
@@ -148,8 +151,11 @@ def dlq_purge(older_than: str | None, as_json: bool) -> None:
             seconds = parse_duration(older_than)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--older-than") from None
-    with _infrastructure():
-        count = dead_letters.purge(_store(), seconds)
+    from relay.ops.broker import make_celery  # start-up cost
+
+    settings = settings_or_exit(require_redis=True)
+    with _infrastructure(), make_celery(settings) as celery:
+        count = dead_letters.purge(_store(settings), seconds, publisher=celery)
     audit.purged(audit_actor(), count, seconds)
     if as_json:
         _echo_json({"purged": count})
@@ -493,5 +499,8 @@ def _final(item: dict[str, Any]) -> str:
     if item["routing"] != "routed":
         reason = f" ({item['routing_error']})" if item["routing_error"] else ""
         return f"{item['routing']}{reason}"
-    states = [f"{_destination(d)} {d['state']}" for d in item["deliveries"]]
+    states = [
+        f"{_destination(d)} {d['state']}" + (f" ({d['waiting']})" if d.get("waiting") else "")
+        for d in item["deliveries"]
+    ]
     return ", ".join(states) or "routed to no destination"

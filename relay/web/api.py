@@ -119,7 +119,8 @@ def show_dead_letter(delivery_id: str) -> ResponseReturnValue:
 @bp.delete("/dead-letters/<path:delivery_id>")
 def delete_dead_letter(delivery_id: str) -> ResponseReturnValue:
     _query()
-    if not dead_letters.delete_dead_letter(current_relay().store, delivery_id):
+    relay = current_relay()
+    if not dead_letters.delete_dead_letter(relay.store, delivery_id, relay.celery):
         return _not_found(f"no dead letter {delivery_id!r}")
     audit.deleted(logins.actor(), [delivery_id])
     return jsonify(deleted=[delivery_id])
@@ -135,7 +136,8 @@ def purge_dead_letters() -> ResponseReturnValue:
             older_than = parse_duration(params["older_than"])
         except ValueError as exc:
             raise RequestError(str(exc), "older_than") from None
-    purged = dead_letters.purge(current_relay().store, older_than)
+    relay = current_relay()
+    purged = dead_letters.purge(relay.store, older_than, publisher=relay.celery)
     audit.purged(logins.actor(), purged, older_than)
     return jsonify(purged=purged)
 

@@ -112,7 +112,9 @@ def _run(action: str, ids: list[str]) -> ResponseReturnValue:
         missing, warnings = report.not_found, report.warnings
         audit.replayed(logins.actor(), report)
     else:
-        done = [did for did in ids if dead_letters.delete_dead_letter(relay.store, did)]
+        done = [
+            did for did in ids if dead_letters.delete_dead_letter(relay.store, did, relay.celery)
+        ]
         missing, warnings = [did for did in ids if did not in set(done)], []
         audit.deleted(logins.actor(), done, missing)
     return render_template(
