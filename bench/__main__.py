@@ -1,10 +1,12 @@
 """relay's benchmarks: ingest (against two baselines), end to end (against a naive relay),
 matching, the rules' budgets, event search, dead-letter pages, memory, a framing fuzz of the
-web process, and Redis failovers under load.
+web process, Redis failovers under load, and ordered delivery per key.
 
-    python -m bench [ingest|e2e|matching|budgets|search|deadletters|memory|framing|failover|all] …
+    python -m bench [ingest|e2e|matching|budgets|search|deadletters|memory|framing|failover|
+                     ordered|all] …
     python -m bench e2e                          # end to end only, with the naive baseline
     python -m bench failover                     # 10 Redis failovers under load (4-7 minutes)
+    python -m bench ordered                      # ordered_by against unordered (≈ 2 minutes)
     make bench                                   # all, default settings (≈ 5 minutes)
 
 Starts what it needs (a private Redis, relay's web under gunicorn with the Procfile's
@@ -14,7 +16,8 @@ Prints a plain-text table (each figure next to its target, ✓/✗) on stdout, p
 stderr; ``--json`` prints the full results as JSON instead (``--json PATH`` writes them
 there and still prints the table). Exit status 1 when an accepted event was lost, the
 framing fuzz crashed or hung the web process, or a failover was answered other than 200 or
-503 or made a worker take a live one over.
+503 or made a worker take a live one over, or an ordered key's deliveries came out of order
+or two at once.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from bench import (
     loadgen,
     matching,
     memory,
+    ordered,
     search,
 )
 
@@ -62,6 +66,9 @@ TARGETS = {
     "failover_refusal_s": 10.0,
     "failover_unexpected_answers": 0,
     "failover_takeovers": 0,
+    "ordered_ratio": 0.90,
+    "ordered_next_p99_ms": 50.0,
+    "ordered_blocked_p99_ratio": 1.10,
 }
 
 
@@ -86,6 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "memory",
             "framing",
             "failover",
+            "ordered",
             "all",
         ],
     )
@@ -210,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory",
         "framing",
         "failover",
+        "ordered",
     ]
     todo = every if args.what == "all" else [args.what]
     results: dict = {"machine": machine(), "settings": vars(args).copy(), "generator": {}}
@@ -319,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
             keep=args.keep,
             progress=progress,
         )
+    if "ordered" in todo:
+        results["ordered"] = ordered.run(progress=progress, keep=args.keep)
     results["machine"]["loadavg_end"] = loadavg()
     results["elapsed_s"] = time.monotonic() - started
     results["targets"] = TARGETS
@@ -336,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     fuzz = results.get("framing", {})
     fo = results.get("failover", {})
     failed_over = fo.get("lost") or fo.get("unexpected_answers") or fo.get("takeovers")
-    return 1 if lost or fuzz.get("crashes") or fuzz.get("hangs") or failed_over else 0
+    disorder = results.get("ordered", {}).get("late") or results.get("ordered", {}).get("overlap")
+    failed = lost or fuzz.get("crashes") or fuzz.get("hangs") or failed_over or disorder
+    return 1 if failed else 0
 
 
 def loadavg() -> str:
@@ -575,6 +588,9 @@ def render(r: dict) -> str:
     fo = r.get("failover")
     if fo:
         rows += failover_rows(fo)
+    od = r.get("ordered")
+    if od:
+        rows += ordered.rows(od, t, mark)
     if rows:
         out += [""] + table(rows, ["figure", "measured", "target", ""])
 
@@ -598,6 +614,8 @@ def render(r: dict) -> str:
         out += ["", *framing.details(fz, s)]
     if fo:
         out += ["", *failover.details(fo)]
+    if od:
+        out += ["", *ordered.details(od)]
     return "\n".join(out)
 
 
