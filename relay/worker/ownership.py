@@ -72,7 +72,12 @@ class Heartbeat:
     def beat(self) -> None:
         with self._lock:
             taken, self._received = self._received, set()
-        self.store.pending.heartbeat(taken)
+        try:
+            self.store.pending.heartbeat(taken)
+        except BaseException:  # not recorded: the next beat records them
+            with self._lock:
+                self._received |= taken
+            raise
 
     def start(self) -> threading.Event:
         """Beat now, then every HEARTBEAT seconds in a daemon thread until the returned

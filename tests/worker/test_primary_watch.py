@@ -21,7 +21,7 @@ from relay.state import keys as state_keys
 from relay.state.pending import NODE_TTL
 from relay.worker.app import make_worker_app
 from relay.worker.failover import PrimaryWatch, reconcile
-from relay.worker.ownership import Holdings
+from relay.worker.ownership import Heartbeat, Holdings, task_id
 from relay.worker.sweeper import sweep_once
 from tests.forwarder import TcpForwarder
 from tests.harness import fresh_db_url
@@ -143,3 +143,21 @@ def test_a_task_the_broker_does_not_take_is_held_here_and_published_again(redis_
     app.schedule_delivery(job, 5.0)
     assert app.store.client.smembers(state_keys.owned(app.node_id)) == {"deliver:E9:app"}
     assert app.runtime.interrupted.is_set()
+
+
+def test_a_heartbeat_that_fails_keeps_the_task_messages_for_the_next(redis_server):
+    """Members of task messages received just before a failover are recorded by the first
+    heartbeat that reaches Redis, not lost with the one that did not."""
+    url = fresh_db_url(redis_server)
+    with TcpForwarder(address(url)) as endpoint:
+        store = store_on(through(endpoint, url))
+        store.pending.register_now("deliver:E4:app", "relay.deliver", [{"id": "E4"}])
+        heartbeat = Heartbeat(store)
+        heartbeat.received(task_id("deliver:E4:app"))
+        endpoint.move(("127.0.0.1", 9))  # nothing listens there: no Redis
+        endpoint.drop_all()
+        with pytest.raises(redis.RedisError):
+            heartbeat.beat()
+        endpoint.move(address(url))
+        heartbeat.beat()
+        assert store.client.smembers(state_keys.owned("node-a")) == {"deliver:E4:app"}
