@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -106,6 +107,18 @@ def relay_env(redis_url: str, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def relay_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``relay ARGS…`` run as a user runs it, with exactly ``env``; its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @contextlib.contextmanager

@@ -120,6 +120,19 @@ class HttpSink:
         with self._lock:
             self._answers.extend(answers)
 
+    def fail_first_attempts(self, status: int = 503) -> None:
+        """Answer ``status`` to the first request of each delivery (by its ``webhook-id``),
+        as the default to the later ones: every delivery goes through a retry."""
+        seen: set[str | None] = set()
+
+        def first_fails(request: Recorded) -> None:
+            key = request.header("webhook-id")
+            if key not in seen:
+                seen.add(key)
+                self.script(Answer(status))
+
+        self.on_request = first_fails
+
     @property
     def requests(self) -> list[Recorded]:
         """A copy of every request recorded so far, oldest first."""

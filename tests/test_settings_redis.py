@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from relay.errors import SettingsError
 from relay.settings import load_settings
-from tests.harness import ROOT
+from tests.harness import relay_command
 
 SENTINELS = "redis+sentinel://:data-pw@10.0.0.1:26379,10.0.0.2:26379/relay"
 
@@ -89,14 +86,7 @@ def test_commands_refuse_a_bad_sentinel_url_with_one_line_and_exit_2(command, tm
         "RELAY_REDIS_URL": "redis+sentinel://:hunter2@127.0.0.1:1/",
         "RELAY_DATA_DIR": str(tmp_path),
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "relay.cli", *command],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = relay_command(env, *command)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "relay: RELAY_REDIS_URL: names no service: add /SERVICE after the Sentinels "

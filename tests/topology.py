@@ -40,6 +40,17 @@ DEFAULT_FAILOVER_TIMEOUT_MS = 3000
 DEFAULT_READY_TIMEOUT = 30.0  #: seconds for a topology to start or a node to catch up
 
 
+def distinct_ports(count: int) -> list[int]:
+    """``count`` free ports, no two the same (the system may give a port just closed again,
+    and two nodes on one port fail to start)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 class Topology:
     """``replicas`` replicas of one primary, watched by ``sentinels`` Sentinels (quorum: a
     majority) that know it as ``service``. ``password``: every data node's ``requirepass``
@@ -66,6 +77,7 @@ class Topology:
         self.sentinel_password = sentinel_password
         self.executable = executable or find_redis_server().executable
         self.quorum = sentinels // 2 + 1
+        ports = distinct_ports(replicas + 1 + sentinels)
         self.data_nodes = [
             RedisNode.data(
                 self.executable,
@@ -74,7 +86,7 @@ class Topology:
                 password=password,
                 appendonly=appendonly,
             )
-            for port in (free_port() for _ in range(replicas + 1))
+            for port in ports[: replicas + 1]
         ]
         self.sentinels = [
             RedisNode.sentinel_of(
@@ -89,7 +101,7 @@ class Topology:
                 password=password,
                 sentinel_password=sentinel_password,
             )
-            for port in (free_port() for _ in range(sentinels))
+            for port in ports[replicas + 1 :]
         ]
         self._primary = self.data_nodes[0]  #: without Sentinels: who is primary
 

@@ -19,7 +19,7 @@ from relay.events import dead_letter, new_job
 from relay.state import Store
 from tests.conftest import load_fixture
 from tests.forwarder import TcpForwarder
-from tests.harness import ROOT, relay_env, wait_until, web_process
+from tests.harness import ROOT, relay_command, relay_env, wait_until, web_process
 
 WEBHOOK = "/webhooks/webex-connect"
 SLOW = 2.5  #: seconds: no answer may take longer (the enqueue budget is 1.5 s)
@@ -167,14 +167,8 @@ def test_sentinels_with_a_password_of_their_own(make_topology, tmp_path):
     ) as port:
         answer, _ = post(f"http://127.0.0.1:{port}", inbound())
         assert answer.status_code == 200, answer.text
-    done = subprocess.run(
-        [sys.executable, "-m", "relay.cli", "dlq", "list"],
-        env=relay_env(topology.url(), RELAY_REDIS_SENTINEL_PASSWORD="wrong-password"),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    env = relay_env(topology.url(), RELAY_REDIS_SENTINEL_PASSWORD="wrong-password")
+    done = relay_command(env, "dlq", "list")
     assert done.returncode == 2
     assert done.stderr.startswith("relay: RELAY_REDIS_SENTINEL_PASSWORD: refused by the Sentinel")
     assert "wrong-password" not in done.stderr
@@ -235,7 +229,8 @@ def test_operators_writes_wait_for_a_replica_too(sentinel_topology, tmp_path):
                 answer = requests.request(method, base + path, headers=headers, timeout=10)
                 assert answer.status_code == 503, (path, answer.text)
                 assert answer.json()["detail"] == "redis replicas not confirming writes"
-            done = relay_command(sentinel_topology.url(), "destinations", "pause", "trace")
+            pause = ("destinations", "pause", "trace")
+            done = relay_command(relay_env(sentinel_topology.url()), *pause)
             assert done.returncode == 1
             assert done.stderr.splitlines() == [
                 "relay: redis: written, but confirmed by 0 of the 1 replica(s) needed "
@@ -248,7 +243,7 @@ def test_operators_writes_wait_for_a_replica_too(sentinel_topology, tmp_path):
         for method, path in writes:
             answer = requests.request(method, base + path, headers=headers, timeout=10)
             assert answer.status_code in (200, 202, 404), (path, answer.text)
-        done = relay_command(sentinel_topology.url(), "destinations", "pause", "trace")
+        done = relay_command(relay_env(sentinel_topology.url()), *pause)
         assert done.returncode == 0, done.stderr
 
 
@@ -258,14 +253,3 @@ def dead_letter_of(topology, event: dict, destination: str) -> str:
     job = new_job(event, "all", destination, "v1", {"attempts": 1, "initial": 1.0, "max": 1.0})
     store.dead_letters.add(dead_letter(job, "HTTP 400", []))
     return job["delivery_id"]
-
-
-def relay_command(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "relay.cli", *args],
-        env=relay_env(url),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )

@@ -172,15 +172,7 @@ def test_a_worker_consumes_retries_after_the_broker_fails_over(sentinel_topology
     """Every first attempt fails, so every delivery is a relay.deliver task: after two
     failovers, one worker's Celery consumer must still be taking them."""
     sink = HttpSink()
-    seen: set[str] = set()
-
-    def first_attempt_fails(request) -> None:
-        text = json.loads(request.body)["text"]
-        if text not in seen:
-            seen.add(text)
-            sink.script(Answer(503))
-
-    sink.on_request = first_attempt_fails
+    sink.fail_first_attempts()
     with sink:
         env = relay_env(sentinel_topology.url(), RELAY_RULES=str(rules(tmp_path, sink)))
         worker = WorkerProcess(env, tmp_path / "worker.log").start()

@@ -24,7 +24,7 @@ from tests.harness import (
     web_process,
     without_credentials,
 )
-from tests.httpsink import Answer, HttpSink
+from tests.httpsink import HttpSink
 
 pytestmark = pytest.mark.e2e
 
@@ -74,15 +74,7 @@ def answers(sink: HttpSink) -> set[tuple[str, int]]:
 
 def test_quorum_queues_are_declared_and_carry_retries(rabbitmq, redis_server, tmp_path):
     sink = HttpSink()
-    seen: set[str] = set()
-
-    def first_attempt_fails(request) -> None:
-        text = json.loads(request.body)["text"]
-        if text not in seen:
-            seen.add(text)
-            sink.script(Answer(503))
-
-    sink.on_request = first_attempt_fails
+    sink.fail_first_attempts()
     rules = tmp_path / "rules.yaml"
     with sink:
         rules.write_text(
