@@ -25,8 +25,8 @@ from tests.harness import (
     amqp_unreachable,
     amqp_url,
     db_url,
-    purge_amqp_queues,
     relay_env,
+    reset_amqp_queues,
     without_credentials,
 )
 from tests.httpsink import HttpSink
@@ -199,7 +199,7 @@ def broker(request, tmp_path):
     - ``amqp``: RabbitMQ at ``RELAY_TEST_AMQP_URL`` (default
       ``amqp://guest:guest@127.0.0.1:5672//``) as ``RELAY_BROKER_URL``; skipped, saying
       why, when it is not reachable or other workers consume relay's queues there. One
-      test at a time uses it; relay's queues are purged before and after, and the test's
+      test at a time uses it; relay's queues are emptied (reset) before and after, and the test's
       workers must have connected to it.
     """
     if request.param == "redis":
@@ -217,9 +217,9 @@ def broker(request, tmp_path):
         others = _wait_for_no_consumers(url, 20)
         if others:
             _skip_amqp(request, f"RabbitMQ at {where} in use: other consumers {others}")
-        purge_amqp_queues(url)
+        reset_amqp_queues(url)
         yield Broker("amqp", {"RELAY_BROKER_URL": url})
-        purge_amqp_queues(url)
+        reset_amqp_queues(url)
     for log in sorted(tmp_path.glob("worker*.log")):
         assert "Connected to amqp://" in log.read_text(errors="replace"), f"{log}: not on RabbitMQ"
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -301,14 +298,26 @@ def amqp_unreachable(url: str) -> str | None:
     return None
 
 
-def purge_amqp_queues(url: str) -> None:
-    """Empty relay's queues on RabbitMQ at ``url`` (declared as relay declares them)."""
+def drop_amqp_queues(url: str) -> None:
+    """relay's queues and exchanges on RabbitMQ at ``url`` gone, whatever they were declared
+    as (a quorum test, or an interrupted run of one, leaves topic exchanges and quorum
+    queues, against which a classic declaration is refused)."""
+    with Connection(url, connect_timeout=5) as connection:
+        for name in (ROUTE_QUEUE, DELIVER_QUEUE):
+            with connection.channel() as channel:
+                channel.queue_delete(name)
+            with connection.channel() as channel:
+                channel.exchange_delete(name)
+
+
+def reset_amqp_queues(url: str) -> None:
+    """relay's queues on RabbitMQ at ``url`` dropped, then declared empty as relay declares
+    them by default (classic queues behind direct exchanges)."""
+    drop_amqp_queues(url)
     with Connection(url, connect_timeout=5) as connection:
         channel = connection.default_channel
         for name in (ROUTE_QUEUE, DELIVER_QUEUE):
-            queue = Queue(name, Exchange(name, type="direct"), routing_key=name)(channel)
-            queue.declare()
-            queue.purge()
+            Queue(name, Exchange(name, type="direct"), routing_key=name)(channel).declare()
 
 
 def amqp_consumers(url: str) -> dict[str, int]:
@@ -324,21 +333,26 @@ def amqp_consumers(url: str) -> dict[str, int]:
     return counts
 
 
+#: the exclusive queue whose holder has RabbitMQ's turn
+AMQP_TURN_QUEUE = "relay-tests-turn"
+
+
 @contextlib.contextmanager
 def amqp_turn(url: str, timeout: float) -> Iterator[bool]:
-    """One test at a time, across the test sessions of this machine, uses RabbitMQ at
-    ``url``: relay's queue names are fixed, so the workers of two tests would take (and
-    their purges drop) each other's tasks. Yields False when the turn did not come within
-    ``timeout`` seconds."""
-    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
-    path = Path(tempfile.gettempdir()) / f"relay-tests-amqp-{digest}.lock"
+    """One test at a time uses RabbitMQ at ``url``, across the test sessions of every
+    machine that shares it: relay's queue names are fixed, so the workers of two tests would
+    take (and their resets drop) each other's tasks. The turn is an exclusive queue held by
+    a connection of this process: RabbitMQ refuses it to any other connection
+    (RESOURCE_LOCKED) and deletes it when the holder goes, even when killed. Yields False
+    when the turn did not come within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    with open(path, "a") as handle:  # the lock goes with the file's closing
+    with Connection(url, connect_timeout=5, heartbeat=0) as connection:
         while True:
+            channel = connection.channel()
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                channel.queue_declare(AMQP_TURN_QUEUE, exclusive=True, auto_delete=True)
                 break
-            except BlockingIOError:
+            except ChannelError:  # another connection holds it; the channel is closed
                 if time.monotonic() > deadline:
                     yield False
                     return

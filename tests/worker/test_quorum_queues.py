@@ -18,8 +18,10 @@ from tests.harness import (
     amqp_turn,
     amqp_unreachable,
     amqp_url,
+    drop_amqp_queues,
     fresh_db_url,
     relay_env,
+    reset_amqp_queues,
     wait_until,
     web_process,
     without_credentials,
@@ -27,16 +29,6 @@ from tests.harness import (
 from tests.httpsink import HttpSink
 
 pytestmark = pytest.mark.e2e
-
-
-def drop_relay_queues(url: str) -> None:
-    """relay's queues and exchanges gone, whatever type they were declared with."""
-    with Connection(url, connect_timeout=5) as connection:
-        for name in QUEUES:
-            with connection.channel() as channel:
-                channel.queue_delete(name)
-            with connection.channel() as channel:
-                channel.exchange_delete(name)
 
 
 def declared_as(url: str, name: str, queue_type: str) -> bool:
@@ -62,9 +54,9 @@ def rabbitmq():
     with amqp_turn(url, timeout=60) as turn:
         if not turn:
             pytest.skip(f"RabbitMQ at {without_credentials(url)} busy: another test session")
-        drop_relay_queues(url)
+        drop_amqp_queues(url)
         yield url
-        drop_relay_queues(url)  # the other tests declare them classic again
+        reset_amqp_queues(url)  # classic again, as the other tests declare them
 
 
 def answers(sink: HttpSink) -> set[tuple[str, int]]:
