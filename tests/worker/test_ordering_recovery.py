@@ -128,5 +128,6 @@ def test_order_survives_the_embedded_redis_killed(tmp_path, start_up, fault_repo
         repeats = assert_in_order(sink)
     fault_report.append(
         f"ordered by transid, embedded Redis SIGKILLed under relay up: {KEYS * RECEIPTS} "
-        f"accepted, {sent_before} sent before the kill, all delivered in order per key, {repeats} repeated"
+        f"accepted, {sent_before} sent before the kill, all delivered in order per key, "
+        f"{repeats} repeated"
     )
