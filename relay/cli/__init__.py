@@ -9,6 +9,7 @@ import socket
 import sys
 import time
 import uuid
+from typing import NoReturn
 
 import click
 import requests
@@ -223,12 +224,33 @@ def web(host: str, port: int) -> None:
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--check",
+    is_flag=True,
+    help="a liveness probe: exit 0 when a worker of this host beat in the last 15 s, else 1",
+)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-def worker(celery_args: tuple[str, ...]) -> None:
+def worker(check: bool, celery_args: tuple[str, ...]) -> None:
     """The worker process: a Celery worker for routing and delivery (extra args go to celery)."""
-    settings_or_exit(require_redis=True)
+    settings = settings_or_exit(require_redis=True)
+    if check:
+        _check_worker(settings)
     argv = worker_argv(*celery_args)
     os.execv(sys.executable, argv)
+
+
+def _check_worker(settings: Settings) -> NoReturn:
+    """``relay worker --check``: one line, exit 0 when a worker of this host is alive."""
+    from relay.ops.liveness import worker_liveness
+    from relay.state import open_store
+
+    try:
+        found = worker_liveness(open_store(settings, timeout=5.0), socket.gethostname())
+    except RedisError as exc:
+        click.echo(f"relay: worker not known to be alive: redis: {exc}", err=True)
+        sys.exit(1)
+    click.echo(found.message, err=not found.alive)
+    sys.exit(0 if found.alive else 1)
 
 
 from relay.cli.destinations import destinations  # noqa: E402 - the subcommand groups, after main

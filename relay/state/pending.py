@@ -159,6 +159,14 @@ class Pending:
         if self.node:
             self.redis.zadd(keys.NODES, {self.node: 0})
 
+    def beats(self, host: str) -> dict[str, float]:
+        """The worker nodes of ``host`` with the time of their last heartbeat (0 for one
+        that stopped cleanly), for a liveness probe on that host."""
+        found: Any = self.redis.zrange(keys.NODES, 0, -1, withscores=True)
+        nodes = texts(member for member, _ in found)
+        scores = (float(score) for _, score in found)
+        return {n: s for n, s in zip(nodes, scores, strict=True) if n.startswith(f"{host}:")}
+
     def dead_nodes(self, now: float | None = None, everyone_else: bool = False) -> list[str]:
         """Nodes silent for NODE_TTL seconds (``everyone_else``: every node but this one,
         for a worker that knows it is the only one)."""
