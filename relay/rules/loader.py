@@ -139,32 +139,34 @@ def _read(reader: Reader, checks: DestinationChecks | None, limits: Limits) -> P
     if "default" in data:
         default = read_route(reader, ("default",), data["default"], known)
     _check_replies_reach_inbound(reader, destinations, data.get("routes"), routes)
-    _check_fallbacks(reader, destinations, known)
+    _check_fallbacks(reader, data.get("destinations"), known)
     notifications = _read_notifications(
         reader, _empty_if_null(data.get("notifications"), []), known, destinations
     )
     return destinations, routes, default, notifications
 
 
-def _check_fallbacks(
-    reader: Reader, destinations: Mapping[str, Destination], known: set[str]
-) -> None:
+def _check_fallbacks(reader: Reader, raw: Any, known: set[str]) -> None:
     """A fallback names another destination of the file, one that can take any event.
 
     A fallback may have a fallback of its own (used for the deliveries routes send it);
-    deliveries it gets as a fallback never go further.
+    deliveries it gets as a fallback never go further. Read from the file's destinations as
+    written, so that a destination with another error has its fallback checked too.
     """
-    for name, destination in destinations.items():
-        fallback = destination.fallback
-        where = ("destinations", name, "fallback")
-        if fallback is None:
+    if not isinstance(raw, Mapping):
+        return
+    for name, spec in raw.items():
+        fallback = spec.get("fallback") if isinstance(spec, Mapping) else None
+        if not isinstance(fallback, str):  # absent, or refused by the schema already
             continue
+        where = ("destinations", name, "fallback")
+        target = raw.get(fallback)
         if fallback == name:
             reader.error(where, "a destination cannot be its own fallback")
         elif fallback not in known:
             hint = did_you_mean(fallback, known)
             reader.error(where, f"undefined destination {fallback!r}{hint}")
-        elif getattr(destinations.get(fallback), "type", None) == "sms_reply":
+        elif isinstance(target, Mapping) and target.get("type") == "sms_reply":
             reader.error(
                 where,
                 f"sms_reply destination {fallback!r} cannot be a fallback: "

@@ -302,6 +302,31 @@ def test_every_problem_in_a_file_is_reported_at_once_in_line_order():
     ]
 
 
+def test_a_destination_with_an_error_still_has_its_fallback_checked(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "version: 1\n"
+        "destinations:\n"
+        "  app:\n"
+        "    type: http\n"
+        "    url: https://app.example.com/hook\n"
+        "    fallback: nowhere\n"
+        "    rate_limit: fast\n"
+        "  reply: {type: sms_reply, text: ok}\n"
+        "  second: {type: http, url: 'https://x.example.com', fallback: reply, timeout: soon}\n"
+        "routes:\n  - {name: all, to: [app]}\n"
+    )
+    assert _errors(path) == [
+        f"{path}:6: destinations.app.fallback: undefined destination 'nowhere'",
+        f"{path}:7: destinations.app.rate_limit: bad rate 'fast' "
+        "(use 20/s, 600/m, 5/100ms: a whole number per a duration)",
+        f"{path}:9: destinations.second.timeout: bad duration 'soon' "
+        "(use 250ms, 2s, 10m, 24h, 7d, or a number of seconds)",
+        f"{path}:9: destinations.second.fallback: sms_reply destination 'reply' cannot be a "
+        "fallback: it replies to inbound messages only",
+    ]
+
+
 def test_rules_error_is_a_config_error_listing_the_messages():
     with pytest.raises(ConfigError) as caught:
         load_rules_text("version: 3\n", "r.yaml", env={})
