@@ -250,6 +250,9 @@ def routing_mark(target: str) -> tuple[str, int]:
 
 #: the "destination" part of a routing dead letter's id (``<event id>:(routing)``)
 ROUTING = "(routing)"
+#: ends the id of a delivery to a fallback (``<failed delivery id>:fallback[~n]``)
+FALLBACK_MARK = ":fallback"
+_FALLBACK_ID = re.compile(r":fallback(?:~\d+)?$")
 
 
 class RetrySpec(TypedDict):
@@ -282,6 +285,9 @@ def new_failure(destination: str, delivery_id: str, attempts: int, last_error: s
 class _FallbackPart(TypedDict, total=False):
     #: set only on a delivery to a fallback: the delivery it stands in for
     failure: Failure
+    #: set only on a replayed delivery (and its dead letter): how many times it was
+    #: replayed, so that each of its failures hands over to a fallback delivery of its own
+    replays: int
 
 
 class Order(TypedDict):
@@ -345,16 +351,24 @@ def new_job(
     }
 
 
-def fallback_id(failed_delivery_id: str) -> str:
+def fallback_id(failed_delivery_id: str, replays: int = 0) -> str:
     """The id of the delivery to the fallback that stands in for ``failed_delivery_id``:
-    one per dead-lettered delivery (``<event id>:<destination>:fallback``)."""
-    return failed_delivery_id + ":fallback"
+    one per dead-lettered delivery (``<event id>:<destination>:fallback``), and one per
+    failure of it once replayed (``…:fallback~2`` after the first replay, ``~3`` …), so a
+    receiver deduping by ``webhook-id`` takes each."""
+    suffix = f"{FALLBACK_MARK}~{replays + 1}" if replays else FALLBACK_MARK
+    return failed_delivery_id + suffix
+
+
+def is_fallback_id(delivery_id: str) -> bool:
+    """True for the id of a delivery to a fallback (see :func:`fallback_id`)."""
+    return _FALLBACK_ID.search(delivery_id) is not None
 
 
 def fallback_job(failed: Job, fallback: str, retry: RetrySpec, failure: Failure) -> Job:
     """The delivery of ``failed``'s event to ``fallback``, carrying ``failure``."""
     job = new_job(failed["event"], failed["route"], fallback, failed["rules_version"], retry)
-    job["delivery_id"] = fallback_id(failed["delivery_id"])
+    job["delivery_id"] = fallback_id(failed["delivery_id"], failed.get("replays", 0))
     job["failure"] = failure
     return job
 
@@ -483,6 +497,8 @@ def dead_letter(job: Job, reason: str, attempts: list[Attempt]) -> DeadLetter:
     }
     if "failure" in job:
         record["failure"] = job["failure"]
+    if "replays" in job:
+        record["replays"] = job["replays"]
     if "order" in job and job["order"]["block"]:
         record["order"] = job["order"]
     return record
@@ -516,6 +532,7 @@ def job_of(record: DeadLetter, gen: int) -> Job:
     job["delivery_id"] = record["id"]  # a re-route's or a fallback's delivery keeps its id
     if "failure" in record:  # a delivery to a fallback: same failure
         job["failure"] = record["failure"]
+    job["replays"] = record.get("replays", 0) + 1
     if "order" in record:  # it holds its key: it goes again as the key's next
         job["order"] = record["order"]
     return job

@@ -116,7 +116,7 @@ def purge(
 
 def _destination_of(delivery_id: str) -> str:
     """The destination a delivery id names (``<event id>:<destination>``; a re-route's
-    ``~n``, a fallback's ``:fallback``: never ordered, so blocking nothing)."""
+    ``~n``, a fallback's ``:fallback[~n]``: never ordered, so blocking nothing)."""
     return delivery_id.partition(":")[2]
 
 

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import redis
 
-from relay.events import ROUTING, fallback_id, routing_mark
+from relay.events import ROUTING, is_fallback_id, routing_mark
 from relay.state import keys
 from relay.state.client import loads, texts
 
@@ -104,10 +104,11 @@ def _destination(raw: str | bytes | None) -> str | None:
 
 def _named(delivery_id: str) -> str:
     """The destination a delivery id names, ``<event id>:<destination>[~n]`` (relay's event
-    ids hold no colon); '' where only the record can say: a fallback's id (``…:fallback``)
-    names the delivery it stands in for, a routing's (``…:(routing)``) none."""
+    ids hold no colon); '' where only the record can say: a fallback's id
+    (``…:fallback[~n]``) names the delivery it stands in for, a routing's (``…:(routing)``)
+    none."""
     _, _, target = delivery_id.partition(":")
-    if not target or target == ROUTING or target.endswith(fallback_id("")):
+    if not target or target == ROUTING or is_fallback_id(delivery_id):
         return ""
     name = routing_mark(target)[0]
     return name if keys.storable(name) else ""

@@ -107,6 +107,7 @@ def test_replay_publishes_the_same_delivery_with_a_fresh_budget(store):
         "retry": RETRY,
         "gen": generation + 1,
         "not_before": None,
+        "replays": 1,  # its first replay
     }
     assert publisher.sent == [("relay.deliver", [job])]
     assert outbox(store) == {f"deliver:{record['id']}": {"task": "relay.deliver", "args": [job]}}

@@ -118,20 +118,34 @@ def test_a_fallback_dead_letter_replays_to_the_fallback_with_its_failure(rig):
     assert sink.requests[-1].json()["text"].startswith("crm x1: HTTP 400")
 
 
-def test_a_second_dead_letter_of_the_same_delivery_gets_a_fresh_fallback(rig):
-    """A replayed delivery that dies again hands its event over again, though the first
-    fallback delivery (same id) was delivered already."""
+def test_each_failure_of_a_replayed_delivery_gets_a_fallback_of_its_own(rig):
+    """A replayed delivery that dies again hands its event over again, as a fallback
+    delivery with an id of its own (an http fallback's webhook-id): a receiver deduping
+    by webhook-id takes each."""
     runtime, store, scheduler, job, sink = rig
     ok = Answer(200, {"Content-Type": "text/plain"}, "ok")
-    sink.script(Answer(400), ok, Answer(400), ok)
+    sink.script(Answer(400), ok, Answer(400), ok, Answer(400), ok)
+
+    class Publisher:
+        def __init__(self):
+            self.sent: list = []
+
+        def send_task(self, name, args):
+            self.sent.append(args[0])
+
     deliver_job(runtime, job)
-    assert deliver_job(runtime, scheduler.calls[0][0]) == "delivered"
-    generation = store.deliveries.reset_budget(job["delivery_id"])
-    assert deliver_job(runtime, {**job, "gen": generation}) == "dead_lettered"
-    second = scheduler.calls[1][0]
-    assert second["gen"] > scheduler.calls[0][0]["gen"]
-    assert deliver_job(runtime, second) == "delivered"
-    assert [r.path for r in sink.requests] == ["/crm", "/slack", "/crm", "/slack"]
+    for replay in range(2):
+        assert deliver_job(runtime, scheduler.calls[-1][0]) == "delivered"
+        publisher = Publisher()
+        dead_letters.replay(store, publisher, [job["delivery_id"]])
+        ((replayed,),) = [publisher.sent]
+        assert replayed["replays"] == replay + 1
+        assert deliver_job(runtime, replayed) == "dead_lettered"
+    assert deliver_job(runtime, scheduler.calls[-1][0]) == "delivered"
+    fallbacks = [call[0]["delivery_id"] for call in scheduler.calls]
+    did = job["delivery_id"]
+    assert fallbacks == [f"{did}:fallback", f"{did}:fallback~2", f"{did}:fallback~3"]
+    assert [r.path for r in sink.requests] == ["/crm", "/slack"] * 3
 
 
 def test_templates_that_test_failure_work_for_both_kinds_of_delivery(rig):
