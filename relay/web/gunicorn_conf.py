@@ -92,6 +92,16 @@ def _in_use(host: str, port: int) -> str | None:
     return None
 
 
+def post_fork(server: Any, worker: Any) -> None:  # gunicorn hook: in each worker process
+    """Each web process watches the rules file from its start, not from the first request
+    that reads the rules: a process that served none would otherwise keep answering
+    ``/readyz`` with a reload it never saw fail (``/metrics`` already saying it did)."""
+    from relay.web.context import relay_of
+    from relay.web.wsgi import app  # loaded in the master (preload_app): not built again
+
+    relay_of(app).rules_holder.ensure_watching()
+
+
 def child_exit(server: Any, worker: Any) -> None:  # gunicorn hook: drop a dead worker's gauges
     multiprocess.mark_process_dead(worker.pid)
 

@@ -1,10 +1,14 @@
-"""/readyz after an edit of the rules file that does not load: still ready, but it says so."""
+"""/readyz after an edit of the rules file that does not load: still ready, but it says so,\nin every web process."""
 
 from __future__ import annotations
 
+import time
+
+import requests
+
 from relay.settings import load_settings
 from relay.web.app import create_app
-from tests.harness import relay_env, wait_until
+from tests.harness import fresh_db_url, relay_env, wait_until, web_process
 
 GOOD = """\
 version: 1
@@ -54,3 +58,36 @@ def test_readyz_warns_when_redis_memory_passes_80_percent(client, redis_client):
         redis_client.config_set("maxmemory", previous)
     assert answer.status_code == 200
     assert any("of its maxmemory" in warning for warning in answer.json["warnings"])
+
+
+def test_every_web_process_watches_the_rules_from_its_start(redis_server, tmp_path):
+    """Two gunicorn processes that served nothing touching the rules: after an edit that
+    does not load, every /readyz answer (each on a new connection, spread over both
+    processes) says so, and /metrics agrees; after a fix, all agree again."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(GOOD)
+    env = {"RELAY_RULES": str(rules), "WEB_CONCURRENCY": "2"}
+    with web_process(fresh_db_url(redis_server), tmp_path / "web.log", **env) as port:
+        base = f"http://127.0.0.1:{port}"
+
+        def answers() -> list[str]:
+            return [
+                requests.get(f"{base}/readyz", timeout=5).json()["checks"]["rules"]
+                for _ in range(24)
+            ]
+
+        def reload_gauge() -> str:
+            lines = requests.get(f"{base}/metrics", timeout=5).text.splitlines()
+            (line,) = [x for x in lines if x.startswith("relay_rules_last_reload_success ")]
+            return line.split()[1]
+
+        # nothing has asked these processes for the rules yet (web_process waited on /healthz)
+        rules.write_text(GOOD.replace("to: [trace]", "to: [nowhere]"))
+        time.sleep(2.5)  # each process's watcher looks every second
+        failed = answers()
+        assert all(answer.startswith("reload failed: ") for answer in failed), failed
+        assert reload_gauge() == "0.0"
+        rules.write_text(GOOD.replace("match: {}", "match: {kind: inbound_message}"))
+        time.sleep(2.5)
+        assert set(answers()) == {"ok"}
+        assert reload_gauge() == "1.0"
