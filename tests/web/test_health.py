@@ -1,4 +1,5 @@
-"""/readyz after an edit of the rules file that does not load: still ready, but it says so,\nin every web process."""
+"""/readyz after an edit of the rules file that does not load: still ready, but it says so,
+in every web process."""
 
 from __future__ import annotations
 
