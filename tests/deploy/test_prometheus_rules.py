@@ -12,16 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.deploy.files import RULE_TESTS, RULES, alerts
 from tests.harness import ROOT
 
-RULES = ROOT / "deploy" / "prometheus" / "relay-alerts.yml"
-RULE_TESTS = ROOT / "deploy" / "prometheus" / "relay-alerts.test.yml"
 README = ROOT / "README.md"
-
-
-def alerts() -> list[dict]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
 
 
 def anchors(markdown: str) -> set[str]:
