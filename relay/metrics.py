@@ -46,6 +46,12 @@ class _Counted(Protocol):
     def count(self) -> int: ...
 
 
+class _Pending(Protocol):
+    def count(self) -> int: ...
+
+    def liveness(self) -> tuple[int, float | None]: ...
+
+
 class _Controlled(Protocol):
     def states(self) -> list[tuple[str, int, float | None]]: ...
 
@@ -60,7 +66,7 @@ class StateView(Protocol):
     def dead_letters(self) -> _Counted: ...
 
     @property
-    def pending(self) -> _Counted: ...
+    def pending(self) -> _Pending: ...
 
     def inbox_size(self) -> int: ...
 
@@ -224,8 +230,8 @@ def render(
 
 
 class StateCollector:
-    """Gauges read at scrape time: dead letters stored, queue depth, pending tasks, and
-    the destinations' circuits and pauses."""
+    """Gauges read at scrape time: dead letters stored, queue depth, pending tasks, the
+    destinations' circuits and pauses, and the worker nodes' heartbeats."""
 
     def __init__(self, store: StateView | None, queue_sizes: QueueSizes | None) -> None:
         self.store, self.queue_sizes = store, queue_sizes
@@ -256,6 +262,29 @@ class StateCollector:
             pass
         yield depth
         yield from self._destinations()
+        yield from self._workers()
+
+    def _workers(self) -> Iterator[Metric]:
+        """The worker nodes alive (read from Redis, where every node beats: what the web
+        reports too, when no worker is left to report it)."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        assert self.store is not None
+        try:
+            live, freshest = self.store.pending.liveness()
+        except Exception:  # noqa: BLE001 - a scrape must not fail because Redis did
+            return
+        yield GaugeMetricFamily(
+            "relay_worker_nodes",
+            "Worker nodes whose last heartbeat is younger than 15 s (NODE_TTL)",
+            value=live,
+        )
+        if freshest is not None:
+            yield GaugeMetricFamily(
+                "relay_worker_heartbeat_age_seconds",
+                "Seconds since the freshest heartbeat of any worker node",
+                value=max(time.time() - freshest, 0.0),
+            )
 
     def _destinations(self) -> Iterator[Metric]:
         """Circuit state and pauses of the destinations ever paused or whose circuit

@@ -176,6 +176,18 @@ class Pending:
         nodes = texts(self.redis.zrangebyscore(keys.NODES, 0, bound))
         return [n for n in nodes if n != self.node]
 
+    def liveness(self, now: float | None = None) -> tuple[int, float | None]:
+        """For the metrics: how many worker nodes beat within NODE_TTL seconds, and the time
+        of the freshest heartbeat (None when no node has one: none ever started, or each
+        stopped cleanly)."""
+        now = time.time() if now is None else now
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcount(keys.NODES, f"({now - NODE_TTL}", "+inf")  # not dead_nodes()'s
+        pipe.zrevrange(keys.NODES, 0, 0, withscores=True)
+        live, freshest = pipe.execute()
+        beat = float(freshest[0][1]) if freshest else 0.0
+        return int(live), beat if beat > 0 else None  # 0: the node left (leave())
+
     def take_over(self, node: str) -> list[tuple[str, Spec | None]]:
         """The members ``node`` held that are still pending, with their tasks; the node
         is forgotten and its delivery locks dropped. Each member's due time is pushed

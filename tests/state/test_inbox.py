@@ -6,6 +6,7 @@ import pytest
 from redis._parsers import _HiredisParser
 
 from relay.state import Store, connect, keys
+from relay.state.pending import NODE_TTL
 
 
 def store_for(redis_server, node="node-a") -> Store:
@@ -51,6 +52,26 @@ def test_a_dead_nodes_work_is_taken_over_with_its_delivery_locks_dropped(redis_s
     assert set(taken) == {"route:E1", "deliver:E1:hook"}
     assert not alive.client.exists(keys.delivery("E1:hook", "lock"))
     assert alive.pending.dead_nodes() == []
+
+
+def test_liveness_counts_the_nodes_beating_within_node_ttl_and_the_freshest_beat(redis_server):
+    assert store_for(redis_server).pending.liveness() == (0, None)  # no node ever
+    now = 1_000_000.0
+    stale, fresh, gone = (store_for(redis_server, n) for n in ("stale", "fresh", "gone"))
+    stale.pending.heartbeat(now=now - NODE_TTL - 1)
+    assert fresh.pending.liveness(now) == (0, now - NODE_TTL - 1)  # dead, but it beat then
+    fresh.pending.heartbeat(now=now - 3)
+    gone.pending.heartbeat(now=now - 1)
+    gone.pending.leave()
+    assert fresh.pending.liveness(now) == (1, now - 3)
+    assert fresh.pending.dead_nodes(now) == ["gone", "stale"]  # the same line between them
+
+
+def test_nodes_that_all_left_cleanly_have_no_freshest_beat(redis_server):
+    node = store_for(redis_server)
+    node.pending.heartbeat()
+    node.pending.leave()
+    assert node.pending.liveness() == (0, None)
 
 
 def test_the_store_talks_to_redis_through_hiredis(redis_server):
