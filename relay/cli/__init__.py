@@ -17,6 +17,7 @@ import requests
 from relay import __version__
 from relay.cli.common import load_rules_or_exit, settings_or_exit
 from relay.cli.embedded import EmbeddedRedis
+from relay.cli.running_up import forget_rules, record_rules
 from relay.cli.supervisor import Child, Supervisor
 from relay.errors import ConfigError
 from relay.samples import sample_curl
@@ -116,6 +117,7 @@ def up(rules_path: str | None, host: str, port: int) -> None:
     supervisor.install_signal_handlers()
     status = 0
     try:
+        record_rules(settings.data_dir, settings.rules_path)  # for the commands beside it
         supervisor.start()
         base = f"http://{host}:{port}"
         if _wait_healthy(base + "/healthz", supervisor):
@@ -131,6 +133,7 @@ def up(rules_path: str | None, host: str, port: int) -> None:
     finally:
         click.echo("relay: stopping", err=True)
         supervisor.stop()
+        forget_rules(settings.data_dir)
         if embedded:
             embedded.stop()
     sys.exit(status)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from typing import TYPE_CHECKING
 
 import click
 
 from relay.cli.embedded import running_embedded_url
+from relay.cli.running_up import running_rules
 from relay.errors import ConfigError, RulesError
 from relay.settings import Settings, load_settings
 from relay.state import check_service
@@ -22,10 +24,14 @@ def settings_or_exit(require_redis: bool = False) -> Settings:
 
     Without RELAY_REDIS_URL, a command that needs Redis uses the embedded one a running
     `relay up` serves from RELAY_DATA_DIR (so `relay dlq list` works beside `make run`).
-    Sentinels that do not know the URL's service are a bad setting too.
+    Sentinels that do not know the URL's service are a bad setting too. Without
+    RELAY_RULES, the rules are those such a `relay up` runs (``relay.cli.running_up``).
     """
     try:
         settings = load_settings()
+        recorded = None if "RELAY_RULES" in os.environ else running_rules(settings.data_dir)
+        if recorded:  # the rules a `relay up` on this data dir runs
+            settings = dataclasses.replace(settings, rules_path=recorded)
         if require_redis and not settings.redis_url:
             embedded = running_embedded_url(settings.data_dir)
             if embedded:
