@@ -106,12 +106,15 @@ def relay_env(redis_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def relay_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """``relay ARGS…`` run as a user runs it, with exactly ``env``; its output captured."""
+def relay_command(
+    env: dict[str, str], *args: str, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    """``relay ARGS…`` run as a user runs it, with exactly ``env`` (in ``cwd``); its output
+    captured."""
     return subprocess.run(
         [sys.executable, "-m", "relay.cli", *args],
         env=env,
-        cwd=ROOT,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,

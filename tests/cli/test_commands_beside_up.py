@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from relay.cli.running_up import RULES_FILE, running_rules
+from tests.harness import relay_command
 from tests.worker.test_recovery import Up
 
 pytestmark = pytest.mark.e2e
@@ -28,15 +28,7 @@ routes:
 def beside(data_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``relay ARGS…`` as a user runs it in another shell: only RELAY_DATA_DIR set."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("RELAY_")}
-    env["RELAY_DATA_DIR"] = str(data_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "relay.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return relay_command({**env, "RELAY_DATA_DIR": str(data_dir)}, *args, cwd=cwd)
 
 
 def test_pause_resume_and_rules_commands_use_the_rules_relay_up_runs(tmp_path):
