@@ -174,6 +174,11 @@ def alert_examples(group: str) -> str:
     return ALERT_PREFIX + group + ":examples"
 
 
+def alerts_claimed(node: str) -> str:
+    """The notification messages worker ``node`` claimed and has not sent yet."""
+    return PREFIX + "alerts:claimed:" + node
+
+
 def owned(node: str) -> str:
     return PREFIX + "owned:" + node
 

@@ -230,7 +230,7 @@ class Store:
         min_replicas: int = 0,
         replica_timeout: float = 0.5,
     ) -> None:
-        self.alerts = AlertState(client)
+        self.alerts = AlertState(client, node)
         self.client = client
         self.min_replicas = min_replicas  #: replicas that must confirm what must not vanish
         self.replica_timeout = replica_timeout

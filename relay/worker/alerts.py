@@ -155,6 +155,7 @@ def flush_once(runtime: Runtime, now: float | None = None) -> int:
     groups = runtime.store.alerts.claim_due(now)
     for group in groups:
         send_group(runtime.rules.get(None), group, runtime.settings)
+        runtime.store.alerts.sent(group["group"])
     return len(groups)
 
 

@@ -4,7 +4,8 @@ One thread in each worker's main process wakes every few seconds; a short Redis 
 one worker sweep at a time. Two kinds of work are published again:
 
 - what a dead worker node held (no heartbeat for ``NODE_TTL`` seconds), at once: tasks
-  are idempotent, so a copy the broker also redelivers later is dropped;
+  are idempotent, so a copy the broker also redelivers later is dropped; and the
+  notification messages it claimed and never sent, back into their groups;
 - what nobody holds and stays overdue ``grace`` seconds past its due time, only while
   the inbox and both queues are empty: a task waiting in a long queue is late, not lost.
 """
@@ -85,6 +86,9 @@ def sweep_once(
         count += sum(republish(celery, store, m, spec, poison_after) for m, spec in taken)
         if taken:
             log.warning("took over %d tasks held by worker %s (it stopped)", len(taken), node)
+        messages = store.alerts.release(node)  # notification messages it claimed, unsent
+        if messages:
+            log.warning("took over %d notification messages of worker %s", messages, node)
     if store.pending.count() == 0 or store.inbox_size():
         return count
     if any(size for _, size in queue_sizes(celery)):

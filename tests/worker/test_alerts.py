@@ -11,13 +11,17 @@ import pytest
 
 from relay import metrics
 from relay.events import new_alert_group
+from relay.ops.broker import make_celery
 from relay.rules import load_rules_text
 from relay.rules.model import NOTIFICATION_NAMES
 from relay.rules.reloader import StaticRules
 from relay.settings import load_settings
 from relay.state import Store, connect
+from relay.state import keys as state_keys
+from relay.state.pending import NODE_TTL
 from relay.worker import alerts
 from relay.worker.runtime import Runtime
+from relay.worker.sweeper import sweep_once
 from tests.httpsink import Answer
 
 RULES = """
@@ -180,6 +184,39 @@ def test_two_flushers_never_send_a_group_twice(rig, sink):
         thread.join()
     assert not set(claimed[0]) & set(claimed[1])
     assert len(claimed[0]) + len(claimed[1]) == 200
+
+
+def test_a_message_claimed_by_a_worker_that_died_is_sent_by_another(rig, redis_server, sink):
+    """Claimed, then its worker dies before sending: the sweeper that takes the dead node's
+    work over puts the message back into its group (counts, examples, its previous time),
+    and the next flush sends it, with the alerts that came meanwhile."""
+    runtime = rig()
+    start = time.time()
+    for n in range(3):
+        _dead(runtime, "crm", n)
+    (claimed,) = runtime.store.alerts.claim_due(now=start + 1.1)  # ... and the node dies
+    assert claimed["counts"] == {"dead_letter": 3}
+    _dead(runtime, "crm", 3)  # after the claim: the group's next message
+    survivor = Store(connect(redis_server.url), 3600, 3600, grace=60, node="survivor")
+    runtime.store.pending.heartbeat(now=start - NODE_TTL - 1)  # silent since
+    settings = load_settings({"RELAY_REDIS_URL": redis_server.url})
+    sweep_once(make_celery(settings), survivor)
+    assert runtime.store.client.exists(state_keys.alerts_claimed("test-node")) == 0
+    rescued = Runtime(settings, survivor, runtime.rules, _no_schedule, 30.0)
+    assert alerts.flush_once(rescued, now=time.time()) == 1  # due at once, not in 3 s
+    (message,) = sink.wait_for(1)
+    body = message.json()
+    assert body["counts"] == {"dead_letter": 4}
+    assert [e["event_id"] for e in body["examples"]] == ["E3", "E2", "E1", "E0"]
+    assert alerts.flush_once(rescued, now=time.time() + 10) == 0  # sent once
+
+
+def test_a_message_sent_is_no_longer_held(rig):
+    runtime = rig()
+    _dead(runtime, "crm", 1)
+    assert alerts.flush_once(runtime, now=time.time() + 1.1) == 1
+    assert runtime.store.client.hlen(state_keys.alerts_claimed("test-node")) == 0
+    assert runtime.store.alerts.release("test-node") == 0
 
 
 def test_the_slack_message_is_escaped_and_a_template_replaces_the_default(rig, sink):
