@@ -182,6 +182,15 @@ class Topology:
         node.kill(sig)
         return node
 
+    def switch_over(self) -> RedisNode:
+        """A planned failover (``SENTINEL FAILOVER``): the primary stays up and becomes a
+        replica of the one the Sentinels promote; clients connected to it stay connected
+        and get READONLY for writes. Returns the old primary (``wait_for_failover`` it)."""
+        old = self.primary()
+        with self.sentinels[0].client() as client:
+            client.execute_command("SENTINEL", "FAILOVER", self.service)
+        return old
+
     def wait_for_failover(self, old: RedisNode, timeout: float = 15.0) -> tuple[RedisNode, float]:
         """Wait until a majority of the Sentinels name a data node other than ``old`` which
         answers and says ``role:master``; that node, and the seconds since ``old`` failed

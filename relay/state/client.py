@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from relay.errors import NotReplicatedError, UnavailableError
+from relay.state.connection import demoted
 
 #: what a Redis call raises when the server is away or answers too slowly
 Unavailable = (redis.ConnectionError, redis.TimeoutError)
@@ -45,8 +46,10 @@ def is_unavailable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, redis.ResponseError):
         text = str(exc)
-        return text.startswith(FAILOVER_REPLIES) or getattr(exc, "status_code", None) in (
-            FAILOVER_REPLIES
+        return (
+            text.startswith(FAILOVER_REPLIES)
+            or getattr(exc, "status_code", None) in FAILOVER_REPLIES
+            or demoted(exc)
         )
     return False
 

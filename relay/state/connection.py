@@ -24,12 +24,26 @@ from typing import Any
 
 import redis
 from redis.connection import ConnectionPool, parse_url
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
 from relay.errors import SettingsError
 from relay.redis_url import SentinelURL, is_sentinel, parse_sentinel_url
 
 HEALTH_CHECK_INTERVAL = 30  #: seconds a pooled connection may idle before a PING
+
+
+#: in the error of a script that wrote on a replica (Redis 6: "Error running script (call
+#: to f_…): @user_script:1: … -READONLY You can't write against a read only replica.")
+SCRIPT_READONLY = "-READONLY "
+
+
+def demoted(exc: redis.ResponseError) -> bool:
+    """True when ``exc`` says the server is no longer the primary: ``READONLY`` (a write,
+    or from Redis 7 a script's), a script's write refused by a replica (Redis 6), or
+    ``MASTERDOWN``."""
+    return isinstance(exc, redis.ReadOnlyError | redis.exceptions.MasterDownError) or (
+        SCRIPT_READONLY in str(exc)
+    )
 
 
 class _PoolRef:
@@ -48,14 +62,18 @@ class _FollowsPrimary:
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().read_response(*args, **kwargs)  # type: ignore[misc]
-        except (redis.ReadOnlyError, redis.exceptions.MasterDownError) as exc:
+        except redis.ResponseError as exc:
+            if not demoted(exc):
+                raise
             self.disconnect()  # type: ignore[attr-defined]
             pool = self._pool_ref.pool() if self._pool_ref.pool else None
             if pool is not None:
                 pool.disconnect(inuse_connections=False)
+            reply = (
+                "MASTERDOWN" if isinstance(exc, redis.exceptions.MasterDownError) else "READONLY"
+            )
             raise redis.ConnectionError(
-                f"{exc.status_code or 'READONLY'}: the server is no longer the primary "
-                "(a failover); reconnecting"
+                f"{reply}: the server is no longer the primary (a failover); reconnecting"
             ) from exc
 
 
@@ -118,9 +136,39 @@ def sentinels(address: SentinelURL, timeout: float, password: str | None) -> Sen
     )
 
 
+class _SentinelFollowsPrimary:
+    """redis-py's Sentinel connection drops itself on ``READONLY``; this one also on a
+    script's write refused by a demoted primary (Redis 6 wraps that ``READONLY`` in the
+    script's error), which would otherwise keep it on the old server."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except redis.ResponseError as exc:
+            if isinstance(exc, redis.ReadOnlyError) or not demoted(exc):
+                raise
+            self.disconnect()  # type: ignore[attr-defined]
+            raise redis.ConnectionError(
+                "READONLY: the server is no longer the primary (a failover); reconnecting"
+            ) from exc
+
+
+class FollowingSentinelConnection(_SentinelFollowsPrimary, SentinelManagedConnection):
+    pass
+
+
+class FollowingSentinelSSLConnection(_SentinelFollowsPrimary, SentinelManagedSSLConnection):
+    pass
+
+
 def _primary_of(address: SentinelURL, timeout: float, password: str | None) -> redis.Redis:
     manager = sentinels(address, timeout, password)
-    client: redis.Redis = manager.master_for(address.service)  # type: ignore[no-untyped-call]
+    connection_class = (
+        FollowingSentinelSSLConnection if address.tls else FollowingSentinelConnection
+    )
+    client: redis.Redis = manager.master_for(  # type: ignore[no-untyped-call]
+        address.service, connection_class=connection_class
+    )
     return client
 
 
