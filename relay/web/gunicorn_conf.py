@@ -15,7 +15,7 @@ import socket
 import sys
 from typing import Any
 
-from relay import logs, metrics
+from relay import logs, metrics, tracing
 
 # Before the app (and prometheus_client) is loaded: every worker writes its metrics here.
 _METRICS_DIR = metrics.prepare("web")
@@ -90,6 +90,16 @@ def _in_use(host: str, port: int) -> str | None:
     finally:
         probe.close()
     return None
+
+
+def post_fork(server: Any, worker: Any) -> None:  # gunicorn hook: in each worker process
+    """Traces (when configured) from a provider of the worker's own: the export thread of
+    one made before the fork would not run in it."""
+    tracing.start("web")
+
+
+def worker_exit(server: Any, worker: Any) -> None:  # gunicorn hook: a worker process ends
+    tracing.stop()  # export the spans still buffered
 
 
 def child_exit(server: Any, worker: Any) -> None:  # gunicorn hook: drop a dead worker's gauges
