@@ -128,9 +128,16 @@ def context() -> Carrier | None:
     process picks up (None when off or outside a span)."""
     if not enabled:
         return None
-    carrier: Carrier = {}
-    _otel.propagator.inject(carrier)
-    return carrier or None
+    found = _otel.trace.get_current_span().get_span_context()
+    if not found.is_valid:
+        return None
+    # written here rather than by the propagator: a fifth of its cost, per accepted request
+    carrier = {
+        "traceparent": f"00-{found.trace_id:032x}-{found.span_id:016x}-{found.trace_flags:02x}"
+    }
+    if found.trace_state:
+        carrier["tracestate"] = found.trace_state.to_header()
+    return carrier
 
 
 def inject(headers: MutableMapping[str, str]) -> None:
@@ -169,12 +176,8 @@ def request(environ: Mapping[str, Any], route: str, source: str) -> Any:
         f"POST {route}",
         context=_parent(carrier),
         kind=_otel.trace.SpanKind.SERVER,
-        attributes={
-            "http.request.method": "POST",
-            "http.route": route,
-            "url.path": environ.get("PATH_INFO", ""),
-            "relay.source": source,
-        },
+        # few attributes: encoding them is most of what exporting a span costs
+        attributes={"http.request.method": "POST", "http.route": route, "relay.source": source},
     )
     token = _otel.context.attach(_otel.trace.set_span_in_context(span))
     return span, token
@@ -186,10 +189,12 @@ def end_request(started: Any, status: int, accepted: list[str], duplicates: int)
         return
     span, token = started
     span.set_attribute("http.response.status_code", status)
-    span.set_attribute("relay.events.accepted", len(accepted))
-    span.set_attribute("relay.events.duplicates", duplicates)
     if len(accepted) == 1:
         span.set_attribute("relay.event_id", accepted[0])
+    else:  # a batch (or none): their ids are on their routing spans
+        span.set_attribute("relay.events.accepted", len(accepted))
+    if duplicates:
+        span.set_attribute("relay.events.duplicates", duplicates)
     if status >= 500:
         span.set_attribute("error.type", str(status))
         span.set_status(_otel.trace.StatusCode.ERROR)
