@@ -7,7 +7,7 @@ web process, Redis failovers under load, ordered delivery per key, and traces on
     python -m bench e2e                          # end to end only, with the naive baseline
     python -m bench failover                     # 10 Redis failovers under load (4-7 minutes)
     python -m bench ordered                      # ordered_by against unordered (≈ 2 minutes)
-    python -m bench tracing                      # traces on against off (≈ 3 minutes)
+    python -m bench tracing                      # traces on against off (≈ 4-5 minutes)
     make bench                                   # all, default settings (≈ 5 minutes)
 
 Starts what it needs (a private Redis, relay's web under gunicorn with the Procfile's

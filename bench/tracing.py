@@ -16,7 +16,7 @@ end-to-end throughput, and what the off path costs.
 The receiver decodes each export (``ExportTraceServiceRequest``) and counts the spans, so
 spans dropped on the way show.
 
-    python -m bench tracing           # ≈ 2 minutes
+    python -m bench tracing           # ≈ 4-5 minutes
 """
 
 from __future__ import annotations

@@ -329,3 +329,26 @@ def test_with_traces_off_nothing_is_exported_and_no_traceparent_is_sent(
         assert not any("trace_id" in line for line in logged)
     # the processes have stopped (flushing whatever they had): the receiver got nothing
     assert relay.receiver.requests == 0 and relay.receiver.spans == []
+
+
+@pytest.mark.e2e
+def test_a_retry_run_by_a_prefork_pool_child_exports_from_the_child(redis_server, tmp_path):
+    """The retry is a relay.deliver task: with the prefork pool a forked child runs it, with
+    a tracer provider of its own (the parent's export thread is not in the child)."""
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": "{endpoint}", "RELAY_WORKER_POOL": "prefork"}
+    with traced_relay(redis_server, tmp_path, RELAY_WORKER_CONCURRENCY="1", **otel) as relay:
+        relay.sink.fail_first_attempts(503)
+        event_id = relay.post("fork me")
+        spans = relay.spans_of(event_id, 4)
+        route = one(spans, "route")
+        attempts = sorted(
+            (span for span in spans if span.name == "deliver hook"),
+            key=lambda span: span.attributes["relay.attempt"],
+        )
+        assert [span.attributes["relay.outcome"] for span in attempts] == ["transient", "ok"]
+        assert {span.parent_span_id for span in attempts} == {route.span_id}
+        assert {span.trace_id for span in spans} == {route.trace_id}
+        # the first attempt in the main process (the intake), the retry in a pool child:
+        # two processes, each with its provider (the SDK's service.instance.id is per process)
+        processes = {span.resource["service.instance.id"] for span in attempts}
+        assert len(processes) == 2
