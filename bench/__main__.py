@@ -1,12 +1,13 @@
 """relay's benchmarks: ingest (against two baselines), end to end (against a naive relay),
 matching, the rules' budgets, event search, dead-letter pages, memory, a framing fuzz of the
-web process, Redis failovers under load, and ordered delivery per key.
+web process, Redis failovers under load, ordered delivery per key, and traces on against off.
 
     python -m bench [ingest|e2e|matching|budgets|search|deadletters|memory|framing|failover|
-                     ordered|all] …
+                     ordered|tracing|all] …
     python -m bench e2e                          # end to end only, with the naive baseline
     python -m bench failover                     # 10 Redis failovers under load (4-7 minutes)
     python -m bench ordered                      # ordered_by against unordered (≈ 2 minutes)
+    python -m bench tracing                      # traces on against off (≈ 4-5 minutes)
     make bench                                   # all, default settings (≈ 5 minutes)
 
 Starts what it needs (a private Redis, relay's web under gunicorn with the Procfile's
@@ -43,6 +44,7 @@ from bench import (
     memory,
     ordered,
     search,
+    tracing,
 )
 
 MB = 1024 * 1024 / 1e6  #: MiB → MB (the targets are in MB)
@@ -69,6 +71,8 @@ TARGETS = {
     "ordered_ratio": 0.90,
     "ordered_next_p99_ms": 50.0,
     "ordered_blocked_p99_ratio": 1.10,
+    "tracing_cost": 0.15,
+    "tracing_off_share": 0.005,
 }
 
 
@@ -94,6 +98,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "framing",
             "failover",
             "ordered",
+            "tracing",
             "all",
         ],
     )
@@ -219,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "framing",
         "failover",
         "ordered",
+        "tracing",
     ]
     todo = every if args.what == "all" else [args.what]
     results: dict = {"machine": machine(), "settings": vars(args).copy(), "generator": {}}
@@ -330,6 +336,21 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "ordered" in todo:
         results["ordered"] = ordered.run(progress=progress, keep=args.keep)
+    if "tracing" in todo:
+        results["tracing"] = tracing.run(
+            rounds=args.rounds,
+            seconds=args.seconds,
+            warmup=args.warmup,
+            burst=args.burst,
+            concurrency=args.concurrency,
+            workers=args.workers,
+            worker_concurrency=args.worker_concurrency,
+            web_concurrency=args.web_concurrency,
+            web_threads=args.web_threads,
+            drain=args.drain,
+            procs=args.procs,
+            progress=progress,
+        )
     results["machine"]["loadavg_end"] = loadavg()
     results["elapsed_s"] = time.monotonic() - started
     results["targets"] = TARGETS
@@ -591,6 +612,9 @@ def render(r: dict) -> str:
     od = r.get("ordered")
     if od:
         rows += ordered.rows(od, t, mark)
+    tr = r.get("tracing")
+    if tr:
+        rows += tracing.rows(tr, t, mark)
     if rows:
         out += [""] + table(rows, ["figure", "measured", "target", ""])
 
@@ -616,6 +640,8 @@ def render(r: dict) -> str:
         out += ["", *failover.details(fo)]
     if od:
         out += ["", *ordered.details(od)]
+    if tr:
+        out += ["", *tracing.details(tr)]
     return "\n".join(out)
 
 

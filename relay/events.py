@@ -306,7 +306,13 @@ class _OrderPart(TypedDict, total=False):
     order: Order
 
 
-class Job(_FallbackPart, _OrderPart):
+class _TracePart(TypedDict, total=False):
+    #: set only while traces are on: the W3C trace context (``traceparent``, maybe
+    #: ``tracestate``) its attempts continue (``relay.tracing``)
+    trace: dict[str, str]
+
+
+class Job(_FallbackPart, _OrderPart, _TracePart):
     """One delivery. ``gen`` is the generation of its live task message (an older one is
     a stale copy); ``not_before`` the epoch second before which it must not be tried;
     ``failure`` (only on a delivery to a fallback) what gave up before it; ``order`` (only
@@ -370,6 +376,8 @@ def fallback_job(failed: Job, fallback: str, retry: RetrySpec, failure: Failure)
     job = new_job(failed["event"], failed["route"], fallback, failed["rules_version"], retry)
     job["delivery_id"] = fallback_id(failed["delivery_id"], failed.get("replays", 0))
     job["failure"] = failure
+    if "trace" in failed:  # the same trace as the delivery it stands in for
+        job["trace"] = failed["trace"]
     return job
 
 
@@ -445,6 +453,7 @@ class HistoryEntry(TypedDict, total=False):
     latency: float
     delay: float
     fallback_of: str
+    traceparent: str  #: the routing's trace (``received``, while traces are on)
 
 
 def history_entry(step: Step, **fields: Any) -> HistoryEntry:
@@ -467,10 +476,11 @@ def delivery_entry(job: Job, step: Step, **fields: Any) -> HistoryEntry:
 # -- dead letters --------------------------------------------------------------------------
 
 
-class DeadLetter(_FallbackPart, _OrderPart):
+class DeadLetter(_FallbackPart, _OrderPart, _TracePart):
     """A delivery that gave up (or a routing that failed: ``destination`` is None); a
     delivery to a fallback keeps its ``failure`` (a replay carries it again), one that
-    blocks its key its ``order`` (a replay goes in its turn again)."""
+    blocks its key its ``order`` (a replay goes in its turn again); ``trace``: the trace
+    its attempts were in (a replay's new trace links to it)."""
 
     id: str
     event: Event
@@ -501,6 +511,8 @@ def dead_letter(job: Job, reason: str, attempts: list[Attempt]) -> DeadLetter:
         record["replays"] = job["replays"]
     if "order" in job and job["order"]["block"]:
         record["order"] = job["order"]
+    if "trace" in job:
+        record["trace"] = job["trace"]
     return record
 
 

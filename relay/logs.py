@@ -2,7 +2,9 @@
 
 JSON: one object per line — ``ts``, ``level``, ``logger``, ``message`` and the structured
 fields relay attaches to its notable steps (``event_id``, ``delivery_id``, ``route``,
-``destination``, ``attempt``, ``outcome``, ``step`` …). Console: the same, as text.
+``destination``, ``attempt``, ``outcome``, ``step`` …), and while traces are on, the
+current span's ``trace_id`` and ``span_id`` (``relay.tracing``). Console: the same, as text
+(without the span's ids).
 
 Phone numbers in messages are masked to their last 4 digits unless ``RELAY_LOG_PII=1``;
 relay never logs message text or callbackData itself.
@@ -23,6 +25,8 @@ import re
 import sys
 import traceback
 from datetime import datetime, timezone
+
+from relay import tracing
 
 #: the structured fields a line may carry (others, such as Celery's task arguments with
 #: their phone numbers and texts, are left out)
@@ -192,6 +196,9 @@ class JsonFormatter(_Base):
             "message": self.message(record),
             **_fields(record),
         }
+        ids = tracing.log_ids()  # None unless traces are on and a span is current
+        if ids:
+            line["trace_id"], line["span_id"] = ids
         # the controls json leaves raw can only stand inside strings: \uNNNN there (looked
         # for first: translating every line cost a fifth of formatting it)
         text = json.dumps(line, ensure_ascii=False, default=str)

@@ -1,4 +1,5 @@
-"""Settings, built once from ``RELAY_*`` environment variables, validated and frozen.
+"""Settings, built once from ``RELAY_*`` environment variables, validated and frozen
+(and whether the standard ``OTEL_*`` variables turn traces on: ``relay.tracing``).
 
 A bad value raises :class:`relay.errors.SettingsError` naming the variable; the command
 line turns it into one line on stderr and exit status 2.
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from relay import tracing
 from relay.durations import parse_duration
 from relay.errors import SettingsError
 from relay.redis_url import PLAIN_SCHEMES, SENTINEL_SCHEMES, is_sentinel, parse_sentinel_url
@@ -78,6 +80,9 @@ class Settings:
     worker_metrics_host: str = "127.0.0.1"
     intake_threads: int = 64
     sole_worker: bool = False  #: set by ``relay up``: no other worker shares this Redis
+    #: OpenTelemetry traces on: OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT set, OTEL_SDK_DISABLED
+    #: not true (``relay.tracing``; the OTEL_* variables are the SDK's to read)
+    traces: bool = False
 
     @property
     def ingest_auth_configured(self) -> bool:
@@ -162,6 +167,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_metrics_host=reader.text("RELAY_WORKER_METRICS_HOST", "127.0.0.1"),
         intake_threads=reader.integer("RELAY_WORKER_INTAKE_THREADS", 64, 1),
         sole_worker=reader.flag("RELAY_SOLE_WORKER"),
+        traces=tracing.configured(env),
     )
     _check_ingest_auth(settings)
     _check_tokens(settings)

@@ -88,12 +88,17 @@ def pending_job(
 
 
 def relay_env(redis_url: str, **extra: str) -> dict[str, str]:
-    """The environment a relay process of the tests runs with: no RELAY_* from outside.
+    """The environment a relay process of the tests runs with: no RELAY_* (or OTEL_*)
+    from outside.
 
     Callbacks are unauthenticated (RELAY_ALLOW_UNAUTHENTICATED=1) unless a test sets an
     authentication method, or ``RELAY_ALLOW_UNAUTHENTICATED="0"`` to see the refusal.
     """
-    env = {key: value for key, value in os.environ.items() if not key.startswith("RELAY_")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("RELAY_", "OTEL_"))  # traces only where a test turns them on
+    }
     env.update(
         {
             "RELAY_REDIS_URL": redis_url,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import requests
 from requests.structures import CaseInsensitiveDict
 
-from relay import __version__
+from relay import __version__, tracing
 from relay.actions import oauth2, tls
 from relay.actions.base import (
     Outcome,
@@ -208,7 +208,8 @@ def send_http(
 
     ``headers`` are the destination's own (rendered strings); a ``Content-Type`` among
     them overrides ``content_type``. relay adds ``User-Agent`` and ``webhook-id:
-    <delivery_id>``, then whatever ``signer`` returns. ``timeout`` (seconds) bounds the
+    <delivery_id>``, while traces are on the attempt's ``traceparent`` (and
+    ``tracestate``), then whatever ``signer`` returns. ``timeout`` (seconds) bounds the
     connect, each read, and the whole body read. ``session`` defaults to this process's
     shared one (:func:`get_session`). ``certificates_checked``: the destination has ``tls``
     of its own, and a certificate refused in the handshake is permanent (else transient: a
@@ -245,7 +246,8 @@ def _request_headers(
     sent.update(headers or {})
     sent["User-Agent"] = USER_AGENT
     sent["webhook-id"] = delivery_id
-    if signer is not None:
+    tracing.inject(sent)  # traceparent: the receiver's own trace continues the attempt's
+    if signer is not None:  # signs the id, the time and the body: not the headers
         sent.update(signer(delivery_id, int(time.time()), body))
     return sent
 

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import click
 from kombu.exceptions import KombuError
 
-from relay import logs
+from relay import logs, tracing
 from relay.cli.common import load_rules_or_exit, settings_or_exit
 from relay.durations import format_duration, parse_duration
 from relay.errors import ConfigError, UnavailableError
@@ -96,6 +96,7 @@ def dlq_replay(
     if destination is not None and not replay_all:
         raise click.UsageError("--destination goes with --all")
     settings = settings_or_exit(require_redis=True)
+    tracing.start("cli")  # each replay a new trace; exported as the command exits
     store = _store(settings)
     report = dead_letters.ReplayReport()
     with _infrastructure(), make_celery(settings) as celery:
@@ -237,6 +238,7 @@ def events_reroute(event_ids: tuple[str, ...], as_json: bool) -> None:
 
     settings = settings_or_exit(require_redis=True)
     ruleset = load_rules_or_exit(settings, settings.rules_path)
+    tracing.start("cli")  # each re-route a new trace; exported as the command exits
     store = _store(settings)
     report = RerouteReport()
     with _infrastructure(), make_celery(settings) as celery:

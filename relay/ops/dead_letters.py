@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from relay import tracing
 from relay.events import (
     DeadLetter,
     HistoryEntry,
@@ -179,17 +180,28 @@ def replay_all(
 
 
 def _replay_one(store: Store, publisher: Publisher, record: DeadLetter) -> dict[str, Any]:
+    """One replay: a new trace (while traces are on), linked to the dead letter's."""
+    attributes = {"relay.delivery_id": record["id"], "relay.event_id": record["event"]["id"]}
+    with tracing.operation("replay", attributes, record.get("trace")):
+        return _replay(store, publisher, record)
+
+
+def _replay(store: Store, publisher: Publisher, record: DeadLetter) -> dict[str, Any]:
     did, event, destination = record["id"], record["event"], record["destination"]
+    carried = tracing.context()  # the replay's trace, which its attempts continue
     entry = history_entry(
         Step.REPLAYED, delivery_id=did, route=record.get("route"), destination=destination
     )
     args: list
     if destination is None:  # routing failed: route the event again
-        task, args, generation = "relay.route", [event], None
+        task, args, generation = "relay.route", [event, carried] if carried else [event], None
         member = route_member(event["id"])
     else:
         generation = store.deliveries.reset_budget(did)
-        task, args = "relay.deliver", [job_of(record, generation)]
+        job = job_of(record, generation)
+        if carried:
+            job["trace"] = carried
+        task, args = "relay.deliver", [job]
         member = deliver_member(did)
     # Like every task relay publishes, registered in the outbox first (relay.state.pending);
     # the history entry is written before publishing so it precedes the new attempts.

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from relay import tracing
 from relay.events import RetrySpec, Step, history_entry, new_job
 from relay.ops.dead_letters import Publisher
 from relay.rules import RetryPolicy, Ruleset
@@ -81,6 +82,18 @@ def reroute(
 
 
 def _reroute_one(store: Store, publisher: Publisher, ruleset: Ruleset, event: Any) -> Rerouted:
+    """One re-route: a new trace (while traces are on), linked to the first routing's."""
+    origin = _traceparent(store, event["id"]) if tracing.enabled else None
+    with tracing.operation("reroute", {"relay.event_id": event["id"]}, origin):
+        return _reroute(store, publisher, ruleset, event)
+
+
+def _traceparent(store: Store, event_id: str) -> str | None:
+    """The trace the event was first routed in (its ``received`` history entry)."""
+    return next((e["traceparent"] for e in store.history(event_id) if "traceparent" in e), None)
+
+
+def _reroute(store: Store, publisher: Publisher, ruleset: Ruleset, event: Any) -> Rerouted:
     matches = ruleset.match(event)
     routing = store.next_routing(event["id"])
     jobs = [
@@ -95,6 +108,10 @@ def _reroute_one(store: Store, publisher: Publisher, ruleset: Ruleset, event: An
         for match in matches
         for name in match.destinations
     ]
+    carried = tracing.context()  # the re-route's trace, which the attempts continue
+    if carried:
+        for job in jobs:
+            job["trace"] = carried
     routes = [match.route for match in matches]
     entry = history_entry(
         Step.REROUTED,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import redis
@@ -315,12 +315,15 @@ class Store:
         fingerprints: Sequence[str],
         events: Sequence[Event],
         orders: Sequence[Sequence[tuple[str, str]]] = (),
+        trace: Mapping[str, str] | None = None,
     ) -> list[bool]:
         """Per event, atomically, in one round trip: claim its fingerprint for the dedupe
         window, store its routing task as pending and put its id in the inbox; with
         ``orders`` (per event, the ``(field, value)`` keys destinations are ordered by),
-        give it the next accept number in each key's arrivals. False = a duplicate
-        (nothing written). Once this returns, the event is as durable as Redis.
+        give it the next accept number in each key's arrivals. With ``trace`` (the
+        request's W3C trace context), the routing task carries it as its second argument.
+        False = a duplicate (nothing written). Once this returns, the event is as durable
+        as Redis.
         """
         ks = [keys.PENDING, keys.PENDING_TASKS, keys.INBOX, keys.SEQ]
         ks += map(keys.dedupe, fingerprints)
@@ -328,7 +331,8 @@ class Store:
         args: list[Any] = [self.dedupe_ttl_ms, self.history_ttl]
         for index, event in enumerate(events):
             arrivals = self.ordering.arrival_keys(orders[index] if index < len(orders) else ())
-            args += [event["id"], due, dumps({"task": "relay.route", "args": [event]})]
+            task = [event, trace] if trace else [event]
+            args += [event["id"], due, dumps({"task": "relay.route", "args": task})]
             args += [len(arrivals), *arrivals]
         with unavailable_on_error():
             if not self.min_replicas:

@@ -15,7 +15,7 @@ import socket
 import sys
 from typing import Any
 
-from relay import logs, metrics
+from relay import logs, metrics, tracing
 
 # Before the app (and prometheus_client) is loaded: every worker writes its metrics here.
 _METRICS_DIR = metrics.prepare("web")
@@ -93,13 +93,20 @@ def _in_use(host: str, port: int) -> str | None:
 
 
 def post_fork(server: Any, worker: Any) -> None:  # gunicorn hook: in each worker process
-    """Each web process watches the rules file from its start, not from the first request
-    that reads the rules: a process that served none would otherwise keep answering
-    ``/readyz`` with a reload it never saw fail (``/metrics`` already saying it did)."""
+    """In each web process from its start: traces (when configured) from a provider of
+    its own (the export thread of one made before the fork would not run in it), and the
+    rules watcher, not from the first request that reads the rules: a process that served
+    none would otherwise keep answering ``/readyz`` with a reload it never saw fail
+    (``/metrics`` already saying it did)."""
     from relay.web.context import relay_of
     from relay.web.wsgi import app  # loaded in the master (preload_app): not built again
 
+    tracing.start("web")
     relay_of(app).rules_holder.ensure_watching()
+
+
+def worker_exit(server: Any, worker: Any) -> None:  # gunicorn hook: a worker process ends
+    tracing.stop()  # export the spans still buffered
 
 
 def child_exit(server: Any, worker: Any) -> None:  # gunicorn hook: drop a dead worker's gauges

@@ -21,7 +21,7 @@ from flask import Response
 from werkzeug.exceptions import ClientDisconnected, MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.wrappers import Request
 
-from relay import metrics, parsing
+from relay import metrics, parsing, tracing
 from relay.durations import format_duration
 from relay.errors import PayloadError
 from relay.events import INBOUND_MESSAGE, Event
@@ -77,13 +77,16 @@ class WebhookEndpoint:
         """Every webhook POST is timed; a refused one is counted by its status. The 200 is
         written as it is: a response object cost 8 µs of CPU, for two headers."""
         started = time.perf_counter()
+        span = tracing.request(request.environ, RULES[source != "default"], source)
         try:
             accepted, duplicates = self.receive(request, source)
         except Exception as exc:  # noqa: BLE001 - every failure gets its JSON answer
             response = error_answer(exc, self.auth.challenge)
             metrics.m().rejected.labels(str(response.status_code)).inc()
+            tracing.end_request(span, response.status_code, [], 0)
             return response(request.environ, start_response)
         metrics.m().ingest_seconds.observe(time.perf_counter() - started)
+        tracing.end_request(span, 200, accepted, duplicates)
         body = json_body({"accepted": accepted, "duplicates": duplicates})
         start_response("200 OK", [("Content-Type", JSON), ("Content-Length", str(len(body)))])
         return [body]
@@ -237,11 +240,12 @@ def _time_field(event: Event) -> str:
 def accept(relay: Relay, events: list[Event], fingerprints: list[str]) -> tuple[list[str], int]:
     """Store each new event durably (dedupe claim, pending routing task, inbox) in one Redis
     round trip, with its accept number for the keys destinations are ordered by (the rules'
-    ``ordered_by``: ``relay.state.ordering``); duplicates are only counted. Workers take the
-    inbox from there."""
+    ``ordered_by``: ``relay.state.ordering``) and the request's trace context (when traces
+    are on: the worker's routing continues it); duplicates are only counted. Workers take
+    the inbox from there."""
     ruleset = relay.rules
     orders = [ruleset.order_values(event) for event in events] if ruleset.ordered_fields else ()
-    claims = relay.store.accept(fingerprints, events, orders)
+    claims = relay.store.accept(fingerprints, events, orders, tracing.context())
     new = [(event, fp) for event, fp, ok in zip(events, fingerprints, claims, strict=True) if ok]
     metric = metrics.m()
     for event, _ in new:

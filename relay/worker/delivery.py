@@ -30,7 +30,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from relay import metrics
+from relay import metrics, tracing
 from relay.actions import Outcome, next_delay, registry, should_retry
 from relay.actions.sms import skip_reason
 from relay.events import (
@@ -141,8 +141,26 @@ def _attempt(
         reason = f"gave up after {policy.attempts} attempts (some did not finish)"
         gate.release(runtime, job, destination)
         return _dead_letter(runtime, job, reason, destination, None)
+    kind = getattr(destination, "type", "unknown")
+    with tracing.attempt(job, kind, number) as span:
+        return _send(runtime, job, destination, number, probe, span)
+
+
+def _send(
+    runtime: Runtime,
+    job: Job,
+    destination: Destination | None,
+    number: int,
+    probe: bool,
+    span: tracing.Span,
+) -> str:
+    """The attempt itself (within its span), and what follows it."""
+    state = runtime.store.deliveries
+    did = job["delivery_id"]
+    policy = RetryPolicy.from_mapping(job["retry"])
     started = utc_now_iso()
     outcome = _missing(job) if destination is None else perform(destination, job, runtime.settings)
+    tracing.attempted(span, outcome.kind, outcome.status)
     if destination is not None:
         gate.settle(runtime, job, destination, outcome, probe)
     attempt = new_attempt(

@@ -55,20 +55,20 @@ class Intake:
             raise
         self._release(free - len(specs))
         for spec in specs:
-            event = spec["args"][0]
+            event, *trace = spec["args"]  # and the request's trace context, when traced
             self.runtime.holdings.hold(route_member(event["id"]))  # released by _route
-            self.pool.submit(self._route, event)
+            self.pool.submit(self._route, event, trace[0] if trace else None)
         return len(specs)
 
     def _release(self, count: int) -> None:
         for _ in range(count):
             self.slots.release()
 
-    def _route(self, event: Event) -> None:
+    def _route(self, event: Event, trace: dict[str, str] | None) -> None:
         try:
             while True:
                 try:
-                    routing.route_event(self.runtime, event)
+                    routing.route_event(self.runtime, event, trace)
                     return
                 except RedisError as exc:  # the state store is away: keep the event, retry
                     self.runtime.interrupted.set()

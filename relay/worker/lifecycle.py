@@ -11,7 +11,9 @@ In the main process:
 - the primary watch, which after a Redis failover holds take-overs back for a while and
   publishes again what this node owns but works on nowhere (``relay.worker.failover``);
 - the flusher that sends notification messages when due (``relay.worker.alerts``);
-- the metrics endpoint on ``RELAY_WORKER_METRICS_PORT``.
+- the metrics endpoint on ``RELAY_WORKER_METRICS_PORT``;
+- traces, when configured (``relay.tracing``): a provider per process, the pool's
+  children each starting their own, flushed as each stops.
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ from celery.signals import (
     task_prerun,
     task_received,
     worker_process_init,
+    worker_process_shutdown,
     worker_ready,
     worker_shutdown,
     worker_shutting_down,
 )
 from kombu.exceptions import OperationalError
 
-from relay import logs, metrics
+from relay import logs, metrics, tracing
 from relay.ops.broker import queue_sizes
 from relay.state import Unavailable
 from relay.worker import alerts, failover, sweeper
@@ -86,6 +89,7 @@ def install(celery: RelayCelery) -> None:
 
     @worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:
+        tracing.start("worker")  # after the pool's children are forked (they start their own)
         celery.rules_holder.ensure_watching()
         signal.signal(signal.SIGHUP, lambda signum, frame: celery.rules_holder.check())
         state["heartbeat"] = celery.heartbeat.start()
@@ -112,6 +116,11 @@ def install(celery: RelayCelery) -> None:
     @worker_process_init.connect(weak=False)
     def _child(**_: Any) -> None:  # prefork pool children hold their own copy of the rules
         celery.rules_holder.ensure_watching()
+        tracing.start("worker")  # and their own tracer provider, made after the fork
+
+    @worker_process_shutdown.connect(weak=False)
+    def _child_exits(**_: Any) -> None:
+        tracing.stop()
 
     @worker_shutting_down.connect(weak=False)
     def _closing(**_: Any) -> None:  # a stop signal: take no new events from the inbox
@@ -129,5 +138,6 @@ def install(celery: RelayCelery) -> None:
             celery.store.pending.leave()
         except Exception:  # noqa: BLE001 - Redis away: the missed heartbeat says the same
             pass
+        tracing.stop()  # export what the routings and attempts left buffered
         if metrics.OWNED_DIR:
             metrics.clean(metrics.OWNED_DIR)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 
-from relay import metrics
+from relay import metrics, tracing
 from relay.actions.sms import OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS, apply_opt_keywords
 from relay.events import (
     Event,
@@ -40,8 +40,15 @@ log = logging.getLogger("relay.deliver")
 REDIS_PAUSE = 1.0  #: seconds between tries while Redis does not answer
 
 
-def route_event(runtime: Runtime, event: Event) -> list[str]:
-    """Route ``event`` and run each delivery's first attempt; what each came to."""
+def route_event(runtime: Runtime, event: Event, trace: dict[str, str] | None = None) -> list[str]:
+    """Route ``event`` and run each delivery's first attempt; what each came to. With
+    ``trace`` (the context of the request that accepted it), the routing's span continues
+    that trace, and each delivery carries the routing's context (``relay.tracing``)."""
+    with tracing.routing(event, trace) as span:
+        return _route(runtime, event, span)
+
+
+def _route(runtime: Runtime, event: Event, span: tracing.Span) -> list[str]:
     ruleset = runtime.rules.current
     settings = runtime.settings
     apply_opt_keywords(
@@ -65,10 +72,19 @@ def route_event(runtime: Runtime, event: Event) -> list[str]:
         log.exception("routing %s failed", event["id"])
         _routing_failed(runtime, event, ruleset.version, exc)
         return []
-    entries = [
-        history_entry(Step.RECEIVED, rules_version=ruleset.version),
-        _routed(matches, jobs, ruleset.version),
-    ]
+    received = history_entry(Step.RECEIVED, rules_version=ruleset.version)
+    carried = tracing.context()
+    if carried:
+        received["traceparent"] = carried["traceparent"]  # what a re-route links to
+        for job in jobs:
+            job["trace"] = carried
+        tracing.routed(
+            span,
+            [match.route for match in matches],
+            [job["destination"] for job in jobs],
+            ruleset.version,
+        )
+    entries = [received, _routed(matches, jobs, ruleset.version)]
     destinations = [ruleset.destinations.get(job["destination"]) for job in jobs]
     members = (deliver_member(job["delivery_id"]) for job in jobs)
     with runtime.holdings.holding(*members), ordering.in_turn(runtime, delivery.deliver_job):
@@ -179,7 +195,9 @@ def _routing_failed(runtime: Runtime, event: Event, version: str, exc: Exception
         history_entry(Step.RECEIVED, rules_version=version),
         history_entry(Step.DEAD_LETTERED, reason=reason),
     ]
-    woken = runtime.store.routing_failed(
-        event, entries, routing_dead_letter(event, version, reason)
-    )
+    record = routing_dead_letter(event, version, reason)
+    carried = tracing.context()
+    if carried:
+        record["trace"] = carried
+    woken = runtime.store.routing_failed(event, entries, record)
     ordering.publish(runtime, woken)

@@ -40,9 +40,10 @@ def _requeue_on_redis_error(func: Callable[..., Any]) -> Callable[..., Any]:
 
 @shared_task(name="relay.route", bind=True)
 @_requeue_on_redis_error
-def route(self: Any, event: Event) -> int:
-    """Route the event and run its deliveries' first attempts."""
-    return len(routing.route_event(self.app.runtime, event))
+def route(self: Any, event: Event, trace: dict[str, str] | None = None) -> int:
+    """Route the event and run its deliveries' first attempts (``trace``: the W3C trace
+    context it was accepted or replayed in, while traces are on)."""
+    return len(routing.route_event(self.app.runtime, event, trace))
 
 
 @shared_task(name="relay.deliver", bind=True)
