@@ -117,7 +117,8 @@ def up(rules_path: str | None, host: str, port: int) -> None:
     supervisor.install_signal_handlers()
     status = 0
     try:
-        record_rules(settings.data_dir, settings.rules_path)  # for the commands beside it
+        if embedded:  # for the commands beside it, which find its Redis the same way
+            record_rules(settings.data_dir, settings.rules_path)
         supervisor.start()
         base = f"http://{host}:{port}"
         if _wait_healthy(base + "/healthz", supervisor):

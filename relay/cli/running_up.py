@@ -1,7 +1,7 @@
 """What a running ``relay up`` tells the commands run beside it, through its data dir.
 
-``relay up --rules FILE`` records FILE (absolute) with its process id in
-``RELAY_DATA_DIR/rules.path``, and removes it when it stops. A command run with the same
+``relay up --rules FILE`` on the embedded Redis records FILE (absolute) with its process
+id in ``RELAY_DATA_DIR/rules.path``, and removes it when it stops. A command run with the same
 data dir and no ``RELAY_RULES`` of its own (``relay destinations pause``, ``relay events
 reroute``, ``relay rules diff`` …) then reads the rules that ``relay up`` runs, not
 ``config/rules.yaml``. A record left by a ``relay up`` that was killed names a process that
