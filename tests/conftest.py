@@ -14,6 +14,7 @@ import redis
 from relay.cli.embedded import EmbeddedRedis, find_redis_server
 from relay.errors import ConfigError
 from relay.settings import load_settings
+from relay.state import Store, connect
 from relay.web.app import create_app
 from tests.harness import (
     FIXTURES,
@@ -67,6 +68,15 @@ def _clean_relay_keys(request):
                 client.delete(key)
         client.close()
     yield
+
+
+@pytest.fixture
+def store(redis_server):
+    """A Store on the suite's Redis (an hour of history and dedupe), closed after."""
+    client = connect(redis_server.url)
+    yield Store(client, 3600, 3600)
+    client.close()
+    client.connection_pool.disconnect()  # close() leaves a pool it was given
 
 
 @pytest.fixture

@@ -11,20 +11,11 @@ import sys
 
 import pytest
 
-from relay.state import Store, connect
 from tests.harness import ROOT, relay_env
 from tests.ops.test_search import receipt, route
 from tests.web.console.conftest import seed_dead_letter
 
 CANDIDATE = ROOT / "config" / "rules.yaml"  #: the rules in force: the diff changes nothing
-
-
-@pytest.fixture
-def store(redis_server):
-    client = connect(redis_server.url)
-    yield Store(client, 3600, 3600)
-    client.close()
-    client.connection_pool.disconnect()  # close() leaves a pool it was given
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import sys
 
 import pytest
 
-from relay.state import Store, connect
 from tests.harness import ROOT, relay_env
 
 RULES = """
@@ -45,13 +44,6 @@ def run(redis_server, tmp_path):
         )
 
     return run
-
-
-@pytest.fixture
-def store(redis_server):
-    client = connect(redis_server.url)
-    yield Store(client, 3600, 3600)
-    client.close()
 
 
 def test_list_pause_for_a_while_and_resume(run, store):

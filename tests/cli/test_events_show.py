@@ -3,24 +3,16 @@ order of a message's receipts, both times of each, and headings cut to a screen'
 
 from __future__ import annotations
 
-import pytest
 from click.testing import CliRunner
 
 from relay import parsing
 from relay.cli import main
 from relay.cli.ops import format_timeline
 from relay.ops.history import timeline
-from relay.state import Store, connect
+from relay.state import Store
 from tests.conftest import load_fixture
 
 TRANSID = "7f3af32c-8d6a-4173-b1c8-4805135ada71"
-
-
-@pytest.fixture
-def store(redis_server):
-    client = connect(redis_server.url)
-    yield Store(client, 3600, 3600)
-    client.close()
 
 
 def receipt(fixture: str, timestamp: str) -> dict:

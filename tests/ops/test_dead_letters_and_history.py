@@ -10,7 +10,7 @@ import pytest
 
 from relay.ops import dead_letters
 from relay.ops import history as views
-from relay.state import Store, connect
+from relay.state import Store
 
 RETRY = {"attempts": 5, "initial": 0.1, "max": 0.2}
 
@@ -26,13 +26,6 @@ class Recorder:
         if self.on_send:
             self.on_send(name, args)
         self.sent.append((name, args))
-
-
-@pytest.fixture
-def store(redis_server):
-    client = connect(redis_server.url)
-    yield Store(client, 3600, 3600)
-    client.close()
 
 
 def event(event_id: str = "01EVENT", **fields) -> dict:

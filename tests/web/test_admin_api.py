@@ -8,7 +8,7 @@ import time
 import pytest
 
 from relay.settings import load_settings
-from relay.state import Store, connect
+from relay.state import Store
 from relay.web.app import create_app
 from tests.conftest import load_fixture
 from tests.harness import relay_env
@@ -21,13 +21,6 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture
 def api(env):
     return create_app(load_settings({**env, "RELAY_ADMIN_TOKEN": TOKEN})).test_client()
-
-
-@pytest.fixture
-def store(redis_server):
-    client = connect(redis_server.url)
-    yield Store(client, 3600, 3600)
-    client.close()
 
 
 def seed(store: Store, event_id: str = "01EVENT", destination: str = "trace") -> dict:

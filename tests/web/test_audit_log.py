@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from relay.state import Store, connect
 from tests.harness import ROOT, wait_until, web_process
 from tests.ops.test_search import receipt, route
 from tests.web.console.conftest import ADMIN, VIEWER, csrf_of, seed_dead_letter
@@ -24,14 +23,6 @@ def web(redis_server, tmp_path_factory):
     env = {"RELAY_ADMIN_TOKEN": ADMIN, "RELAY_VIEWER_TOKEN": VIEWER, "RELAY_LOG_FORMAT": "json"}
     with web_process(redis_server.url, log, **env) as port:
         yield f"http://127.0.0.1:{port}", log
-
-
-@pytest.fixture
-def store(redis_server):
-    client = connect(redis_server.url)
-    yield Store(client, 3600, 3600)
-    client.close()
-    client.connection_pool.disconnect()  # close() leaves a pool it was given
 
 
 @pytest.fixture

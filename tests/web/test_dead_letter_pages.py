@@ -13,7 +13,7 @@ import requests
 
 from relay.events import dead_letter, fallback_job, new_failure, new_job
 from relay.parsing import build_events
-from relay.state import Store, connect
+from relay.state import Store
 from relay.web.console.dead_letters import SHOWN
 from tests.conftest import load_fixture
 from tests.harness import web_process
@@ -38,13 +38,6 @@ def base(redis_server, tmp_path_factory):
     env = {"RELAY_ADMIN_TOKEN": ADMIN, "RELAY_RULES": str(folder / "rules.yaml")}
     with web_process(redis_server.url, folder / "web.log", **env) as port:
         yield f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-def store(redis_server):
-    client = connect(redis_server.url)
-    yield Store(client, 3600, 3600)
-    client.close()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import pytest
 
 from relay import metrics
 from relay.settings import load_settings
-from relay.state import Store, connect
 from relay.state.client import dumps
 from relay.state.keys import PENDING_TASKS
 from relay.web.app import create_app
@@ -30,13 +29,6 @@ routes:
   - name: all
     to: [crm, trace]
 """
-
-
-@pytest.fixture
-def store(redis_server):
-    client = connect(redis_server.url)
-    yield Store(client, 3600, 3600)
-    client.close()
 
 
 @pytest.fixture

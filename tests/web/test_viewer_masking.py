@@ -8,7 +8,6 @@ import pytest
 import requests
 
 from relay.settings import load_settings
-from relay.state import Store, connect
 from relay.web.app import create_app
 from relay.web.context import relay_of
 from tests.harness import web_process
@@ -27,14 +26,6 @@ def base(redis_server, tmp_path_factory):
     env = {"RELAY_ADMIN_TOKEN": ADMIN, "RELAY_VIEWER_TOKEN": VIEWER}
     with web_process(redis_server.url, log, **env) as port:
         yield f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-def store(redis_server):
-    client = connect(redis_server.url)
-    yield Store(client, 3600, 3600)
-    client.close()
-    client.connection_pool.disconnect()  # close() leaves a pool it was given
 
 
 @pytest.fixture

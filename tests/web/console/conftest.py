@@ -7,7 +7,7 @@ import re
 import pytest
 
 from relay.settings import load_settings
-from relay.state import Store, connect
+from relay.state import Store
 from relay.web.app import create_app
 
 ADMIN = "adm1n-token-for-tests"
@@ -46,13 +46,6 @@ def console_app(console_env):
 def console(console_app):
     """A test client with a console; not logged in."""
     return console_app.test_client()
-
-
-@pytest.fixture
-def store(redis_server):
-    client = connect(redis_server.url)
-    yield Store(client, 3600, 3600)
-    client.close()
 
 
 def seed_dead_letter(
