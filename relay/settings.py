@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from relay import tracing
-from relay.durations import parse_duration
 from relay.errors import SettingsError
 from relay.redis_url import PLAIN_SCHEMES, SENTINEL_SCHEMES, is_sentinel, parse_sentinel_url
+from relay.times import parse_duration
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024  #: bytes: a full batch (1,000) of typical receipts fits
 DEFAULT_DEDUPE_TTL = "24h"

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from relay.durations import parse_duration
 from relay.errors import SettingsError
 from relay.settings import load_settings
+from relay.times import parse_duration
 from tests.harness import ROOT
 
 

@@ -29,7 +29,6 @@ import re
 import time
 import unicodedata
 from collections.abc import Set
-from datetime import datetime, timezone
 from typing import Any, Literal
 
 import requests
@@ -40,6 +39,7 @@ from relay.events import INBOUND_MESSAGE, Event, Job
 from relay.rules import SmsReplyDestination
 from relay.settings import Settings, digits
 from relay.state.replies import ReplyState
+from relay.times import epoch
 
 #: seconds, for connecting and for each read
 DEFAULT_TIMEOUT = 10.0
@@ -140,20 +140,10 @@ def _contains(words: str, phrase: str) -> bool:
 
 def message_order(event: Event) -> str:
     """Sortable text: the message's own time (UTC, ms), then its arrival (the event id,
-    which sorts by arrival); a message without a readable time counts from its arrival."""
-    sent = _epoch_ms(event.get("timestamp", "")) or _epoch_ms(event.get("received_at", ""))
-    return f"{sent or 0:015d}:{event.get('id', '')}"
-
-
-def _epoch_ms(text: str) -> int | None:
-    """``2024-01-07T14:36:09.266Z`` or ``2024-01-07 14:36:09`` (UTC when no offset)."""
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * 1000)
+    which sorts by arrival); a message without a readable time counts from its arrival.
+    Times are read as everywhere else (:func:`relay.times.epoch`: ISO or Unix time)."""
+    sent = epoch(event.get("timestamp")) or epoch(event.get("received_at"))
+    return f"{int(sent * 1000) if sent else 0:015d}:{event.get('id', '')}"
 
 
 def skip_reason(

@@ -14,13 +14,13 @@ import click
 
 from relay.cli.common import settings_or_exit
 from relay.cli.ops import _clip, _echo_json, _fail, _infrastructure, _store, audit_actor
-from relay.durations import parse_duration
 from relay.errors import ConfigError
 from relay.logs import mask_data
 from relay.ops import audit
 from relay.ops import destinations as ops
 from relay.rules import Destination
 from relay.settings import Settings
+from relay.times import parse_duration
 
 
 @click.group()

@@ -18,7 +18,6 @@ from kombu.exceptions import KombuError
 
 from relay import logs, tracing
 from relay.cli.common import load_rules_or_exit, settings_or_exit
-from relay.durations import format_duration, parse_duration
 from relay.errors import ConfigError, UnavailableError
 from relay.events import Step, routing_mark
 from relay.ops import audit, dead_letters, history
@@ -27,6 +26,7 @@ from relay.ops.search import DEFAULT_LIMIT, MAX_LIMIT, QueryError, parse_query, 
 from relay.settings import Settings
 from relay.state import RedisError, Store, open_store
 from relay.state.index import STATES
+from relay.times import format_duration, parse_duration
 
 # The Celery app and the rules machinery are imported by the functions that use them
 # ("start-up cost" below), so that `relay --help` and the other commands start quickly.

@@ -124,9 +124,9 @@ def rules_diff(candidate: str, since: str, limit: int, as_json: bool, fail_on_ch
     environment (${VAR} is <VAR>, ${VAR:-default} its default) and within the same caps,
     but with no time budget. A CANDIDATE that does not load: its errors and exit 2.
     """
-    from relay.durations import parse_duration
     from relay.ops.rules_diff import diff_rules  # start-up cost: see the module docstring
     from relay.state import RedisError, open_store
+    from relay.times import parse_duration
 
     try:
         window = parse_duration(since)

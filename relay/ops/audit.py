@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from relay.durations import format_duration
+from relay.times import format_duration
 
 if TYPE_CHECKING:
     from relay.ops.dead_letters import ReplayReport

@@ -27,7 +27,6 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol
 
 from relay import tracing
@@ -43,6 +42,7 @@ from relay.ops.dead_letter_pages import DeadLetterFilter, matching_ids, page_dea
 from relay.state import RedisError, Store
 from relay.state.index import DEAD, OPEN
 from relay.state.keys import deliver_member, route_member, storable
+from relay.times import epoch
 
 
 class Publisher(Protocol):
@@ -235,7 +235,4 @@ def _note_failed_replay(
 
 
 def _epoch(iso: str | None) -> float | None:
-    try:
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else None
-    except ValueError:
-        return None
+    return epoch(iso) if iso else None

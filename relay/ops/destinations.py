@@ -19,10 +19,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from relay.durations import format_duration
 from relay.errors import RelayError
 from relay.rules import Destination
 from relay.state import Store
+from relay.times import format_duration
 
 #: the longest pause accepted with ``for_seconds`` (a year)
 MAX_PAUSE = 366 * 86400.0

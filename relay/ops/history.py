@@ -3,10 +3,8 @@ from the history entries (``relay events show``, ``GET /api/events/<ref>``)."""
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from relay.events import (
@@ -19,11 +17,7 @@ from relay.events import (
 )
 from relay.state import Store
 from relay.state.keys import deliver_member, storable
-
-#: the earliest time: for an event whose arrival time does not parse (none should)
-NEVER = datetime.min.replace(tzinfo=timezone.utc)
-_FRACTION = re.compile(r"\.(\d+)")
-_OFFSET = re.compile(r"([+-]\d\d)(\d\d)$")
+from relay.times import NEVER, parse_time
 
 
 def event_history(store: Store, ref: str) -> list[dict]:
@@ -69,40 +63,6 @@ WHY = {
 def _order(item: Mapping[str, Any]) -> tuple[datetime, datetime, str]:
     arrival = parse_time(item.get("received_at")) or NEVER
     return parse_time(item.get("timestamp")) or arrival, arrival, item["id"]
-
-
-def parse_time(value: object) -> datetime | None:
-    """An aware datetime from what a sender may put in a time field, or None.
-
-    ISO 8601 as Webex Connect sends it (``2022-10-10T13:53:13.749+01:00``, ``…Z``), with any
-    number of fraction digits, ``+0100`` or no offset (taken as UTC), a space instead of
-    ``T``; or a Unix time in seconds or milliseconds.
-    """
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        return None
-    text = str(value).strip()
-    try:
-        number = float(text)
-    except ValueError:
-        return _parse_iso(text)
-    if not math.isfinite(number):
-        return None
-    try:
-        return datetime.fromtimestamp(number / 1000 if number > 1e11 else number, timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
-def _parse_iso(text: str) -> datetime | None:
-    if text[-1:] in ("Z", "z"):
-        text = text[:-1] + "+00:00"
-    text = _FRACTION.sub(lambda m: "." + m.group(1)[:6].ljust(6, "0"), text, count=1)
-    text = _OFFSET.sub(r"\1:\2", text)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def timeline(event: Event, history: list[HistoryEntry]) -> dict[str, Any]:

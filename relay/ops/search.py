@@ -23,12 +23,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from relay.durations import parse_duration
 from relay.logs import mask_numbers
-from relay.ops.history import event_label, parse_time
+from relay.ops.history import event_label
 from relay.state import Store
 from relay.state import keys as state_keys
 from relay.state.index import FACETS, STATES, decode_cursor, encode_cursor, normalize
+from relay.times import parse_duration, parse_time
 
 #: the filters of a search, as the API and the command name them
 FILTERS = ("kind", "status", "code", "source", "route", "destination", "state", "keyword")

@@ -8,7 +8,6 @@
     text = render(destination.text, event, hit.route, name)   # TemplateError on failure
 """
 
-from relay.durations import format_duration, parse_duration
 from relay.rules.loader import DestinationChecks, describe, load_rules, load_rules_text
 from relay.rules.model import (
     Destination,
@@ -25,6 +24,7 @@ from relay.rules.model import (
 from relay.rules.payloads import Structured
 from relay.rules.retry import DEFAULT_RETRY, RetryPolicy
 from relay.rules.templates import Template, TemplateBudgetError, TemplateError, render
+from relay.times import format_duration, parse_duration
 
 __all__ = [
     "DEFAULT_RETRY",

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from relay.durations import parse_duration
 from relay.rules.document import Document, Path, Problems, format_path
 from relay.rules.suggest import did_you_mean
 from relay.rules.templates import Mode, Template, TemplateError, compile_template
+from relay.times import parse_duration
 
 
 class _Failed:

@@ -14,7 +14,6 @@ from dataclasses import asdict
 from types import MappingProxyType
 from typing import Any
 
-from relay.durations import format_duration, parse_duration
 from relay.rules.fields import field_problem
 from relay.rules.http_auth import check_http_auth, read_auth, read_tls
 from relay.rules.matcher import MATCH_ALL, ConditionError, compile_condition
@@ -50,6 +49,7 @@ from relay.rules.reader import (
 from relay.rules.retry import DEFAULT_RETRY, RetryPolicy
 from relay.rules.suggest import did_you_mean
 from relay.rules.templates import Template, compile_template, unknown_names
+from relay.times import format_duration, parse_duration
 
 Path = tuple[str | int, ...]
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 import redis
@@ -37,6 +36,7 @@ import redis
 from relay.events import Event
 from relay.state import keys
 from relay.state.client import texts
+from relay.times import epoch
 
 #: the facets an event is indexed under, in the order the API lists them
 FACETS = ("kind", "status", "code", "source", "route", "destination", "state", "keyword")
@@ -157,12 +157,8 @@ def event_facets(
 def accept_score(event: Event) -> int:
     """The event's accept time (``received_at``, set by the web process as it accepted it)
     in milliseconds since the epoch; 0 when it does not parse (none should)."""
-    text = event.get("received_at") or ""
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return 0
-    return int(moment.timestamp() * 1000)
+    received = epoch(event.get("received_at"))
+    return int(received * 1000) if received is not None else 0
 
 
 def encode_cursor(score: int, event_id: str) -> str:

@@ -20,12 +20,12 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound
 
 from relay import parsing
-from relay.durations import parse_duration
 from relay.errors import RelayError, RequestError, RulesError
 from relay.logs import mask_data
 from relay.ops import audit, dead_letters, destinations, history, reroute, rules_diff, search
 from relay.ops.dead_letter_pages import CursorError, DeadLetterFilter, page_dead_letters
 from relay.ops.dryrun import dry_run
+from relay.times import parse_duration
 from relay.web import logins
 from relay.web.context import current_relay
 

@@ -22,10 +22,9 @@ from werkzeug.exceptions import ClientDisconnected, MethodNotAllowed, RequestEnt
 from werkzeug.wrappers import Request
 
 from relay import metrics, parsing, tracing
-from relay.durations import format_duration
 from relay.errors import PayloadError
 from relay.events import INBOUND_MESSAGE, Event
-from relay.ops.history import parse_time
+from relay.times import format_duration, parse_time
 from relay.web.answers import error_answer, json_answer, json_body
 from relay.web.auth import IngestAuth
 from relay.web.context import Relay

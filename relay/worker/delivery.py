@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 from relay import metrics, tracing
@@ -46,6 +45,7 @@ from relay.events import (
 from relay.rules import Destination, RetryPolicy, SmsReplyDestination, TemplateError
 from relay.settings import Settings
 from relay.state import RedisError
+from relay.times import epoch
 from relay.worker import alerts, fallback, gate, ordering
 from relay.worker.runtime import Runtime
 
@@ -281,11 +281,10 @@ def _step(job: Job, destination: Any, outcome: str, message: str, *args: Any, **
 
 
 def _observe_end_to_end(event: Event) -> None:
-    try:
-        received = datetime.fromisoformat(event["received_at"].replace("Z", "+00:00"))
-    except (KeyError, ValueError):
+    received = epoch(event.get("received_at"))
+    if received is None:
         return
-    elapsed = (datetime.now(timezone.utc) - received).total_seconds()
+    elapsed = time.time() - received
     metrics.m().end_to_end_seconds.observe(max(elapsed, 0.0))
 
 

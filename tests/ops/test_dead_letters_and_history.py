@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import timezone
 
 import pytest
 
@@ -309,26 +308,3 @@ def test_receipts_with_the_same_own_time_are_in_arrival_order(store):
         )
         store.route(receipt, [{"step": "received", "rules_version": "v"}], jobs=[], holds=[])
     assert [item["id"] for item in views.event_history(store, "T")] == ["01B", "01A"]
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("2022-10-10T13:53:13.749+01:00", "2022-10-10T12:53:13.749000+00:00"),
-        ("2024-01-07T14:36:09.266Z", "2024-01-07T14:36:09.266000+00:00"),
-        ("2022-10-10 13:53:13", "2022-10-10T13:53:13+00:00"),  # no offset: UTC
-        ("2022-10-10T13:53:13.7+0100", "2022-10-10T12:53:13.700000+00:00"),
-        ("2022-10-10T13:53:13.123456789Z", "2022-10-10T13:53:13.123456+00:00"),
-        ("1665406393749", "2022-10-10T12:53:13.749000+00:00"),  # Unix milliseconds
-        ("1665406393", "2022-10-10T12:53:13+00:00"),  # Unix seconds
-        ("", None),
-        ("soon", None),
-        ("nan", None),
-        ("1e999", None),
-        (None, None),
-        ({"at": 1}, None),
-    ],
-)
-def test_own_times_are_parsed_as_senders_write_them(value, expected):
-    moment = views.parse_time(value)
-    assert (moment.astimezone(timezone.utc).isoformat() if moment else None) == expected

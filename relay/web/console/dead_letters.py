@@ -13,9 +13,9 @@ from typing import Any
 from flask import redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from relay.durations import parse_duration
 from relay.ops import audit, dead_letters
 from relay.ops import dead_letter_pages as pages
+from relay.times import parse_duration
 from relay.web import logins
 from relay.web.console import session as sessions
 from relay.web.console.access import admin_only, message

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
 
 from flask import redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from relay.durations import format_duration, parse_duration
 from relay.ops import audit
 from relay.ops import destinations as ops
 from relay.ops.dead_letter_pages import DestinationDeadLetters, by_destination
 from relay.ops.search import event_counts
+from relay.times import epoch, format_duration, parse_duration
 from relay.web import logins
 from relay.web.console import session as sessions
 from relay.web.console.access import admin_only, message
@@ -68,7 +67,7 @@ def destination_rows(relay: Relay, now: float | None = None) -> list[Destination
 
 
 def _epoch(stamp: str | None) -> float | None:
-    return datetime.fromisoformat(stamp).timestamp() if stamp else None
+    return epoch(stamp) if stamp else None
 
 
 def _seconds_until(stamp: str | None, now: float) -> float | None:

@@ -18,7 +18,6 @@ from flask import g, render_template, request
 from flask.typing import ResponseReturnValue
 
 from relay import parsing
-from relay.durations import parse_duration
 from relay.errors import IngestError, RulesError
 from relay.ops import audit
 from relay.ops import rules_diff as diffs
@@ -26,6 +25,7 @@ from relay.ops.dryrun import dry_run, format_text
 from relay.ops.rules_diff import CANDIDATE, DEFAULT_LIMIT, MAX_LIMIT, diff_rules, load_candidate
 from relay.rules import Ruleset
 from relay.samples import SAMPLE_INBOUND, SAMPLE_RECEIPT
+from relay.times import parse_duration
 from relay.web import logins
 from relay.web.console.blueprint import bp
 from relay.web.console.rules_text import redacted
