@@ -90,6 +90,7 @@ class HttpSink:
         self._answers: deque[Answer] = deque()
         self._requests: list[Recorded] = []
         self._statuses: list[int] = []
+        self._finished: list[float | None] = []  #: when each answer was sent (monotonic)
         self._lock = threading.Lock()
         self._received = threading.Condition(self._lock)
         self._closing = threading.Event()
@@ -157,7 +158,7 @@ class HttpSink:
                 _hang_up(connection)
         self._server.server_close()  # joins handler threads (block_on_close)
 
-    def _record(self, request: Recorded) -> Answer:
+    def _record(self, request: Recorded) -> tuple[Answer, int]:
         if self.on_request is not None:
             self.on_request(request)
         with self._received:
@@ -167,13 +168,24 @@ class HttpSink:
                 answer = self.respond(request) if self.respond is not None else self.default
             self._requests.append(request)
             self._statuses.append(answer.status)
+            self._finished.append(None)
             self._received.notify_all()
-            return answer
+            return answer, len(self._requests) - 1
+
+    def _finish(self, index: int) -> None:
+        with self._lock:
+            self._finished[index] = time.monotonic()
 
     def answered(self) -> list[tuple[Recorded, int]]:
         """Each request with the status it was (or is being) answered with."""
         with self._lock:
             return list(zip(self._requests, self._statuses, strict=True))
+
+    def exchanges(self) -> list[tuple[Recorded, int, float | None]]:
+        """Each request with its status and when its answer was sent (``time.monotonic()``,
+        as ``Recorded.at``; None while it is still being answered)."""
+        with self._lock:
+            return list(zip(self._requests, self._statuses, self._finished, strict=True))
 
     def _track(self, connection: socket.socket, open_: bool) -> None:
         with self._lock:
@@ -254,11 +266,12 @@ def _handler_for(sink: HttpSink) -> type[BaseHTTPRequestHandler]:
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            answer = sink._record(
+            answer, index = sink._record(
                 Recorded(self.command, self.path, tuple(self.headers.items()), body)
             )
             if sink._wait(answer.delay):
                 _answer(self, answer)
+                sink._finish(index)
             else:
                 self.close_connection = True
 

@@ -10,13 +10,9 @@ different keys did overlap. And every accepted event was delivered.
 from __future__ import annotations
 
 import collections
-import json
 import random
 import signal
-import threading
-import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -24,6 +20,7 @@ from relay.settings import load_settings
 from relay.state import Store, connect
 from relay.web.app import create_app
 from tests.harness import WorkerProcess, fresh_db_url, relay_env, wait_until
+from tests.httpsink import Answer, HttpSink
 
 pytestmark = pytest.mark.faults
 
@@ -54,61 +51,25 @@ class Seen:
     status: int
 
 
-class Receiver:
+class Receiver(HttpSink):
     """Answers 503 to 10% of requests (seeded), each after 0-60 ms; records every one."""
 
     def __init__(self, seed: int = 21) -> None:
-        self.random = random.Random(seed)
-        self.lock = threading.Lock()
-        self.seen: list[Seen] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.server.handle_error = lambda request, address: None  # a killed worker hangs up
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__()
+        draws = random.Random(seed)  # drawn under the sink's lock, one request at a time
+        self.respond = lambda request: Answer(
+            503 if draws.random() < 0.1 else 200, delay=draws.uniform(0.0, 0.06)
+        )
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def _handler(self):
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                arrived = time.monotonic()
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with receiver.lock:
-                    latency = receiver.random.uniform(0.0, 0.06)
-                    status = 503 if receiver.random.random() < 0.1 else 200
-                time.sleep(latency)
-                with receiver.lock:
-                    receiver.seen.append(
-                        Seen(
-                            self.headers["webhook-id"],
-                            body["transid"],
-                            arrived,
-                            time.monotonic(),
-                            status,
-                        )
-                    )
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        return Handler
-
-    def requests(self) -> list[Seen]:
-        with self.lock:
-            return sorted(self.seen, key=lambda seen: seen.arrived)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def seen(self) -> list[Seen]:
+        """The requests answered so far, in the order they arrived (not one the killed
+        worker cut short before its body: no delivery)."""
+        answered = [
+            Seen(request.header("webhook-id"), request.json()["transid"], request.at, at, status)
+            for request, status, at in self.exchanges()
+            if at is not None and request.body
+        ]
+        return sorted(answered, key=lambda seen: seen.arrived)
 
 
 def receipt(transid: str, number: int) -> dict:
@@ -146,9 +107,8 @@ def accept_interleaved(client, rnd: random.Random) -> dict[str, int]:
 
 @pytest.fixture
 def receiver():
-    server = Receiver()
-    yield server
-    server.close()
+    with Receiver() as server:
+        yield server
 
 
 def test_order_per_key_survives_503s_latency_and_a_worker_killed_half_way(
@@ -156,7 +116,7 @@ def test_order_per_key_survives_503s_latency_and_a_worker_killed_half_way(
 ):
     url = fresh_db_url(redis_server)
     rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES.format(url=receiver.url))
+    rules.write_text(RULES.format(url=receiver.url("/hook")))
     # as in the other fault tests: a retry's message a worker received and died with before
     # it could record it (a few ms) comes back from the broker after 3 s, not 5 minutes
     env = relay_env(url, RELAY_RULES=str(rules), RELAY_VISIBILITY_TIMEOUT="3s")
@@ -166,9 +126,9 @@ def test_order_per_key_survives_503s_latency_and_a_worker_killed_half_way(
         place = accept_interleaved(client, random.Random(5))
         total = KEYS * PER_KEY
         assert len(place) == total
-        wait_until(lambda: sum(s.status == 200 for s in receiver.requests()) >= total // 2, 60)
+        wait_until(lambda: sum(s.status == 200 for s in receiver.seen()) >= total // 2, 60)
         workers[0].stop(signal.SIGKILL)  # its deliveries under way: taken over by the other
-        ok = lambda: {s.delivery_id for s in receiver.requests() if s.status == 200}  # noqa: E731
+        ok = lambda: {s.delivery_id for s in receiver.seen() if s.status == 200}  # noqa: E731
         wait_until(lambda: len(ok()) == total, 90, interval=0.2)
         store = Store(connect(url), 3600, 3600)
         wait_until(lambda: store.pending.count() == 0, 30, interval=0.2)
@@ -176,7 +136,7 @@ def test_order_per_key_survives_503s_latency_and_a_worker_killed_half_way(
     finally:
         for worker in workers:
             worker.stop(signal.SIGKILL)
-    seen = receiver.requests()
+    seen = receiver.seen()
     assert {s.delivery_id.rsplit(":", 1)[0] for s in seen if s.status == 200} == set(place)
     by_key = collections.defaultdict(list)
     for request in seen:
