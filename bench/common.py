@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -32,7 +33,48 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[index]
 
 
-class Sink:
+class HookServer:
+    """A threaded HTTP server on 127.0.0.1 (url ``…/hook``) that answers each POST with the
+    status :meth:`answer` returns and an empty body; subclasses say what they answer and
+    what they record."""
+
+    def __init__(self) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.server.handle_error = lambda request, address: None  # a killed worker hangs up
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def answer(self, headers: Message, body: bytes) -> int:
+        """The status for one request (it may wait first: each runs in a thread of its own)."""
+        raise NotImplementedError
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(server.answer(self.headers, body))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        return Handler
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Sink(HookServer):
     """A receiver that answers 200 after ``delay`` s, or 503 with probability ``fail_rate``.
 
     Records, per ``webhook-id``, the monotonic time of the first 2xx and how many 2xx;
@@ -50,34 +92,12 @@ class Sink:
         self.keep_bodies = keep_bodies
         self.first_body: dict[str, bytes] = {}
         self.failed = 0
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.server.handle_error = lambda request, address: None  # a killed worker hangs up
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def _handler(self):
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if sink.delay:
-                    time.sleep(sink.delay)
-                status = sink._decide(self.headers.get("webhook-id", ""), body)
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        return Handler
+    def answer(self, headers: Message, body: bytes) -> int:
+        if self.delay:
+            time.sleep(self.delay)
+        return self._decide(headers.get("webhook-id", ""), body)
 
     def _decide(self, webhook_id: str, body: bytes = b"") -> int:
         with self.lock:
@@ -89,10 +109,6 @@ class Sink:
             self.first_ok.setdefault(webhook_id, time.monotonic())
             self.ok_count[webhook_id] = self.ok_count.get(webhook_id, 0) + 1
             return 200
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class Stack:

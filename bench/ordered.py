@@ -28,12 +28,12 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.message import Message
 
 import requests
 
 from bench import loadgen
-from bench.common import Stack, percentile
+from bench.common import HookServer, Stack, percentile
 
 PATH = "/webhooks/webex-connect"
 KEYS = 500  #: transids of the many-keys bursts
@@ -62,7 +62,7 @@ class Seen:
     status: int
 
 
-class Receiver:
+class Receiver(HookServer):
     """Answers after ``delay`` s: 400 to the key :data:`BLOCKED`, else 200; records every
     request."""
 
@@ -71,50 +71,27 @@ class Receiver:
         self.first_delay = 0.0  #: for the first event of a key (its seq ends in 0s)
         self.lock = threading.Lock()
         self.seen: list[Seen] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def _handler(self):
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                arrived = time.monotonic()
-                event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                key = event.get("transid", "")
-                status = 400 if key == BLOCKED else 200
-                seq = int(str(event.get("callback", {}).get("n", "0"))[-9:] or 0)
-                delay = receiver.first_delay if seq == 0 else receiver.delay
-                if delay:
-                    time.sleep(delay)
-                seen = Seen(key, seq, self.headers["webhook-id"], arrived, time.monotonic(), status)
-                with receiver.lock:
-                    receiver.seen.append(seen)
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        return Handler
+    def answer(self, headers: Message, body: bytes) -> int:
+        arrived = time.monotonic()
+        event = json.loads(body)
+        key = event.get("transid", "")
+        status = 400 if key == BLOCKED else 200
+        seq = int(str(event.get("callback", {}).get("n", "0"))[-9:] or 0)
+        delay = self.first_delay if seq == 0 else self.delay
+        if delay:
+            time.sleep(delay)
+        seen = Seen(key, seq, headers["webhook-id"], arrived, time.monotonic(), status)
+        with self.lock:
+            self.seen.append(seen)
+        return status
 
     def take(self) -> list[Seen]:
         """What it saw since the last take, by arrival."""
         with self.lock:
             seen, self.seen = self.seen, []
         return sorted(seen, key=lambda item: item.arrived)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def receipt(key: str) -> str:
