@@ -90,7 +90,7 @@ class HttpSink:
         self._answers: deque[Answer] = deque()
         self._requests: list[Recorded] = []
         self._statuses: list[int] = []
-        self._finished: list[float | None] = []  #: when each answer was sent (monotonic)
+        self._finished: list[float | None] = []  #: when each answer began (monotonic)
         self._lock = threading.Lock()
         self._received = threading.Condition(self._lock)
         self._closing = threading.Event()
@@ -182,8 +182,9 @@ class HttpSink:
             return list(zip(self._requests, self._statuses, strict=True))
 
     def exchanges(self) -> list[tuple[Recorded, int, float | None]]:
-        """Each request with its status and when its answer was sent (``time.monotonic()``,
-        as ``Recorded.at``; None while it is still being answered)."""
+        """Each request with its status and when the sink began to send its answer, after
+        any delay (``time.monotonic()``, as ``Recorded.at``: before the client can have it;
+        None while it waits)."""
         with self._lock:
             return list(zip(self._requests, self._statuses, self._finished, strict=True))
 
@@ -270,8 +271,8 @@ def _handler_for(sink: HttpSink) -> type[BaseHTTPRequestHandler]:
                 Recorded(self.command, self.path, tuple(self.headers.items()), body)
             )
             if sink._wait(answer.delay):
+                sink._finish(index)  # before the client can have the answer
                 _answer(self, answer)
-                sink._finish(index)
             else:
                 self.close_connection = True
 
