@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 import signal
+import threading
 import time
 from typing import NoReturn
 
@@ -13,6 +15,7 @@ import redis
 
 from relay.cli.embedded import EmbeddedRedis, find_redis_server
 from relay.errors import ConfigError
+from relay.rules.reloader import WATCHER_THREAD, stop_watchers
 from relay.settings import load_settings
 from relay.state import Store, connect
 from relay.web.app import create_app
@@ -59,18 +62,36 @@ WORKER_DB = 1
 
 @pytest.fixture(autouse=True)
 def _clean_relay_keys(request):
-    """Each test starts without relay state or queued tasks; kombu's bindings stay."""
+    """Each test starts without relay state or queued tasks; kombu's bindings stay. The
+    session worker's database loses its queues too, and the tasks its worker fetched and
+    had not acknowledged (kombu's ``unacked``: they would come back at the visibility
+    timeout, into a later test)."""
     if "redis_server" not in request.fixturenames:
         yield
         return
     server = request.getfixturevalue("redis_server")
-    for db, patterns in ((0, ("relay:*", "relay.*")), (WORKER_DB, ("relay:*",))):
+    for db, patterns in (
+        (0, ("relay:*", "relay.*")),
+        (WORKER_DB, ("relay:*", "relay.*", "unacked*")),
+    ):
         client = redis.Redis.from_url(db_url(server, db))
         for pattern in patterns:
             for key in client.scan_iter(pattern, count=1000):
                 client.delete(key)
         client.close()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _no_rules_watcher_left():
+    """No rules-watcher thread outlives its test: every app or worker app whose rules were
+    read started one (relay/rules/reloader.py); stopped here, and waited for."""
+    yield
+    stop_watchers()
+    deadline = time.monotonic() + 10
+    while left := [t for t in threading.enumerate() if t.name == WATCHER_THREAD]:
+        assert time.monotonic() < deadline, f"rules watchers still running: {left}"
+        left[0].join(0.1)
 
 
 @pytest.fixture
@@ -245,6 +266,36 @@ _FAULT_REPORT: list[str] = []
 def fault_report() -> list[str]:
     """Lines for the session summary (fault scenarios report their figures here)."""
     return _FAULT_REPORT
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--shuffle",
+        metavar="SEED",
+        type=int,
+        help="run the test files in an order shuffled with random.Random(SEED), and the "
+        "tests of each file shuffled too: a test that leans on another having run shows",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    seed = config.getoption("shuffle")
+    if seed is None:
+        return
+    shuffle = random.Random(seed).shuffle
+    files: dict[str, list[pytest.Item]] = {}
+    for item in items:  # a file's tests stay together: its module fixtures start once
+        files.setdefault(item.nodeid.split("::")[0], []).append(item)
+    order = list(files.values())
+    shuffle(order)
+    for tests in order:
+        shuffle(tests)
+    items[:] = [item for tests in order for item in tests]
+
+
+def pytest_report_header(config):
+    seed = config.getoption("shuffle")
+    return None if seed is None else f"order shuffled: --shuffle {seed}"
 
 
 def pytest_terminal_summary(terminalreporter):
