@@ -150,7 +150,7 @@ def _statuses(
     inflight = controls.inflight(names)
     errors = controls.last_errors(names)
     stats = controls.stats(names)
-    backlog = controls.backlog()
+    backlog = store.pending.backlog()
     blocked = store.ordering.blocked([n for n in names if destinations[n].ordered_by])
     out = []
     for name in names:

@@ -409,20 +409,6 @@ class Controls:
             out[name] = _stats(replies[i * len(minutes) : (i + 1) * len(minutes)])
         return out
 
-    def backlog(self) -> dict[str, int]:
-        """Pending deliveries per destination (every delivery not yet settled: waiting,
-        queued, in a retry's backoff or under way). Reads the whole pending outbox."""
-        counts: dict[str, int] = {}
-        tasks = self.redis.hscan_iter(keys.PENDING_TASKS, match="deliver:*", count=1000)
-        for _member, raw in tasks:
-            try:
-                destination = loads(raw)["args"][0]["destination"]
-            except (ValueError, KeyError, IndexError, TypeError):
-                continue
-            if isinstance(destination, str):
-                counts[destination] = counts.get(destination, 0) + 1
-        return counts
-
 
 def _stats(buckets: Iterable[dict[str, str]]) -> Stats:
     ok = failed = 0

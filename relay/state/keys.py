@@ -35,6 +35,12 @@
                                 ("route:<event id>", "deliver:<delivery id>"), scored by
                                 when it counts as lost if nobody owns it
     relay:pending:tasks         hash: the same members → the task that does it (JSON)
+    relay:pending:destinations  hash: the "deliver:" members of those → their destination
+                                (written and removed with the member: relay.state.pending)
+    relay:backlog               hash: destination → how many of its deliveries are pending
+                                (the members above naming it; changed in the same Lua call)
+    relay:backlog:counted       set once the deliveries pending before relay:backlog
+                                existed were counted into it (relay.state.backlog)
     relay:nodes                 sorted set: worker node ids → time of their last heartbeat
     relay:owned:<node>          set: the pending members a worker node has taken
     relay:optout:<digits>       an opted-out sender
@@ -92,6 +98,9 @@ PREFIX = "relay:"
 INBOX = PREFIX + "inbox"
 PENDING = PREFIX + "pending"
 PENDING_TASKS = PREFIX + "pending:tasks"
+PENDING_DESTINATIONS = PREFIX + "pending:destinations"
+BACKLOG = PREFIX + "backlog"
+BACKLOG_COUNTED = PREFIX + "backlog:counted"
 NODES = PREFIX + "nodes"
 DEAD = PREFIX + "dead"
 DEAD_DESTINATIONS = PREFIX + "dead-destinations"
