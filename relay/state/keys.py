@@ -61,6 +61,9 @@
     relay:track:<event id>      hash: the event's accept time (@at), search state (@state)
                                 and each delivery's settlement (delivery id → open, retry,
                                 done, dead)
+    relay:rules:in-force        the rules the last web or worker process loaded: version, when,
+                                and what each destination's status shows of it (JSON;
+                                relay.state.in_force)
     relay:dests                 set: names of destinations ever paused or whose circuit moved
                                 (what the metrics report on)
     relay:dest:<name>:paused    a destination's pause (JSON since/until; expires with ``--for``)
@@ -101,6 +104,7 @@ PENDING_TASKS = PREFIX + "pending:tasks"
 PENDING_DESTINATIONS = PREFIX + "pending:destinations"
 BACKLOG = PREFIX + "backlog"
 BACKLOG_COUNTED = PREFIX + "backlog:counted"
+RULES_IN_FORCE = PREFIX + "rules:in-force"
 NODES = PREFIX + "nodes"
 DEAD = PREFIX + "dead"
 DEAD_DESTINATIONS = PREFIX + "dead-destinations"

@@ -50,6 +50,7 @@ from relay.state.connection import check_service, connect
 from relay.state.controls import Controls
 from relay.state.dead_letters import DeadLetters
 from relay.state.deliveries import DeliveryState
+from relay.state.in_force import RulesInForce
 from relay.state.index import DEAD, OPEN, EventIndex, accept_score, event_facets
 from relay.state.ordering import Ordering, woken_jobs
 from relay.state.pending import Pending, Spec
@@ -244,6 +245,7 @@ class Store:
         )
         self.replies = ReplyState(client)
         self.controls = Controls(client, history_ttl)
+        self.rules_in_force = RulesInForce(client)
         self._accept = client.register_script(_ACCEPT)
         self._take = client.register_script(_TAKE)
         self._route = client.register_script(_ROUTE)
