@@ -4,6 +4,13 @@ What a dry run shows never carries a value the rules took from the environment: 
 are redacted (:func:`relay.actions.registry.redact`), and every value read through
 ``${VAR}`` is hidden as ``****`` wherever else it appears — route names, explanations,
 template errors — all but the event, which is the caller's own payload.
+
+Opt-outs are decided as the worker decides them (:mod:`relay.rules.replies`), on a
+simulated state that starts with nobody opted out and is neither read from Redis nor
+written to it: a STOP shows ``sender_opted_out: true`` and opts its sender out for the
+payload's later messages; ``please stop texting me`` shows ``opt_out_ambiguous: true``.
+An ``sms_reply`` that the worker would skip says why (``skipped``); cooldowns are not
+simulated.
 """
 
 from __future__ import annotations
@@ -13,10 +20,18 @@ import json
 from relay.actions.registry import prepare, redact
 from relay.events import Event, Job, RetrySpec, fallback_job, new_failure, new_job
 from relay.parsing import build_events
-from relay.rules import DEFAULT_RETRY, RetryPolicy, Ruleset, TemplateError
+from relay.rules import (
+    DEFAULT_RETRY,
+    Destination,
+    RetryPolicy,
+    Ruleset,
+    SmsReplyDestination,
+    TemplateError,
+)
 from relay.rules.explain import RouteExplanation
 from relay.rules.explain import explain as explain_routes
 from relay.rules.masking import hidden, hide_all
+from relay.rules.replies import OptOuts, OptWords, SimulatedOptOuts, apply_opt_keywords, skip_reason
 from relay.settings import Settings
 
 
@@ -31,10 +46,11 @@ def dry_run(
 
     With ``explain``, each report also has ``explain``: every route, matched or why not
     (:func:`relay.rules.explain.explain`, as dicts). Nothing is sent and no state is read or
-    written (``sender_opted_out`` is shown false).
+    written: opt-outs are simulated, from nobody opted out (see the module docstring).
     """
     events, _ = build_events(payload, source, settings.own_numbers)
-    reports = [_report(ruleset, event, settings) for event in events]
+    optouts, words = SimulatedOptOuts(), OptWords.of(settings)
+    reports = [_report(ruleset, event, settings, optouts, words) for event in events]
     if explain:
         for report in reports:
             found = explain_routes(ruleset, report["event"])
@@ -47,20 +63,34 @@ def _without_event(report: dict) -> dict:
     return {key: value for key, value in report.items() if key != "event"}
 
 
-def _report(ruleset: Ruleset, event: Event, settings: Settings) -> dict:
-    if event["kind"] == "inbound_message":
-        event["sender_opted_out"] = False
+def _report(
+    ruleset: Ruleset, event: Event, settings: Settings, optouts: OptOuts, words: OptWords
+) -> dict:
+    apply_opt_keywords(optouts, event, words)  # before matching, as the worker does
     matches = ruleset.match(event)
     deliveries = [
         _delivery(ruleset, event, match.route, name, match.retry[name], settings)
         for match in matches
         for name in match.destinations
     ]
+    for item in deliveries:  # before the attempt, as the worker does
+        reason = _skipped(ruleset.destinations[item["destination"]], event, settings, optouts)
+        if reason is not None:
+            item["skipped"] = reason
     return {
         "event": event,
         "routes": [match.route for match in matches],
         "deliveries": deliveries,
     }
+
+
+def _skipped(
+    destination: Destination, event: Event, settings: Settings, optouts: OptOuts
+) -> str | None:
+    """Why the worker would skip this delivery before its attempt (cooldowns aside)."""
+    if not isinstance(destination, SmsReplyDestination):
+        return None
+    return skip_reason(destination, event, settings.own_numbers, optouts.opted_out)
 
 
 def _delivery(
@@ -119,6 +149,8 @@ def format_text(reports: list[dict]) -> str:
             lines += ["  explain:", *_indent(explained, 4)]
         for item in report["deliveries"]:
             lines.append(f"  → {item['destination']} ({item['type']}, via {item['route']})")
+            if "skipped" in item:
+                lines.append(f"      skipped by the worker: {item['skipped']}")
             lines.extend(_indent(_request_lines(item), 6))
             if "fallback" in item:
                 fallback = item["fallback"]
