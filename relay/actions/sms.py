@@ -48,7 +48,7 @@ GSM_CHARACTERS: frozenset[str] = frozenset(GSM_BASIC + GSM_EXTENSION)
 ContentType = Literal["text", "unicode"]
 
 
-def prepare(destination: SmsReplyDestination, job: Job, settings: Settings) -> dict:
+def prepare(destination: SmsReplyDestination, job: Job, settings: Settings) -> dict[str, Any]:
     """The reply to send: to the event's sender, from ``from`` or the number it was sent to."""
     event = job["event"]
     return {
@@ -61,7 +61,9 @@ def prepare(destination: SmsReplyDestination, job: Job, settings: Settings) -> d
     }
 
 
-def send(destination: SmsReplyDestination, prepared: dict, job: Job, settings: Settings) -> Outcome:
+def send(
+    destination: SmsReplyDestination, prepared: dict[str, Any], job: Job, settings: Settings
+) -> Outcome:
     """Send ``prepared`` with the service key of the settings."""
     return send_sms(
         settings.webex_api_url.rstrip("/"),

@@ -16,6 +16,7 @@ simulated.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from relay.actions.registry import prepare, redact
 from relay.events import Event, Job, RetrySpec, fallback_job, new_failure, new_job
@@ -41,7 +42,7 @@ def dry_run(
     settings: Settings,
     source: str = "default",
     explain: bool = False,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """For each notification in ``payload``: its event, matched routes, rendered deliveries.
 
     With ``explain``, each report also has ``explain``: every route, matched or why not
@@ -59,13 +60,13 @@ def dry_run(
     return [{**report, **hide_all(_without_event(report), forms)} for report in reports]
 
 
-def _without_event(report: dict) -> dict:
+def _without_event(report: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in report.items() if key != "event"}
 
 
 def _report(
     ruleset: Ruleset, event: Event, settings: Settings, optouts: OptOuts, words: OptWords
-) -> dict:
+) -> dict[str, Any]:
     apply_opt_keywords(optouts, event, words)  # before matching, as the worker does
     matches = ruleset.match(event)
     deliveries = [
@@ -100,7 +101,7 @@ def _delivery(
     name: str,
     retry: RetryPolicy,
     settings: Settings,
-) -> dict:
+) -> dict[str, Any]:
     destination = ruleset.destinations[name]
     spec: RetrySpec = {"attempts": retry.attempts, "initial": retry.initial, "max": retry.max}
     job = new_job(event, route, name, ruleset.version, spec)
@@ -115,7 +116,7 @@ def _delivery(
 SAMPLE_ERROR = "(the last error)"
 
 
-def _fallback(ruleset: Ruleset, job: Job, name: str, settings: Settings) -> dict:
+def _fallback(ruleset: Ruleset, job: Job, name: str, settings: Settings) -> dict[str, Any]:
     """What the fallback would get if ``job`` were dead-lettered after its last attempt."""
     fallback = ruleset.destinations[name]
     policy = fallback.retry or DEFAULT_RETRY
@@ -123,12 +124,17 @@ def _fallback(ruleset: Ruleset, job: Job, name: str, settings: Settings) -> dict
     attempts = job["retry"]["attempts"]
     failure = new_failure(job["destination"], job["delivery_id"], attempts, SAMPLE_ERROR)
     handed = fallback_job(job, name, spec, failure)
-    out: dict = {"destination": name, "type": fallback.type, "failure": failure, "retry": spec}
+    out: dict[str, Any] = {
+        "destination": name,
+        "type": fallback.type,
+        "failure": failure,
+        "retry": spec,
+    }
     _render(ruleset, handed, settings, out)
     return out
 
 
-def _render(ruleset: Ruleset, job: Job, settings: Settings, out: dict) -> None:
+def _render(ruleset: Ruleset, job: Job, settings: Settings, out: dict[str, Any]) -> None:
     destination = ruleset.destinations[job["destination"]]
     try:
         out["request"] = redact(prepare(destination, job, settings), ruleset.interpolated)
@@ -136,7 +142,7 @@ def _render(ruleset: Ruleset, job: Job, settings: Settings, out: dict) -> None:
         out["error"] = f"template error: {exc}" if isinstance(exc, TemplateError) else str(exc)
 
 
-def format_text(reports: list[dict]) -> str:
+def format_text(reports: list[dict[str, Any]]) -> str:
     """The human form of ``dry_run``'s reports."""
     lines: list[str] = []
     for report in reports:
@@ -160,7 +166,7 @@ def format_text(reports: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _request_lines(item: dict) -> list[str]:
+def _request_lines(item: dict[str, Any]) -> list[str]:
     if "error" in item:
         return [item["error"]]
     request = item.get("request", {})
