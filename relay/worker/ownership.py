@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from relay.state import Store
+from relay.state.keys import route_member
 from relay.state.pending import HEARTBEAT
 
 log = logging.getLogger("relay.worker")
@@ -121,6 +122,13 @@ class Holdings:
             for member in members:
                 if self._count[member] <= 0:
                     del self._count[member]
+
+    def hold_routing(self, event_id: str) -> None:
+        """:meth:`hold` the routing of event ``event_id`` (an intake thread's)."""
+        self.hold(route_member(event_id))
+
+    def release_routing(self, event_id: str) -> None:
+        self.release(route_member(event_id))
 
     @contextmanager
     def holding(self, *members: str) -> Iterator[None]:
