@@ -17,10 +17,10 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from relay.state import Store
-from relay.state.keys import route_member
+from relay.state.keys import deliver_member, route_member
 from relay.state.pending import HEARTBEAT
 
 log = logging.getLogger("relay.worker")
@@ -137,6 +137,11 @@ class Holdings:
             yield
         finally:
             self.release(*members)
+
+    def holding_deliveries(self, *delivery_ids: str) -> AbstractContextManager[None]:
+        """:meth:`holding` the deliveries ``delivery_ids`` (a routing's first attempts, an
+        ordered delivery whose turn came)."""
+        return self.holding(*(deliver_member(did) for did in delivery_ids))
 
     def task_started(self, task_id: str | None) -> None:
         member = member_of(task_id)
