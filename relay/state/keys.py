@@ -227,6 +227,11 @@ def deliver_member(delivery_id: str) -> str:
     return "deliver:" + delivery_id
 
 
+def delivery_of(member: str) -> str:
+    """The delivery id of a delivery's pending-outbox member (:func:`deliver_member`)."""
+    return member.removeprefix("deliver:")
+
+
 def storable(key: str) -> bool:
     """False for text no Redis key can hold (lone surrogates): such an id is simply unknown."""
     try:

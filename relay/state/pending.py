@@ -156,6 +156,22 @@ class Pending:
     def settle_now(self, member: str) -> None:
         self.settle(self.redis.pipeline(transaction=True), member).execute()
 
+    # -- the same, by event and delivery id -------------------------------------------------
+
+    def register_routing_now(self, event_id: str, args: list[Any]) -> None:
+        """The routing of event ``event_id`` runs ``relay.route(*args)``."""
+        self.register_now(keys.route_member(event_id), "relay.route", args)
+
+    def register_delivery_now(self, delivery_id: str, args: list[Any]) -> None:
+        """The delivery ``delivery_id`` runs ``relay.deliver(*args)``."""
+        self.register_now(keys.deliver_member(delivery_id), "relay.deliver", args)
+
+    def settle_routing_now(self, event_id: str) -> None:
+        self.settle_now(keys.route_member(event_id))
+
+    def settle_delivery_now(self, delivery_id: str) -> None:
+        self.settle_now(keys.deliver_member(delivery_id))
+
     # -- ownership ------------------------------------------------------------------------
 
     def heartbeat(self, taken: Iterable[str] = (), now: float | None = None) -> None:
@@ -177,6 +193,10 @@ class Pending:
         """This node gives ``member`` up: it is overdue ``grace`` after it was due."""
         if self.node:
             self.redis.srem(keys.owned(self.node), member)
+
+    def disown_routing(self, event_id: str) -> None:
+        """:meth:`disown` the routing of event ``event_id``."""
+        self.disown(keys.route_member(event_id))
 
     def owned(self) -> list[tuple[str, Spec | None]]:
         """The members this node holds that are still pending, with their tasks (members
@@ -271,6 +291,10 @@ class Pending:
     def get(self, member: str) -> Spec | None:
         raw = self.redis.hget(keys.PENDING_TASKS, member)
         return loads(raw) if raw else None
+
+    def delivery_task(self, delivery_id: str) -> Spec | None:
+        """The task of the delivery ``delivery_id`` while it is pending."""
+        return self.get(keys.deliver_member(delivery_id))
 
     def lock(self, name: str, seconds: float) -> bool:
         """A short lock (one sweeper at a time): True when this caller got it."""

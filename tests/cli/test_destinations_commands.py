@@ -49,7 +49,7 @@ def run(redis_server, tmp_path):
 
 
 def test_list_pause_for_a_while_and_resume(run, store):
-    store.controls.settle("crm", "deliver:a", "transient", 0.2, "HTTP 503")
+    store.controls.settle("crm", "a", "transient", 0.2, "HTTP 503")
     listed = run("list")
     assert listed.returncode == 0, listed.stderr
     header, crm, trace = listed.stdout.splitlines()
