@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 import click
 
-from relay.cli.common import settings_or_exit
-from relay.cli.ops import _clip, _echo_json, _fail, _infrastructure, _store, audit_actor
+from relay.cli.common import audit_actor, fail, infrastructure, settings_or_exit, store
+from relay.cli.render import clip, echo_json, table
 from relay.errors import ConfigError
 from relay.logs import mask_data
 from relay.ops import audit
@@ -34,11 +34,11 @@ def destinations_list(as_json: bool) -> None:
     """Every destination of the rules: state, backlog, last 5 minutes, last error."""
     settings = settings_or_exit(require_redis=True)
     known = _destinations(settings)
-    with _infrastructure():
-        items = ops.list_destinations(_store(settings), known)
+    with infrastructure():
+        items = ops.list_destinations(store(settings), known)
     if as_json:  # phone numbers among blocked keys' values masked, as in `events list`
         found = [item.to_dict() for item in items]
-        _echo_json({"destinations": found if settings.log_pii else mask_data(found)})
+        echo_json({"destinations": found if settings.log_pii else mask_data(found)})
     elif not items:
         click.echo("no destinations in the rules")
     else:
@@ -61,16 +61,16 @@ def destinations_pause(name: str, duration: str | None, as_json: bool) -> None:
             raise click.BadParameter(str(exc), param_hint="--for") from None
     settings = settings_or_exit(require_redis=True)
     known = _destinations(settings)
-    with _infrastructure():
+    with infrastructure():
         try:
-            item = ops.pause(_store(settings), known, name, seconds)
+            item = ops.pause(store(settings), known, name, seconds)
         except ops.UnknownDestination as exc:
-            _fail(str(exc))
+            fail(str(exc))
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--for") from None
     audit.paused(audit_actor(), name, seconds)
     if as_json:
-        _echo_json(item.to_dict())
+        echo_json(item.to_dict())
     else:
         until = f" until {item.paused_until}" if item.paused_until else " until resumed"
         click.echo(f"paused {name}{until} (backlog {item.backlog})")
@@ -85,14 +85,14 @@ def destinations_resume(name: str, as_json: bool) -> None:
 
     settings = settings_or_exit(require_redis=True)
     known = _destinations(settings)
-    with _infrastructure(), make_celery(settings) as celery:
+    with infrastructure(), make_celery(settings) as celery:
         try:
-            report = ops.resume(_store(settings), celery, known, name)
+            report = ops.resume(store(settings), celery, known, name)
         except ops.UnknownDestination as exc:
-            _fail(str(exc))
+            fail(str(exc))
     audit.resumed(audit_actor(), name, report)
     if as_json:
-        _echo_json(report.to_dict())
+        echo_json(report.to_dict())
     else:
         click.echo(
             f"resumed {name}: {report.republished} waiting deliveries sent again "
@@ -106,19 +106,14 @@ def _destinations(settings: Settings) -> Mapping[str, Destination]:
     try:
         return load_ruleset(settings).destinations
     except ConfigError as exc:
-        _fail(f"cannot read the rules: {exc}")
+        fail(f"cannot read the rules: {exc}")
     except OSError as exc:
-        _fail(f"cannot read the rules: {exc}")
+        fail(f"cannot read the rules: {exc}")
 
 
 def _table(items: list[ops.DestinationStatus]) -> str:
     header = ("NAME", "TYPE", "STATE", "BACKLOG", "OK 5M", "P95 5M", "LIMITS", "LAST ERROR")
-    rows = [header] + [_row(item) for item in items]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    return "\n".join(
-        "  ".join([*(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)), row[-1]])
-        for row in rows
-    )
+    return table(header, [_row(item) for item in items])
 
 
 def _row(item: ops.DestinationStatus) -> tuple[str, ...]:
@@ -146,5 +141,5 @@ def _row(item: ops.DestinationStatus) -> tuple[str, ...]:
         rate,
         p95,
         ", ".join(limits) or "-",
-        _clip(item.last_error or "-"),
+        clip(item.last_error or "-"),
     )

@@ -12,8 +12,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from relay.cli.common import load_rules_or_exit, settings_or_exit
-from relay.cli.ops import audit_actor
+from relay.cli.common import audit_actor, load_rules_or_exit, settings_or_exit
 from relay.errors import IngestError
 from relay.ops import audit
 from relay.parsing import decode

@@ -3,7 +3,7 @@
 
 Plain functions over a :class:`relay.state.Store` and, for replays, a *publisher*:
 anything with Celery's ``send_task(name, args=[...])`` (the web process's or a command's
-Celery app). ``relay.cli.ops`` and ``relay.web.api`` are thin adapters over them, so the
+Celery app). ``relay.cli.dlq`` and ``relay.web.api`` are thin adapters over them, so the
 command line and the HTTP API answer with the same JSON shapes.
 
 A replay registers its task in the pending outbox (``relay.state.pending``) like every task

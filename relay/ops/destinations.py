@@ -2,7 +2,7 @@
 
 Plain functions over a :class:`relay.state.Store`, the rules in force (the destinations
 they name) and, to resume, a *publisher* (anything with Celery's ``send_task``).
-``relay.cli.ops`` (``relay destinations …``) and ``relay.web.api`` (``/api/destinations``)
+``relay.cli.destinations`` (``relay destinations …``) and ``relay.web.api`` (``/api/destinations``)
 are thin adapters over them and answer with the same JSON shape
 (:meth:`DestinationStatus.to_dict`).
 
