@@ -251,7 +251,7 @@ class BoundedReadWorker(ThreadWorker):
             self.poller.register(
                 conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn)
             )
-        except Exception:  # noqa: BLE001 - as gthread: a connection in doubt is closed
+        except Exception:  # as gthread: a connection in doubt is closed
             self._close(conn)
 
     def _linger(self, conn: BoundedConn) -> None:

@@ -63,7 +63,7 @@ def publish(runtime: Runtime, failed: Job, follow_up: Job | None) -> None:
         return
     try:
         runtime.schedule(follow_up, 0)
-    except Exception as exc:  # noqa: BLE001 - the outbox has it; the sweeper will publish it
+    except Exception as exc:  # the outbox has it; the sweeper will publish it
         log.warning("fallback %s not published yet: %s", follow_up["delivery_id"], exc)
         return
     log.info(

@@ -136,7 +136,7 @@ def install(celery: RelayCelery) -> None:
                 state[name].set()
         try:
             celery.store.pending.leave()
-        except Exception:  # noqa: BLE001 - Redis away: the missed heartbeat says the same
+        except Exception:  # Redis away: the missed heartbeat says the same
             pass
         tracing.stop()  # export what the routings and attempts left buffered
         if metrics.OWNED_DIR:
