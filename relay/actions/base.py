@@ -9,6 +9,7 @@ destination's :class:`~relay.rules.RetryPolicy`.
 from __future__ import annotations
 
 import email.utils
+import json
 import math
 import random
 import time
@@ -148,6 +149,15 @@ def next_delay(outcome: Outcome, attempt: int, policy: RetryPolicy, rng: Any = r
     if outcome.retry_after is not None:
         return min(max(outcome.retry_after, 0.0), DEFAULT_MAX_RETRY_AFTER)
     return backoff(attempt, policy.initial, policy.max, rng)
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A receiver's answer as a JSON object, or ``{}`` when it is not one."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def shorten(text: str, limit: int = MAX_ERROR_CHARS) -> str:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from relay import tracing
 from relay.events import (
@@ -38,16 +38,12 @@ from relay.events import (
     history_entry,
     job_of,
 )
+from relay.ops import Publisher
 from relay.ops.dead_letter_pages import DeadLetterFilter, matching_ids, page_dead_letters
 from relay.state import RedisError, Store
 from relay.state.index import DEAD, OPEN
 from relay.state.keys import deliver_member, route_member, storable
 from relay.times import epoch
-
-
-class Publisher(Protocol):
-    def send_task(self, name: str, args: list) -> object: ...
-
 
 # -- dead letters ---------------------------------------------------------------------------
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 
 from relay.errors import RelayError
+from relay.ops import Publisher
 from relay.rules import Destination
 from relay.state import Store
 from relay.times import format_duration
@@ -28,10 +29,6 @@ from relay.times import format_duration
 MAX_PAUSE = 366 * 86400.0
 #: blocked keys listed per destination (the oldest); ``blocked_keys`` counts them all
 BLOCKED_SHOWN = 5
-
-
-class Publisher(Protocol):
-    def send_task(self, name: str, args: list) -> object: ...
 
 
 class UnknownDestination(RelayError):
