@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 from datetime import timezone
 from typing import Any, Literal
 
-from relay.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from relay.rules import RetryPolicy, Structured, Template, render
 
 Kind = Literal["ok", "transient", "permanent"]
@@ -62,13 +61,6 @@ class Outcome:
     def to_dict(self) -> dict[str, Any]:
         """JSON-native form, for history and dead-letter attempt records."""
         return asdict(self)
-
-    def to_error(self) -> DeliveryError | None:
-        """The matching :mod:`relay.errors` exception, or None for an "ok" outcome."""
-        if self.ok:
-            return None
-        cls = TransientDeliveryError if self.kind == "transient" else PermanentDeliveryError
-        return cls(self.error or self.kind, status=self.status, retry_after=self.retry_after)
 
 
 def classify_http(status: int, headers: Mapping[str, str] | None = None) -> Kind:

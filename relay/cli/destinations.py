@@ -14,7 +14,7 @@ import click
 
 from relay.cli.common import audit_actor, fail, infrastructure, settings_or_exit, store
 from relay.cli.render import clip, echo_json, table
-from relay.errors import ConfigError
+from relay.errors import ConfigError, UnknownDestinationError
 from relay.logs import mask_data
 from relay.ops import audit
 from relay.ops import destinations as ops
@@ -64,7 +64,7 @@ def destinations_pause(name: str, duration: str | None, as_json: bool) -> None:
     with infrastructure():
         try:
             item = ops.pause(store(settings), known, name, seconds)
-        except ops.UnknownDestination as exc:
+        except UnknownDestinationError as exc:
             fail(str(exc))
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--for") from None
@@ -88,7 +88,7 @@ def destinations_resume(name: str, as_json: bool) -> None:
     with infrastructure(), make_celery(settings) as celery:
         try:
             report = ops.resume(store(settings), celery, known, name)
-        except ops.UnknownDestination as exc:
+        except UnknownDestinationError as exc:
             fail(str(exc))
     audit.resumed(audit_actor(), name, report)
     if as_json:

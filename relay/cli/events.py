@@ -23,9 +23,10 @@ from relay.cli.common import (
     store,
 )
 from relay.cli.render import LABEL_WIDTH, attempt_line, clip, echo_json, one_line, table
+from relay.errors import QueryError
 from relay.events import Step, routing_mark
 from relay.ops import audit, history
-from relay.ops.search import DEFAULT_LIMIT, MAX_LIMIT, QueryError, parse_query, search_events
+from relay.ops.search import DEFAULT_LIMIT, MAX_LIMIT, parse_query, search_events
 from relay.state.index import STATES
 
 # The Celery app and the rules machinery are imported by the functions that use them

@@ -13,7 +13,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from relay.cli.common import audit_actor, load_rules_or_exit, settings_or_exit
-from relay.errors import IngestError
+from relay.errors import CasesError, IngestError
 from relay.ops import audit
 from relay.parsing import decode
 from relay.settings import Settings
@@ -195,7 +195,7 @@ def _dry_run(
 
 
 def _run_cases(ruleset: Ruleset, cases_path: str, explain: bool, as_json: bool) -> None:
-    from relay.rules.cases import CasesError, load_cases, run_cases, summary  # start-up cost
+    from relay.rules.cases import load_cases, run_cases, summary  # start-up cost
 
     try:
         cases = load_cases(cases_path)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from relay.errors import RelayError
+from relay.errors import UnknownDestinationError
 from relay.ops import Publisher
 from relay.rules import Destination
 from relay.state import Store
@@ -29,14 +29,6 @@ from relay.times import format_duration
 MAX_PAUSE = 366 * 86400.0
 #: blocked keys listed per destination (the oldest); ``blocked_keys`` counts them all
 BLOCKED_SHOWN = 5
-
-
-class UnknownDestination(RelayError):
-    """No destination of that name in the rules."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no destination {name!r} in the rules")
-        self.name = name
 
 
 @dataclass(frozen=True)
@@ -135,7 +127,7 @@ def resume(
 
 def _known(destinations: Mapping[str, Destination], name: str) -> None:
     if name not in destinations:
-        raise UnknownDestination(name)
+        raise UnknownDestinationError(name)
 
 
 def _statuses(
