@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -194,7 +195,7 @@ def _step_text(entry: dict[str, Any]) -> str:
         return f"re-routed (rules {entry.get('rules_version')}): {routes} → {targets}"
     if step == Step.DEAD_LETTERED and "delivery_id" not in entry:
         return f"routing failed, dead-lettered: {entry.get('reason')}"
-    texts = {
+    texts: dict[Step, Callable[[], str]] = {
         Step.ATTEMPT: lambda: attempt_line(entry),
         Step.RETRY_SCHEDULED: lambda: f"retry in {entry.get('delay')}s",
         Step.DELIVERED: lambda: "delivered",

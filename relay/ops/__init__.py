@@ -4,11 +4,11 @@ Celery configuration every process publishes with."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Publisher(Protocol):
     """What a tool that sends work to the workers publishes with: anything with Celery's
     ``send_task`` (the web process's or a command's Celery app, ``relay.ops.broker``)."""
 
-    def send_task(self, name: str, args: list) -> object: ...
+    def send_task(self, name: str, args: list[Any]) -> object: ...
