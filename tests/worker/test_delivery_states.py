@@ -68,6 +68,23 @@ def test_settling_a_delivery_is_one_transaction_with_no_script_lookup(rig):
     assert stats["cmdstat_exec"]["calls"] == 1
 
 
+def test_a_delivered_attempt_counts_its_outcome_in_the_controls_within_its_transaction(rig):
+    """Begin, the gate, then one transaction that also counts the outcome in the
+    destination's controls: three round trips, no Lua call of its own for the settlement."""
+    runtime, store, _, job, _ = rig
+    assert deliver_job(runtime, job) == "delivered"  # the scripts are loaded once, here
+    second = pending_job(runtime, "hook", job["retry"], "receipt-failed-invalid-address.json")
+    store.client.config_resetstat()
+    assert deliver_job(runtime, second) == "delivered"
+    stats = store.client.info("commandstats")
+    sent = {name: stats[name]["calls"] for name in ("cmdstat_evalsha", "cmdstat_exec")}
+    assert sent == {"cmdstat_evalsha": 2, "cmdstat_exec": 1}, sorted(stats)
+    # … and counted all the same: both attempts in the statistics, no lease left behind
+    assert store.controls.stats(["hook"])["hook"].attempts == 2
+    assert store.controls.stats(["hook"])["hook"].succeeded == 2
+    assert store.controls.inflight(["hook"])["hook"] == 0
+
+
 def test_a_copy_of_a_delivered_job_is_dropped_and_settled(rig):
     runtime, store, scheduler, job, sink = rig
     deliver_job(runtime, job)
