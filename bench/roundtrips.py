@@ -4,11 +4,11 @@ not move (unlike events/s or CPU time), to measure a change to the hot path by.
     python -m bench.roundtrips [--events N] [--json]
 
 Starts the end-to-end stack of :mod:`bench.e2e` (a private Redis, relay's web, one Celery
-worker, a local sink answering at once), opens ``MONITOR`` on the Redis, POSTs ``N``
-unique seed payloads (16 connections), waits until the sink has every delivery, and counts
-what each client sent during the run. A client is put to a role (``web``, ``worker``) by
-its TCP port: the processes' open connections are read (psutil) while they still hold
-them; a port no live process holds any more is ``other``.
+worker, a local sink answering at once), POSTs :data:`WARM_UP` events, then opens
+``MONITOR`` on the Redis, POSTs ``N`` unique seed payloads (16 connections), waits until
+the sink has every delivery, and counts what each client sent during the run. A client
+is put to a role (``web``, ``worker``) by its TCP port: the processes' open connections
+are read (psutil) while they still hold them; a port no live process holds is ``other``.
 
 A round trip is one command a client sent, except that a ``MULTI`` … ``EXEC``
 transaction counts once (its ``EXEC``); what a Lua script calls runs inside Redis and is
@@ -35,6 +35,9 @@ from bench import loadgen
 from bench.common import Sink, process_tree
 from bench.e2e import start_stack, stop_stack, wait_delivered
 from bench.ingest import PATH, templates
+
+#: events sent before counting: enough for every intake thread to have its connections
+WARM_UP = 400
 
 #: what :meth:`Monitor.close` sends last (an ``ECHO``), to know MONITOR has read all before
 MARK = "bench-roundtrips-end"
@@ -137,8 +140,8 @@ def run(events: int = 500, progress=print) -> dict:
     stack = start_stack(sink, workers=1, worker_concurrency=16, web_concurrency=2, web_threads=4)
     monitor = None
     try:
-        # warm up: the first requests open the connections and load the scripts
-        warm = loadgen.run_subprocess(_load(stack.port, 20))
+        # warm up: the first events load the scripts, and each thread opens its connection
+        warm = loadgen.run_subprocess(_load(stack.port, WARM_UP))
         wait_delivered(sink, {f"{i}:hook" for i, _ in warm["accepted"]}, 60)
         monitor = Monitor(stack.redis.url)
         progress(f"roundtrips: {events} events …")
