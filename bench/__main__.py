@@ -5,7 +5,7 @@ web process, Redis failovers under load, ordered delivery per key, and traces on
 
     python -m bench [ingest|e2e|matching|budgets|search|deadletters|memory|framing|failover|
                      ordered|tracing|all] …
-    python -m bench e2e                          # end to end only, against both baselines
+    python -m bench e2e                          # end to end, against both baselines (≈ 5 min)
     python -m bench e2e --threads 16,32,64,128   # … and the careful relay's thread curve
     python -m bench failover                     # 10 Redis failovers under load (4-7 minutes)
     python -m bench ordered                      # ordered_by against unordered (≈ 2 minutes)
