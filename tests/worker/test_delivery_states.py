@@ -8,13 +8,14 @@ letter, the pending outbox).
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
 
 from relay.events import job_of
 from relay.ops import dead_letters
-from relay.state import Store
+from relay.state import Store, keys
 from relay.state.keys import deliver_member
 from relay.worker.delivery import deliver_job
 from relay.worker.routing import route_event
@@ -83,6 +84,20 @@ def test_a_delivered_attempt_counts_its_outcome_in_the_controls_within_its_trans
     assert store.controls.stats(["hook"])["hook"].attempts == 2
     assert store.controls.stats(["hook"])["hook"].succeeded == 2
     assert store.controls.inflight(["hook"])["hook"] == 0
+
+
+def test_a_delivery_whose_controls_cannot_be_counted_is_delivered_all_the_same(rig, caplog):
+    """The controls' script failing inside the delivered transaction (here its circuit key
+    holds a string) is logged; the delivery is recorded and settled as if it had counted."""
+    runtime, store, scheduler, job, sink = rig
+    store.client.set(keys.destination("hook", "circuit"), "not a hash")
+    with caplog.at_level(logging.WARNING, logger="relay.deliver"):
+        assert deliver_job(runtime, job) == "delivered"
+    assert [e["step"] for e in store.history(job["event"]["id"])][-1] == "delivered"
+    assert not pending(store, job) and scheduler.calls == []
+    assert store.deliveries.begin(job["delivery_id"], 0, 1.0) == ("done", 0)
+    (warning,) = [r for r in caplog.records if "outcome not counted" in r.getMessage()]
+    assert "WRONGTYPE" in warning.getMessage()
 
 
 def test_a_copy_of_a_delivered_job_is_dropped_and_settled(rig):
