@@ -46,7 +46,7 @@ from relay.times import epoch
 
 
 class Publisher(Protocol):
-    def send_task(self, name: str, args: list) -> object: ...
+    def send_task(self, name: str, args: list[Any]) -> object: ...
 
 
 # -- dead letters ---------------------------------------------------------------------------
@@ -54,11 +54,11 @@ class Publisher(Protocol):
 
 def list_dead_letters(
     store: Store, destination: str | None = None, now: float | None = None
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """A summary of every dead letter (of ``destination``, if given), oldest first."""
     now = time.time() if now is None else now
     which = DeadLetterFilter(destination=destination)
-    found: list[dict] = []
+    found: list[dict[str, Any]] = []
     cursor: str | None = None
     while True:
         page = page_dead_letters(store, which, cursor, now=now)
@@ -68,7 +68,9 @@ def list_dead_letters(
         cursor = page.next_cursor
 
 
-def show_dead_letter(store: Store, delivery_id: str, now: float | None = None) -> dict | None:
+def show_dead_letter(
+    store: Store, delivery_id: str, now: float | None = None
+) -> dict[str, Any] | None:
     """The whole dead letter (event, every attempt) plus ``age_seconds``, or None."""
     record = store.dead_letters.get(delivery_id) if storable(delivery_id) else None
     if record is None:
@@ -131,11 +133,11 @@ def _publish(publisher: Publisher | None, jobs: list[Job]) -> None:
 
 @dataclass
 class ReplayReport:
-    replayed: list[dict] = field(default_factory=list)
+    replayed: list[dict[str, Any]] = field(default_factory=list)
     not_found: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"replayed": self.replayed, "not_found": self.not_found, "warnings": self.warnings}
 
 
@@ -192,7 +194,7 @@ def _replay(store: Store, publisher: Publisher, record: DeadLetter) -> dict[str,
     entry = history_entry(
         Step.REPLAYED, delivery_id=did, route=record.get("route"), destination=destination
     )
-    args: list
+    args: list[Any]
     if destination is None:  # routing failed: route the event again
         task, args, generation = "relay.route", [event, carried] if carried else [event], None
         member = route_member(event["id"])

@@ -31,7 +31,7 @@ BLOCKED_SHOWN = 5
 
 
 class Publisher(Protocol):
-    def send_task(self, name: str, args: list) -> object: ...
+    def send_task(self, name: str, args: list[Any]) -> object: ...
 
 
 class UnknownDestination(RelayError):
