@@ -7,6 +7,7 @@ web process, Redis failovers under load, ordered delivery per key, and traces on
                      ordered|tracing|all] …
     python -m bench e2e                          # end to end, against both baselines (≈ 5 min)
     python -m bench e2e --threads 16,32,64,128   # … and the careful relay's thread curve
+    python -m bench e2e --intake-sweep 16,32,64,128  # … and relay's (intake threads)
     python -m bench failover                     # 10 Redis failovers under load (4-7 minutes)
     python -m bench ordered                      # ordered_by against unordered (≈ 2 minutes)
     python -m bench tracing                      # traces on against off (≈ 4-5 minutes)
@@ -185,6 +186,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="e2e: also the careful relay's thread curve, one burst per worker thread count",
     )
     parser.add_argument(
+        "--intake-sweep",
+        type=lambda text: tuple(int(x) for x in text.split(",") if x.strip()),
+        default=(),
+        metavar="N,N,…",
+        help="e2e: also relay's curve, one burst per RELAY_WORKER_INTAKE_THREADS value",
+    )
+    parser.add_argument(
         "--intake-threads",
         type=int,
         default=int(env.get("RELAY_WORKER_INTAKE_THREADS", e2e.INTAKE_THREADS)),
@@ -324,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             on_stack=lambda stack: snapshots.append(memory.snapshot(stack, "e2e stack")),
             baselines=() if args.no_naive else ("careful", "careless"),
             threads=args.threads,
+            intake_sweep=args.intake_sweep,
         )
     if "memory" in todo:
         if snapshots:  # after the load of ingest and e2e above
@@ -854,11 +863,17 @@ def bursts_details(ee: dict, s: dict) -> list[str]:
         f"careless = requests.post per delivery, acks early (Celery's defaults). {how}"
     )
     out = [title, *table(rows, ["", *sides])]
-    curve = ee.get("thread_curve")
-    if curve:
+    titles = {
+        "thread_curve": "the careful relay's thread curve (worker threads per process)",
+        "intake_curve": "relay's thread curve (RELAY_WORKER_INTAKE_THREADS per process)",
+    }
+    for key, label in titles.items():
+        curve = ee.get(key)
+        if not curve:
+            continue
         out += [
             "",
-            "e2e: the careful relay's thread curve (worker threads per process, one burst each)",
+            f"e2e: {label}, one burst each",
             *table(
                 [
                     [

@@ -19,7 +19,8 @@ each event is one delivery whose ``webhook-id`` is ``<event id>:hook``.
   ratios; CPU ms per delivered event by role (web, worker, Redis, the sink's process,
   the load generator), the median of the rounds;
 - the careful relay's thread curve (``threads``: worker threads per process, one burst
-  each): events/s and worker CPU per event by thread count;
+  each) and relay's (``intake_sweep``: RELAY_WORKER_INTAKE_THREADS): events/s and worker
+  CPU per event by thread count;
 - latency: relay at ``rate`` events/s for ``seconds`` (open loop); POST sent → sink
   answered 2xx, so it includes the ingest and the sink's own delay;
 - loss: every id relay accepted (200) in a burst or the steady phase must reach the sink
@@ -353,6 +354,7 @@ def run(
     on_stack=None,
     baselines: tuple[str, ...] = ("careful", "careless"),
     threads: tuple[int, ...] = (),
+    intake_sweep: tuple[int, ...] = (),
 ) -> dict:
     """Throughput, latency and loss figures (see the module doc).
 
@@ -424,7 +426,13 @@ def run(
                 f"(rounds {ratio['min']:.2f}–{ratio['max']:.2f})"
             )
         if threads:
-            out["thread_curve"] = thread_curve(threads, redis_server, sink, shared, o, progress)
+            out["thread_curve"] = thread_curve(
+                "careful", threads, redis_server, sink, shared, o, progress
+            )
+        if intake_sweep:
+            out["intake_curve"] = thread_curve(
+                "relay", intake_sweep, redis_server, sink, shared, o, progress, accepted
+            )
         stack = start_stack(
             sink,
             workers,
@@ -447,26 +455,33 @@ def run(
 
 
 def thread_curve(
+    side: str,
     threads: tuple[int, ...],
     redis_server: EmbeddedRedis,
     sink: Sink,
     shared: Path,
     o: dict,
     progress=print,
+    accepted: dict[str, float] | None = None,
 ) -> list[dict]:
-    """The careful relay with each number of worker threads in turn (one burst each): its
-    events/s and worker CPU per event, to show where more threads stop helping."""
+    """``side`` (``careful``: its worker threads; ``relay``: its intake threads) with each
+    number of threads per worker process in turn, one burst each: events/s and worker CPU
+    per event, to show where more threads stop helping. The ids relay accepted are added
+    to ``accepted`` (for the loss count)."""
     curve = []
     for count in threads:
-        progress(f"  e2e: careful relay with {count} threads per worker process")
-        figures, _ = side_burst(
-            "careful",
+        progress(f"  e2e: {side} with {count} threads per worker process")
+        setting = {"careful_threads": count} if side == "careful" else {"intake_threads": count}
+        figures, ids = side_burst(
+            side,
             redis_server,
             sink,
-            shared / f"careful-threads{count}",
-            {**o, "careful_threads": count},
+            shared / f"{side}-threads{count}",
+            {**o, **setting},
             progress,
         )
+        if side == "relay" and accepted is not None:
+            accepted.update(ids)
         curve.append(
             {
                 "threads": count,
