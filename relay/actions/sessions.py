@@ -22,7 +22,6 @@ from collections.abc import Mapping
 
 import requests
 from requests.adapters import HTTPAdapter
-from requests.structures import CaseInsensitiveDict
 
 from relay.actions import tls
 from relay.rules import HttpDestination
@@ -129,9 +128,8 @@ def send(
     prepared = requests.PreparedRequest()
     prepared.prepare_method(method)
     prepared.url = _prepared_url(url)
-    merged = CaseInsensitiveDict(session.headers)
-    merged.update(headers)
-    prepared.prepare_headers(merged)
+    # a later name replaces an earlier one in any case, as the session's merge does
+    prepared.prepare_headers({**session.headers, **headers})
     prepared.prepare_body(body, None)
     adapter = session.get_adapter(prepared.url)
     verify = True if session.verify is None else session.verify
