@@ -1,10 +1,10 @@
 """relay's benchmarks: ingest (against two baselines), end to end (against two hand-written
-relays, a careful and a careless one),
-matching, the rules' budgets, event search, dead-letter pages, memory, a framing fuzz of the
-web process, Redis failovers under load, ordered delivery per key, and traces on against off.
+relays, a careful and a careless one), matching, the rules' budgets, event search,
+dead-letter pages, destinations' backlog, memory, a framing fuzz of the web process, Redis
+failovers under load, ordered delivery per key, and traces on against off.
 
-    python -m bench [ingest|e2e|matching|budgets|search|deadletters|memory|framing|failover|
-                     ordered|tracing|all] …
+    python -m bench [ingest|e2e|matching|budgets|search|deadletters|backlog|memory|framing|
+                     failover|ordered|tracing|all] …
     python -m bench e2e                          # end to end, against both baselines (≈ 5 min)
     python -m bench e2e --threads 16,32,64,128   # … and the careful relay's thread curve
     python -m bench e2e --intake-sweep 16,32,64,128  # … and relay's (intake threads)
@@ -36,6 +36,7 @@ import sys
 import time
 
 from bench import (
+    backlog,
     budgets,
     deadletters,
     e2e,
@@ -66,6 +67,7 @@ TARGETS = {
     "alias_bomb_ms": 100.0,
     "search_p95_ms": 200.0,
     "deadletters_p95_ms": 200.0,
+    "backlog_ms": 50.0,
     "web_mb": 80.0,
     "worker_mb": 150.0,
     "framing_failures": 0,
@@ -99,6 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "budgets",
             "search",
             "deadletters",
+            "backlog",
             "memory",
             "framing",
             "failover",
@@ -258,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         "budgets",
         "search",
         "deadletters",
+        "backlog",
         "ingest",
         "e2e",
         "memory",
@@ -295,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     if "deadletters" in todo:
         results["deadletters"] = deadletters.run(progress=progress, keep=args.keep)
         progress(f"  deadletters: pages p95 {results['deadletters']['p95_ms']:.1f} ms")
+    if "backlog" in todo:
+        results["backlog"] = backlog.run(progress=progress, keep=args.keep)
+        progress(f"  backlog: read in {results['backlog']['backlog_ms']:.2f} ms")
     if "ingest" in todo:
         results["ingest"] = ingest.run(
             seconds=args.seconds,
@@ -569,6 +576,9 @@ def render(r: dict) -> str:
                 mark(dl["p95_ms"] <= t["deadletters_p95_ms"]),
             ]
         )
+    bl = r.get("backlog")
+    if bl:
+        rows += backlog.rows(bl, t, mark)
     mem = r.get("memory")
     if mem:
         if mem.get("web_peak_mib"):
@@ -626,6 +636,8 @@ def render(r: dict) -> str:
         out += ["", *search_details(sr)]
     if dl:
         out += ["", *deadletters.details(dl)]
+    if bl:
+        out += ["", *backlog.details(bl)]
     if mem:
         out += ["", *memory_details(mem)]
     if fz:

@@ -41,7 +41,7 @@ from relay.events import (
 from relay.ops.dead_letter_pages import DeadLetterFilter, matching_ids, page_dead_letters
 from relay.state import RedisError, Store
 from relay.state.index import DEAD, OPEN
-from relay.state.keys import deliver_member, route_member, storable
+from relay.state.keys import storable
 from relay.times import epoch
 
 
@@ -194,33 +194,32 @@ def _replay(store: Store, publisher: Publisher, record: DeadLetter) -> dict[str,
     entry = history_entry(
         Step.REPLAYED, delivery_id=did, route=record.get("route"), destination=destination
     )
+    # Like every task relay publishes, registered in the outbox first (relay.state.pending);
+    # the history entry is written before publishing so it precedes the new attempts.
     args: list[Any]
     if destination is None:  # routing failed: route the event again
         task, args, generation = "relay.route", [event, carried] if carried else [event], None
-        member = route_member(event["id"])
+        store.pending.register_routing_now(event["id"], args)
     else:
         generation = store.deliveries.reset_budget(did)
         job = job_of(record, generation)
         if carried:
             job["trace"] = carried
         task, args = "relay.deliver", [job]
-        member = deliver_member(did)
-    # Like every task relay publishes, registered in the outbox first (relay.state.pending);
-    # the history entry is written before publishing so it precedes the new attempts.
-    store.pending.register_now(member, task, args)
+        store.pending.register_delivery_now(did, args)
     store.add_history(event["id"], entry)
     store.index.settle_now(event["id"], {did: OPEN}, time.time())  # searchable as pending
     try:
         publisher.send_task(task, args=args)
     except Exception as exc:
-        _note_failed_replay(store, event["id"], entry, member, exc)
+        _note_failed_replay(store, event["id"], entry, destination is None, exc)
         raise
     store.dead_letters.remove_if_unchanged(record)
     return {"id": did, "destination": destination, "task": task, "generation": generation}
 
 
 def _note_failed_replay(
-    store: Store, event_id: str, entry: HistoryEntry, member: str, exc: Exception
+    store: Store, event_id: str, entry: HistoryEntry, routing: bool, exc: Exception
 ) -> None:
     """The replay did not happen: withdraw it from the outbox and say so in the history."""
     failed: HistoryEntry = {
@@ -229,7 +228,10 @@ def _note_failed_replay(
         "reason": f"{type(exc).__name__}: {exc}",
     }
     try:
-        store.pending.settle_now(member)
+        if routing:
+            store.pending.settle_routing_now(event_id)
+        else:
+            store.pending.settle_delivery_now(entry["delivery_id"])
         store.add_history(event_id, failed)
         store.index.settle_now(event_id, {entry["delivery_id"]: DEAD}, time.time())  # dead again
     except RedisError:

@@ -16,7 +16,7 @@ from relay.events import (
     delivery_id,
 )
 from relay.state import Store
-from relay.state.keys import deliver_member, storable
+from relay.state.keys import storable
 from relay.times import NEVER, parse_time
 
 
@@ -41,7 +41,7 @@ def waiting(store: Store, did: str) -> str | None:
     """Why the ordered delivery ``did`` waits (``waits its turn after 01H… (same
     transid)``: the event of the delivery before it, or an earlier event of the key not
     routed yet), or None when it does not (not ordered, or under way)."""
-    spec = store.pending.get(deliver_member(did))
+    spec = store.pending.delivery_task(did)
     job: Job | None = spec["args"][0] if spec and spec.get("task") == "relay.deliver" else None
     if not isinstance(job, dict) or "order" not in job:
         return None

@@ -78,7 +78,7 @@ def _deliver_job(runtime: Runtime, job: Job) -> str:
     else:
         verdict, number = runtime.store.deliveries.begin(did, job.get("gen", 0), hold)
     if verdict == "done":
-        runtime.store.pending.settle_now("deliver:" + did)
+        runtime.store.pending.settle_delivery_now(did)
         return _dropped(did, "already_done")
     if verdict in ("stale", "gone"):
         return _dropped(did, verdict)

@@ -29,7 +29,6 @@ from relay.events import (
 )
 from relay.rules import Destination, RetryPolicy, RouteMatch
 from relay.state import RedisError
-from relay.state.keys import deliver_member
 from relay.state.store import PARKED
 from relay.worker import delivery, ordering, replies
 from relay.worker.runtime import Runtime
@@ -79,8 +78,8 @@ def _route(runtime: Runtime, event: Event, span: tracing.Span) -> list[str]:
         )
     entries = [received, _routed(matches, jobs, ruleset.version)]
     destinations = [ruleset.destinations.get(job["destination"]) for job in jobs]
-    members = (deliver_member(job["delivery_id"]) for job in jobs)
-    with runtime.holdings.holding(*members), ordering.in_turn(runtime, delivery.deliver_job):
+    held = runtime.holdings.holding_deliveries(*(job["delivery_id"] for job in jobs))
+    with held, ordering.in_turn(runtime, delivery.deliver_job):
         return _record_and_attempt(runtime, event, entries, matches, jobs, destinations, arrivals)
 
 
