@@ -21,6 +21,8 @@ _MAY_HOLD = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]|\x00")
 
 def may_hold_surrogates(document: bytes) -> bool:
     """False when the JSON text ``document`` cannot decode to a lone surrogate."""
+    if b"\\u" not in document and b"\xed" not in document and b"\x00" not in document:
+        return False  # three scans in C, a fraction of a regular expression's search
     return _MAY_HOLD.search(document) is not None
 
 
