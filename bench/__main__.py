@@ -1,10 +1,10 @@
 """relay's benchmarks: ingest (against two baselines), end to end (against a naive relay),
-matching, the rules' budgets, event search, dead-letter pages, memory, a framing fuzz of the
-web process, Redis failovers under load, ordered delivery per key, traces on against off,
-and a mutation fuzz of the webhook end to end.
+matching, the rules' budgets, event search, dead-letter pages, destinations' backlog, memory,
+a framing fuzz of the web process, Redis failovers under load, ordered delivery per key,
+traces on against off, and a mutation fuzz of the webhook end to end.
 
-    python -m bench [ingest|e2e|matching|budgets|search|deadletters|memory|framing|failover|
-                     ordered|tracing|fuzz|all] …
+    python -m bench [ingest|e2e|matching|budgets|search|deadletters|backlog|memory|framing|
+                     failover|ordered|tracing|fuzz|all] …
     python -m bench e2e                          # end to end only, with the naive baseline
     python -m bench failover                     # 10 Redis failovers under load (4-7 minutes)
     python -m bench ordered                      # ordered_by against unordered (≈ 2 minutes)
@@ -36,6 +36,7 @@ import sys
 import time
 
 from bench import (
+    backlog,
     budgets,
     deadletters,
     e2e,
@@ -65,6 +66,7 @@ TARGETS = {
     "alias_bomb_ms": 100.0,
     "search_p95_ms": 200.0,
     "deadletters_p95_ms": 200.0,
+    "backlog_ms": 50.0,
     "web_mb": 80.0,
     "worker_mb": 150.0,
     "framing_failures": 0,
@@ -99,6 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "budgets",
             "search",
             "deadletters",
+            "backlog",
             "memory",
             "framing",
             "failover",
@@ -228,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "budgets",
         "search",
         "deadletters",
+        "backlog",
         "ingest",
         "e2e",
         "memory",
@@ -265,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     if "deadletters" in todo:
         results["deadletters"] = deadletters.run(progress=progress, keep=args.keep)
         progress(f"  deadletters: pages p95 {results['deadletters']['p95_ms']:.1f} ms")
+    if "backlog" in todo:
+        results["backlog"] = backlog.run(progress=progress, keep=args.keep)
+        progress(f"  backlog: read in {results['backlog']['backlog_ms']:.2f} ms")
     if "ingest" in todo:
         results["ingest"] = ingest.run(
             seconds=args.seconds,
@@ -595,6 +602,9 @@ def render(r: dict) -> str:
                 mark(dl["p95_ms"] <= t["deadletters_p95_ms"]),
             ]
         )
+    bl = r.get("backlog")
+    if bl:
+        rows += backlog.rows(bl, t, mark)
     mem = r.get("memory")
     if mem:
         if mem.get("web_peak_mib"):
@@ -665,6 +675,8 @@ def render(r: dict) -> str:
         out += ["", *search_details(sr)]
     if dl:
         out += ["", *deadletters.details(dl)]
+    if bl:
+        out += ["", *backlog.details(bl)]
     if mem:
         out += ["", *memory_details(mem)]
     if fz:
