@@ -102,3 +102,25 @@ def test_redis_away_is_raised_to_be_tried_again_not_dead_lettered(redis_server, 
 )
 def test_only_failures_of_the_state_store_count_as_infrastructure(error, expected):
     assert is_infrastructure(error) is expected
+
+
+@pytest.mark.parametrize(
+    ("error", "requeued"),
+    [
+        (redis.ConnectionError("Connection refused"), True),
+        (redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"), False),
+    ],
+)
+def test_a_task_gives_its_message_back_only_when_redis_itself_failed(error, requeued):
+    from celery.exceptions import Reject
+
+    from relay.worker.tasks import _requeue_on_redis_error
+
+    @_requeue_on_redis_error
+    def task(self):
+        raise error
+
+    with pytest.raises(Reject if requeued else type(error)) as raised:
+        task(None)
+    if requeued:
+        assert raised.value.requeue
