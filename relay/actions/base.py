@@ -9,6 +9,7 @@ destination's :class:`~relay.rules.RetryPolicy`.
 from __future__ import annotations
 
 import email.utils
+import json
 import math
 import random
 import time
@@ -17,7 +18,6 @@ from dataclasses import asdict, dataclass
 from datetime import timezone
 from typing import Any, Literal, Protocol
 
-from relay.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from relay.rules import RetryPolicy, Structured, Template, render
 
 Kind = Literal["ok", "transient", "permanent"]
@@ -61,13 +61,6 @@ class Outcome:
     def to_dict(self) -> dict[str, Any]:
         """JSON-native form, for history and dead-letter attempt records."""
         return asdict(self)
-
-    def to_error(self) -> DeliveryError | None:
-        """The matching :mod:`relay.errors` exception, or None for an "ok" outcome."""
-        if self.ok:
-            return None
-        cls = TransientDeliveryError if self.kind == "transient" else PermanentDeliveryError
-        return cls(self.error or self.kind, status=self.status, retry_after=self.retry_after)
 
 
 def classify_http(status: int, headers: Mapping[str, str] | None = None) -> Kind:
@@ -154,6 +147,15 @@ def next_delay(outcome: Outcome, attempt: int, policy: RetryPolicy, rng: Any = r
     if outcome.retry_after is not None:
         return min(max(outcome.retry_after, 0.0), DEFAULT_MAX_RETRY_AFTER)
     return backoff(attempt, policy.initial, policy.max, rng)
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A receiver's answer as a JSON object, or ``{}`` when it is not one."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def shorten(text: str, limit: int = MAX_ERROR_CHARS) -> str:

@@ -42,8 +42,7 @@ import jinja2
 from jinja2 import meta, nodes
 from markupsafe import Markup
 
-from relay.errors import RelayError
-from relay.rules.growth import BudgetSpent
+from relay.errors import BudgetSpentError, TemplateBudgetError, TemplateError
 from relay.rules.sandbox import BudgetedSandbox
 from relay.rules.sandbox import render as render_within_budget
 from relay.text import valid_text
@@ -54,20 +53,6 @@ MODES: tuple[Mode, ...] = ("text", "html", "slack")
 _MARKERS = ("{{", "{%", "{#")
 _HTML_SAFE_JSON = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "'": "\\u0027"}
 _SLACK_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-
-
-class TemplateError(RelayError):
-    """A template failed to compile (``lineno`` set, 1-based in the template) or to render."""
-
-    def __init__(self, message: str, lineno: int | None = None) -> None:
-        self.message = message
-        self.lineno = lineno
-        super().__init__(message)
-
-
-class TemplateBudgetError(TemplateError):
-    """A render went past its budget (:mod:`relay.rules.sandbox`): the template's fault,
-    whatever the event."""
 
 
 def mask(value: Any) -> str:
@@ -162,7 +147,7 @@ class Template:
             return valid_text(self.source)
         try:
             return valid_text(render_within_budget(self._compiled, context))
-        except BudgetSpent as exc:
+        except BudgetSpentError as exc:
             raise TemplateBudgetError(f"template budget spent: {exc}") from None
         except Exception as exc:  # user code: any failure is this template's fault
             raise TemplateError(f"{type(exc).__name__}: {exc}") from exc

@@ -16,7 +16,7 @@ from relay.errors import NotReplicatedError, UnavailableError
 from relay.state.connection import demoted
 
 #: what a Redis call raises when the server is away or answers too slowly
-Unavailable = (redis.ConnectionError, redis.TimeoutError)
+_AWAY = (redis.ConnectionError, redis.TimeoutError)
 RedisError = redis.RedisError
 #: error replies of a server that is not (or not yet, or no longer) a writable primary:
 #: a failover under way, not a fault of the call
@@ -42,7 +42,7 @@ def texts(reply: Any) -> list[str]:
 def is_unavailable(exc: BaseException) -> bool:
     """True for a connection problem, a timeout, or a server that cannot take writes now
     (a failover): the call may succeed on the next try."""
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, _AWAY):
         return True
     if isinstance(exc, redis.ResponseError):
         text = str(exc)

@@ -134,7 +134,7 @@ def settle(
             failures=breaker.failures if breaker else 0,
             cooldown=breaker.cooldown if breaker else 0.0,
         )
-    except Exception as exc:  # noqa: BLE001 - the lease expires by itself
+    except Exception as exc:  # the lease expires by itself
         log.warning("destination %s: outcome not counted: %s", name, exc)
         return
     if transition in ("opened", "reopened"):
@@ -161,7 +161,7 @@ def settle(
         alerts.emit(runtime, "circuit_closed", {"destination": name}, {"probe": probe})
         try:
             unpark(runtime, name)
-        except Exception as exc:  # noqa: BLE001 - each parked delivery looks again by itself
+        except Exception as exc:  # each parked delivery looks again by itself
             log.warning("destination %s: parked deliveries not published again: %s", name, exc)
 
 
@@ -180,5 +180,5 @@ def release(runtime: Runtime, job: Job, destination: Destination | None) -> None
     if destination is not None and destination.concurrency:
         try:
             runtime.store.controls.release(job["destination"], job["delivery_id"])
-        except Exception:  # noqa: BLE001 - it expires by itself
+        except Exception:  # it expires by itself
             pass

@@ -96,7 +96,7 @@ class Intake:
             while not self.closed.is_set():
                 try:
                     self.take_once()
-                except Exception as exc:  # noqa: BLE001 - Redis away: wait, retry
+                except Exception as exc:  # Redis away: wait, retry
                     # a take whose answer was lost leaves events held by this node in
                     # Redis and by no thread here: the primary watch reconciles them
                     self.runtime.interrupted.set()

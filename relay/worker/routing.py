@@ -27,13 +27,12 @@ from relay.events import (
     Event,
     HistoryEntry,
     Job,
-    RetrySpec,
     Step,
     history_entry,
     new_job,
     routing_dead_letter,
 )
-from relay.rules import Destination, RetryPolicy, RouteMatch
+from relay.rules import Destination, RouteMatch
 from relay.state import RedisError, is_infrastructure
 from relay.state.store import PARKED
 from relay.text import valid
@@ -89,7 +88,7 @@ def _route(runtime: Runtime, event: Event, span: tracing.Span) -> list[str]:
         jobs = ordering.ordered(
             ruleset,
             [
-                new_job(event, match.route, name, ruleset.version, _retry(match.retry[name]))
+                new_job(event, match.route, name, ruleset.version, match.retry[name].spec())
                 for match in matches
                 for name in match.destinations
             ],
@@ -199,10 +198,6 @@ def _holds(destinations: list[Destination | None]) -> list[float]:
         total += delivery.timeout_of(destination) + delivery.LOCK_MARGIN
         holds.append(total)
     return holds
-
-
-def _retry(policy: RetryPolicy) -> RetrySpec:
-    return {"attempts": policy.attempts, "initial": policy.initial, "max": policy.max}
 
 
 def _count(matches: list[RouteMatch]) -> None:
