@@ -1,16 +1,18 @@
 """relay's benchmarks: ingest (against two baselines), end to end (against two hand-written
 relays, a careful and a careless one), matching, the rules' budgets, event search,
 dead-letter pages, destinations' backlog, memory, a framing fuzz of the web process, Redis
-failovers under load, ordered delivery per key, and traces on against off.
+failovers under load, ordered delivery per key, traces on against off, and a mutation fuzz
+of the webhook end to end.
 
     python -m bench [ingest|e2e|matching|budgets|search|deadletters|backlog|memory|framing|
-                     failover|ordered|tracing|all] …
+                     failover|ordered|tracing|fuzz|all] …
     python -m bench e2e                          # end to end, against both baselines (≈ 5 min)
     python -m bench e2e --threads 16,32,64,128   # … and the careful relay's thread curve
     python -m bench e2e --intake-sweep 16,32,64,128  # … and relay's (intake threads)
     python -m bench failover                     # 10 Redis failovers under load (4-7 minutes)
     python -m bench ordered                      # ordered_by against unordered (≈ 2 minutes)
     python -m bench tracing                      # traces on against off (≈ 4-5 minutes)
+    python -m bench fuzz [--bodies N]            # 10^6 mutated bodies end to end (not in all)
     make bench                                   # all, default settings (≈ 5 minutes)
 
 Starts what it needs (a private Redis, relay's web under gunicorn with the Procfile's
@@ -21,7 +23,8 @@ stderr; ``--json`` prints the full results as JSON instead (``--json PATH`` writ
 there and still prints the table). Exit status 1 when an accepted event was lost, the
 framing fuzz crashed or hung the web process, or a failover was answered other than 200 or
 503 or made a worker take a live one over, or an ordered key's deliveries came out of order
-or two at once.
+or two at once, or the fuzz got a 5xx, found a routing error in the worker's log or an
+accepted event neither delivered nor dead-lettered.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from bench import (
     e2e,
     failover,
     framing,
+    fuzz,
     ingest,
     loadgen,
     matching,
@@ -71,6 +75,7 @@ TARGETS = {
     "web_mb": 80.0,
     "worker_mb": 150.0,
     "framing_failures": 0,
+    "fuzz_failures": 0,  #: 5xx answers + routing errors + accepted events that did not end
     "failover_lost": 0,
     "failover_refusal_s": 10.0,
     "failover_unexpected_answers": 0,
@@ -107,9 +112,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "failover",
             "ordered",
             "tracing",
+            "fuzz",
             "all",
         ],
     )
+    parser.add_argument(
+        "--bodies", type=int, default=fuzz.DEFAULT_BODIES, help="fuzz: mutated bodies posted"
+    )
+    parser.add_argument("--fuzz-seed", type=int, default=fuzz.DEFAULT_SEED)
     parser.add_argument("--failovers", type=int, default=10, help="failover: primaries killed")
     parser.add_argument(
         "--failover-interval", type=float, default=12.0, help="failover: seconds between kills"
@@ -367,6 +377,15 @@ def main(argv: list[str] | None = None) -> int:
             keep=args.keep,
             progress=progress,
         )
+    if "fuzz" in todo:
+        results["fuzz"] = fuzz.run(
+            count=args.bodies,
+            seed=args.fuzz_seed,
+            web_concurrency=args.web_concurrency,
+            web_threads=args.web_threads,
+            keep=args.keep,
+            progress=progress,
+        )
     if "failover" in todo:
         results["failover"] = failover.run(
             failovers=args.failovers,
@@ -416,11 +435,14 @@ def main(argv: list[str] | None = None) -> int:
                 json.dump(results, f, indent=2, default=str)
         print(text)
     lost = results.get("e2e", {}).get("loss", {}).get("lost", 0)
-    fuzz = results.get("framing", {})
+    framed = results.get("framing", {})
     fo = results.get("failover", {})
     failed_over = fo.get("lost") or fo.get("unexpected_answers") or fo.get("takeovers")
     disorder = results.get("ordered", {}).get("late") or results.get("ordered", {}).get("overlap")
-    failed = lost or fuzz.get("crashes") or fuzz.get("hangs") or failed_over or disorder
+    hostile = results.get("fuzz", {})
+    unended = hostile.get("server_errors") or hostile.get("routing_errors") or hostile.get("lost")
+    crashed = framed.get("crashes") or framed.get("hangs")
+    failed = lost or crashed or failed_over or disorder or unended
     return 1 if failed else 0
 
 
@@ -612,6 +634,17 @@ def render(r: dict) -> str:
                 mark(failures <= t["framing_failures"]),
             ]
         )
+    hz = r.get("fuzz")
+    if hz:
+        failures = hz["server_errors"] + hz["routing_errors"] + hz["lost"]
+        rows.append(
+            [
+                f"webhook fuzz of {num(hz['bodies'])} bodies: 5xx + routing errors + not ended",
+                f"{hz['server_errors']} + {hz['routing_errors']} + {hz['lost']}",
+                f"{t['fuzz_failures']}",
+                mark(failures <= t["fuzz_failures"]),
+            ]
+        )
     fo = r.get("failover")
     if fo:
         rows += failover_rows(fo)
@@ -642,6 +675,8 @@ def render(r: dict) -> str:
         out += ["", *memory_details(mem)]
     if fz:
         out += ["", *framing.details(fz, s)]
+    if hz:
+        out += ["", *fuzz.details(hz)]
     if fo:
         out += ["", *failover.details(fo)]
     if od:

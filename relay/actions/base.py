@@ -165,29 +165,14 @@ def shorten(text: str, limit: int = MAX_ERROR_CHARS) -> str:
 
 def render_text(template: Template, job: Mapping[str, Any]) -> str:
     """``template`` rendered for ``job`` (its event, route, destination and, for a delivery
-    to a fallback, its failure), fit to send.
-
-    A lone surrogate from a payload becomes ``?``: no encoder on the way out (SMTP, JSON
-    for Slack and Webex Connect) accepts one. TemplateError on failure.
+    to a fallback, its failure): valid Unicode, fit for any encoder on the way out (SMTP,
+    JSON for Slack and Webex Connect). TemplateError on failure.
     """
-    text = render(template, job["event"], job["route"], job["destination"], job.get("failure"))
-    return text.encode("utf-8", "replace").decode("utf-8")
+    return render(template, job["event"], job["route"], job["destination"], job.get("failure"))
 
 
 def render_payload(payload: Structured, job: Mapping[str, Any]) -> Any:
-    """``payload`` rendered for ``job`` into JSON-native data, each string fit to send.
-
-    A lone surrogate in any string becomes ``?``, as in :func:`render_text`. TemplateError
-    on failure, naming the part of the payload that failed.
+    """``payload`` rendered for ``job`` into JSON-native data, each string valid Unicode.
+    TemplateError on failure, naming the part of the payload that failed.
     """
-    return _fit(payload.render(job["event"], job["route"], job["destination"], job.get("failure")))
-
-
-def _fit(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, dict):
-        return {_fit(key): _fit(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_fit(item) for item in value]
-    return value
+    return payload.render(job["event"], job["route"], job["destination"], job.get("failure"))

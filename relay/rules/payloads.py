@@ -27,6 +27,7 @@ from relay.errors import RuleValueError, TemplateError
 from relay.rules.document import Path, format_path
 from relay.rules.reader import FAILED, Reader
 from relay.rules.templates import Mode, Template, is_one_tojson
+from relay.text import valid
 
 #: text that opens a JSON object or array (not a Jinja tag, not ``[ALERT] …``)
 _JSON_START = re.compile(r"\s*(\{\s*[\"}]|\[\s*(\{(?![{%#])|\[|\"|\]))")
@@ -47,7 +48,7 @@ class Slot:
         failure: Mapping[str, Any] | None = None,
     ) -> Any:
         text = self.template.render(event, route, destination, failure)
-        return json.loads(text) if self.as_json else text
+        return valid(json.loads(text)) if self.as_json else text
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,19 @@ def is_unavailable(exc: BaseException) -> bool:
     return False
 
 
+#: error replies of a server that cannot take this write now, though nothing is wrong with it
+BUSY_REPLIES = ("OOM", "BUSY")
+
+
+def is_infrastructure(exc: BaseException) -> bool:
+    """True for a failure of the state store rather than of the work in hand: Redis away,
+    a timeout, a failover (:func:`is_unavailable`), or a server out of memory or busy with
+    a script. Such work is tried again; any other error would only repeat."""
+    if isinstance(exc, UnavailableError) or is_unavailable(exc):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(BUSY_REPLIES)
+
+
 @contextmanager
 def unavailable_on_error() -> Iterator[None]:
     """Turns a Redis connection problem, timeout or failover reply into UnavailableError."""
