@@ -12,6 +12,7 @@ reason within ``drain`` s of the last POST.
 
 from __future__ import annotations
 
+import copy
 import http.client
 import json
 import random
@@ -118,7 +119,8 @@ def _retype(rng: random.Random, doc: Any, path: tuple) -> None:
     if rng.random() < 0.25:
         parent[path[-1]] = f"@raw{rng.randrange(len(RAW_VALUES))}@"
     else:
-        parent[path[-1]] = rng.choice(ODD_VALUES)
+        # a copy: the same list put in twice could be put inside itself by a later retype
+        parent[path[-1]] = copy.deepcopy(rng.choice(ODD_VALUES))
 
 
 def _mutated(rng: random.Random, base: list[dict]) -> Any:
