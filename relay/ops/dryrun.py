@@ -19,7 +19,7 @@ import json
 from typing import Any
 
 from relay.actions.registry import prepare, redact
-from relay.events import Event, Job, RetrySpec, fallback_job, new_failure, new_job
+from relay.events import Event, Job, fallback_job, new_failure, new_job
 from relay.parsing import build_events
 from relay.rules import (
     DEFAULT_RETRY,
@@ -103,7 +103,7 @@ def _delivery(
     settings: Settings,
 ) -> dict[str, Any]:
     destination = ruleset.destinations[name]
-    spec: RetrySpec = {"attempts": retry.attempts, "initial": retry.initial, "max": retry.max}
+    spec = retry.spec()
     job = new_job(event, route, name, ruleset.version, spec)
     out = {"destination": name, "type": destination.type, "route": route, "retry": spec}
     _render(ruleset, job, settings, out)
@@ -119,8 +119,7 @@ SAMPLE_ERROR = "(the last error)"
 def _fallback(ruleset: Ruleset, job: Job, name: str, settings: Settings) -> dict[str, Any]:
     """What the fallback would get if ``job`` were dead-lettered after its last attempt."""
     fallback = ruleset.destinations[name]
-    policy = fallback.retry or DEFAULT_RETRY
-    spec: RetrySpec = {"attempts": policy.attempts, "initial": policy.initial, "max": policy.max}
+    spec = (fallback.retry or DEFAULT_RETRY).spec()
     attempts = job["retry"]["attempts"]
     failure = new_failure(job["destination"], job["delivery_id"], attempts, SAMPLE_ERROR)
     handed = fallback_job(job, name, spec, failure)

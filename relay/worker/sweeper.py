@@ -119,7 +119,7 @@ def start(
                 sweep_once(
                     celery, store, interval, poison_after=poison_after, take_over=may_take_over()
                 )
-            except Exception as exc:  # noqa: BLE001 - keep sweeping; say why not
+            except Exception as exc:  # keep sweeping; say why not
                 log.warning("sweep skipped: %s", exc)
 
     threading.Thread(target=loop, name="relay-sweeper", daemon=True).start()
