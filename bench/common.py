@@ -4,9 +4,11 @@ gunicorn (the Procfile's settings), Celery workers, and a local HTTP receiver.""
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,6 +25,14 @@ from relay.cli import web_argv, worker_argv
 from relay.cli.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def spread(values: list[float]) -> dict:
+    """The median of ``values`` with their min and max (NaN when there are none)."""
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan")}
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -255,10 +265,13 @@ def steady_post(
 
 
 class Gunicorn:
-    """Another WSGI app (``module:name``) under gunicorn with relay's settings
-    (``-c python:relay.web.gunicorn_conf``) on a free port; ``close()`` stops it."""
+    """Another WSGI app (``module:name``) under gunicorn with the settings of the module
+    ``config`` (relay's, ``relay.web.gunicorn_conf``, unless given) on a free port;
+    ``close()`` stops it."""
 
-    def __init__(self, app: str, env: dict, log: Path) -> None:
+    def __init__(
+        self, app: str, env: dict, log: Path, config: str = "relay.web.gunicorn_conf"
+    ) -> None:
         self.port = free_port()
         self.log = open(log, "ab")  # noqa: SIM115 - closed in close()
         self.process = subprocess.Popen(
@@ -268,7 +281,7 @@ class Gunicorn:
                 "gunicorn",
                 app,
                 "-c",
-                "python:relay.web.gunicorn_conf",
+                f"python:{config}",
                 "--bind",
                 f"127.0.0.1:{self.port}",
             ],

@@ -1,20 +1,25 @@
-"""Ingest: relay's webhook endpoint against two baselines on the same gunicorn settings.
+"""Ingest: relay's webhook endpoint against three baselines on the same gunicorn settings.
 
 One private Redis; relay's web (``relay.web.wsgi:app``) with no Celery worker running, so its
-queue fills like the baselines' do and no routing competes for the CPU; and the two
-baselines of :mod:`bench.baselines` (a bare ``LPUSH``, a hand-written Celery ``delay()``),
-each under ``gunicorn -c python:relay.web.gunicorn_conf`` with the same WEB_CONCURRENCY and
-WEB_THREADS. Every POST is one of the seed payloads (tests/fixtures/webex-connect, in
-turn) made unique (``transid`` / ``tid``), so relay's dedupe never short-circuits.
+queue fills like the baselines' do and no routing competes for the CPU; and the baselines
+of :mod:`bench.baselines` (a bare ``LPUSH`` as plain WSGI, as relay's endpoint is; the same
+``LPUSH`` in Flask; a hand-written Celery ``delay()``), each under
+``gunicorn -c python:bench.gunicorn_conf`` (relay's settings: the same WEB_CONCURRENCY and
+WEB_THREADS, worker class and a listening socket per process, without relay's per-process
+rules watcher and traces). Every POST is one of the seed payloads
+(tests/fixtures/webex-connect, in turn) made unique (``transid`` / ``tid``), so relay's
+dedupe never short-circuits.
 
 - saturation: closed loop, ``concurrency`` keep-alive connections, ``seconds`` per target
-  split over ``rounds`` rounds that alternate the order of the targets (a busy machine
-  hurts them alike), each after a ``warmup``;
-- open loop: ``rate`` requests/s for ``seconds`` per target, latency from when each
-  request was due.
+  split over ``rounds`` rounds that rotate the order of the targets (each goes first in
+  turn: a busy machine hurts them alike), each after a ``warmup``;
+- open loop: ``rate`` requests/s, ``open_seconds`` per target split over the same number
+  of rotating rounds, latency from when each request was due; the p99 of each round, and
+  their median.
 
 For each: requests/s (200s only), p50/p99 latency, non-200 answers, and the CPU the
-server's processes (gunicorn master + workers) and Redis used per request.
+server's processes (gunicorn master + workers) and Redis used per request; relay ÷ each
+LPUSH floor per round (next to each other), and the median of those.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import loadgen
-from bench.common import Gunicorn, Stack, cpu_seconds, percentile, process_tree
+from bench.common import Gunicorn, Stack, cpu_seconds, percentile, process_tree, spread
 
 SEEDS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "webex-connect"
 PATH = "/webhooks/webex-connect"
-TARGETS = ("relay", "lpush", "delay")
+TARGETS = ("relay", "lpush", "lpush_flask", "delay")
+#: the apps of :mod:`bench.baselines`
+BASELINES = TARGETS[1:]
 
 RULES = """
 version: 1
@@ -131,7 +138,7 @@ def _merge(results: list[tuple[dict, dict]]) -> tuple[dict, dict]:
 
 
 class Servers:
-    """relay (no workers) + the two baselines, on one private Redis; ``close()`` stops all."""
+    """relay (no workers) + the baselines, on one private Redis; ``close()`` stops all."""
 
     def __init__(self, web_concurrency: int, web_threads: int, keep: bool = False) -> None:
         self.keep = keep
@@ -140,15 +147,20 @@ class Servers:
         self.baselines: list[Gunicorn] = []
         try:
             base_env = {**self.stack.env, "BENCH_REDIS_URL": self.stack.redis.url}
-            for name in ("lpush", "delay"):
+            for name in BASELINES:
                 self.baselines.append(
-                    Gunicorn(f"bench.baselines:{name}", base_env, self.stack.dir / f"{name}.log")
+                    Gunicorn(
+                        f"bench.baselines:{name}",
+                        base_env,
+                        self.stack.dir / f"{name}.log",
+                        config="bench.gunicorn_conf",
+                    )
                 )
         except BaseException:
             self.close()
             raise
         self.servers = {"relay": Server("relay", self.stack.port, self.stack.web.pid)}
-        for name, gunicorn in zip(("lpush", "delay"), self.baselines, strict=True):
+        for name, gunicorn in zip(BASELINES, self.baselines, strict=True):
             self.servers[name] = Server(name, gunicorn.port, gunicorn.process.pid)
 
     @property
@@ -161,6 +173,56 @@ class Servers:
         self.stack.close()
         if not self.keep:
             shutil.rmtree(self.stack.dir, ignore_errors=True)
+
+
+def orders(rounds: int) -> list[tuple[str, ...]]:
+    """The targets' order in each round: rotated by one each round, so each goes first
+    (and last) in turn."""
+    n = len(TARGETS)
+    return [TARGETS[r % n :] + TARGETS[: r % n] for r in range(rounds)]
+
+
+def _open_loop(
+    servers: Servers,
+    rate: float,
+    seconds: float,
+    rounds: int,
+    connections: int,
+    procs: int,
+    progress,
+) -> dict:
+    """Each target at ``rate`` requests/s, ``seconds`` split over ``rounds`` rotating rounds:
+    the summary of all its requests, with ``p99_rounds`` (each round's p99) and ``p99_spread``
+    (their median, min and max)."""
+    share = seconds / rounds
+    runs: dict[str, list] = {name: [] for name in TARGETS}
+    for order in orders(rounds):
+        for name in order:
+            spec = {
+                "mode": "open",
+                "rate": rate,
+                "seconds": share,
+                "concurrency": connections,
+                "procs": procs,
+            }
+            runs[name].append(_drive(servers.servers[name], servers.redis_pid, spec))
+    out = {}
+    for name in TARGETS:
+        merged, cpu = _merge(runs[name])
+        for key in ("achieved_rate", "queued_at_end", "abandoned"):
+            merged[key] = sum(result[key] for result, _ in runs[name])
+        merged["achieved_rate"] /= rounds
+        out[name] = summary(merged, seconds, cpu)
+        out[name]["p99_rounds"] = [
+            percentile(result["latencies"], 99) * 1000 for result, _ in runs[name]
+        ]
+        out[name]["p99_spread"] = spread(out[name]["p99_rounds"])
+        p99 = out[name]["p99_spread"]
+        progress(
+            f"  ingest: open loop {rate:g}/s {name:<11} p99 {p99['median']:.1f} ms "
+            f"(rounds {p99['min']:.1f}–{p99['max']:.1f})"
+        )
+    return out
 
 
 def run(
@@ -191,8 +253,7 @@ def run(
         )
         saturation: dict[str, list] = {name: [] for name in TARGETS}
         share = seconds / rounds
-        for r in range(rounds):
-            order = TARGETS[r % 3 :] + TARGETS[: r % 3]
+        for r, order in enumerate(orders(rounds)):
             for name in order:
                 spec = {
                     "mode": "closed",
@@ -204,32 +265,22 @@ def run(
                 saturation[name].append(_drive(servers.servers[name], servers.redis_pid, spec))
                 last = saturation[name][-1][0]
                 progress(
-                    f"  ingest: round {r + 1}/{rounds} {name:<5} {last['ok'] / share:7.0f} req/s"
+                    f"  ingest: round {r + 1}/{rounds} {name:<11} {last['ok'] / share:7.0f} req/s"
                 )
-        out: dict = {"saturation": {}, "open": {}}
+        out: dict = {"saturation": {}, "open": {}, "orders": orders(rounds)}
         for name in TARGETS:
             merged, cpu = _merge(saturation[name])
             out["saturation"][name] = summary(merged, seconds, cpu)
-        # relay ÷ LPUSH in each round (same round, next to each other): the median of these
-        # is the steadier figure on a machine whose speed drifts between rounds
-        out["round_ratios"] = [
-            relay[0]["ok"] / lpush[0]["ok"] if lpush[0]["ok"] else 0.0
-            for relay, lpush in zip(saturation["relay"], saturation["lpush"], strict=True)
-        ]
-        open_seconds = open_seconds or seconds
-        for name in TARGETS:
-            spec = {
-                "mode": "open",
-                "rate": rate,
-                "seconds": open_seconds,
-                "concurrency": open_connections,
-                "procs": procs,
-            }
-            result, cpu = _drive(servers.servers[name], servers.redis_pid, spec)
-            out["open"][name] = summary(result, open_seconds, cpu)
-            progress(
-                f"  ingest: open loop {rate:g}/s {name:<5} p99 {out['open'][name]['p99_ms']:.1f} ms"
-            )
+        # relay ÷ each LPUSH floor in each round (same round, next to each other): the median
+        # of these is the steadier figure on a machine whose speed drifts between rounds
+        for floor, key in (("lpush", "round_ratios"), ("lpush_flask", "round_ratios_flask")):
+            out[key] = [
+                relay[0]["ok"] / lpush[0]["ok"] if lpush[0]["ok"] else 0.0
+                for relay, lpush in zip(saturation["relay"], saturation[floor], strict=True)
+            ]
+        out["open"] = _open_loop(
+            servers, rate, open_seconds or seconds, rounds, open_connections, procs, progress
+        )
         if on_servers is not None:
             on_servers(servers)
         return out

@@ -1,7 +1,8 @@
 """The end-to-end baselines: the relay a team writes by hand, carefully or carelessly.
 
     NAIVE_VARIANT=careful NAIVE_REDIS_URL=redis://… NAIVE_SINK_URL=http://…/hook \\
-        gunicorn bench.naive:app --worker-class gthread --workers 2 --threads 4 --reuse-port
+        gunicorn bench.naive:app -c python:bench.listening \\
+            --worker-class gthread --workers 2 --threads 4
     NAIVE_VARIANT=careful NAIVE_REDIS_URL=… NAIVE_SINK_URL=… \\
         celery -A bench.naive:celery worker --pool threads -c 64
 
@@ -19,17 +20,20 @@ ignored:
 - ``careful`` (the baseline relay is measured against): a ``requests.Session`` per worker
   thread (its connections kept alive), ``task_acks_late`` and
   ``task_reject_on_worker_lost`` (a task is acknowledged once it ran, so a worker killed
-  mid-delivery loses nothing), and :class:`NaiveStack` gives it what relay's processes
-  get: the worker ``--pool threads`` with as many threads as relay's intake
-  (``RELAY_WORKER_INTAKE_THREADS``), and gunicorn with a listening socket per process
-  (``--reuse-port``, as ``relay.web.gunicorn_conf``);
+  mid-delivery loses nothing), and :class:`NaiveStack` gives it relay's way of listening:
+  gunicorn with ``-c python:bench.listening``, the listening hooks of
+  ``relay.web.gunicorn_conf`` themselves (a socket per worker process, a port in use
+  refused), and the worker threads the bench asks for (``concurrency``: as many as
+  relay's intake, or a hand-written relay's default; see :mod:`bench.e2e`);
 - ``careless`` (the baseline of relay's first README figures): ``requests.post`` for each
   delivery (a new TCP connection every time) and Celery's defaults otherwise (acks
-  early: a task taken is acknowledged before it runs), one shared listening socket.
+  early: a task taken is acknowledged before it runs), gunicorn's defaults (one
+  listening socket, shared by its processes).
 
-No validation, no dedupe, no rules, no dead letters, no metrics. It imports nothing from
-``relay``: it is an independent program; :class:`NaiveStack` starts it (stdlib only, for
-the bench).
+No validation, no dedupe, no rules, no dead letters, no metrics. The app imports nothing
+from ``relay``: it is an independent program (only the careful variant's gunicorn
+settings, :mod:`bench.listening`, take relay's listening hooks); :class:`NaiveStack`
+starts it (stdlib only, for the bench).
 """
 
 from __future__ import annotations
@@ -120,6 +124,17 @@ def receive():
 # -- starting it (the bench) -------------------------------------------------------------
 
 
+def web_argv(variant: str, web_workers: int, web_threads: int) -> list[str]:
+    """The ``variant``'s web command (after ``python -m``; ``--bind`` to add): relay's
+    listening (:mod:`bench.listening`) for ``careful``, gunicorn's defaults otherwise."""
+    return (
+        ["gunicorn", "bench.naive:app", "--worker-class", "gthread"]
+        + ["--workers", str(web_workers), "--threads", str(web_threads)]
+        + ["--timeout", "30", "--keep-alive", "5", "--no-control-socket"]
+        + (["-c", "python:bench.listening"] if variant == "careful" else [])
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -127,8 +142,8 @@ def _free_port() -> int:
 
 
 class NaiveStack:
-    """The ``variant``'s web (gunicorn, gthread, ``web_workers`` × ``web_threads``; a
-    listening socket per process for ``careful``) and ``workers`` Celery worker processes
+    """The ``variant``'s web (gunicorn, gthread, ``web_workers`` × ``web_threads``; for
+    ``careful``, relay's listening: :mod:`bench.listening`) and ``workers`` Celery worker processes
     (``pool`` × ``concurrency``) on ``redis_url``, delivering to ``sink_url``; the
     constructor returns once the web answers and every worker is ready. Logs go to
     ``directory``; ``close()`` stops every process."""
@@ -157,12 +172,7 @@ class NaiveStack:
         )
         self.port = _free_port()
         root = Path(__file__).resolve().parent.parent
-        self.web_argv = (
-            ["gunicorn", "bench.naive:app", "--worker-class", "gthread"]
-            + ["--workers", str(web_workers), "--threads", str(web_threads)]
-            + ["--timeout", "30", "--keep-alive", "5", "--no-control-socket"]
-            + (["--reuse-port"] if variant == "careful" else [])
-        )
+        self.web_argv = web_argv(variant, web_workers, web_threads)
         self.worker_argv = ["celery", "-A", "bench.naive:celery", "worker"] + [
             "--pool",
             pool,

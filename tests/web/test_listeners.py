@@ -1,6 +1,7 @@
 """How the real web process listens (gunicorn, relay/web/gunicorn_conf.py): one socket per
 worker process, the kernel spreading connections over them; and a port already in use is
-refused, as it is without per-process sockets.
+refused, as it is without per-process sockets. The bench's other web apps listen the same
+way, from the same hooks (bench/listening.py), without relay's per-process parts.
 
 The sockets are read from /proc (Linux: SO_REUSEPORT, as the configuration uses it). A
 read of /proc/net/tcp may miss rows while other sockets come and go, so each look is
@@ -9,14 +10,22 @@ repeated until it is complete.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
+import requests
 
+from bench import baselines, naive
 from relay.cli import web_argv
+from relay.cli.embedded import free_port
 from tests.harness import ROOT, relay_env, wait_until, web_process
 
 pytestmark = [
@@ -114,3 +123,83 @@ def test_a_port_already_in_use_is_refused_in_one_line(redis_server, tmp_path):
     assert second.returncode != 0
     refusal = f"relay: cannot listen on 127.0.0.1:{port}: address already in use"
     assert refusal in second.stdout + second.stderr
+
+
+@contextlib.contextmanager
+def gunicorn(argv: list[str], env: dict[str, str], log: Path) -> Iterator[int]:
+    """``python -m <argv>`` (a gunicorn command) bound to a free port, once the port answers;
+    yields the port, stops it after."""
+    port = free_port()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", *argv, "--bind", f"127.0.0.1:{port}"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until(lambda: process.poll() is not None or _answers(port), 30)
+        assert process.poll() is None, log.read_text()
+        yield port
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _answers(port: int) -> bool:
+    try:
+        requests.get(f"http://127.0.0.1:{port}/", timeout=1)
+    except requests.RequestException:
+        return False
+    return True
+
+
+def test_the_careful_naive_web_of_the_bench_listens_as_relay_does(redis_server, tmp_path):
+    """The e2e bench's hand-written relay gets relay's listening: a socket per worker
+    process, and a second one on its port refused (``--reuse-port`` alone would share it)."""
+    argv = naive.web_argv("careful", WORKERS, 2)
+    env = {**relay_env(redis_server.url), "NAIVE_REDIS_URL": redis_server.url}
+    with gunicorn(argv, env, tmp_path / "naive.log") as port:
+        wait_until(lambda: worker_pids(port))
+        assert len(listeners(port)) == WORKERS
+        second = subprocess.run(
+            [sys.executable, "-m", *argv, "--bind", f"127.0.0.1:{port}"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert second.returncode != 0
+    refusal = f"relay: cannot listen on 127.0.0.1:{port}: address already in use"
+    assert refusal in second.stdout + second.stderr
+
+
+def test_an_ingest_baseline_runs_relays_settings_without_relays_own_processes(
+    redis_server, tmp_path
+):
+    """The LPUSH floor under bench.gunicorn_conf: relay's listening, and none of what relay's
+    post_fork starts in each process (relay's app, its rules watcher): with relay's rules
+    file missing it still boots and answers."""
+    env = {
+        **relay_env(redis_server.url),
+        "RELAY_RULES": str(tmp_path / "missing.yaml"),
+        "WEB_CONCURRENCY": str(WORKERS),
+        "BENCH_REDIS_URL": redis_server.url,
+    }
+    argv = ["gunicorn", "bench.baselines:lpush", "-c", "python:bench.gunicorn_conf"]
+    client = redis.Redis.from_url(redis_server.url)
+    client.delete(baselines.LPUSH_KEY)
+    with gunicorn(argv, env, tmp_path / "lpush.log") as port:
+        wait_until(lambda: worker_pids(port))
+        assert len(listeners(port)) == WORKERS
+        answer = requests.post(f"http://127.0.0.1:{port}{baselines.PATH}", data=b"{}", timeout=5)
+        assert answer.status_code == 200, (tmp_path / "lpush.log").read_text()
+        assert answer.content == baselines.ACCEPTED
+    assert client.lrange(baselines.LPUSH_KEY, 0, -1) == [b"{}"]
