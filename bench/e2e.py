@@ -1,4 +1,4 @@
-"""End to end: from POST to relay until the sink answered the delivery, against two
+"""End to end: from POST to relay until the sink answered the delivery, against
 hand-written relays.
 
 A private Redis, relay's web under gunicorn (the Procfile's settings), ``workers`` Celery
@@ -10,19 +10,23 @@ each event is one delivery whose ``webhook-id`` is ``<event id>:hook``.
 
 - throughput: ``rounds`` rounds; in each, one burst of ``burst`` unique seed payloads
   POSTed as fast as ``concurrency`` connections go through each side in turn — relay and
-  the ``baselines`` of :mod:`bench.naive` (``careful``: a session per thread, acks late,
-  as many worker threads as relay's intake, a socket per web process; ``careless``:
-  ``requests.post``, acks early) — the order reversed every other round, each side
-  started afresh on the same Redis and sink with the same process counts and stopped
-  after its burst. events/s = deliveries / (last delivery − first POST); the median of
-  the rounds with their spread, relay ÷ each baseline as the median of the rounds'
-  ratios; CPU ms per delivered event by role (web, worker, Redis, the sink's process,
-  the load generator), the median of the rounds;
+  the ``baselines`` of :mod:`bench.naive` (BASELINES: ``careful``, a session per thread,
+  acks late, relay's listening (a socket per web process), as many worker threads as
+  relay's intake, so both sides have as many deliveries in flight; ``careful_default``,
+  the same at a hand-written relay's default threads, relay's Celery concurrency;
+  ``careless``: ``requests.post``, acks early, one shared listening socket) — the order
+  reversed every other round, each side started afresh on the same Redis and sink with
+  the same process counts and stopped after its burst. events/s = deliveries / (last
+  delivery − first POST); the median of the rounds with their spread, relay ÷ each
+  baseline as the median of the rounds' ratios; CPU ms per delivered event by role
+  (web, worker, Redis, the sink's process, the load generator), the median of the
+  rounds;
 - the careful relay's thread curve (``threads``: worker threads per process, one burst
   each) and relay's (``intake_sweep``: RELAY_WORKER_INTAKE_THREADS): events/s and worker
   CPU per event by thread count;
 - latency: relay at ``rate`` events/s for ``seconds`` (open loop); POST sent → sink
-  answered 2xx, so it includes the ingest and the sink's own delay;
+  answered 2xx, so it includes the ingest and the sink's own delay; its p99 over the
+  whole phase and in each of STEADY_WINDOWS equal spans of it;
 - loss: every id relay accepted (200) in a burst or the steady phase must reach the sink
   within ``drain`` s; also counted: repeated deliveries of one ``webhook-id`` and dead
   letters.
@@ -30,7 +34,6 @@ each event is one delivery whose ``webhook-id`` is ``<event id>:hook``.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import statistics
@@ -41,7 +44,15 @@ from pathlib import Path
 import redis
 
 from bench import loadgen
-from bench.common import EmbeddedRedis, Sink, Stack, cpu_seconds, percentile, process_tree
+from bench.common import (
+    EmbeddedRedis,
+    Sink,
+    Stack,
+    cpu_seconds,
+    percentile,
+    process_tree,
+    spread,
+)
 from bench.ingest import PATH, templates
 from bench.naive import NaiveStack
 
@@ -235,7 +246,7 @@ def start_side(
         web_workers=o["web_concurrency"],
         web_threads=o["web_threads"],
         directory=directory,
-        variant=side,
+        variant=variant_of(side),
     )
     return naive, naive.port, lambda: cpu_by_role(naive, redis_server.process.pid)
 
@@ -247,12 +258,41 @@ def stop_side(stack: Stack | NaiveStack, keep: bool) -> None:
         stack.close()
 
 
+#: the hand-written relays a burst can run: (NAIVE_VARIANT, its worker threads per process)
+#: — ``careful`` at relay's in-flight deliveries (as many threads per worker process as
+#: relay's intake: RELAY_WORKER_INTAKE_THREADS × workers in all on both sides), and
+#: ``careful_default`` and ``careless`` at a hand-written relay's own default: the Celery
+#: concurrency relay's workers are given too (RELAY_WORKER_CONCURRENCY, 16), what the
+#: naive relay was first measured with
+BASELINES = {
+    "careful": ("careful", "intake"),
+    "careful_default": ("careful", "default"),
+    "careless": ("careless", "default"),
+}
+
+
+def variant_of(side: str) -> str:
+    return BASELINES[side][0]
+
+
 def naive_threads(side: str, o: dict) -> int:
-    """The careful relay's worker gets as many threads as relay's intake; the careless one
-    relay's Celery concurrency, as it always had."""
-    if side == "careful":
+    """The worker threads per process of a hand-written relay (see BASELINES); the thread
+    curve sets the careful relay's (``careful_threads``)."""
+    if BASELINES[side][1] == "intake":
         return o.get("careful_threads") or o["intake_threads"]
     return o["worker_concurrency"]
+
+
+def in_flight(side: str, o: dict) -> str:
+    """How many deliveries a side can have in flight at once, and why (the tables say it)."""
+    if side == "relay":
+        return (
+            f"{o['workers'] * o['intake_threads']} first attempts ({o['workers']} × "
+            f"{o['intake_threads']} intake threads; its default)"
+        )
+    threads = naive_threads(side, o)
+    how = "equal to relay's" if BASELINES[side][1] == "intake" else "its default"
+    return f"{o['workers'] * threads} ({o['workers']} × {threads} worker threads; {how})"
 
 
 def side_config(side: str, o: dict) -> dict:
@@ -264,30 +304,25 @@ def side_config(side: str, o: dict) -> dict:
             "worker": f"celery -A relay.worker worker, {WORKER_POOL} × "
             f"{o['worker_concurrency']} + {o['intake_threads']} intake threads",
             "workers": o["workers"],
+            "in_flight": in_flight(side, o),
         }
-    threads = naive_threads(side, o)
+    variant = variant_of(side)
+    listening = " -c python:bench.listening (a socket per process)" if variant == "careful" else ""
     return {
-        "web": f"gunicorn bench.naive:app --worker-class gthread --workers "
-        f"{o['web_concurrency']} --threads {o['web_threads']}"
-        + (" --reuse-port" if side == "careful" else ""),
-        "worker": f"NAIVE_VARIANT={side} celery -A bench.naive:celery worker --pool "
-        f"{WORKER_POOL} --concurrency {threads}",
+        "web": f"gunicorn bench.naive:app{listening} --worker-class gthread --workers "
+        f"{o['web_concurrency']} --threads {o['web_threads']}",
+        "worker": f"NAIVE_VARIANT={variant} celery -A bench.naive:celery worker --pool "
+        f"{WORKER_POOL} --concurrency {naive_threads(side, o)}",
         "workers": o["workers"],
+        "in_flight": in_flight(side, o),
     }
-
-
-def spread(values: list[float]) -> dict:
-    """The median of ``values`` with their min and max (NaN when there are none)."""
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return {"median": float("nan"), "min": float("nan"), "max": float("nan")}
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def summarise(bursts: list[dict]) -> dict:
     """One side's bursts: each figure as the median of the rounds (events/s also with its
     spread), CPU per event by role as medians, and the sums over the bursts."""
     eps = spread([b["events_per_s"] for b in bursts])
+    worker = spread([b["cpu_ms_per_event"]["worker"] for b in bursts])
     roles = bursts[0]["cpu_ms_per_event"] if bursts else {}
     return {
         "rounds": len(bursts),
@@ -306,6 +341,8 @@ def summarise(bursts: list[dict]) -> dict:
         "cpu_ms_per_event": {
             role: statistics.median(b["cpu_ms_per_event"][role] for b in bursts) for role in roles
         },
+        "worker_cpu_spread": worker,
+        "each_cpu_ms_per_event": [b["cpu_ms_per_event"] for b in bursts],
     }
 
 
@@ -352,7 +389,7 @@ def run(
     keep: bool = False,
     progress=print,
     on_stack=None,
-    baselines: tuple[str, ...] = ("careful", "careless"),
+    baselines: tuple[str, ...] = tuple(BASELINES),
     threads: tuple[int, ...] = (),
     intake_sweep: tuple[int, ...] = (),
 ) -> dict:
@@ -372,6 +409,11 @@ def run(
         "procs": procs,
         "keep": keep,
     }
+    unknown = set(baselines) - set(BASELINES)
+    if unknown:
+        raise ValueError(
+            f"baselines: {', '.join(sorted(unknown))} not among {', '.join(BASELINES)}"
+        )
     sink = Sink(delay=sink_delay)
     shared = Path(tempfile.mkdtemp(prefix="relay-bench-e2e-"))
     redis_server = EmbeddedRedis(shared / "redis").start()
@@ -493,6 +535,23 @@ def thread_curve(
     return curve
 
 
+#: the steady phase's latency is judged on the median of the p99s of this many windows
+STEADY_WINDOWS = 3
+
+
+def windows_p99(delivered: list[tuple[float, float]], windows: int) -> list[float]:
+    """The p99 (ms) of the latencies of each of ``windows`` equal spans of post time, from
+    (post time, latency) pairs; a window with no event is left out."""
+    if not delivered:
+        return []
+    first = min(sent for sent, _ in delivered)
+    width = (max(sent for sent, _ in delivered) - first) / windows or 1.0
+    spans: list[list[float]] = [[] for _ in range(windows)]
+    for sent, took in delivered:
+        spans[min(int((sent - first) / width), windows - 1)].append(took)
+    return [percentile(span, 99) * 1000 for span in spans if span]
+
+
 def _steady(
     stack: Stack,
     sink: Sink,
@@ -531,11 +590,12 @@ def _steady(
     keys = {f"{event_id}:hook" for event_id in ids}
     missing_steady = wait_delivered(sink, keys, drain)
     with sink.lock:
-        e2e = [
-            sink.first_ok[f"{event_id}:hook"] - sent
+        delivered = [
+            (sent, sink.first_ok[f"{event_id}:hook"] - sent)
             for event_id, sent in ids.items()
             if f"{event_id}:hook" in sink.first_ok
         ]
+    e2e = [took for _, took in delivered]
     out["latency"] = {
         "posted": result["sent"],
         "accepted": len(ids),
@@ -544,6 +604,7 @@ def _steady(
         "ingest_p99_ms": percentile(result["latencies"], 99) * 1000,
         "p50_ms": percentile(e2e, 50) * 1000,
         "p99_ms": percentile(e2e, 99) * 1000,
+        "p99_windows_ms": windows_p99(delivered, STEADY_WINDOWS),
         "max_ms": max(e2e) * 1000 if e2e else float("nan"),
     }
     progress(
