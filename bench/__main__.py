@@ -1,12 +1,13 @@
-"""relay's benchmarks: ingest (against two baselines), end to end (against two hand-written
-relays, a careful and a careless one), matching, the rules' budgets, event search,
+"""relay's benchmarks: ingest (against three baselines), end to end (against hand-written
+relays: a careful one, at relay's in-flight deliveries and at its default, and a careless
+one), matching, the rules' budgets, event search,
 dead-letter pages, destinations' backlog, memory, a framing fuzz of the web process, Redis
 failovers under load, ordered delivery per key, traces on against off, and a mutation fuzz
 of the webhook end to end.
 
     python -m bench [ingest|e2e|matching|budgets|search|deadletters|backlog|memory|framing|
                      failover|ordered|tracing|fuzz|all] …
-    python -m bench e2e                          # end to end, against both baselines (≈ 5 min)
+    python -m bench e2e                          # end to end, against the baselines (minutes)
     python -m bench e2e --threads 16,32,64,128   # … and the careful relay's thread curve
     python -m bench e2e --intake-sweep 16,32,64,128  # … and relay's (intake threads)
     python -m bench failover                     # 10 Redis failovers under load (4-7 minutes)
@@ -16,7 +17,7 @@ of the webhook end to end.
     make bench                                   # all, default settings (≈ 5 minutes)
 
 Starts what it needs (a private Redis, relay's web under gunicorn with the Procfile's
-settings, Celery workers, the two ingest baseline apps, the hand-written relays of
+settings, Celery workers, the ingest baseline apps, the hand-written relays of
 bench.naive, a local HTTP sink) and stops it all.
 Prints a plain-text table (each figure next to its target, ✓/✗) on stdout, progress on
 stderr; ``--json`` prints the full results as JSON instead (``--json PATH`` writes them
