@@ -24,6 +24,7 @@ from relay.rules.model import (
     NOTIFICATION_NAMES,
     CircuitBreaker,
     Destination,
+    Lifecycle,
     Notification,
     RateLimit,
     Route,
@@ -456,3 +457,15 @@ def _notification_template(reader: Reader, path: Path, value: Any) -> Template:
         names = ", ".join(NOTIFICATION_NAMES)
         raise Invalid(f"unknown name {unknown[0]!r}: a notification's template sees {names}")
     return compiled
+
+
+def read_lifecycle(reader: Reader, data: Any) -> Lifecycle | None:
+    """The ``lifecycle`` mapping (``final_receipt_within``, a duration), or ``None`` when
+    it is null or has problems (reported)."""
+    if data is None:
+        return None
+    keys = {"final_receipt_within": Key(duration, required=True)}
+    values = reader.fields(("lifecycle",), data, keys)
+    if values is None:
+        return None
+    return Lifecycle(**values, line=reader.doc.line(("lifecycle",)))
