@@ -27,7 +27,7 @@ import unicodedata
 from collections.abc import Mapping, Set
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict
 from urllib.parse import parse_qsl
 
 from relay.codes import CODE_DESCRIPTIONS, is_final
@@ -35,6 +35,9 @@ from relay.settings import digits
 
 DELIVERY_RECEIPT = "delivery_receipt"
 INBOUND_MESSAGE = "inbound_message"
+RECEIPT_OVERDUE = "receipt_overdue"
+#: the ``source`` of the events relay makes itself
+OWN_SOURCE = "relay"
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIR_SPLIT = re.compile(r"[;&]")
@@ -85,6 +88,11 @@ class Event(TypedDict, total=False):
     keyword: str
     sender_opted_out: bool
     opt_out_ambiguous: bool
+    # receipt_overdue (with transid, destination, callback, callback_data, correlation_id)
+    last_status: str
+    last_code: str
+    first_received_at: str
+    age_seconds: int
 
 
 def receipt_event(fields: Mapping[str, Any], raw: object, source: str, event_id: str) -> Event:
@@ -140,6 +148,65 @@ def inbound_event(
         "text": text,
         "keyword": keyword(text),
         "raw": raw,
+    }
+
+
+class OverdueMessage(Protocol):
+    """What an overdue event tells of its message (``relay.state.lifecycle.Message``)."""
+
+    @property
+    def transid(self) -> str: ...
+    @property
+    def destination(self) -> str: ...
+    @property
+    def last_status(self) -> str: ...
+    @property
+    def last_code(self) -> str: ...
+    @property
+    def first_received(self) -> float: ...
+    @property
+    def callback_data(self) -> str: ...
+    @property
+    def correlation_id(self) -> str: ...
+
+
+def overdue_event(message: OverdueMessage, now: float, event_id: str | None = None) -> Event:
+    """The ``receipt_overdue`` event of a message whose final receipt did not come in
+    time. Its ``raw`` is the payload ``relay rules test --event`` reads back
+    (:func:`overdue_payload`)."""
+    first = datetime.fromtimestamp(message.first_received, timezone.utc)
+    raw = {
+        "kind": RECEIPT_OVERDUE,
+        "transid": message.transid,
+        "destination": message.destination,
+        "last_status": message.last_status,
+        "last_code": message.last_code,
+        "first_received_at": first.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "age_seconds": max(int(now - message.first_received), 0),
+        "callbackData": message.callback_data,
+        "correlationid": message.correlation_id,
+    }
+    return overdue_from_payload(raw, OWN_SOURCE, event_id or new_id(now))
+
+
+def overdue_from_payload(raw: Mapping[str, Any], source: str, event_id: str) -> Event:
+    """A ``receipt_overdue`` event from its payload (``raw``: see :func:`overdue_event`)."""
+    callback_data = str(raw.get("callbackData", ""))
+    return {
+        "id": event_id,
+        "kind": RECEIPT_OVERDUE,
+        "source": source,
+        "received_at": utc_now_iso(),
+        "transid": str(raw.get("transid", "")),
+        "destination": str(raw.get("destination", "")),
+        "last_status": str(raw.get("last_status", "")),
+        "last_code": str(raw.get("last_code", "")),
+        "first_received_at": str(raw.get("first_received_at", "")),
+        "age_seconds": int(raw.get("age_seconds", 0)),
+        "callback_data": callback_data,
+        "callback": parse_callback(callback_data),
+        "correlation_id": str(raw.get("correlationid", "")),
+        "raw": dict(raw),
     }
 
 

@@ -37,6 +37,12 @@
     relay:pending:tasks         hash: the same members → the task that does it (JSON)
     relay:nodes                 sorted set: worker node ids → time of their last heartbeat
     relay:owned:<node>          set: the pending members a worker node has taken
+    relay:msg:<transid>         a message's lifecycle (relay.state.lifecycle): state, first
+                                receipt's times, last receipt's fields, packed in one string
+    relay:lifecycle:due         sorted set: transids of open messages → when their final
+                                receipt is overdue (ms)
+    relay:lifecycle:claimed:<node>  set: overdue transids a worker node claimed and has not
+                                fired yet
     relay:optout:<digits>       an opted-out sender
     relay:cooldown:<dest>:<digits>  a reply window, holding the delivery id that claimed it
     relay:logins:<address>      failed logins (console or admin API) from one client
@@ -177,6 +183,20 @@ def alert_examples(group: str) -> str:
 def alerts_claimed(node: str) -> str:
     """The notification messages worker ``node`` claimed and has not sent yet."""
     return PREFIX + "alerts:claimed:" + node
+
+
+MESSAGE_PREFIX = PREFIX + "msg:"
+LIFECYCLE_DUE = PREFIX + "lifecycle:due"
+
+
+def message(transid: str) -> str:
+    """A message's lifecycle record."""
+    return MESSAGE_PREFIX + transid
+
+
+def lifecycle_claimed(node: str) -> str:
+    """The overdue messages worker ``node`` claimed and has not fired yet."""
+    return PREFIX + "lifecycle:claimed:" + node
 
 
 def owned(node: str) -> str:
