@@ -11,7 +11,18 @@ from __future__ import annotations
 import json
 
 from relay.actions.registry import prepare, redact
-from relay.events import Event, Job, RetrySpec, fallback_job, new_failure, new_job
+from relay.errors import PayloadError
+from relay.events import (
+    RECEIPT_OVERDUE,
+    Event,
+    Job,
+    RetrySpec,
+    fallback_job,
+    new_failure,
+    new_id,
+    new_job,
+    overdue_from_payload,
+)
 from relay.parsing import build_events
 from relay.rules import DEFAULT_RETRY, RetryPolicy, Ruleset, TemplateError
 from relay.rules.explain import RouteExplanation
@@ -33,7 +44,7 @@ def dry_run(
     (:func:`relay.rules.explain.explain`, as dicts). Nothing is sent and no state is read or
     written (``sender_opted_out`` is shown false).
     """
-    events, _ = build_events(payload, source, settings.own_numbers)
+    events = _events(payload, source, settings)
     reports = [_report(ruleset, event, settings) for event in events]
     if explain:
         for report in reports:
@@ -41,6 +52,57 @@ def dry_run(
             report["explain"] = [item.to_dict() for item in found]
     forms = hidden(ruleset.interpolated)
     return [{**report, **hide_all(_without_event(report), forms)} for report in reports]
+
+
+def _events(payload: object, source: str, settings: Settings) -> list[Event]:
+    """The events of a Webex Connect payload, or of a ``receipt_overdue`` payload (an
+    object, or an array of them, with ``"kind": "receipt_overdue"``: the ``raw`` of the
+    events relay makes for overdue messages)."""
+    items = payload if isinstance(payload, list) else [payload]
+    if not items or not all(_is_overdue(item) for item in items):
+        return build_events(payload, source, settings.own_numbers)[0]
+    prefix = isinstance(payload, list)
+    return [
+        overdue_from_payload(_checked(item, f"[{i}]." if prefix else ""), source, new_id())
+        for i, item in enumerate(items)
+    ]
+
+
+def _is_overdue(item: object) -> bool:
+    return isinstance(item, dict) and item.get("kind") == RECEIPT_OVERDUE
+
+
+#: the fields of a receipt_overdue payload and their JSON types
+_OVERDUE_FIELDS = {
+    "transid": str,
+    "destination": str,
+    "last_status": str,
+    "last_code": str,
+    "first_received_at": str,
+    "age_seconds": int,
+    "callbackData": str,
+    "correlationid": str,
+}
+
+
+def _checked(item: dict, prefix: str) -> dict:
+    """``item`` when each field it has is of its type and ``transid`` is there, else a
+    PayloadError naming the field."""
+    for name in item:
+        if name != "kind" and name not in _OVERDUE_FIELDS:
+            fields = ", ".join(_OVERDUE_FIELDS)
+            raise _bad(prefix + name, f"unknown field of a receipt_overdue payload ({fields})")
+    for name, kind in _OVERDUE_FIELDS.items():
+        value = item.get(name)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise _bad(prefix + name, "expected a whole number" if kind is int else "expected text")
+    if not item.get("transid"):
+        raise _bad(prefix + "transid", "missing")
+    return item
+
+
+def _bad(field: str, what: str) -> PayloadError:
+    return PayloadError(f"{field}: {what}", field=field)
 
 
 def _without_event(report: dict) -> dict:
