@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from relay.cli.embedded import free_port
 from relay.settings import load_settings
@@ -43,21 +44,30 @@ default: {{to: [trace]}}
 """
 
 
-def receipt(transid: str, status: str, code: str) -> dict:
+def receipt(transid: str, status: str, code: str, at: str) -> dict:
     payload = load_fixture("receipt-submitted.json")
     payload["deliveryInfoNotification"]["transid"] = transid
     info = payload["deliveryInfoNotification"]["deliveryInfo"]
-    info.update(deliveryStatus=status, code=code, destination="447700900123")
+    info.update(deliveryStatus=status, code=code, destination="447700900123", timeStamp=at)
     payload["deliveryInfoNotification"]["callbackData"] = f"order={transid}"
     return payload
 
 
 def submitted(transid: str) -> dict:
-    return receipt(transid, "Submitted", "7501")
+    return receipt(transid, "Submitted", "7501", "2026-12-01T10:00:00.000+01:00")
 
 
-def delivered(transid: str) -> dict:
-    return receipt(transid, "Delivered", "7500")
+def delivered(transid: str) -> dict:  # 42 s later by the receipts' own time
+    return receipt(transid, "Delivered", "7500", "2026-12-01T10:00:42.000+01:00")
+
+
+def scrape(port: int) -> dict[tuple, float]:
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def overdue_transids(sink: HttpSink) -> list[str]:
@@ -72,8 +82,10 @@ def no_deadline_left(client: redis.Redis) -> bool:
 def test_overdue_events_fire_once_for_exactly_the_messages_without_a_final_receipt(
     start_relay,
 ):
+    port = free_port()
     with HttpSink() as sink:
-        relay = start_relay(RULES.format(within="3s", url=sink.url("/overdue")))
+        rules = RULES.format(within="3s", url=sink.url("/overdue"))
+        relay = start_relay(rules, RELAY_WORKER_METRICS_PORT=str(port))
         transids = [f"life-{i}" for i in range(10)]
         began = time.monotonic()
         for transid in transids:
@@ -98,6 +110,15 @@ def test_overdue_events_fire_once_for_exactly_the_messages_without_a_final_recei
         wait_until(lambda: relay.store.lifecycle.message("life-7").state == "late", 10)
         wait_until(lambda: relay.store.event(late), 10)
         assert relay.store.lifecycle.message("life-2").state == "final"
+        late_ = ("relay_messages_late_total", ())
+        metrics = wait_until(lambda: (found := scrape(port)).get(late_) and found, 10)
+    submitted_ = ("relay_receipts_total", (("code", "7501"), ("status", "Submitted")))
+    delivered_ = ("relay_receipts_total", (("code", "7500"), ("status", "Delivered")))
+    assert (metrics[submitted_], metrics[delivered_]) == (10, 6)
+    assert metrics[("relay_messages_overdue_total", ())] == 5
+    assert metrics[late_] == 1
+    assert metrics[("relay_message_final_seconds_count", ())] == 6  # 5 in time, 1 late
+    assert metrics[("relay_message_final_seconds_sum", ())] == pytest.approx(6 * 42.0)
     log = relay.worker.log_path.read_text()
     assert "447700900123" not in log  # the destination is masked in the log
     assert "no final receipt in" in log
