@@ -20,7 +20,7 @@ from relay import logs, tracing
 from relay.cli.common import load_rules_or_exit, settings_or_exit
 from relay.errors import ConfigError, UnavailableError
 from relay.events import Step, routing_mark
-from relay.ops import audit, dead_letters, history
+from relay.ops import audit, dead_letters, history, lifecycle
 from relay.ops.dead_letters import ReplayReport
 from relay.ops.search import DEFAULT_LIMIT, MAX_LIMIT, QueryError, parse_query, search_events
 from relay.settings import Settings
@@ -177,13 +177,18 @@ def events_show(ref: str, as_json: bool) -> None:
     """The life of an event: ID is a relay event id, a transid (all its events) or a tid."""
 
     with _infrastructure():
-        found = history.event_history(_store(), ref)
+        store = _store()
+        found = history.event_history(store, ref)
+        life = lifecycle.message_lifecycle(store, ref, found)  # ref is a transid
     if not found:
         _fail(f"no event with id, transid or tid {ref!r} (history is kept RELAY_HISTORY_TTL)")
     if as_json:
-        _echo_json({"query": ref, "events": found})
+        _echo_json({"query": ref, "events": found, **({"lifecycle": life} if life else {})})
     else:
-        click.echo("\n\n".join(format_timeline(item) for item in found))
+        shown = ([lifecycle.format_lifecycle(life)] if life else []) + [
+            format_timeline(item) for item in found
+        ]
+        click.echo("\n\n".join(shown))
 
 
 @events.command("list")

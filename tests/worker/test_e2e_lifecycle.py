@@ -6,6 +6,7 @@ deadline fired once when a worker is SIGKILLed while they are due, and after a
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,7 +25,14 @@ from relay.state import Store, connect, keys
 from relay.state.pending import NODE_TTL
 from relay.web.app import create_app
 from tests.conftest import load_fixture
-from tests.harness import ROOT, WorkerProcess, fresh_db_url, relay_env, wait_until
+from tests.harness import (
+    ROOT,
+    WorkerProcess,
+    fresh_db_url,
+    relay_command,
+    relay_env,
+    wait_until,
+)
 from tests.httpsink import HttpSink
 
 pytestmark = pytest.mark.e2e
@@ -94,6 +102,7 @@ def test_overdue_events_fire_once_for_exactly_the_messages_without_a_final_recei
             relay.post(delivered(transid))
         fired = sink.wait_for(5, timeout=10)
         assert sorted(overdue_transids(sink)) == transids[5:]
+        overdue_ids = {r.json()["transid"]: r.json()["id"] for r in fired}
         for request in fired:
             assert 3.0 <= request.at - began <= 8.0, request.at - began
         wait_until(lambda: no_deadline_left(relay.store.client), 5)
@@ -117,6 +126,19 @@ def test_overdue_events_fire_once_for_exactly_the_messages_without_a_final_recei
     assert (metrics[submitted_], metrics[delivered_]) == (10, 6)
     assert metrics[("relay_messages_overdue_total", ())] == 5
     assert metrics[late_] == 1
+    shown = relay_command(relay.env, "events", "show", "life-7")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("message life-7: late\n")
+    lines = shown.stdout.split("\n\n")[0].splitlines()
+    assert "Submitted 7501" in lines[1] and "Delivered 7500" in lines[2]
+    assert lines[3:] == [
+        "  time to final: 42s",
+        f"  overdue: receipt_overdue {overdue_ids['life-7']}, then its final receipt came late",
+    ]
+    in_time = relay_command(relay.env, "events", "show", "life-2", "--json")
+    life = json.loads(in_time.stdout)["lifecycle"]
+    assert (life["state"], life["time_to_final"], life["overdue"]) == ("final", 42.0, None)
+    assert [r["status"] for r in life["receipts"]] == ["Submitted", "Delivered"]
     assert metrics[("relay_message_final_seconds_count", ())] == 6  # 5 in time, 1 late
     assert metrics[("relay_message_final_seconds_sum", ())] == pytest.approx(6 * 42.0)
     log = relay.worker.log_path.read_text()
