@@ -37,10 +37,11 @@
     relay:pending:tasks         hash: the same members → the task that does it (JSON)
     relay:nodes                 sorted set: worker node ids → time of their last heartbeat
     relay:owned:<node>          set: the pending members a worker node has taken
-    relay:msg:<transid>         a message's lifecycle (relay.state.lifecycle): state, first
-                                receipt's times, last receipt's fields, packed in one string
-    relay:lifecycle:due         sorted set: transids of open messages → when their final
-                                receipt is overdue (ms)
+    relay:msgs:<day>            hash: transid → its message's lifecycle (relay.state.lifecycle:
+                                state, first receipt's times, last receipt's fields, packed),
+                                for the messages first received that day (days since the epoch)
+    relay:lifecycle:due         sorted set: the seconds that have deadlines (member = score)
+    relay:lifecycle:due:<second>  list: transids whose final receipt is overdue from then
     relay:lifecycle:claimed:<node>  set: overdue transids a worker node claimed and has not
                                 fired yet
     relay:optout:<digits>       an opted-out sender
@@ -185,13 +186,17 @@ def alerts_claimed(node: str) -> str:
     return PREFIX + "alerts:claimed:" + node
 
 
-MESSAGE_PREFIX = PREFIX + "msg:"
 LIFECYCLE_DUE = PREFIX + "lifecycle:due"
 
 
-def message(transid: str) -> str:
-    """A message's lifecycle record."""
-    return MESSAGE_PREFIX + transid
+def messages(day: int) -> str:
+    """The lifecycle records of the messages first received on ``day`` (since the epoch)."""
+    return f"{PREFIX}msgs:{day}"
+
+
+def lifecycle_due(second: str | int) -> str:
+    """The transids whose deadline is ``second`` (epoch seconds)."""
+    return f"{PREFIX}lifecycle:due:{second}"
 
 
 def lifecycle_claimed(node: str) -> str:

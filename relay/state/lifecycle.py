@@ -1,27 +1,36 @@
 """Message lifecycle in Redis: per ``transid``, whether its final receipt came, and when
 one is overdue (the rules' ``lifecycle: {final_receipt_within: …}``).
 
-A message's record (``relay:msg:<transid>``) is one packed string, kept
-``RELAY_HISTORY_TTL`` after its last receipt::
+Memory is what bounds this (each message in flight has a record and a deadline; 1,000,000
+of them fit in about 200 MB: ``python -m bench lifecycle``), so nothing is a key of its
+own:
 
-    <state><first received, ms>,<first own time, ms>|<last receipt: JSON array>
+- a message's record is one field of the hash of the day of its first receipt
+  (``relay:msgs:<day>``, which expires ``RELAY_HISTORY_TTL`` after that day ends), its
+  value one packed string::
 
-``state`` is ``o`` (open: receipts, none final, its deadline in ``relay:lifecycle:due``),
-``v`` (overdue: its ``receipt_overdue`` event fired), ``f`` (final in time) or ``l``
-(late: final after it was overdue). The JSON array (status, code, destination,
-callbackData, correlationid) is kept only while the message is open or overdue. The
-record changes in the routing call that stores the receipt (:data:`LIBRARY` in
-``relay.state.store``), so a receipt counts once, with its routing.
+      <state><first received, ms>,<first own time − first received, ms>|<last receipt>
 
-Deadlines are claimed once (one Lua call moves them to ``relay:lifecycle:claimed:<node>``)
-and given up by :meth:`Lifecycle.fired` once the overdue event is accepted; when the
-claiming node dies first, the sweeper that takes its work over puts them back, due at
-once (the event's dedupe on ``transid`` keeps a second firing from being accepted).
+  ``state`` is ``o`` (open: receipts, none final), ``v`` (overdue: its
+  ``receipt_overdue`` event fired), ``f`` (final in time) or ``l`` (late: final after it
+  was overdue). The last receipt (status, code, destination, callbackData, correlationid,
+  separated by ``\\x1f``) is kept while the message is open or overdue;
+- its deadline is an entry in the list of the second it falls due
+  (``relay:lifecycle:due:<second>``), the seconds with entries in the sorted set
+  ``relay:lifecycle:due``. A final receipt in time leaves the entry, which is passed
+  over when its second comes (the record is no longer open).
+
+The record changes in the routing call that stores the receipt (:data:`LIBRARY` in
+``relay.state.store``), so a receipt counts once, with its routing. Deadlines are claimed
+once (one Lua call moves them to ``relay:lifecycle:claimed:<node>``) and given up by
+:meth:`Lifecycle.fired` once the overdue event is accepted; when the claiming node dies
+first, the sweeper that takes its work over puts them back, due at once (the event's
+dedupe on ``transid`` keeps a second firing from being accepted).
 """
 
 from __future__ import annotations
 
-import json
+import math
 import time
 from typing import Any, NamedTuple
 
@@ -41,67 +50,106 @@ STATES = {OPEN: "open", OVERDUE: "overdue", FINAL: "final", LATE: "late"}
 #: what the routing call says a receipt did to its message (its first reply)
 UNTRACKED, TRACKED, FINAL_IN_TIME, FINAL_LATE = 0, 1, 2, 3
 
-#: Lua shared with the routing call: l_receipt(prefix, ARGV, i) applies the receipt whose
-#: arguments start at ARGV[i] (:func:`receipt_args`) and returns {what, first own time}
+DAY_MS = 86_400_000
+SEPARATOR = "\x1f"  #: between the last receipt's fields (taken out of their values)
+
+#: Lua shared by the routing call and the claim: l_find finds a message's record (the hash
+#: of its day, its value) among the days still kept; l_receipt(prefix, ARGV, i) applies the
+#: receipt whose arguments start at ARGV[i] (:func:`receipt_args`) and returns
+#: {what, first own time (ms)}
 LIBRARY = """
+local function l_find(p, tid, now, days)
+  local today = math.floor(now / 86400000)
+  for day = today, today - days, -1 do
+    local key = p .. 'msgs:' .. day
+    local rec = redis.call('HGET', key, tid)
+    if rec then return key, rec end
+  end
+  return p .. 'msgs:' .. today, false
+end
+
+local function l_keep(key, tid, rec, ttl)
+  redis.call('HSET', key, tid, rec)
+  local day = tonumber(string.match(key, '(%-?%d+)$'))
+  redis.call('EXPIREAT', key, (day + 1) * 86400 + ttl)
+end
+
 local function l_receipt(p, args, i)
   local tid = args[i]
   if tid == nil or tid == '' then return {0, ''} end
-  local final, within, now, own = args[i + 1], tonumber(args[i + 2]), args[i + 3], args[i + 4]
-  local payload, ttl = args[i + 5], args[i + 6]
-  local key = p .. 'msg:' .. tid
-  local rec = redis.call('GET', key)
+  local final, within, now = args[i + 1], tonumber(args[i + 2]), tonumber(args[i + 3])
+  local own, last, ttl = args[i + 4], args[i + 5], tonumber(args[i + 6])
+  local key, rec = l_find(p, tid, now, math.ceil(ttl / 86400) + 1)
   if not rec then
     if final == '1' then
-      redis.call('SET', key, 'f' .. now .. ',' .. own .. '|', 'EX', ttl)
+      l_keep(key, tid, 'f' .. args[i + 3] .. ',' .. own .. '|', ttl)
       return {0, ''}
     end
-    redis.call('SET', key, 'o' .. now .. ',' .. own .. '|' .. payload, 'EX', ttl)
-    redis.call('ZADD', p .. 'lifecycle:due', tonumber(now) + within, tid)
+    l_keep(key, tid, 'o' .. args[i + 3] .. ',' .. own .. '|' .. last, ttl)
+    local second = math.ceil((now + within) / 1000)
+    local bucket = p .. 'lifecycle:due:' .. second
+    redis.call('RPUSH', bucket, tid)
+    redis.call('EXPIRE', bucket, math.ceil(within / 1000) + ttl)
+    redis.call('ZADD', p .. 'lifecycle:due', second, second)
     return {1, ''}
   end
-  local state, first, first_own = string.match(rec, '^(%a)(%d+),(%d+)|')
+  local state, first, delta = string.match(rec, '^(%a)(%d+),(%-?%d+)|')
   if state ~= 'o' and state ~= 'v' then return {0, ''} end
+  local first_own = tostring(tonumber(first) + tonumber(delta))
   if final == '1' then
-    if state == 'o' then redis.call('ZREM', p .. 'lifecycle:due', tid) end
     local to = (state == 'o') and 'f' or 'l'
-    redis.call('SET', key, to .. first .. ',' .. first_own .. '|', 'EX', ttl)
+    l_keep(key, tid, to .. first .. ',' .. delta .. '|', ttl)
     return {(state == 'o') and 2 or 3, first_own}
   end
-  redis.call('SET', key, state .. first .. ',' .. first_own .. '|' .. payload, 'EX', ttl)
+  l_keep(key, tid, state .. first .. ',' .. delta .. '|' .. last, ttl)
   return {1, ''}
 end
 """
 
-#: KEYS: deadlines, claimed set of the node; ARGV: now (ms), most, record key prefix.
+#: KEYS: due seconds, claimed set of the node; ARGV: now (ms), most, key prefix, days kept.
 #: Returns transid, record, … of the messages claimed (each now overdue).
-_CLAIM = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+_CLAIM = (
+    LIBRARY
+    + """
+local now, most, p, days = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local out = {}
-for _, tid in ipairs(due) do
-  redis.call('ZREM', KEYS[1], tid)
-  local key = ARGV[3] .. tid
-  local rec = redis.call('GET', key)
-  if rec then
-    local state = string.sub(rec, 1, 1)
-    if state == 'o' or state == 'v' then
-      if state == 'o' then
-        rec = 'v' .. string.sub(rec, 2)
-        redis.call('SET', key, rec, 'KEEPTTL')
+local seconds = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', math.floor(now / 1000))
+for _, second in ipairs(seconds) do
+  if #out >= 2 * most then break end
+  local bucket = p .. 'lifecycle:due:' .. second
+  local tids = redis.call('LPOP', bucket, most - #out / 2) or {}
+  if redis.call('LLEN', bucket) == 0 then redis.call('ZREM', KEYS[1], second) end
+  for _, tid in ipairs(tids) do
+    local key, rec = l_find(p, tid, now, days)
+    if rec then
+      local state = string.sub(rec, 1, 1)
+      if state == 'o' or state == 'v' then
+        if state == 'o' then
+          rec = 'v' .. string.sub(rec, 2)
+          redis.call('HSET', key, tid, rec)
+        end
+        redis.call('SADD', KEYS[2], tid)
+        out[#out + 1] = tid
+        out[#out + 1] = rec
       end
-      redis.call('SADD', KEYS[2], tid)
-      out[#out + 1] = tid
-      out[#out + 1] = rec
     end
   end
 end
 return out
 """
+)
 
-#: KEYS: deadlines, claimed set of the dead node; ARGV: now (ms). Returns how many.
+#: KEYS: due seconds, claimed set of the dead node; ARGV: now (ms), key prefix, ttl (s).
+#: Returns how many.
 _RELEASE = """
 local claimed = redis.call('SMEMBERS', KEYS[2])
-for _, tid in ipairs(claimed) do redis.call('ZADD', KEYS[1], ARGV[1], tid) end
+if #claimed > 0 then
+  local second = math.floor(tonumber(ARGV[1]) / 1000)
+  local bucket = ARGV[2] .. 'lifecycle:due:' .. second
+  for _, tid in ipairs(claimed) do redis.call('RPUSH', bucket, tid) end
+  redis.call('EXPIRE', bucket, ARGV[3])
+  redis.call('ZADD', KEYS[1], second, second)
+end
 redis.call('DEL', KEYS[2])
 return #claimed
 """
@@ -148,8 +196,8 @@ def receipt_args(event: Event, within: float | None, ttl: int) -> list[Any]:
         "1" if is_final(status) else "0",
         int(within * 1000),
         received,
-        int(own * 1000) if own is not None else received,
-        json.dumps(last, separators=(",", ":"), ensure_ascii=False),
+        int(own * 1000) - received if own is not None else 0,
+        SEPARATOR.join(str(value).replace(SEPARATOR, "") for value in last),
         ttl,
     ]
 
@@ -164,26 +212,31 @@ def outcome(reply: list[Any]) -> Outcome:
 def decode(transid: str, record: str) -> Message | None:
     """A packed record as a :class:`Message` (None when it does not read as one)."""
     head, _, last = record.partition("|")
-    first, _, first_own = head[1:].partition(",")
-    if not head or head[0] not in STATES or not first.isdigit() or not first_own.isdigit():
+    first, _, delta = head[1:].partition(",")
+    if not head or head[0] not in STATES or not first.isdigit():
         return None
-    fields: list[str] = []
-    if last:
-        try:
-            fields = [str(value) for value in json.loads(last)][:5]
-        except ValueError:
-            fields = []
-    return Message(transid, STATES[head[0]], int(first) / 1000, int(first_own) / 1000, *fields)
+    try:
+        first_own = int(first) + int(delta)
+    except ValueError:
+        return None
+    fields = last.split(SEPARATOR)[:5] if last else []
+    return Message(transid, STATES[head[0]], int(first) / 1000, first_own / 1000, *fields)
 
 
 class Lifecycle:
-    """Message records and deadlines (keys ``relay:msg:*``, ``relay:lifecycle:*``)."""
+    """Message records and deadlines (keys ``relay:msgs:*``, ``relay:lifecycle:*``)."""
 
-    def __init__(self, client: redis.Redis, node: str | None = None) -> None:
+    def __init__(self, client: redis.Redis, node: str | None = None, ttl: float = 7 * 86400):
         self.redis = client
         self.node = node
+        self.ttl = int(ttl)  #: RELAY_HISTORY_TTL: how long a message's record is kept
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
+
+    @property
+    def days(self) -> int:
+        """The days before today whose records may still be kept."""
+        return math.ceil(self.ttl / 86400) + 1
 
     def claim_due(self, now: float | None = None, limit: int = 500) -> list[Message]:
         """The messages whose deadline passed, each claimed by this node alone (held in
@@ -194,7 +247,7 @@ class Lifecycle:
         flat = texts(
             self._claim(
                 keys=[keys.LIFECYCLE_DUE, keys.lifecycle_claimed(self.node)],
-                args=[moment, limit, keys.MESSAGE_PREFIX],
+                args=[moment, limit, keys.PREFIX, self.days],
             )
         )
         found = (decode(flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
@@ -209,13 +262,24 @@ class Lifecycle:
         """The deadlines dead ``node`` claimed and did not fire, due again at once."""
         moment = int((time.time() if now is None else now) * 1000)
         keys_ = [keys.LIFECYCLE_DUE, keys.lifecycle_claimed(node)]
-        return int(self._release(keys=keys_, args=[moment]))
+        return int(self._release(keys=keys_, args=[moment, keys.PREFIX, self.ttl]))
 
-    def message(self, transid: str) -> Message | None:
+    def message(self, transid: str, now: float | None = None) -> Message | None:
         """The record of ``transid`` (None when it has none: lifecycle off, or expired)."""
-        raw = self.redis.get(keys.message(transid))
-        return decode(transid, raw.decode() if isinstance(raw, bytes) else raw) if raw else None
+        today = int((time.time() if now is None else now) * 1000) // DAY_MS
+        pipe = self.redis.pipeline(transaction=False)
+        for day in range(today, today - self.days - 1, -1):
+            pipe.hget(keys.messages(day), transid)
+        found = next((raw for raw in pipe.execute() if raw), None)
+        return decode(transid, found) if found else None
 
-    def open_count(self) -> int:
-        """Messages waiting for a final receipt before their deadline."""
-        return int(self.redis.zcard(keys.LIFECYCLE_DUE))
+    def due_count(self) -> int:
+        """Deadlines not yet passed or claimed (those of messages final in time included,
+        until their second comes)."""
+        seconds = texts(self.redis.zrange(keys.LIFECYCLE_DUE, 0, -1))
+        if not seconds:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for second in seconds:
+            pipe.llen(keys.lifecycle_due(second))
+        return sum(int(n) for n in pipe.execute())

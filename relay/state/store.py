@@ -236,7 +236,7 @@ class Store:
         replica_timeout: float = 0.5,
     ) -> None:
         self.alerts = AlertState(client, node)
-        self.lifecycle = Lifecycle(client, node)
+        self.lifecycle = Lifecycle(client, node, history_ttl)
         self.client = client
         self.min_replicas = min_replicas  #: replicas that must confirm what must not vanish
         self.replica_timeout = replica_timeout
