@@ -1,9 +1,10 @@
 """relay's benchmarks: ingest (against two baselines), end to end (against a naive relay),
-matching, the rules' budgets, event search, dead-letter pages, memory, a framing fuzz of the
+matching, the rules' budgets, event search, dead-letter pages, Redis memory per message in
+flight (the message lifecycle), memory, a framing fuzz of the
 web process, Redis failovers under load, ordered delivery per key, and traces on against off.
 
-    python -m bench [ingest|e2e|matching|budgets|search|deadletters|memory|framing|failover|
-                     ordered|tracing|all] …
+    python -m bench [ingest|e2e|matching|budgets|search|deadletters|lifecycle|memory|framing|
+                     failover|ordered|tracing|all] …
     python -m bench e2e                          # end to end only, with the naive baseline
     python -m bench failover                     # 10 Redis failovers under load (4-7 minutes)
     python -m bench ordered                      # ordered_by against unordered (≈ 2 minutes)
@@ -39,6 +40,7 @@ from bench import (
     failover,
     framing,
     ingest,
+    lifecycle,
     loadgen,
     matching,
     memory,
@@ -61,6 +63,7 @@ TARGETS = {
     "alias_bomb_ms": 100.0,
     "search_p95_ms": 200.0,
     "deadletters_p95_ms": 200.0,
+    "lifecycle_bytes": 200.0,
     "web_mb": 80.0,
     "worker_mb": 150.0,
     "framing_failures": 0,
@@ -94,6 +97,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "budgets",
             "search",
             "deadletters",
+            "lifecycle",
             "memory",
             "framing",
             "failover",
@@ -127,6 +131,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=100_000,
         help="search: events in history (routed through the store's routing call)",
+    )
+    parser.add_argument(
+        "--lifecycle-messages",
+        type=int,
+        default=1_000_000,
+        help="lifecycle: open messages (waiting for a final receipt) kept in Redis",
     )
     parser.add_argument(
         "--seconds",
@@ -218,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "budgets",
         "search",
         "deadletters",
+        "lifecycle",
         "ingest",
         "e2e",
         "memory",
@@ -255,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     if "deadletters" in todo:
         results["deadletters"] = deadletters.run(progress=progress, keep=args.keep)
         progress(f"  deadletters: pages p95 {results['deadletters']['p95_ms']:.1f} ms")
+    if "lifecycle" in todo:
+        results["lifecycle"] = lifecycle.run(messages=args.lifecycle_messages, progress=progress)
+        per = results["lifecycle"]["bytes_per_message"]
+        progress(f"  lifecycle: {per:.0f} bytes per open message")
     if "ingest" in todo:
         results["ingest"] = ingest.run(
             seconds=args.seconds,
@@ -571,6 +586,16 @@ def render(r: dict) -> str:
                 f"{ms(dl['p95_ms'])} ms",
                 f"≤ {t['deadletters_p95_ms']:g} ms",
                 mark(dl["p95_ms"] <= t["deadletters_p95_ms"]),
+            ]
+        )
+    lc = r.get("lifecycle")
+    if lc:
+        rows.append(
+            [
+                f"Redis memory per open message (record + deadline), {num(lc['messages'])} open",
+                f"{lc['bytes_per_message']:.0f} bytes ({lc['used_mb']:.0f} MB)",
+                f"≤ {t['lifecycle_bytes']:g} bytes",
+                mark(lc["bytes_per_message"] <= t["lifecycle_bytes"]),
             ]
         )
     mem = r.get("memory")
