@@ -42,6 +42,8 @@
                                 for the messages first received that day (days since the epoch)
     relay:lifecycle:due         sorted set: the seconds that have deadlines (member = score)
     relay:lifecycle:due:<second>  list: transids whose final receipt is overdue from then
+    relay:lifecycle:stats:<hour>  hash: final receipts of that hour by time to final
+                                (le<seconds> → count) and how many came late
     relay:lifecycle:claimed:<node>  set: overdue transids a worker node claimed and has not
                                 fired yet
     relay:optout:<digits>       an opted-out sender
@@ -197,6 +199,11 @@ def messages(day: int) -> str:
 def lifecycle_due(second: str | int) -> str:
     """The transids whose deadline is ``second`` (epoch seconds)."""
     return f"{PREFIX}lifecycle:due:{second}"
+
+
+def lifecycle_stats(hour: int) -> str:
+    """The counts of the final receipts of ``hour`` (hours since the epoch)."""
+    return f"{PREFIX}lifecycle:stats:{hour}"
 
 
 def lifecycle_claimed(node: str) -> str:

@@ -51,6 +51,10 @@ STATES = {OPEN: "open", OVERDUE: "overdue", FINAL: "final", LATE: "late"}
 UNTRACKED, TRACKED, FINAL_IN_TIME, FINAL_LATE = 0, 1, 2, 3
 
 DAY_MS = 86_400_000
+#: upper bounds (seconds) of the buckets the time to final is counted in per hour, for the
+#: console (``relay:lifecycle:stats:<hour>``: ``le<bound>`` → count, and ``late``)
+FINAL_BOUNDS = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 10800, 21600, 43200, 86400, 259200)
+STATS_TTL = 25 * 3600  #: seconds an hour's counts are kept (the console shows 24 h)
 SEPARATOR = "\x1f"  #: between the last receipt's fields (taken out of their values)
 
 #: Lua shared by the routing call and the claim: l_find finds a message's record (the hash
@@ -283,3 +287,31 @@ class Lifecycle:
         for second in seconds:
             pipe.llen(keys.lifecycle_due(second))
         return sum(int(n) for n in pipe.execute())
+
+    # -- hourly counts for the console ------------------------------------------------------
+
+    def count_final(self, seconds: float | None, late: bool, now: float | None = None) -> None:
+        """Count a final receipt in this hour: its time to final (when known), and whether
+        it came late."""
+        hour = int((time.time() if now is None else now) // 3600)
+        key = keys.lifecycle_stats(hour)
+        pipe = self.redis.pipeline(transaction=False)
+        if seconds is not None:
+            bound = next((b for b in FINAL_BOUNDS if seconds <= b), None)
+            pipe.hincrby(key, f"le{bound}" if bound else "le+Inf", 1)
+        if late:
+            pipe.hincrby(key, "late", 1)
+        pipe.expire(key, STATS_TTL)
+        pipe.execute()
+
+    def final_counts(self, hours: int, now: float | None = None) -> dict[str, int]:
+        """The counts of the last ``hours`` hours (this one included), summed."""
+        hour = int((time.time() if now is None else now) // 3600)
+        pipe = self.redis.pipeline(transaction=False)
+        for back in range(hours):
+            pipe.hgetall(keys.lifecycle_stats(hour - back))
+        total: dict[str, int] = {}
+        for counts in pipe.execute():
+            for name, value in counts.items():
+                total[name] = total.get(name, 0) + int(value)
+        return total

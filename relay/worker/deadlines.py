@@ -18,7 +18,7 @@ from collections.abc import Callable
 from relay import metrics
 from relay.codes import code_label, status_label
 from relay.events import Event, overdue_event
-from relay.state import Store
+from relay.state import RedisError, Store
 from relay.state.lifecycle import FINAL_IN_TIME, FINAL_LATE, Outcome
 from relay.times import epoch
 
@@ -28,19 +28,25 @@ log = logging.getLogger("relay.lifecycle")
 OrdersOf = Callable[[Event], list[tuple[str, str]]]
 
 
-def counted(event: Event, outcome: Outcome) -> None:
+def counted(store: Store, event: Event, outcome: Outcome) -> None:
     """The metrics of a receipt routed once: by status and code, and what it did to its
-    message (the time to final, a late final)."""
+    message (the time to final, a late final), also counted per hour for the console."""
     if event.get("kind") != "delivery_receipt":
         return
     metric = metrics.m()
-    metric.receipts.labels(
-        status_label(event.get("status", "")), code_label(event.get("code", ""))
-    ).inc()
-    if outcome.what in (FINAL_IN_TIME, FINAL_LATE) and outcome.first_own is not None:
-        own = epoch(event.get("timestamp")) or epoch(event.get("received_at"))
-        if own is not None:
-            metric.message_final_seconds.observe(max(own - outcome.first_own, 0.0))
+    status, code = status_label(event.get("status", "")), code_label(event.get("code", ""))
+    metric.receipts.labels(status, code).inc()
+    if outcome.what not in (FINAL_IN_TIME, FINAL_LATE):
+        return
+    seconds = None
+    own = epoch(event.get("timestamp")) or epoch(event.get("received_at"))
+    if outcome.first_own is not None and own is not None:
+        seconds = max(own - outcome.first_own, 0.0)
+        metric.message_final_seconds.observe(seconds)
+    try:
+        store.lifecycle.count_final(seconds, outcome.what == FINAL_LATE)
+    except RedisError as exc:  # a statistic for the console: never worth holding a delivery
+        log.warning("the console's count of a final receipt was lost: %s", exc)
     if outcome.what == FINAL_LATE:
         metric.messages_late.inc()
         log.info(

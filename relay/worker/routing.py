@@ -121,7 +121,7 @@ def _record_and_attempt(
         log.info("event %s: routed already; its deliveries are checked", event["id"])
         return [_until_redis_answers(runtime, job) for job in jobs]
     _count(matches)
-    deadlines.counted(event, lifecycle)
+    deadlines.counted(runtime.store, event, lifecycle)
     log.info(
         "routed %s to %s",
         event["id"],
