@@ -111,12 +111,22 @@ end
 """
 
 #: KEYS: due seconds, claimed set of the node; ARGV: now (ms), most, key prefix, days kept.
-#: Returns transid, record, … of the messages claimed (each now overdue).
+#: Returns transid, record, … of the messages claimed (each now overdue), first those the
+#: node claimed before and did not fire (its accept failed: they go again, deduped).
 _CLAIM = (
     LIBRARY
     + """
 local now, most, p, days = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local out = {}
+for _, tid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local _, rec = l_find(p, tid, now, days)
+  if rec then
+    out[#out + 1] = tid
+    out[#out + 1] = rec
+  else
+    redis.call('SREM', KEYS[2], tid)
+  end
+end
 local seconds = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', math.floor(now / 1000))
 for _, second in ipairs(seconds) do
   if #out >= 2 * most then break end
@@ -244,7 +254,8 @@ class Lifecycle:
 
     def claim_due(self, now: float | None = None, limit: int = 500) -> list[Message]:
         """The messages whose deadline passed, each claimed by this node alone (held in
-        its claimed set until :meth:`fired`) and from now on overdue."""
+        its claimed set until :meth:`fired`) and from now on overdue; first, again, those
+        it claimed before and did not fire."""
         if not self.node:
             raise ValueError("claiming deadlines needs a worker node")
         moment = int((time.time() if now is None else now) * 1000)

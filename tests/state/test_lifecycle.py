@@ -77,7 +77,8 @@ def test_a_due_message_is_claimed_once_with_its_last_receipt_then_a_final_one_is
     assert (message.last_code, message.destination) == ("7501", "447700900123")
     assert (message.callback_data, message.correlation_id) == ("campaign=summer", "corr-1")
     assert client.smembers(keys.lifecycle_claimed("node-a")) == {"m2"}
-    assert node_store.lifecycle.claim_due(time.time() + 2 * WITHIN) == []  # once
+    other = Store(client, 3600, 3600, node="node-b")
+    assert other.lifecycle.claim_due(time.time() + 2 * WITHIN) == []  # once
     node_store.lifecycle.fired(["m2"])
     assert client.smembers(keys.lifecycle_claimed("node-a")) == set()
     late = route(node_store, receipt("m2", "Delivered", "7500"))
@@ -132,3 +133,12 @@ def test_an_open_message_takes_at_most_200_bytes(node_store, client):
     grown = client.info("memory")["used_memory"] - before
     assert node_store.lifecycle.due_count() == 20_000
     assert grown / 20_000 <= 200, grown / 20_000
+
+
+def test_what_a_node_claimed_and_could_not_fire_it_claims_again(node_store, client):
+    route(node_store, receipt("m7", "Submitted"))
+    (first,) = node_store.lifecycle.claim_due(time.time() + WITHIN + 1)  # its accept fails
+    (again,) = node_store.lifecycle.claim_due(time.time() + WITHIN + 2)
+    assert first.transid == again.transid == "m7"
+    node_store.lifecycle.fired(["m7"])
+    assert node_store.lifecycle.claim_due(time.time() + WITHIN + 3) == []
