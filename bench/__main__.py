@@ -1,10 +1,10 @@
 """relay's benchmarks: ingest (against two baselines), end to end (against a naive relay),
-matching, the rules' budgets, event search, dead-letter pages, Redis memory per message in
-flight (the message lifecycle), memory, a framing fuzz of the
-web process, Redis failovers under load, ordered delivery per key, and traces on against off.
+matching, the rules' budgets, event search, dead-letter pages, destinations' backlog, Redis
+memory per message in flight (the message lifecycle), memory, a framing fuzz of the web
+process, Redis failovers under load, ordered delivery per key, and traces on against off.
 
-    python -m bench [ingest|e2e|matching|budgets|search|deadletters|lifecycle|memory|framing|
-                     failover|ordered|tracing|all] …
+    python -m bench [ingest|e2e|matching|budgets|search|deadletters|backlog|lifecycle|memory|
+                     framing|failover|ordered|tracing|all] …
     python -m bench e2e                          # end to end only, with the naive baseline
     python -m bench failover                     # 10 Redis failovers under load (4-7 minutes)
     python -m bench ordered                      # ordered_by against unordered (≈ 2 minutes)
@@ -34,6 +34,7 @@ import sys
 import time
 
 from bench import (
+    backlog,
     budgets,
     deadletters,
     e2e,
@@ -64,6 +65,7 @@ TARGETS = {
     "search_p95_ms": 200.0,
     "deadletters_p95_ms": 200.0,
     "lifecycle_bytes": 200.0,
+    "backlog_ms": 50.0,
     "web_mb": 80.0,
     "worker_mb": 150.0,
     "framing_failures": 0,
@@ -98,6 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "search",
             "deadletters",
             "lifecycle",
+            "backlog",
             "memory",
             "framing",
             "failover",
@@ -229,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "search",
         "deadletters",
         "lifecycle",
+        "backlog",
         "ingest",
         "e2e",
         "memory",
@@ -270,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         results["lifecycle"] = lifecycle.run(messages=args.lifecycle_messages, progress=progress)
         per = results["lifecycle"]["bytes_per_message"]
         progress(f"  lifecycle: {per:.0f} bytes per open message")
+    if "backlog" in todo:
+        results["backlog"] = backlog.run(progress=progress, keep=args.keep)
+        progress(f"  backlog: read in {results['backlog']['backlog_ms']:.2f} ms")
     if "ingest" in todo:
         results["ingest"] = ingest.run(
             seconds=args.seconds,
@@ -598,6 +605,9 @@ def render(r: dict) -> str:
                 mark(lc["bytes_per_message"] <= t["lifecycle_bytes"]),
             ]
         )
+    bl = r.get("backlog")
+    if bl:
+        rows += backlog.rows(bl, t, mark)
     mem = r.get("memory")
     if mem:
         if mem.get("web_peak_mib"):
@@ -657,6 +667,8 @@ def render(r: dict) -> str:
         out += ["", *search_details(sr)]
     if dl:
         out += ["", *deadletters.details(dl)]
+    if bl:
+        out += ["", *backlog.details(bl)]
     if mem:
         out += ["", *memory_details(mem)]
     if fz:

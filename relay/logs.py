@@ -25,6 +25,7 @@ import re
 import sys
 import traceback
 from datetime import datetime, timezone
+from typing import Any
 
 from relay import tracing
 
@@ -162,7 +163,7 @@ def _exception_text(exc: BaseException) -> str:
     return _escape_lines(text.rstrip("\n"))
 
 
-def _fields(record: logging.LogRecord) -> dict:
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
     given = record.__dict__  # where ``extra=`` puts them
     return {k: given[k] for k in FIELDS if given.get(k) is not None}
 
@@ -234,7 +235,7 @@ def formatter(fmt: str | None = None, pii: bool | None = None) -> logging.Format
     return kind(pii=pii)
 
 
-def configure(fmt: str | None = None, pii: bool | None = None, level: int = logging.INFO):
+def configure(fmt: str | None = None, pii: bool | None = None, level: int = logging.INFO) -> None:
     """Route every logger (relay, Celery, kombu …) through one stderr handler."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(fmt, pii))
@@ -243,7 +244,7 @@ def configure(fmt: str | None = None, pii: bool | None = None, level: int = logg
     root.setLevel(level)
 
 
-def gunicorn_logconfig() -> dict:
+def gunicorn_logconfig() -> dict[str, Any]:
     """gunicorn's ``logconfig_dict``: its error log and relay's loggers in relay's format."""
     return {
         "version": 1,

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cached_property
+from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
 
 from relay.errors import PayloadError
 
 
-class Text(fields.Field):
+class Text(fields.Field[str]):
     """A string; numbers are accepted and turned into their decimal text."""
 
     default_error_messages = {"invalid": "Not a string or number."}
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(
+        self, value: object, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> str:
         if value is None:
             return ""
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -42,11 +45,11 @@ class _Tolerant(Schema):
         unknown = EXCLUDE
 
     @pre_load
-    def canonical_keys(self, data, **kwargs):
+    def canonical_keys(self, data: object, **kwargs: Any) -> object:
         if not isinstance(data, Mapping):
             return data  # marshmallow reports "Invalid input type."
         spelled = self._spelled
-        out: dict = {}
+        out: dict[object, Any] = {}
         for key, value in data.items():
             name = spelled.get(str(key).lower(), key)
             if name not in out or str(key) == name:  # the exact spelling wins
@@ -107,7 +110,7 @@ _INBOUND = InboundSchema()
 _INBOUND_KEYS = {"oa", "da", "message", "tid"}
 
 
-def parse_notification(item: object, path: str = "") -> tuple[str, dict]:
+def parse_notification(item: object, path: str = "") -> tuple[str, dict[str, Any]]:
     """``("receipt" | "inbound", fields)`` for one notification, or a PayloadError."""
     if not isinstance(item, Mapping):
         raise PayloadError(f"{path or 'body'}: expected a JSON object", field=path or "body")
@@ -132,7 +135,7 @@ def parse_notification(item: object, path: str = "") -> tuple[str, dict]:
     )
 
 
-def _spelled_any_case(item: Mapping, name: str) -> object:
+def _spelled_any_case(item: Mapping[str, Any], name: str) -> object:
     """``item[name]``, else the value of the first key that is ``name`` in another case
     (as :meth:`_Tolerant.canonical_keys` picks)."""
     if name in item:
@@ -141,9 +144,10 @@ def _spelled_any_case(item: Mapping, name: str) -> object:
     return next(value for key, value in item.items() if str(key).lower() == lowered)
 
 
-def _load(schema: Schema, item: Mapping, path: str) -> dict:
+def _load(schema: Schema, item: Mapping[str, Any], path: str) -> dict[str, Any]:
     try:
-        return schema.load(item)
+        loaded: dict[str, Any] = schema.load(item)
+        return loaded
     except ValidationError as exc:
         field, message = _first_error(exc.messages, path)
         raise PayloadError(f"{field}: {message}", field=field) from None

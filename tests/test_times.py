@@ -7,7 +7,7 @@ from datetime import timezone
 
 import pytest
 
-from relay.actions.sms import message_order
+from relay.rules.replies import message_order
 from relay.times import epoch, parse_time
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import timezone
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from relay.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from relay.rules import RetryPolicy, Structured, Template, render
@@ -118,7 +118,13 @@ def _parse_http_date(value: str, now: float) -> float | None:
     return when.timestamp() - now
 
 
-def backoff(attempt: int, initial: float, maximum: float, rng: Any = random) -> float:
+class Uniform(Protocol):
+    """What :func:`backoff` draws from: the :mod:`random` module or a :class:`random.Random`."""
+
+    def uniform(self, a: float, b: float, /) -> float: ...
+
+
+def backoff(attempt: int, initial: float, maximum: float, rng: Uniform = random) -> float:
     """Exponential backoff with full jitter, in seconds.
 
     ``attempt`` is the 1-based number of the attempt that just failed; the result is

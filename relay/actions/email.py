@@ -52,7 +52,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def prepare(destination: EmailDestination, job: Job, settings: Settings) -> dict:
+def prepare(destination: EmailDestination, job: Job, settings: Settings) -> dict[str, Any]:
     """The message to send: sender, recipients, rendered subject, body and html part."""
     return {
         "from": settings.mail_from,
@@ -64,7 +64,9 @@ def prepare(destination: EmailDestination, job: Job, settings: Settings) -> dict
     }
 
 
-def send(destination: EmailDestination, prepared: dict, job: Job, settings: Settings) -> Outcome:
+def send(
+    destination: EmailDestination, prepared: dict[str, Any], job: Job, settings: Settings
+) -> Outcome:
     """Send ``prepared`` through ``RELAY_SMTP_URL``, marked with the delivery id."""
     return send_email(
         parse_smtp_url(settings.smtp_url or ""),

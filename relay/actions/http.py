@@ -21,6 +21,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 from requests.structures import CaseInsensitiveDict
@@ -65,7 +66,7 @@ TEXT = "text/plain; charset=utf-8"
 Signer = Callable[[str, int, bytes], Mapping[str, str]]
 
 
-def prepare(destination: HttpDestination, job: Job, settings: Settings) -> dict:
+def prepare(destination: HttpDestination, job: Job, settings: Settings) -> dict[str, Any]:
     """The request to send: method, URL, rendered headers, Content-Type and body text.
 
     A template body that must be JSON (a JSON Content-Type header, or written as a JSON
@@ -120,7 +121,9 @@ def _json(value: object) -> bytes:
         return json.dumps(value, separators=(",", ":")).encode()
 
 
-def send(destination: HttpDestination, prepared: dict, job: Job, settings: Settings) -> Outcome:
+def send(
+    destination: HttpDestination, prepared: dict[str, Any], job: Job, settings: Settings
+) -> Outcome:
     """Send ``prepared`` once, signed when the destination says ``sign``, through its own
     TLS when it has ``tls``, with its OAuth2 token when it has ``auth`` (a 401 refreshes the
     token and sends once more)."""

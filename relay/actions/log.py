@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from relay.actions.base import Outcome, render_text
 from relay.events import Job
@@ -14,12 +15,14 @@ from relay.settings import Settings
 LOGGER = logging.getLogger("relay.deliver.log")
 
 
-def prepare(destination: LogDestination, job: Job, settings: Settings) -> dict:
+def prepare(destination: LogDestination, job: Job, settings: Settings) -> dict[str, Any]:
     """The line to write: the destination's ``text`` rendered for the job."""
     return {"line": render_text(destination.text, job)}
 
 
-def send(destination: LogDestination, prepared: dict, job: Job, settings: Settings) -> Outcome:
+def send(
+    destination: LogDestination, prepared: dict[str, Any], job: Job, settings: Settings
+) -> Outcome:
     return send_log(prepared["line"])
 
 

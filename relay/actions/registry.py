@@ -77,12 +77,14 @@ def action_type(destination: Destination) -> ActionType:
     return action
 
 
-def prepare(destination: Destination, job: Job, settings: Settings) -> dict:
+def prepare(destination: Destination, job: Job, settings: Settings) -> dict[str, Any]:
     """What one attempt would send (see the module docstring); nothing is sent."""
     return action_type(destination).prepare(destination, job, settings)
 
 
-def send(destination: Destination, prepared: dict, job: Job, settings: Settings) -> Outcome:
+def send(
+    destination: Destination, prepared: dict[str, Any], job: Job, settings: Settings
+) -> Outcome:
     """Send ``prepared`` (from :func:`prepare`) once; never raises for a delivery failure."""
     return action_type(destination).send(destination, prepared, job, settings)
 

@@ -57,7 +57,7 @@ TRANSIENT_API_ERRORS: frozenset[str] = frozenset(
 JSON_UTF8 = "application/json; charset=utf-8"
 
 
-def prepare(destination: SlackDestination, job: Job, settings: Settings) -> dict:
+def prepare(destination: SlackDestination, job: Job, settings: Settings) -> dict[str, Any]:
     """The message to post: the webhook URL, or the API URL and channel, and the payload."""
     blocks: str | list[Any] | None = None
     if isinstance(destination.blocks, Template):
@@ -74,7 +74,9 @@ def prepare(destination: SlackDestination, job: Job, settings: Settings) -> dict
     }
 
 
-def send(destination: SlackDestination, prepared: dict, job: Job, settings: Settings) -> Outcome:
+def send(
+    destination: SlackDestination, prepared: dict[str, Any], job: Job, settings: Settings
+) -> Outcome:
     """Post ``prepared`` to the webhook, or with the token to ``RELAY_SLACK_API_URL``."""
     if destination.webhook_url:
         return send_slack_webhook(destination.webhook_url, prepared["payload"])

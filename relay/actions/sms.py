@@ -1,17 +1,8 @@
-"""The ``sms_reply`` destination: auto-replies through the Webex Connect API.
+"""The ``sms_reply`` destination: the Webex Connect client that sends an auto-reply.
 
-Auto-reply safety (see config/README.md: ``sms_reply``):
-
-- STOP-class keywords mark the sender opted out and START/UNSTOP/YES clear it, before the
-  event is matched (:func:`apply_opt_keywords`), so rules and templates see
-  ``event.sender_opted_out`` as it now is (a STOP message sees ``true``: answer it with one
-  confirmation from a destination that says ``to_opted_out: true``). Opt-outs are kept per
-  sender number, without expiry (:class:`relay.state.replies.ReplyState`).
-- No reply goes to an opted-out number (unless ``to_opted_out: true``), to a short code
-  (six digits or fewer), to a sender that is not a phone number, or to one of
-  ``RELAY_OWN_NUMBERS`` (:func:`skip_reason`): loops between two auto-responders stop there.
-- ``cooldown``: at most one reply per (sender, destination) per window. The window is
-  claimed by the delivery that sends; its own retries keep it.
+Whether a reply may go out at all (opt-outs, loops, cooldowns) is decided before the
+attempt, not here: :mod:`relay.rules.replies` (the rules) and :mod:`relay.worker.replies`
+(the worker's state). See config/README.md: ``sms_reply``.
 
 Sending (:func:`prepare`, :func:`send`, :func:`send_sms`):
 ``POST {api_url}/v1/sms/messages`` with the service key in a header (``Authorization`` by
@@ -27,19 +18,15 @@ import hashlib
 import json
 import re
 import time
-import unicodedata
-from collections.abc import Set
 from typing import Any, Literal
 
 import requests
 
 from relay.actions.base import Outcome, classify_http, parse_retry_after, render_text, shorten
 from relay.actions.http import Answer, exchange
-from relay.events import INBOUND_MESSAGE, Event, Job
+from relay.events import Job
 from relay.rules import SmsReplyDestination
 from relay.settings import Settings, digits
-from relay.state.replies import ReplyState
-from relay.times import epoch
 
 #: seconds, for connecting and for each read
 DEFAULT_TIMEOUT = 10.0
@@ -49,31 +36,6 @@ MAX_CONTENT_CHARS = 4000
 
 #: characters; Webex Connect's limit for an Idempotency-Key
 MAX_IDEMPOTENCY_KEY_CHARS = 64
-
-#: messages that opt a number out, as :func:`opt_words` normalises them (CTIA's list, the
-#: FCC's 2024 revocation words, their spaced and hyphenated forms, common short forms, and
-#: the French ARRET used in Canada); RELAY_OPT_OUT_KEYWORDS adds more
-OPT_OUT_KEYWORDS = frozenset(
-    {
-        "STOP",
-        "STOPALL",
-        "STOP ALL",
-        "UNSUBSCRIBE",
-        "UNSUB",
-        "CANCEL",
-        "END",
-        "QUIT",
-        "REVOKE",
-        "OPTOUT",
-        "OPT OUT",
-        "ARRET",
-    }
-)
-#: messages that opt a number back in; RELAY_OPT_IN_KEYWORDS adds more
-OPT_IN_KEYWORDS = frozenset({"START", "UNSTOP", "YES"})
-
-#: digits; a sender this short is a short code, never replied to
-SHORT_CODE_MAX_DIGITS = 6
 
 # GSM 03.38 default alphabet (3GPP TS 23.038 6.2.1) and its extension table's characters.
 GSM_BASIC = (
@@ -86,86 +48,7 @@ GSM_CHARACTERS: frozenset[str] = frozenset(GSM_BASIC + GSM_EXTENSION)
 ContentType = Literal["text", "unicode"]
 
 
-def apply_opt_keywords(
-    state: ReplyState,
-    event: Event,
-    opt_out: frozenset[str] = OPT_OUT_KEYWORDS,
-    opt_in: frozenset[str] = OPT_IN_KEYWORDS,
-) -> None:
-    """Update the sender's opt-out from the message; set ``event['sender_opted_out']``.
-
-    A message that is an opt-out (or opt-in) word or phrase, or begins with one, decides
-    (``STOP``, ``Stop please``, ``opt-out``); one that only contains an opt-out word further
-    on (``please stop texting me``) opts nobody out and sets ``event['opt_out_ambiguous']``,
-    so that rules can route it to a person or a clarification reply.
-
-    The later message wins, by the message's own time (``datetime``, else ``ts``), its
-    arrival breaking ties: a STOP sent after a START leaves the number opted out even when
-    the two are routed in the other order.
-    """
-    if event.get("kind") != INBOUND_MESSAGE or not digits(event.get("sender", "")):
-        return
-    words = opt_words(event.get("text") or event.get("keyword", ""))
-    decided = _decision(words, opt_out, opt_in)
-    if decided is not None:
-        event["sender_opted_out"] = state.set_opted_out(
-            event["sender"], decided, message_order(event)
-        )
-        return
-    event["sender_opted_out"] = state.opted_out(event["sender"])
-    if any(_contains(words, word) for word in opt_out):
-        event["opt_out_ambiguous"] = True
-
-
-def opt_words(text: str) -> str:
-    """A message as opt-out words are compared: full-width letters made plain, accents
-    dropped, upper case, punctuation and hyphens as spaces, one space between words."""
-    plain = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text))
-    letters = "".join(ch for ch in plain if not unicodedata.combining(ch)).upper()
-    return " ".join("".join(ch if ch.isalnum() else " " for ch in letters).split())
-
-
-def _decision(words: str, opt_out: frozenset[str], opt_in: frozenset[str]) -> bool | None:
-    """True (opt out) or False (opt in) when the message is such a word or phrase, or
-    begins with one (``STOP please``); else None."""
-    for phrases, verdict in ((opt_out, True), (opt_in, False)):
-        if any(words == phrase or words.startswith(phrase + " ") for phrase in phrases):
-            return verdict
-    return None
-
-
-def _contains(words: str, phrase: str) -> bool:
-    return f" {phrase} " in f" {words} "
-
-
-def message_order(event: Event) -> str:
-    """Sortable text: the message's own time (UTC, ms), then its arrival (the event id,
-    which sorts by arrival); a message without a readable time counts from its arrival.
-    Times are read as everywhere else (:func:`relay.times.epoch`: ISO or Unix time)."""
-    sent = epoch(event.get("timestamp")) or epoch(event.get("received_at"))
-    return f"{int(sent * 1000) if sent else 0:015d}:{event.get('id', '')}"
-
-
-def skip_reason(
-    destination: SmsReplyDestination, event: Event, own_numbers: Set[str], state: ReplyState
-) -> str | None:
-    """Why this reply must not be sent, or None (cooldown is claimed separately)."""
-    if event.get("kind") != INBOUND_MESSAGE:
-        return "not an inbound message"
-    sender = str(event.get("sender", ""))
-    number = digits(sender)
-    if not number or any(ch.isalpha() for ch in sender):
-        return "sender is not a phone number"
-    if len(number) <= SHORT_CODE_MAX_DIGITS:
-        return "sender is a short code"
-    if number in own_numbers:
-        return "sender is one of our own numbers"
-    if not destination.to_opted_out and state.opted_out(sender):
-        return "sender opted out"
-    return None
-
-
-def prepare(destination: SmsReplyDestination, job: Job, settings: Settings) -> dict:
+def prepare(destination: SmsReplyDestination, job: Job, settings: Settings) -> dict[str, Any]:
     """The reply to send: to the event's sender, from ``from`` or the number it was sent to."""
     event = job["event"]
     return {
@@ -178,7 +61,9 @@ def prepare(destination: SmsReplyDestination, job: Job, settings: Settings) -> d
     }
 
 
-def send(destination: SmsReplyDestination, prepared: dict, job: Job, settings: Settings) -> Outcome:
+def send(
+    destination: SmsReplyDestination, prepared: dict[str, Any], job: Job, settings: Settings
+) -> Outcome:
     """Send ``prepared`` with the service key of the settings."""
     return send_sms(
         settings.webex_api_url.rstrip("/"),

@@ -1,8 +1,10 @@
 """``relay destinations list|pause|resume``: the operator tools of ``relay.ops.destinations``.
 
-The destinations are those of the rules file this command reads (``RELAY_RULES``); their
-state is the one every worker shares in Redis. ``--json`` prints the same shapes as
-``/api/destinations``. An unknown name, a bad rules file, or Redis or the broker not
+``list`` shows the destinations of the rules file this command reads (``RELAY_RULES``);
+``pause`` and ``resume`` check the name against the rules in force, as the web and worker
+processes recorded them in Redis (no rules file needed), and read the rules file only when
+none has yet. Their state is the one every worker shares in Redis. ``--json`` prints the
+same shapes as ``/api/destinations``. An unknown name, a bad rules file, or Redis or the broker not
 answering is one line on stderr and exit status 1.
 """
 
@@ -20,6 +22,7 @@ from relay.ops import audit
 from relay.ops import destinations as ops
 from relay.rules import Destination
 from relay.settings import Settings
+from relay.state import Store
 from relay.times import parse_duration
 
 
@@ -60,10 +63,11 @@ def destinations_pause(name: str, duration: str | None, as_json: bool) -> None:
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--for") from None
     settings = settings_or_exit(require_redis=True)
-    known = _destinations(settings)
     with _infrastructure():
+        store = _store(settings)
+        known = _in_force(settings, store)
         try:
-            item = ops.pause(_store(settings), known, name, seconds)
+            item = ops.pause(store, known, name, seconds)
         except ops.UnknownDestination as exc:
             _fail(str(exc))
         except ValueError as exc:
@@ -84,10 +88,11 @@ def destinations_resume(name: str, as_json: bool) -> None:
     from relay.ops.broker import make_celery  # start-up cost
 
     settings = settings_or_exit(require_redis=True)
-    known = _destinations(settings)
     with _infrastructure(), make_celery(settings) as celery:
+        store = _store(settings)
+        known = _in_force(settings, store)
         try:
-            report = ops.resume(_store(settings), celery, known, name)
+            report = ops.resume(store, celery, known, name)
         except ops.UnknownDestination as exc:
             _fail(str(exc))
     audit.resumed(audit_actor(), name, report)
@@ -100,15 +105,23 @@ def destinations_resume(name: str, as_json: bool) -> None:
         )
 
 
-def _destinations(settings: Settings) -> Mapping[str, Destination]:
+def _in_force(settings: Settings, store: Store) -> ops.Known:
+    """The destinations of the rules in force as recorded in Redis; before any web or
+    worker process has recorded them, those of the rules file (``RELAY_RULES``)."""
+    found = ops.in_force(store)
+    if found is not None:
+        return found[1]
+    why = "no web or worker process has recorded the rules in force in Redis yet"
+    return _destinations(settings, f" ({why}, so RELAY_RULES was read)")
+
+
+def _destinations(settings: Settings, note: str = "") -> Mapping[str, Destination]:
     from relay.ops.checks import load_ruleset  # start-up cost
 
     try:
         return load_ruleset(settings).destinations
-    except ConfigError as exc:
-        _fail(f"cannot read the rules: {exc}")
-    except OSError as exc:
-        _fail(f"cannot read the rules: {exc}")
+    except (ConfigError, OSError) as exc:
+        _fail(f"cannot read the rules: {exc}{note}")
 
 
 def _table(items: list[ops.DestinationStatus]) -> str:

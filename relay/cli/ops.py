@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -486,7 +486,7 @@ def _step_text(entry: dict[str, Any]) -> str:
         return f"re-routed (rules {entry.get('rules_version')}): {routes} → {targets}"
     if step == Step.DEAD_LETTERED and "delivery_id" not in entry:
         return f"routing failed, dead-lettered: {entry.get('reason')}"
-    texts = {
+    texts: dict[Step, Callable[[], str]] = {
         Step.ATTEMPT: lambda: _attempt_line(entry),
         Step.RETRY_SCHEDULED: lambda: f"retry in {entry.get('delay')}s",
         Step.DELIVERED: lambda: "delivered",

@@ -98,7 +98,7 @@ def rules_test(
     settings = settings_or_exit()
     ruleset = load_rules_or_exit(settings, path or settings.rules_path, exit_code=1)
     if cases_path is not None:
-        _run_cases(ruleset, cases_path, explain, as_json)
+        _run_cases(ruleset, cases_path, settings, explain, as_json)
     elif event_file is not None:
         _dry_run(ruleset, event_file, settings, source, explain, as_json)
 
@@ -195,8 +195,11 @@ def _dry_run(
         click.echo(format_text(reports))
 
 
-def _run_cases(ruleset: Ruleset, cases_path: str, explain: bool, as_json: bool) -> None:
+def _run_cases(
+    ruleset: Ruleset, cases_path: str, settings: Settings, explain: bool, as_json: bool
+) -> None:
     from relay.rules.cases import CasesError, load_cases, run_cases, summary  # start-up cost
+    from relay.rules.replies import OptWords
 
     try:
         cases = load_cases(cases_path)
@@ -205,7 +208,7 @@ def _run_cases(ruleset: Ruleset, cases_path: str, explain: bool, as_json: bool) 
             click.echo(line, err=True)
         click.echo(f"{cases_path}: {len(exc.errors)} error(s)", err=True)
         sys.exit(1)
-    results = run_cases(ruleset, cases)
+    results = run_cases(ruleset, cases, OptWords.of(settings))
     if as_json:
         click.echo(json.dumps([_case_dict(ruleset, r, explain) for r in results], indent=2))
     else:
@@ -223,8 +226,7 @@ def _case_dict(ruleset: Ruleset, result: CaseResult, explain: bool) -> dict[str,
     out = result.to_dict()
     if explain:
         out["explain"] = [
-            [item.to_dict() for item in explain_routes(ruleset, event)]
-            for event in result.case.events
+            [item.to_dict() for item in explain_routes(ruleset, event)] for event in result.events
         ]
     return out
 
@@ -233,8 +235,8 @@ def _case_explanation(ruleset: Ruleset, result: CaseResult) -> list[str]:
     """For a failed case: every route and why it matched or not, per event."""
     from relay.rules.explain import explain as explain_routes  # start-up cost: see above
 
-    lines, several = [], len(result.case.events) > 1
-    for n, event in enumerate(result.case.events):
+    lines, several = [], len(result.events) > 1
+    for n, event in enumerate(result.events):
         if several:
             lines.append(f"      event [{n}]:")
         indent = " " * (8 if several else 6)

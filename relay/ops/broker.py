@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 from kombu.exceptions import ChannelError
 
 from relay.redis_url import SentinelURL, is_sentinel, parse_sentinel_url

@@ -41,12 +41,12 @@ from relay.events import (
 from relay.ops.dead_letter_pages import DeadLetterFilter, matching_ids, page_dead_letters
 from relay.state import RedisError, Store
 from relay.state.index import DEAD, OPEN
-from relay.state.keys import deliver_member, route_member, storable
+from relay.state.keys import storable
 from relay.times import epoch
 
 
 class Publisher(Protocol):
-    def send_task(self, name: str, args: list) -> object: ...
+    def send_task(self, name: str, args: list[Any]) -> object: ...
 
 
 # -- dead letters ---------------------------------------------------------------------------
@@ -54,11 +54,11 @@ class Publisher(Protocol):
 
 def list_dead_letters(
     store: Store, destination: str | None = None, now: float | None = None
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """A summary of every dead letter (of ``destination``, if given), oldest first."""
     now = time.time() if now is None else now
     which = DeadLetterFilter(destination=destination)
-    found: list[dict] = []
+    found: list[dict[str, Any]] = []
     cursor: str | None = None
     while True:
         page = page_dead_letters(store, which, cursor, now=now)
@@ -68,7 +68,9 @@ def list_dead_letters(
         cursor = page.next_cursor
 
 
-def show_dead_letter(store: Store, delivery_id: str, now: float | None = None) -> dict | None:
+def show_dead_letter(
+    store: Store, delivery_id: str, now: float | None = None
+) -> dict[str, Any] | None:
     """The whole dead letter (event, every attempt) plus ``age_seconds``, or None."""
     record = store.dead_letters.get(delivery_id) if storable(delivery_id) else None
     if record is None:
@@ -131,11 +133,11 @@ def _publish(publisher: Publisher | None, jobs: list[Job]) -> None:
 
 @dataclass
 class ReplayReport:
-    replayed: list[dict] = field(default_factory=list)
+    replayed: list[dict[str, Any]] = field(default_factory=list)
     not_found: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"replayed": self.replayed, "not_found": self.not_found, "warnings": self.warnings}
 
 
@@ -192,33 +194,32 @@ def _replay(store: Store, publisher: Publisher, record: DeadLetter) -> dict[str,
     entry = history_entry(
         Step.REPLAYED, delivery_id=did, route=record.get("route"), destination=destination
     )
-    args: list
+    # Like every task relay publishes, registered in the outbox first (relay.state.pending);
+    # the history entry is written before publishing so it precedes the new attempts.
+    args: list[Any]
     if destination is None:  # routing failed: route the event again
         task, args, generation = "relay.route", [event, carried] if carried else [event], None
-        member = route_member(event["id"])
+        store.pending.register_routing_now(event["id"], args)
     else:
         generation = store.deliveries.reset_budget(did)
         job = job_of(record, generation)
         if carried:
             job["trace"] = carried
         task, args = "relay.deliver", [job]
-        member = deliver_member(did)
-    # Like every task relay publishes, registered in the outbox first (relay.state.pending);
-    # the history entry is written before publishing so it precedes the new attempts.
-    store.pending.register_now(member, task, args)
+        store.pending.register_delivery_now(did, args)
     store.add_history(event["id"], entry)
     store.index.settle_now(event["id"], {did: OPEN}, time.time())  # searchable as pending
     try:
         publisher.send_task(task, args=args)
     except Exception as exc:
-        _note_failed_replay(store, event["id"], entry, member, exc)
+        _note_failed_replay(store, event["id"], entry, destination is None, exc)
         raise
     store.dead_letters.remove_if_unchanged(record)
     return {"id": did, "destination": destination, "task": task, "generation": generation}
 
 
 def _note_failed_replay(
-    store: Store, event_id: str, entry: HistoryEntry, member: str, exc: Exception
+    store: Store, event_id: str, entry: HistoryEntry, routing: bool, exc: Exception
 ) -> None:
     """The replay did not happen: withdraw it from the outbox and say so in the history."""
     failed: HistoryEntry = {
@@ -227,7 +228,10 @@ def _note_failed_replay(
         "reason": f"{type(exc).__name__}: {exc}",
     }
     try:
-        store.pending.settle_now(member)
+        if routing:
+            store.pending.settle_routing_now(event_id)
+        else:
+            store.pending.settle_delivery_now(entry["delivery_id"])
         store.add_history(event_id, failed)
         store.index.settle_now(event_id, {entry["delivery_id"]: DEAD}, time.time())  # dead again
     except RedisError:

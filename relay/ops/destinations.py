@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from relay.errors import RelayError
-from relay.rules import Destination
+from relay.rules import Destination, Ruleset
 from relay.state import Store
 from relay.times import format_duration
 
@@ -31,7 +31,7 @@ BLOCKED_SHOWN = 5
 
 
 class Publisher(Protocol):
-    def send_task(self, name: str, args: list) -> object: ...
+    def send_task(self, name: str, args: list[Any]) -> object: ...
 
 
 class UnknownDestination(RelayError):
@@ -40,6 +40,56 @@ class UnknownDestination(RelayError):
     def __init__(self, name: str) -> None:
         super().__init__(f"no destination {name!r} in the rules")
         self.name = name
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What the rules say of a destination that its status shows."""
+
+    type: str
+    rate_limit: str | None = None
+    concurrency: int | None = None
+    circuit_breaker: str | None = None
+    ordered_by: str | None = None
+
+
+Known = Mapping[str, Destination] | Mapping[str, Profile]  #: the destinations by name
+
+
+def profile_of(destination: Destination | Profile) -> Profile:
+    if isinstance(destination, Profile):
+        return destination
+    rate, breaker = destination.rate_limit, destination.circuit_breaker
+    return Profile(
+        type=destination.type,
+        rate_limit=f"{rate.count}/{_per(rate.per)}" if rate else None,
+        concurrency=destination.concurrency,
+        circuit_breaker=(
+            f"{breaker.failures} failures, {format_duration(breaker.cooldown)} cooldown"
+            if breaker
+            else None
+        ),
+        ordered_by=destination.ordered_by,
+    )
+
+
+def record_in_force(store: Store, ruleset: Ruleset) -> None:
+    """This process runs ``ruleset``: recorded in Redis for the commands beside it."""
+    found = {name: asdict(profile_of(d)) for name, d in ruleset.destinations.items()}
+    store.rules_in_force.record(ruleset.version, found)
+
+
+def in_force(store: Store) -> tuple[str, dict[str, Profile]] | None:
+    """The version and destinations of the rules in force as recorded in Redis, or None
+    when no process has recorded any yet."""
+    record = store.rules_in_force.read()
+    if record is None:
+        return None
+    try:
+        found = {name: Profile(**fields) for name, fields in record.destinations.items()}
+    except TypeError:  # written by another version of relay, with other fields
+        return None
+    return record.version, found
 
 
 @dataclass(frozen=True)
@@ -92,21 +142,19 @@ class Resumed:
         return {"destination": self.destination.to_dict(), "republished": self.republished}
 
 
-def list_destinations(
-    store: Store, destinations: Mapping[str, Destination]
-) -> list[DestinationStatus]:
+def list_destinations(store: Store, destinations: Known) -> list[DestinationStatus]:
     """Every destination of the rules, by name."""
     return _statuses(store, destinations, sorted(destinations))
 
 
-def status(store: Store, destinations: Mapping[str, Destination], name: str) -> DestinationStatus:
+def status(store: Store, destinations: Known, name: str) -> DestinationStatus:
     _known(destinations, name)
     return _statuses(store, destinations, [name])[0]
 
 
 def pause(
     store: Store,
-    destinations: Mapping[str, Destination],
+    destinations: Known,
     name: str,
     for_seconds: float | None = None,
 ) -> DestinationStatus:
@@ -121,9 +169,7 @@ def pause(
     return status(store, destinations, name)
 
 
-def resume(
-    store: Store, publisher: Publisher, destinations: Mapping[str, Destination], name: str
-) -> Resumed:
+def resume(store: Store, publisher: Publisher, destinations: Known, name: str) -> Resumed:
     """End ``name``'s pause (if any) and publish its parked deliveries again."""
     _known(destinations, name)
     parked = store.controls.resume(name)
@@ -136,33 +182,31 @@ def resume(
     return Resumed(status(store, destinations, name), count)
 
 
-def _known(destinations: Mapping[str, Destination], name: str) -> None:
+def _known(destinations: Known, name: str) -> None:
     if name not in destinations:
         raise UnknownDestination(name)
 
 
-def _statuses(
-    store: Store, destinations: Mapping[str, Destination], names: list[str]
-) -> list[DestinationStatus]:
+def _statuses(store: Store, destinations: Known, names: list[str]) -> list[DestinationStatus]:
     controls = store.controls
+    profiles = {name: profile_of(destinations[name]) for name in names}
     pauses = controls.paused(names)
     circuits = controls.circuits(names)
     inflight = controls.inflight(names)
     errors = controls.last_errors(names)
     stats = controls.stats(names)
-    backlog = controls.backlog()
-    blocked = store.ordering.blocked([n for n in names if destinations[n].ordered_by])
+    backlog = store.pending.backlog()
+    blocked = store.ordering.blocked([n for n in names if profiles[n].ordered_by])
     out = []
     for name in names:
-        destination = destinations[name]
+        profile = profiles[name]
         pause_ = pauses.get(name)
         circuit = circuits[name].state
         error = errors.get(name) or {}
-        rate, breaker = destination.rate_limit, destination.circuit_breaker
         out.append(
             DestinationStatus(
                 name=name,
-                type=destination.type,
+                type=profile.type,
                 state="paused" if pause_ else ("active" if circuit == "closed" else circuit),
                 circuit=circuit,
                 paused_since=_iso(pause_.since) if pause_ else None,
@@ -174,14 +218,10 @@ def _statuses(
                 p95_seconds=stats[name].p95,
                 last_error=str(error["error"]) if error.get("error") else None,
                 last_error_at=_iso(float(str(error["at"]))) if error.get("at") else None,
-                rate_limit=f"{rate.count}/{_per(rate.per)}" if rate else None,
-                concurrency=destination.concurrency,
-                circuit_breaker=(
-                    f"{breaker.failures} failures, {format_duration(breaker.cooldown)} cooldown"
-                    if breaker
-                    else None
-                ),
-                ordered_by=destination.ordered_by,
+                rate_limit=profile.rate_limit,
+                concurrency=profile.concurrency,
+                circuit_breaker=profile.circuit_breaker,
+                ordered_by=profile.ordered_by,
                 blocked_keys=len(blocked.get(name, ())),
                 blocked=tuple(
                     {"value": b.value, "delivery_id": b.delivery_id, "since": _iso(b.since)}

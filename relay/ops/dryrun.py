@@ -4,11 +4,19 @@ What a dry run shows never carries a value the rules took from the environment: 
 are redacted (:func:`relay.actions.registry.redact`), and every value read through
 ``${VAR}`` is hidden as ``****`` wherever else it appears — route names, explanations,
 template errors — all but the event, which is the caller's own payload.
+
+Opt-outs are decided as the worker decides them (:mod:`relay.rules.replies`), on a
+simulated state that starts with nobody opted out and is neither read from Redis nor
+written to it: a STOP shows ``sender_opted_out: true`` and opts its sender out for the
+payload's later messages; ``please stop texting me`` shows ``opt_out_ambiguous: true``.
+An ``sms_reply`` that the worker would skip says why (``skipped``); cooldowns are not
+simulated.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from relay.actions.registry import prepare, redact
 from relay.errors import PayloadError
@@ -24,10 +32,18 @@ from relay.events import (
     overdue_from_payload,
 )
 from relay.parsing import build_events
-from relay.rules import DEFAULT_RETRY, RetryPolicy, Ruleset, TemplateError
+from relay.rules import (
+    DEFAULT_RETRY,
+    Destination,
+    RetryPolicy,
+    Ruleset,
+    SmsReplyDestination,
+    TemplateError,
+)
 from relay.rules.explain import RouteExplanation
 from relay.rules.explain import explain as explain_routes
 from relay.rules.masking import hidden, hide_all
+from relay.rules.replies import OptOuts, OptWords, SimulatedOptOuts, apply_opt_keywords, skip_reason
 from relay.settings import Settings
 
 
@@ -37,15 +53,16 @@ def dry_run(
     settings: Settings,
     source: str = "default",
     explain: bool = False,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """For each notification in ``payload``: its event, matched routes, rendered deliveries.
 
     With ``explain``, each report also has ``explain``: every route, matched or why not
     (:func:`relay.rules.explain.explain`, as dicts). Nothing is sent and no state is read or
-    written (``sender_opted_out`` is shown false).
+    written: opt-outs are simulated, from nobody opted out (see the module docstring).
     """
     events = _events(payload, source, settings)
-    reports = [_report(ruleset, event, settings) for event in events]
+    optouts, words = SimulatedOptOuts(), OptWords.of(settings)
+    reports = [_report(ruleset, event, settings, optouts, words) for event in events]
     if explain:
         for report in reports:
             found = explain_routes(ruleset, report["event"])
@@ -85,7 +102,7 @@ _OVERDUE_FIELDS = {
 }
 
 
-def _checked(item: dict, prefix: str) -> dict:
+def _checked(item: dict[str, Any], prefix: str) -> dict[str, Any]:
     """``item`` when each field it has is of its type and ``transid`` is there, else a
     PayloadError naming the field."""
     for name in item:
@@ -105,24 +122,38 @@ def _bad(field: str, what: str) -> PayloadError:
     return PayloadError(f"{field}: {what}", field=field)
 
 
-def _without_event(report: dict) -> dict:
+def _without_event(report: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in report.items() if key != "event"}
 
 
-def _report(ruleset: Ruleset, event: Event, settings: Settings) -> dict:
-    if event["kind"] == "inbound_message":
-        event["sender_opted_out"] = False
+def _report(
+    ruleset: Ruleset, event: Event, settings: Settings, optouts: OptOuts, words: OptWords
+) -> dict[str, Any]:
+    apply_opt_keywords(optouts, event, words)  # before matching, as the worker does
     matches = ruleset.match(event)
     deliveries = [
         _delivery(ruleset, event, match.route, name, match.retry[name], settings)
         for match in matches
         for name in match.destinations
     ]
+    for item in deliveries:  # before the attempt, as the worker does
+        reason = _skipped(ruleset.destinations[item["destination"]], event, settings, optouts)
+        if reason is not None:
+            item["skipped"] = reason
     return {
         "event": event,
         "routes": [match.route for match in matches],
         "deliveries": deliveries,
     }
+
+
+def _skipped(
+    destination: Destination, event: Event, settings: Settings, optouts: OptOuts
+) -> str | None:
+    """Why the worker would skip this delivery before its attempt (cooldowns aside)."""
+    if not isinstance(destination, SmsReplyDestination):
+        return None
+    return skip_reason(destination, event, settings.own_numbers, optouts.opted_out)
 
 
 def _delivery(
@@ -132,7 +163,7 @@ def _delivery(
     name: str,
     retry: RetryPolicy,
     settings: Settings,
-) -> dict:
+) -> dict[str, Any]:
     destination = ruleset.destinations[name]
     spec: RetrySpec = {"attempts": retry.attempts, "initial": retry.initial, "max": retry.max}
     job = new_job(event, route, name, ruleset.version, spec)
@@ -147,7 +178,7 @@ def _delivery(
 SAMPLE_ERROR = "(the last error)"
 
 
-def _fallback(ruleset: Ruleset, job: Job, name: str, settings: Settings) -> dict:
+def _fallback(ruleset: Ruleset, job: Job, name: str, settings: Settings) -> dict[str, Any]:
     """What the fallback would get if ``job`` were dead-lettered after its last attempt."""
     fallback = ruleset.destinations[name]
     policy = fallback.retry or DEFAULT_RETRY
@@ -155,12 +186,17 @@ def _fallback(ruleset: Ruleset, job: Job, name: str, settings: Settings) -> dict
     attempts = job["retry"]["attempts"]
     failure = new_failure(job["destination"], job["delivery_id"], attempts, SAMPLE_ERROR)
     handed = fallback_job(job, name, spec, failure)
-    out: dict = {"destination": name, "type": fallback.type, "failure": failure, "retry": spec}
+    out: dict[str, Any] = {
+        "destination": name,
+        "type": fallback.type,
+        "failure": failure,
+        "retry": spec,
+    }
     _render(ruleset, handed, settings, out)
     return out
 
 
-def _render(ruleset: Ruleset, job: Job, settings: Settings, out: dict) -> None:
+def _render(ruleset: Ruleset, job: Job, settings: Settings, out: dict[str, Any]) -> None:
     destination = ruleset.destinations[job["destination"]]
     try:
         out["request"] = redact(prepare(destination, job, settings), ruleset.interpolated)
@@ -168,7 +204,7 @@ def _render(ruleset: Ruleset, job: Job, settings: Settings, out: dict) -> None:
         out["error"] = f"template error: {exc}" if isinstance(exc, TemplateError) else str(exc)
 
 
-def format_text(reports: list[dict]) -> str:
+def format_text(reports: list[dict[str, Any]]) -> str:
     """The human form of ``dry_run``'s reports."""
     lines: list[str] = []
     for report in reports:
@@ -181,6 +217,8 @@ def format_text(reports: list[dict]) -> str:
             lines += ["  explain:", *_indent(explained, 4)]
         for item in report["deliveries"]:
             lines.append(f"  → {item['destination']} ({item['type']}, via {item['route']})")
+            if "skipped" in item:
+                lines.append(f"      skipped by the worker: {item['skipped']}")
             lines.extend(_indent(_request_lines(item), 6))
             if "fallback" in item:
                 fallback = item["fallback"]
@@ -190,7 +228,7 @@ def format_text(reports: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _request_lines(item: dict) -> list[str]:
+def _request_lines(item: dict[str, Any]) -> list[str]:
     if "error" in item:
         return [item["error"]]
     request = item.get("request", {})

@@ -16,11 +16,11 @@ from relay.events import (
     delivery_id,
 )
 from relay.state import Store
-from relay.state.keys import deliver_member, storable
+from relay.state.keys import storable
 from relay.times import NEVER, parse_time
 
 
-def event_history(store: Store, ref: str) -> list[dict]:
+def event_history(store: Store, ref: str) -> list[dict[str, Any]]:
     """The life of each event ``ref`` names (a relay id, a transid or a tid), in the order
     of the events' own time (a receipt's ``timeStamp``), arrival breaking ties and standing
     in for an own time that is missing or does not parse. A pending ordered delivery that
@@ -41,7 +41,7 @@ def waiting(store: Store, did: str) -> str | None:
     """Why the ordered delivery ``did`` waits (``waits its turn after 01H… (same
     transid)``: the event of the delivery before it, or an earlier event of the key not
     routed yet), or None when it does not (not ordered, or under way)."""
-    spec = store.pending.get(deliver_member(did))
+    spec = store.pending.delivery_task(did)
     job: Job | None = spec["args"][0] if spec and spec.get("task") == "relay.deliver" else None
     if not isinstance(job, dict) or "order" not in job:
         return None
@@ -99,7 +99,7 @@ def event_label(event: Mapping[str, Any]) -> str:
 
 def _routing(history: list[HistoryEntry]) -> dict[str, Any]:
     """Routes matched and the routing state: routed, unrouted, dead_lettered or pending."""
-    state: dict = {"routing": "pending", "routes": [], "routing_error": None}
+    state: dict[str, Any] = {"routing": "pending", "routes": [], "routing_error": None}
     for entry in history:
         step, routing_entry = entry.get("step"), entry.get("destination") is None
         if step == Step.ROUTED:
@@ -123,7 +123,7 @@ def deliveries(event_id: str, history: list[HistoryEntry]) -> list[dict[str, Any
     dead_lettered, skipped or pending), derived from the history entries; routed
     destinations with none are pending. A delivery to a fallback is one of its own
     (``fallback_of`` names whose it stands in for)."""
-    found: dict[str, dict] = {}
+    found: dict[str, dict[str, Any]] = {}
     for entry in history:
         step = entry.get("step")
         if step in (Step.ROUTED, Step.REROUTED):
@@ -142,7 +142,7 @@ def deliveries(event_id: str, history: list[HistoryEntry]) -> list[dict[str, Any
     return list(found.values())
 
 
-def _delivery(did: str, destination: str) -> dict:
+def _delivery(did: str, destination: str) -> dict[str, Any]:
     return {
         "destination": destination,
         "delivery_id": did,

@@ -13,7 +13,9 @@ from relay.state import Store
 from relay.times import epoch, format_duration
 
 
-def message_lifecycle(store: Store, ref: str, found: Sequence[Mapping[str, Any]]) -> dict | None:
+def message_lifecycle(
+    store: Store, ref: str, found: Sequence[Mapping[str, Any]]
+) -> dict[str, Any] | None:
     """The lifecycle of the message ``ref`` when it is a ``transid`` and ``found`` (its
     events' timelines, in their own time order: ``relay.ops.history.event_history``)
     holds its receipts; else None."""
@@ -53,7 +55,7 @@ def _between(first: Mapping[str, Any], final: Mapping[str, Any]) -> float | None
     return round(end - start, 3) if start is not None and end is not None else None
 
 
-def _receipt(item: Mapping[str, Any]) -> dict:
+def _receipt(item: Mapping[str, Any]) -> dict[str, Any]:
     event = item["event"]
     return {
         "id": item["id"],

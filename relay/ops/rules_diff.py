@@ -30,7 +30,6 @@ from relay.rules.loader import Limits
 from relay.rules.masking import hidden, hide
 from relay.settings import Settings
 from relay.state import Store
-from relay.state import keys as state_keys
 
 CANDIDATE = "candidate.yaml"  #: how errors name a candidate given as text
 #: what a candidate may hold: 2 MiB of text (make bench's 10,000 routes are 1 MiB), the
@@ -147,17 +146,14 @@ def diff_rules(
     oldest = now - since
     groups: dict[tuple[Routing, Routing], list[str]] = {}
     examined, complete, truncated = 0, True, False
-    top: int | str = "+inf"
-    after = ""
-    bottom = max(store.index.cutoff(now), int(oldest * 1000))
+    cursor: str | None = None
     while True:
         want = min(_BATCH, limit - examined)
         if want <= 0:  # the limit is reached: it cut the window if an older event is left
-            _, _, older = store.index.walk([state_keys.INDEX_ALL], top, bottom, after, 1)
-            complete = not older
+            complete = cursor is None
             break
-        done, last, hits = store.index.walk([state_keys.INDEX_ALL], top, bottom, after, want)
-        ids = [event_id for event_id, _ in hits]
+        page = store.index.page({}, since=oldest, cursor=cursor, limit=want, now=now)
+        ids = page.ids
         for event_id, event in zip(ids, store.events(ids), strict=True):
             if deadline is not None and time.monotonic() >= deadline:
                 truncated = True
@@ -168,9 +164,9 @@ def diff_rules(
             before, then = routing_of(current, event), routing_of(candidate, event)
             if before != then:
                 groups.setdefault((before, then), []).append(event_id)
-        if truncated or done or last is None:
+        cursor = page.next_cursor
+        if truncated or cursor is None:
             break
-        top, after = last
     forms = hidden(current.interpolated)
     changes = sorted(
         (

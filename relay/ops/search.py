@@ -7,9 +7,8 @@
     page.items        # EventSummary, newest first
     page.next_cursor  # pass it back for the next (older) page; None at the end
 
-Several filters intersect: the smallest of their sets is walked newest first and each entry
-is checked against the others (one short Lua call per :data:`relay.state.index.SCAN_BUDGET`
-entries). The cursor is the position (accept time, id) of the last event a page covered:
+Several filters intersect (:meth:`relay.state.index.EventIndex.page` walks the smallest of
+their sets). The cursor is the position (accept time, id) of the last event a page covered:
 events that arrive meanwhile are newer than it, so paging down neither skips nor repeats.
 """
 
@@ -18,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -26,8 +25,7 @@ from typing import Any
 from relay.logs import mask_numbers
 from relay.ops.history import event_label
 from relay.state import Store
-from relay.state import keys as state_keys
-from relay.state.index import FACETS, STATES, decode_cursor, encode_cursor, normalize
+from relay.state.index import FACETS, STATES, normalize
 from relay.times import parse_duration, parse_time
 
 #: the filters of a search, as the API and the command name them
@@ -140,55 +138,27 @@ def search_events(
     query.check()
     if not 1 <= limit <= MAX_LIMIT:
         raise QueryError(f"must be between 1 and {MAX_LIMIT}", "limit")
-    facets = query.facets()
-    if not all(state_keys.storable(value) for _, value in facets):
-        return EventPage((), None)  # text no key can hold (a lone surrogate): indexed never
-    sets = [state_keys.index(facet, value) for facet, value in facets]
-    if not sets:
-        sets = [state_keys.INDEX_ALL]
-    elif len(sets) > 1:
-        sizes = store.index.sizes(sets)
-        sets = [key for _, key in sorted(zip(sizes, sets, strict=True))]
-    now = time.time() if now is None else now
-    bottom = max(store.index.cutoff(now), _ms(query.since) if query.since is not None else 0)
-    top: int | str = _ms(query.until) - 1 if query.until is not None else "+inf"
-    after = ""
-    if cursor:
-        try:
-            score, after = decode_cursor(cursor)
-        except ValueError as exc:
-            raise QueryError(str(exc), "cursor") from None
-        if isinstance(top, int) and top < score:
-            after = ""  # the cursor lies past ``until``: start from ``until``
-        else:
-            top = score
-    found: list[tuple[str, int]] = []
-    exhausted = False
-    while len(found) <= limit:
-        done, last, hits = store.index.walk(sets, top, bottom, after, limit + 1 - len(found))
-        found += hits
-        if done or last is None:
-            exhausted = True
-            break
-        top, after = last  # walked its budget: go on from the last entry it walked
-    page = found[:limit]
-    more = len(found) > limit or not exhausted
-    next_cursor = encode_cursor(page[-1][1], page[-1][0]) if page and more else None
-    return EventPage(tuple(_summaries(store, page, pii)), next_cursor)
+    try:
+        found = store.index.page(
+            dict(query.facets()), query.since, query.until, cursor, limit, now=now
+        )
+    except ValueError as exc:  # the facets are the query's own: only the cursor can be bad
+        raise QueryError(str(exc), "cursor") from None
+    return EventPage(tuple(_summaries(store, found.events, pii)), found.next_cursor)
 
 
-def _summaries(store: Store, page: list[tuple[str, int]], pii: bool) -> list[EventSummary]:
+def _summaries(store: Store, page: Sequence[tuple[str, float]], pii: bool) -> list[EventSummary]:
     ids = [event_id for event_id, _ in page]
     events = store.events(ids)
     tracks = store.index.tracks(ids)
     out = []
-    for (event_id, score), event, track in zip(page, events, tracks, strict=True):
+    for (event_id, accepted), event, track in zip(page, events, tracks, strict=True):
         if event is None:
             continue  # past the history TTL, not yet trimmed from the index
         out.append(
             EventSummary(
                 id=event_id,
-                accepted_at=event.get("received_at") or _iso(score),
+                accepted_at=event.get("received_at") or _iso(accepted),
                 kind=event.get("kind"),
                 source=event.get("source"),
                 # an inbound message's first word may be a phone number
@@ -220,15 +190,11 @@ def count_events(
     every routed event."""
     if state not in (None, *COUNTABLE):
         raise QueryError(f"must be one of {', '.join(COUNTABLE)}", "state")
-    now = time.time() if now is None else now
-    key = {
-        None: state_keys.INDEX_ALL,
-        "accepted": state_keys.INDEX_ALL,
-        "retrying": state_keys.RETRYING,
-    }.get(state) or state_keys.index("state", str(state))
-    low = max(store.index.cutoff(now), _ms(since) if since is not None else 0)
-    high = _ms(until) if until is not None else _ms(now + 60)
-    return store.index.count(key, low, high)
+    if state == "retrying":
+        return store.index.count_retrying(since, until, now)
+    if state is None or state == "accepted":
+        return store.index.count({}, since, until, now)
+    return store.index.count({"state": state}, since, until, now)
 
 
 def event_counts(store: Store, now: float | None = None) -> dict[str, dict[str, int]]:
@@ -297,12 +263,8 @@ def parse_when(text: str, name: str, now: float | None = None) -> float:
     return moment.timestamp()
 
 
-def _ms(seconds: float) -> int:
-    return int(seconds * 1000)
-
-
-def _iso(score: int) -> str:
-    moment = datetime.fromtimestamp(score / 1000, timezone.utc)
+def _iso(seconds: float) -> str:
+    moment = datetime.fromtimestamp(seconds, timezone.utc)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -22,7 +22,10 @@ A cases file is a YAML list; each case names a payload and what the rules must d
 Every case needs ``name`` (unique), exactly one of ``payload`` and ``payload_file``, and at
 least one of ``routes``, ``destinations`` and ``unrouted``. ``routes: [default]`` expects
 the default route. A payload that is a list (a batch) gives several events; each must meet
-the expectations. Inbound messages are tried with ``sender_opted_out: false``. Strings may
+the expectations. Opt-outs are decided as the worker decides them
+(:mod:`relay.rules.replies`) on a simulated state of the case's own, from nobody opted out:
+``STOP`` has ``sender_opted_out: true`` (and so have the sender's later events of the
+batch), ``please stop texting me`` has ``opt_out_ambiguous: true``. Strings may
 use ``${VAR}`` as in rules files. Any problem in the file — unknown keys, a payload Webex
 Connect could not have sent, a missing payload file — is reported as ``FILE:LINE: where:
 what`` and no case runs.
@@ -42,6 +45,7 @@ from relay.events import Event
 from relay.parsing import SOURCE_PATTERN, build_events, decode
 from relay.rules.document import Document, Path, Problems, format_path, parse, read_source
 from relay.rules.model import Ruleset
+from relay.rules.replies import DEFAULT_WORDS, OptWords, SimulatedOptOuts, apply_opt_keywords
 from relay.rules.suggest import did_you_mean
 from relay.settings import digits
 
@@ -77,11 +81,13 @@ class Case:
 
 @dataclass(frozen=True)
 class CaseResult:
-    """A case run: the routes each event matched and every expectation it missed."""
+    """A case run: the routes each event matched and every expectation it missed; the
+    events as the rules saw them (with the opt-out fields: :func:`prepared`)."""
 
     case: Case
     routes: tuple[tuple[str, ...], ...]
     failures: tuple[str, ...]
+    events: tuple[Event, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -119,10 +125,12 @@ def read_cases(
     return cases
 
 
-def run_case(ruleset: Ruleset, case: Case) -> CaseResult:
-    """What ``ruleset`` does with each of the case's events, against the expectations."""
+def run_case(ruleset: Ruleset, case: Case, words: OptWords = DEFAULT_WORDS) -> CaseResult:
+    """What ``ruleset`` does with each of the case's events, against the expectations;
+    opt-outs decided by ``words`` on a simulated state of the case's own."""
     routes, failures = [], []
-    for n, event in enumerate(case.events):
+    events = prepared(case, words)
+    for n, event in enumerate(events):
         matches = ruleset.match(event)
         names = tuple(match.route for match in matches)
         reached = {name for match in matches for name in match.destinations}
@@ -131,11 +139,23 @@ def run_case(ruleset: Ruleset, case: Case) -> CaseResult:
         routes.append(names)
     if failures:
         failures += _unknown_names(ruleset, case)
-    return CaseResult(case, tuple(routes), tuple(failures))
+    return CaseResult(case, tuple(routes), tuple(failures), tuple(events))
 
 
-def run_cases(ruleset: Ruleset, cases: list[Case]) -> list[CaseResult]:
-    return [run_case(ruleset, case) for case in cases]
+def run_cases(
+    ruleset: Ruleset, cases: list[Case], words: OptWords = DEFAULT_WORDS
+) -> list[CaseResult]:
+    return [run_case(ruleset, case, words) for case in cases]
+
+
+def prepared(case: Case, words: OptWords = DEFAULT_WORDS) -> list[Event]:
+    """The case's events as the rules see them: copies, with the opt-out fields the worker
+    sets before matching (from nobody opted out; earlier events of the case count)."""
+    optouts = SimulatedOptOuts()
+    events = [event.copy() for event in case.events]
+    for event in events:
+        apply_opt_keywords(optouts, event, words)
+    return events
 
 
 def summary(results: list[CaseResult]) -> str:
@@ -255,9 +275,6 @@ class _Reader:
             named = f"{values[key]}: " if key == "payload_file" else ""
             self.error(path + (key,), f"{named}{exc}")
             return None
-        for event in events:
-            if event["kind"] == "inbound_message":
-                event["sender_opted_out"] = False
         return tuple(events)
 
     def payload_file(self, path: Path, name: str) -> object:

@@ -231,7 +231,9 @@ class _Builder:
         finally:
             self._open.discard(id(node))
 
-    def mapping(self, node: yaml.MappingNode, path: Path, skip: frozenset = frozenset()) -> dict:
+    def mapping(
+        self, node: yaml.MappingNode, path: Path, skip: frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
         result: dict[str, Any] = {}
         first: dict[str, int] = {}
         merges = []
@@ -251,7 +253,7 @@ class _Builder:
             result.update(self.merge(merged, path, skip | set(result)))
         return result
 
-    def merge(self, node: yaml.Node, path: Path, skip: frozenset) -> dict:
+    def merge(self, node: yaml.Node, path: Path, skip: frozenset[str]) -> dict[str, Any]:
         sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
         merged: dict[str, Any] = {}
         for source in sources:
@@ -290,7 +292,10 @@ def _explicit_str(node: yaml.ScalarNode) -> bool:
     """True for ``!!str 12``: tagged str although the text alone would not resolve to str."""
     if node.tag != _STR:
         return False
-    return _RESOLVER.resolve(yaml.ScalarNode, node.value, (True, False)) != _STR
+    resolved: str = _RESOLVER.resolve(  # type: ignore[no-untyped-call]
+        yaml.ScalarNode, node.value, (True, False)
+    )
+    return resolved != _STR
 
 
 def _line(node: yaml.Node) -> int:

@@ -75,7 +75,7 @@ def read_tls(reader: Reader, path: Path, value: Any) -> Tls:
     certificate without ``client_key`` must hold its key."""
     values = reader.fields(path, value, TLS_KEYS)
     if values is None:
-        return FAILED
+        return FAILED  # type: ignore[no-any-return]  # FAILED stands in for any type
     tls = Tls(**values)
     if not values:
         raise Invalid("expected ca, client_cert or both client_cert and client_key")
@@ -119,7 +119,10 @@ TLS_KEYS = {"ca": Key(_pem), "client_cert": Key(_pem), "client_key": Key(_pem)}
 def read_auth(reader: Reader, path: Path, value: Any) -> OAuth2:
     """``auth: {oauth2: {token_url, client_id, client_secret, scope, audience}}``."""
     values = reader.fields(path, value, {"oauth2": Key(_oauth2, required=True)})
-    return FAILED if values is None else values["oauth2"]
+    if values is None:
+        return FAILED  # type: ignore[no-any-return]  # FAILED stands in for any type
+    oauth2: OAuth2 = values["oauth2"]
+    return oauth2
 
 
 def _oauth2(reader: Reader, path: Path, value: Any) -> OAuth2:

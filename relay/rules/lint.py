@@ -112,11 +112,13 @@ def _shadowed_routes(ruleset: Ruleset, warn: Warn) -> Iterator[LintWarning]:
             earliest.setdefault(entries, position)
 
 
-def _covering(entries: frozenset[Hashable], earliest: Mapping[frozenset, int]) -> int | None:
+def _covering(
+    entries: frozenset[Hashable], earliest: Mapping[frozenset[Hashable], int]
+) -> int | None:
     """The first earlier route whose entries are a subset of ``entries`` (so it matches
     whenever this one would), or ``None``."""
     if len(entries) > _MAX_SUBSET_ENTRIES:
-        subsets: Iterable[frozenset] = [known for known in earliest if known <= entries]
+        subsets: Iterable[frozenset[Hashable]] = [known for known in earliest if known <= entries]
     else:
         items = list(entries)
         subsets = (frozenset(c) for n in range(len(items) + 1) for c in combinations(items, n))

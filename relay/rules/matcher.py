@@ -215,7 +215,7 @@ class _Compiler:
             return self.op_in(access, spec, where, at)
         return self.op_equals(access, spec, where, at)
 
-    def operators(self, access: Field, spec: Mapping, where: Path, at: Path) -> Predicate:
+    def operators(self, access: Field, spec: Mapping[str, Any], where: Path, at: Path) -> Predicate:
         if not spec:
             return self.fail(where, at, "no operator given")
         tests = []
@@ -263,7 +263,14 @@ class _Compiler:
 
         return self.text_op(access, arg, where, at, contains)
 
-    def text_op(self, access: Field, arg: Any, where: Path, at: Path, check: Callable) -> Predicate:
+    def text_op(
+        self,
+        access: Field,
+        arg: Any,
+        where: Path,
+        at: Path,
+        check: Callable[[str, tuple[str, ...]], bool],
+    ) -> Predicate:
         items = arg if isinstance(arg, _LISTS) else [arg]
         texts = [as_text(item) for item in items]
         if not items or None in texts:

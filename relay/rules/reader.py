@@ -25,7 +25,8 @@ class _Failed:
         return "FAILED"
 
 
-#: what a parser returns after reporting the problems inside its value
+#: what a parser returns after reporting the problems inside its value; typed Any so that a
+#: parser of any type may return it (each such return is marked for mypy's warn_return_any)
 FAILED: Any = _Failed()
 
 
@@ -134,7 +135,7 @@ class Reader:
                 self._template_text = None  # reported once
                 cap = f"{self._template_cap:,}"
                 self.error(path, f"more than {cap} characters of template text in all")
-                return FAILED
+                return FAILED  # type: ignore[no-any-return]  # FAILED stands in for any type
         try:
             return compile_template(source, mode)
         except TemplateError as exc:
@@ -143,7 +144,7 @@ class Reader:
             if mark.body_line is not None and exc.lineno:
                 line = mark.body_line + exc.lineno - 1
             self.error_at(line, path, f"template syntax error: {exc.message}")
-            return FAILED
+            return FAILED  # type: ignore[no-any-return]  # FAILED stands in for any type
 
 
 def string(reader: Reader, path: Path, value: Any) -> str:

@@ -96,13 +96,13 @@ HTTP_BODIES = ("event", "raw")
 def _retry(reader: Reader, path: Path, value: Any) -> RetryPolicy:
     values = reader.fields(path, value, RETRY_KEYS)
     if values is None:
-        return FAILED
+        return FAILED  # type: ignore[no-any-return]  # FAILED stands in for any type
     merged = {**asdict(DEFAULT_RETRY), **values}
     if merged["max"] < merged["initial"]:
         longest, shortest = format_duration(merged["max"]), format_duration(merged["initial"])
         where = path + ("max",) if "max" in values else path
         reader.error(where, f"max ({longest}) is shorter than initial ({shortest})")
-        return FAILED
+        return FAILED  # type: ignore[no-any-return]  # FAILED stands in for any type
     return RetryPolicy(**merged)
 
 
@@ -172,7 +172,7 @@ def _headers(reader: Reader, path: Path, value: Any) -> Mapping[str, Any]:
         raise Invalid("expected a mapping of header names to values")
     headers = {name: reader.value(_header, path + (name,), item) for name, item in value.items()}
     if any(item is FAILED for item in headers.values()):
-        return FAILED
+        return FAILED  # type: ignore[no-any-return]  # FAILED stands in for any type
     return MappingProxyType(headers)
 
 
@@ -251,7 +251,7 @@ def _rate_limit(reader: Reader, path: Path, value: Any) -> RateLimit:
 def _circuit_breaker(reader: Reader, path: Path, value: Any) -> CircuitBreaker:
     values = reader.fields(path, value, CIRCUIT_BREAKER_KEYS)
     if values is None:
-        return FAILED
+        return FAILED  # type: ignore[no-any-return]  # FAILED stands in for any type
     return CircuitBreaker(**{**DEFAULT_CIRCUIT_BREAKER, **values})
 
 
@@ -459,7 +459,7 @@ def _notification_template(reader: Reader, path: Path, value: Any) -> Template:
     ``event`` (as destinations' templates do) could never render a message."""
     compiled = template(reader, path, value)
     if compiled is FAILED:
-        return compiled
+        return compiled  # type: ignore[no-any-return]  # FAILED stands in for any type
     unknown = unknown_names(compiled, NOTIFICATION_NAMES)
     if unknown:
         names = ", ".join(NOTIFICATION_NAMES)

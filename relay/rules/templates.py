@@ -42,7 +42,8 @@ from jinja2 import meta, nodes
 from markupsafe import Markup
 
 from relay.errors import RelayError
-from relay.rules.sandbox import BudgetedSandbox, BudgetSpent
+from relay.rules.growth import BudgetSpent
+from relay.rules.sandbox import BudgetedSandbox
 from relay.rules.sandbox import render as render_within_budget
 
 Mode = Literal["text", "html", "slack"]

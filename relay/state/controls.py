@@ -237,14 +237,14 @@ class Controls:
     def gate(
         self,
         name: str,
-        member: str,
+        delivery_id: str,
         lease: float,
         *,
         rate: tuple[int, float] | None = None,
         concurrency: int | None = None,
         breaker: bool = False,
     ) -> Verdict:
-        """May ``member`` (a delivery) make an attempt at ``name`` now? On ``go`` it holds a
+        """May the delivery ``delivery_id`` make an attempt at ``name`` now? On ``go`` it holds a
         concurrency lease of ``lease`` seconds (with a ``concurrency`` limit) and has taken
         a token (with a ``rate`` of (count, per seconds)). Refused because of the pause or
         the circuit, it is parked (see :meth:`unpark`)."""
@@ -258,7 +258,13 @@ class Controls:
                     keys.destination(name, "bucket"),
                     keys.destination(name, "parked"),
                 ],
-                args=[member, repr(lease), repr(interval), concurrency or 0, int(breaker)],
+                args=[
+                    keys.deliver_member(delivery_id),
+                    repr(lease),
+                    repr(interval),
+                    concurrency or 0,
+                    int(breaker),
+                ],
             )
         )
         if reason == "go":
@@ -269,7 +275,7 @@ class Controls:
     def settle(
         self,
         name: str,
-        member: str,
+        delivery_id: str,
         outcome: str,
         latency: float,
         error: str | None = None,
@@ -298,7 +304,7 @@ class Controls:
                 keys.CONTROLLED,
             ],
             args=[
-                member,
+                keys.deliver_member(delivery_id),
                 outcome,
                 failures,
                 repr(cooldown),
@@ -311,9 +317,9 @@ class Controls:
         )
         return str(transition or "")
 
-    def release(self, name: str, member: str) -> None:
-        """Free ``member``'s concurrency lease (an attempt that ended with no outcome)."""
-        self.redis.zrem(keys.destination(name, "inflight"), member)
+    def release(self, name: str, delivery_id: str) -> None:
+        """Free a delivery's concurrency lease (an attempt that ended with no outcome)."""
+        self.redis.zrem(keys.destination(name, "inflight"), keys.deliver_member(delivery_id))
 
     # -- the operators' side ----------------------------------------------------------------
 
@@ -330,16 +336,18 @@ class Controls:
         return Pause(now, until)
 
     def resume(self, name: str) -> list[tuple[str, object]]:
-        """End ``name``'s pause; returns the parked deliveries still pending (member, task
-        spec), to publish again at once. The parked set is emptied."""
+        """End ``name``'s pause; returns the parked deliveries still pending (delivery id,
+        task spec), to publish again at once. The parked set is emptied."""
         self.redis.delete(keys.destination(name, "paused"))
         return self.unpark(name)
 
     def unpark(self, name: str) -> list[tuple[str, object]]:
+        """The deliveries parked for ``name`` still pending (delivery id, task spec); the
+        parked set is emptied."""
         flat = texts(
             self._unpark(keys=[keys.destination(name, "parked"), keys.PENDING_TASKS], args=[])
         )
-        return [(flat[i], loads(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return [(keys.delivery_of(flat[i]), loads(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def states(self) -> list[tuple[str, int, float | None]]:
         """For the metrics: every destination that was ever paused or whose circuit moved,
@@ -408,20 +416,6 @@ class Controls:
         for i, name in enumerate(names):
             out[name] = _stats(replies[i * len(minutes) : (i + 1) * len(minutes)])
         return out
-
-    def backlog(self) -> dict[str, int]:
-        """Pending deliveries per destination (every delivery not yet settled: waiting,
-        queued, in a retry's backoff or under way). Reads the whole pending outbox."""
-        counts: dict[str, int] = {}
-        tasks = self.redis.hscan_iter(keys.PENDING_TASKS, match="deliver:*", count=1000)
-        for _member, raw in tasks:
-            try:
-                destination = loads(raw)["args"][0]["destination"]
-            except (ValueError, KeyError, IndexError, TypeError):
-                continue
-            if isinstance(destination, str):
-                counts[destination] = counts.get(destination, 0) + 1
-        return counts
 
 
 def _stats(buckets: Iterable[dict[str, str]]) -> Stats:

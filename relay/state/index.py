@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -178,6 +180,19 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         raise ValueError("not a cursor this server gave") from None
 
 
+@dataclass(frozen=True)
+class IndexPage:
+    """A page of event ids, newest first: (id, accept time in epoch seconds) each, and the
+    cursor of the next (older) page (None at the end)."""
+
+    events: tuple[tuple[str, float], ...]
+    next_cursor: str | None
+
+    @property
+    def ids(self) -> list[str]:
+        return [event_id for event_id, _ in self.events]
+
+
 class EventIndex:
     """Reading the indexes, and the settlement steps callers add to their transactions."""
 
@@ -219,13 +234,99 @@ class EventIndex:
             pipe.hgetall(keys.track(event_id))
         return [{_text(k): _text(v) for k, v in found.items()} for found in pipe.execute()]
 
-    def sizes(self, set_keys: Sequence[str]) -> list[int]:
+    def page(
+        self,
+        facets: Mapping[str, str],
+        since: float | None = None,
+        until: float | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+        now: float | None = None,
+    ) -> IndexPage:
+        """The newest ``limit`` events with every (facet, value) of ``facets`` (values as
+        a user writes them: normalised here; none: every event), accepted from ``since``
+        (inclusive) to ``until`` (exclusive, epoch seconds), after ``cursor`` (a page's
+        ``next_cursor``). ValueError for an unknown facet or a cursor not made here.
+
+        The smallest of the sets is walked newest first and each entry checked against the
+        others (one short Lua call per :data:`SCAN_BUDGET` entries). The cursor is the
+        position of the last event a page covered: events that arrive meanwhile are newer,
+        so paging down neither skips nor repeats."""
+        sets = self._sets(facets)
+        if sets is None:
+            return IndexPage((), None)  # text no key can hold (a lone surrogate): indexed never
+        if len(sets) > 1:
+            sizes = self._sizes(sets)
+            sets = [key for _, key in sorted(zip(sizes, sets, strict=True))]
+        now = time.time() if now is None else now
+        bottom = max(self.cutoff(now), _ms(since) if since is not None else 0)
+        top: int | str = _ms(until) - 1 if until is not None else "+inf"
+        after = ""
+        if cursor:
+            score, after = decode_cursor(cursor)
+            if isinstance(top, int) and top < score:
+                after = ""  # the cursor lies past ``until``: start from ``until``
+            else:
+                top = score
+        found: list[tuple[str, int]] = []
+        exhausted = False
+        while len(found) <= limit:
+            done, last, hits = self._walk(sets, top, bottom, after, limit + 1 - len(found))
+            found += hits
+            if done or last is None:
+                exhausted = True
+                break
+            top, after = last  # walked its budget: go on from the last entry it walked
+        page = found[:limit]
+        more = len(found) > limit or not exhausted
+        next_cursor = encode_cursor(page[-1][1], page[-1][0]) if page and more else None
+        return IndexPage(tuple((event_id, score / 1000) for event_id, score in page), next_cursor)
+
+    def count(
+        self,
+        facets: Mapping[str, str],
+        since: float | None = None,
+        until: float | None = None,
+        now: float | None = None,
+    ) -> int:
+        """How many events with the (facet, value) of ``facets`` (one at most; none: every
+        event) were accepted from ``since`` (inclusive) to ``until`` (exclusive; default now
+        and a minute of clock skew). ValueError for an unknown facet or two of them."""
+        if len(facets) > 1:
+            raise ValueError("an index count takes one facet at most")
+        sets = self._sets(facets)
+        return 0 if sets is None else self._count(sets[0], since, until, now)
+
+    def count_retrying(
+        self, since: float | None = None, until: float | None = None, now: float | None = None
+    ) -> int:
+        """:meth:`count` of the events with a retry scheduled now."""
+        return self._count(keys.RETRYING, since, until, now)
+
+    def _count(self, key: str, since: float | None, until: float | None, now: float | None) -> int:
+        now = time.time() if now is None else now
+        low = max(self.cutoff(now), _ms(since) if since is not None else 0)
+        high = _ms(until) if until is not None else _ms(now + 60)
+        return int(self.redis.zcount(key, low, f"({high}"))
+
+    def _sets(self, facets: Mapping[str, str]) -> list[str] | None:
+        """The index keys of ``facets`` (every event's for none); None when a value is text
+        no key can hold."""
+        for facet in facets:
+            if facet not in FACETS:
+                raise ValueError(f"no index of {facet!r}: one of {', '.join(FACETS)}")
+        values = [(facet, normalize(facet, value)) for facet, value in facets.items()]
+        if not all(keys.storable(value) for _, value in values):
+            return None
+        return [keys.index(facet, value) for facet, value in values] or [keys.INDEX_ALL]
+
+    def _sizes(self, set_keys: Sequence[str]) -> list[int]:
         pipe = self.redis.pipeline(transaction=False)
         for key in set_keys:
             pipe.zcard(key)
         return [int(n) for n in pipe.execute()]
 
-    def walk(
+    def _walk(
         self,
         set_keys: Sequence[str],
         top: int | str,
@@ -247,9 +348,9 @@ class EventIndex:
         found = [(flat[i], int(float(flat[i + 1]))) for i in range(2, len(flat), 2)]
         return done, last, found
 
-    def count(self, key: str, since: int, until: int) -> int:
-        """Entries of the set ``key`` scored ``since`` (inclusive) to ``until`` (exclusive)."""
-        return int(self.redis.zcount(key, since, f"({until}"))
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
 
 
 def _text(value: str | bytes) -> str:

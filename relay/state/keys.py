@@ -35,6 +35,12 @@
                                 ("route:<event id>", "deliver:<delivery id>"), scored by
                                 when it counts as lost if nobody owns it
     relay:pending:tasks         hash: the same members → the task that does it (JSON)
+    relay:pending:destinations  hash: the "deliver:" members of those → their destination
+                                (written and removed with the member: relay.state.pending)
+    relay:backlog               hash: destination → how many of its deliveries are pending
+                                (the members above naming it; changed in the same Lua call)
+    relay:backlog:counted       set once the deliveries pending before relay:backlog
+                                existed were counted into it (relay.state.backlog)
     relay:nodes                 sorted set: worker node ids → time of their last heartbeat
     relay:owned:<node>          set: the pending members a worker node has taken
     relay:msgs:<day>            hash: transid → its message's lifecycle (relay.state.lifecycle:
@@ -64,6 +70,9 @@
     relay:track:<event id>      hash: the event's accept time (@at), search state (@state)
                                 and each delivery's settlement (delivery id → open, retry,
                                 done, dead)
+    relay:rules:in-force        the rules the last web or worker process loaded: version, when,
+                                and what each destination's status shows of it (JSON;
+                                relay.state.in_force)
     relay:dests                 set: names of destinations ever paused or whose circuit moved
                                 (what the metrics report on)
     relay:dest:<name>:paused    a destination's pause (JSON since/until; expires with ``--for``)
@@ -101,6 +110,10 @@ PREFIX = "relay:"
 INBOX = PREFIX + "inbox"
 PENDING = PREFIX + "pending"
 PENDING_TASKS = PREFIX + "pending:tasks"
+PENDING_DESTINATIONS = PREFIX + "pending:destinations"
+BACKLOG = PREFIX + "backlog"
+BACKLOG_COUNTED = PREFIX + "backlog:counted"
+RULES_IN_FORCE = PREFIX + "rules:in-force"
 NODES = PREFIX + "nodes"
 DEAD = PREFIX + "dead"
 DEAD_DESTINATIONS = PREFIX + "dead-destinations"
@@ -244,6 +257,11 @@ def route_member(event_id: str) -> str:
 def deliver_member(delivery_id: str) -> str:
     """The pending-outbox member of a delivery."""
     return "deliver:" + delivery_id
+
+
+def delivery_of(member: str) -> str:
+    """The delivery id of a delivery's pending-outbox member (:func:`deliver_member`)."""
+    return member.removeprefix("deliver:")
 
 
 def storable(key: str) -> bool:

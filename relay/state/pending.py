@@ -19,6 +19,13 @@ Who holds a member decides how soon it counts as lost:
 
 Tasks are idempotent (routed marker, delivery generation, done marker and lock), so a
 second copy of one is harmless.
+
+Each destination's backlog (its deliveries pending) is counted as members come and go, in
+the same Lua call (:data:`LIBRARY`, which every write of the outbox uses): a delivery's
+member is recorded with its destination once, counted once, and uncounted only when that
+record goes, so a second registration, a second settlement, a take-over or a transaction
+run again after a failover leaves the counts as they were. Reading them is one hash
+(:mod:`relay.state.backlog`), whatever the size of the outbox.
 """
 
 from __future__ import annotations
@@ -29,13 +36,43 @@ from typing import Any
 
 import redis
 
-from relay.state import keys
+from relay.state import backlog, keys
 from relay.state.client import dumps, loads, texts
 
 #: seconds between a worker node's heartbeats
 HEARTBEAT = 2.0
 #: seconds without a heartbeat after which a node is dead and its work is taken over
 NODE_TTL = 15.0
+
+#: Lua functions for every script that adds to the outbox or settles a member of it (keys
+#: derived from the prefix ``p``: one Redis, not a cluster). ``destination``: a delivery's
+#: ('' for a routing), counted in relay:backlog while its member is pending.
+LIBRARY = """
+local function pending_add(p, member, due, spec, destination)
+  redis.call('ZADD', p .. 'pending', due, member)
+  redis.call('HSET', p .. 'pending:tasks', member, spec)
+  if destination ~= '' and redis.call('HSETNX', p .. 'pending:destinations', member,
+      destination) == 1 then
+    redis.call('HINCRBY', p .. 'backlog', destination, 1)
+  end
+end
+local function pending_settle(p, member)
+  redis.call('ZREM', p .. 'pending', member)
+  redis.call('HDEL', p .. 'pending:tasks', member)
+  local destination = redis.call('HGET', p .. 'pending:destinations', member)
+  if destination then
+    redis.call('HDEL', p .. 'pending:destinations', member)
+    if redis.call('HINCRBY', p .. 'backlog', destination, -1) <= 0 then
+      redis.call('HDEL', p .. 'backlog', destination)
+    end
+  end
+end
+"""
+
+#: ARGV: prefix, member, due score, task JSON, destination ('' for none)
+_REGISTER = LIBRARY + "pending_add(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])\nreturn 1\n"
+#: ARGV: prefix, member
+_SETTLE = LIBRARY + "pending_settle(ARGV[1], ARGV[2])\nreturn 1\n"
 
 #: KEYS: owned set of the node, nodes zset, pending zset, pending hash;
 #: ARGV: node, new due score, key prefix. Returns member, spec, member, spec, … still
@@ -97,15 +134,18 @@ class Pending:
     ) -> Any:
         """Add to ``pipe``: ``member`` runs ``task(*args)``, overdue ``grace`` after ``due``;
         ``own``: this node holds it."""
-        pipe.zadd(keys.PENDING, {member: (due or time.time()) + self.grace})
-        pipe.hset(keys.PENDING_TASKS, member, dumps({"task": task, "args": args}))
+        # EVAL, not EVALSHA: in a transaction, a script the server does not know (a new
+        # primary after a failover) would fail alone, after MULTI; redis-py's remedy, a
+        # SCRIPT EXISTS before every transaction, would cost a round trip each
+        spec = dumps({"task": task, "args": args})
+        score = (due or time.time()) + self.grace
+        pipe.eval(_REGISTER, 0, keys.PREFIX, member, score, spec, _destination(member, args))
         if own and self.node:
             pipe.sadd(keys.owned(self.node), member)
         return pipe
 
     def settle(self, pipe: Any, member: str) -> Any:
-        pipe.zrem(keys.PENDING, member)
-        pipe.hdel(keys.PENDING_TASKS, member)
+        pipe.eval(_SETTLE, 0, keys.PREFIX, member)
         if self.node:
             pipe.srem(keys.owned(self.node), member)
         return pipe
@@ -115,6 +155,22 @@ class Pending:
 
     def settle_now(self, member: str) -> None:
         self.settle(self.redis.pipeline(transaction=True), member).execute()
+
+    # -- the same, by event and delivery id -------------------------------------------------
+
+    def register_routing_now(self, event_id: str, args: list[Any]) -> None:
+        """The routing of event ``event_id`` runs ``relay.route(*args)``."""
+        self.register_now(keys.route_member(event_id), "relay.route", args)
+
+    def register_delivery_now(self, delivery_id: str, args: list[Any]) -> None:
+        """The delivery ``delivery_id`` runs ``relay.deliver(*args)``."""
+        self.register_now(keys.deliver_member(delivery_id), "relay.deliver", args)
+
+    def settle_routing_now(self, event_id: str) -> None:
+        self.settle_now(keys.route_member(event_id))
+
+    def settle_delivery_now(self, delivery_id: str) -> None:
+        self.settle_now(keys.deliver_member(delivery_id))
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -137,6 +193,10 @@ class Pending:
         """This node gives ``member`` up: it is overdue ``grace`` after it was due."""
         if self.node:
             self.redis.srem(keys.owned(self.node), member)
+
+    def disown_routing(self, event_id: str) -> None:
+        """:meth:`disown` the routing of event ``event_id``."""
+        self.disown(keys.route_member(event_id))
 
     def owned(self) -> list[tuple[str, Spec | None]]:
         """The members this node holds that are still pending, with their tasks (members
@@ -214,6 +274,12 @@ class Pending:
     def count(self) -> int:
         return int(self.redis.zcard(keys.PENDING))
 
+    def backlog(self) -> dict[str, int]:
+        """Pending deliveries per destination (every delivery not yet settled: waiting,
+        queued, parked, in a retry's backoff or under way), read from the counts kept with
+        the outbox: one hash, not the outbox."""
+        return backlog.counts(self.redis)
+
     def count_republish(self, member: str, ttl: float) -> int:
         """One more time ``member`` is published again; how many times so far."""
         key = keys.republished(member)
@@ -226,9 +292,20 @@ class Pending:
         raw = self.redis.hget(keys.PENDING_TASKS, member)
         return loads(raw) if raw else None
 
+    def delivery_task(self, delivery_id: str) -> Spec | None:
+        """The task of the delivery ``delivery_id`` while it is pending."""
+        return self.get(keys.deliver_member(delivery_id))
+
     def lock(self, name: str, seconds: float) -> bool:
         """A short lock (one sweeper at a time): True when this caller got it."""
         return bool(self.redis.set(keys.lock(name), "1", nx=True, px=max(int(seconds * 1000), 100)))
+
+
+def _destination(member: str, args: list[Any]) -> str:
+    """The destination a ``deliver:`` member's task names ('' for any other member)."""
+    job = args[0] if member.startswith("deliver:") and args else None
+    destination = job.get("destination") if isinstance(job, dict) else None
+    return destination if isinstance(destination, str) else ""
 
 
 def _decoded(raw: str) -> Spec | None:

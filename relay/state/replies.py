@@ -5,8 +5,9 @@ out) or ``0|<order>`` (opted in again), where ``order`` says which message decid
 message older than the one that decided last changes nothing, whatever order the
 messages are processed in. A cooldown window is a
 key per (destination, sender number) holding the delivery id that claimed it, expiring
-with the window. The rules that use them are :func:`relay.actions.sms.apply_opt_keywords`
-and :func:`relay.actions.sms.skip_reason` (see config/README.md: ``sms_reply``).
+with the window. The rules that use them are in :mod:`relay.rules.replies` (for which
+:class:`ReplyState` is the :class:`relay.rules.replies.OptOuts` of the worker), applied by
+:mod:`relay.worker.replies` (see config/README.md: ``sms_reply``).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from relay.events import (
     routing_mark,
 )
 from relay.settings import Settings
-from relay.state import keys, lifecycle, ordering
+from relay.state import keys, lifecycle, ordering, pending
 from relay.state.alerts import AlertState
 from relay.state.client import (
     check,
@@ -50,6 +50,7 @@ from relay.state.connection import check_service, connect
 from relay.state.controls import Controls
 from relay.state.dead_letters import DeadLetters
 from relay.state.deliveries import DeliveryState
+from relay.state.in_force import RulesInForce
 from relay.state.index import DEAD, OPEN, EventIndex, accept_score, event_facets
 from relay.state.lifecycle import Lifecycle, Outcome, outcome, receipt_args
 from relay.state.ordering import Ordering, woken_jobs
@@ -122,12 +123,12 @@ return out
 # key's turn, parked), then the deliveries woken (member, task, …) to publish.
 _ROUTE = (
     ordering.LIBRARY
+    + pending.LIBRARY
     + lifecycle.LIBRARY
     + """
 local p, id, ttl, now, owned, due = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
 local member = 'route:' .. id
-redis.call('ZREM', p .. 'pending', member)
-redis.call('HDEL', p .. 'pending:tasks', member)
+pending_settle(p, member)
 if owned ~= '' then redis.call('SREM', owned, member) end
 if not redis.call('SET', p .. 'routed:' .. id, '1', 'NX', 'EX', ttl) then
   local out = {-1}
@@ -171,8 +172,7 @@ for j = 1, tonumber(ARGV[i]) do
   local did, spec, by = ARGV[i + 1], ARGV[i + 2], ARGV[i + 5]
   local job = 'deliver:' .. did
   redis.call('HSET', track, did, 'open')
-  redis.call('ZADD', p .. 'pending', due, job)
-  redis.call('HSET', p .. 'pending:tasks', job, spec)
+  pending_add(p, job, due, spec, ARGV[i + 4])
   local ref = false
   if by ~= '' then
     ref = {ARGV[i + 4], by, ARGV[i + 6]}
@@ -251,6 +251,7 @@ class Store:
         )
         self.replies = ReplyState(client)
         self.controls = Controls(client, history_ttl)
+        self.rules_in_force = RulesInForce(client)
         self._accept = client.register_script(_ACCEPT)
         self._take = client.register_script(_TAKE)
         self._route = client.register_script(_ROUTE)

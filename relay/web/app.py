@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask("relay")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     store = open_store(settings, timeout=settings.enqueue_timeout)
-    relay = Relay(settings, store, make_celery(settings), rules_holder(settings))
+    relay = Relay(settings, store, make_celery(settings), rules_holder(settings, store))
     app.extensions[KEY] = relay
     # a SettingsError here (RELAY_REQUIRE_AUTH) stops create_app
     auth = app.extensions[AUTH] = IngestAuth.from_settings(settings)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Response
@@ -39,7 +39,7 @@ MAX_ARRAY = parsing.MAX_BATCH  #: items in any one JSON array of a body
 
 JSON = "application/json"
 StartResponse = Any  #: the WSGI server's ``start_response``
-WSGIApp = Any
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 class WebhookEndpoint:

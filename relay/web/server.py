@@ -331,7 +331,8 @@ def _recv(conn: BoundedConn) -> bytes | None:
     """What the client sent (``b""``: it closed, or the socket failed), or None when
     nothing is there yet."""
     try:
-        return conn.sock.recv(RECV_SIZE)
+        received: bytes = conn.sock.recv(RECV_SIZE)
+        return received
     except (BlockingIOError, InterruptedError):
         return None
     except OSError:

@@ -55,7 +55,7 @@ class RelayCelery(Celery):
     @cached_property
     def rules_holder(self) -> RulesHolder:
         """The rules this worker process routes and delivers by, reloaded when changed."""
-        return rules_holder(self.settings)
+        return rules_holder(self.settings, self.store)
 
     @property
     def rules(self) -> Ruleset:

@@ -15,7 +15,8 @@ The state machine of one ``relay.deliver`` task message (:func:`deliver_job`):
 - otherwise the destination's controls may say wait (paused, circuit open, throttled,
   at its concurrency: :mod:`relay.worker.gate`): the attempt is given back uncounted and
   the same message published again with a countdown;
-- else the attempt runs (:func:`run_attempt`): skipped (auto-reply safety),
+- else the attempt runs (:func:`run_attempt`): skipped (auto-reply safety:
+  :mod:`relay.worker.replies`),
   delivered, a retry scheduled (a new generation), or a dead letter.
 
 A wait longer than the broker's visibility timeout allows is split into hops of at most
@@ -31,7 +32,6 @@ from typing import Any
 
 from relay import metrics, tracing
 from relay.actions import Outcome, next_delay, registry, should_retry
-from relay.actions.sms import skip_reason
 from relay.events import (
     Attempt,
     Event,
@@ -42,11 +42,11 @@ from relay.events import (
     new_attempt,
     utc_now_iso,
 )
-from relay.rules import Destination, RetryPolicy, SmsReplyDestination, TemplateError
+from relay.rules import Destination, RetryPolicy, TemplateError
 from relay.settings import Settings
 from relay.state import RedisError
 from relay.times import epoch
-from relay.worker import alerts, fallback, gate, ordering
+from relay.worker import alerts, fallback, gate, ordering, replies
 from relay.worker.runtime import Runtime
 
 log = logging.getLogger("relay.deliver")
@@ -77,7 +77,7 @@ def _deliver_job(runtime: Runtime, job: Job) -> str:
     else:
         verdict, number = runtime.store.deliveries.begin(did, job.get("gen", 0), hold)
     if verdict == "done":
-        runtime.store.pending.settle_now("deliver:" + did)
+        runtime.store.pending.settle_delivery_now(did)
         return _dropped(did, "already_done")
     if verdict in ("stale", "gone"):
         return _dropped(did, verdict)
@@ -129,7 +129,7 @@ def _attempt(
 ) -> str:
     state = runtime.store.deliveries
     did = job["delivery_id"]
-    reason = _skip_reason(runtime, job, destination)
+    reason = replies.before_attempt(runtime, job, destination)
     if reason:
         woken = state.skipped(job, [delivery_entry(job, Step.SKIPPED, reason=reason)])
         gate.release(runtime, job, destination)
@@ -208,22 +208,6 @@ def _send(
     return _dead_letter(runtime, job, reason, destination, (attempt, tried))
 
 
-def _skip_reason(runtime: Runtime, job: Job, destination: Destination | None) -> str | None:
-    """Why an auto-reply must not go out (opt-out, loop, cooldown), or None."""
-    if not isinstance(destination, SmsReplyDestination):
-        return None
-    event = job["event"]
-    replies = runtime.store.replies
-    reason = skip_reason(destination, event, runtime.settings.own_numbers, replies)
-    if reason is None and destination.cooldown:
-        sender = event.get("sender", "")
-        if not replies.claim_cooldown(
-            job["destination"], sender, destination.cooldown, job["delivery_id"]
-        ):
-            reason = "cooldown: this sender got a reply from this destination recently"
-    return reason
-
-
 def _dead_letter(
     runtime: Runtime,
     job: Job,
@@ -232,11 +216,7 @@ def _dead_letter(
     last: tuple[Attempt, Any] | None,
 ) -> str:
     did = job["delivery_id"]
-    if isinstance(destination, SmsReplyDestination) and destination.cooldown:
-        # the reply never went out: the sender may get the next one
-        runtime.store.replies.release_cooldown(
-            job["destination"], job["event"].get("sender", ""), did
-        )
+    replies.gave_up(runtime, job, destination)
     state = runtime.store.deliveries
     entries = [delivery_entry(job, Step.DEAD_LETTERED, reason=reason)]
     attempts = state.attempts(did)

@@ -40,7 +40,6 @@ from relay.actions import Outcome
 from relay.events import Job
 from relay.rules import Destination
 from relay.state.controls import Verdict
-from relay.state.keys import deliver_member
 from relay.worker import alerts
 from relay.worker.runtime import Runtime
 
@@ -62,7 +61,7 @@ def check(runtime: Runtime, job: Job, destination: Destination | None, lease: fl
     breaker = destination.circuit_breaker
     return runtime.store.controls.gate(
         job["destination"],
-        deliver_member(job["delivery_id"]),
+        job["delivery_id"],
         lease,
         rate=(rate.count, rate.per) if rate else None,
         concurrency=destination.concurrency,
@@ -128,7 +127,7 @@ def settle(
     try:
         transition = runtime.store.controls.settle(
             name,
-            deliver_member(job["delivery_id"]),
+            job["delivery_id"],
             outcome.kind,
             outcome.latency,
             error,
@@ -169,7 +168,7 @@ def settle(
 def unpark(runtime: Runtime, name: str) -> int:
     """Publish again, at once, the deliveries parked for ``name``; how many."""
     parked = runtime.store.controls.unpark(name)
-    for _member, spec in parked:
+    for _delivery_id, spec in parked:
         if isinstance(spec, dict) and spec.get("task") == "relay.deliver" and spec.get("args"):
             runtime.schedule(spec["args"][0], 0)
     return len(parked)
@@ -180,6 +179,6 @@ def release(runtime: Runtime, job: Job, destination: Destination | None) -> None
     gave up) or failed; the lease would expire by itself."""
     if destination is not None and destination.concurrency:
         try:
-            runtime.store.controls.release(job["destination"], deliver_member(job["delivery_id"]))
+            runtime.store.controls.release(job["destination"], job["delivery_id"])
         except Exception:  # noqa: BLE001 - it expires by itself
             pass

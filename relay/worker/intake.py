@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from relay.events import Event
 from relay.state import RedisError
-from relay.state.keys import route_member
 from relay.worker import routing
 from relay.worker.runtime import Runtime
 
@@ -56,7 +55,7 @@ class Intake:
         self._release(free - len(specs))
         for spec in specs:
             event, *trace = spec["args"]  # and the request's trace context, when traced
-            self.runtime.holdings.hold(route_member(event["id"]))  # released by _route
+            self.runtime.holdings.hold_routing(event["id"])  # released by _route
             self.pool.submit(self._route, event, trace[0] if trace else None)
         return len(specs)
 
@@ -78,11 +77,11 @@ class Intake:
         except Exception:
             log.exception("routing %s failed unexpectedly; left to the pending outbox", event["id"])
             try:
-                self.runtime.store.pending.disown(route_member(event["id"]))
+                self.runtime.store.pending.disown_routing(event["id"])
             except RedisError:
                 pass
         finally:
-            self.runtime.holdings.release(route_member(event["id"]))
+            self.runtime.holdings.release_routing(event["id"])
             self.slots.release()
 
     def start(self) -> None:

@@ -27,7 +27,6 @@ from contextlib import contextmanager
 from relay.events import Job
 from relay.rules import Ruleset
 from relay.rules.fields import order_value
-from relay.state.keys import deliver_member
 from relay.state.ordering import new_order
 from relay.worker.runtime import Runtime
 
@@ -90,7 +89,7 @@ def in_turn(runtime: Runtime, run: Callable[[Runtime, Job], object]) -> Iterator
         while chain and not runtime.stopping.is_set():
             job = chain.pop(0)
             try:
-                with runtime.holdings.holding(deliver_member(job["delivery_id"])):
+                with runtime.holdings.holding_deliveries(job["delivery_id"]):
                     run(runtime, job)
             except Exception as exc:  # noqa: BLE001 - owned here: reconciled when held nowhere
                 runtime.interrupted.set()

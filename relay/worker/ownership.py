@@ -17,9 +17,10 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from relay.state import Store
+from relay.state.keys import deliver_member, route_member
 from relay.state.pending import HEARTBEAT
 
 log = logging.getLogger("relay.worker")
@@ -122,6 +123,13 @@ class Holdings:
                 if self._count[member] <= 0:
                     del self._count[member]
 
+    def hold_routing(self, event_id: str) -> None:
+        """:meth:`hold` the routing of event ``event_id`` (an intake thread's)."""
+        self.hold(route_member(event_id))
+
+    def release_routing(self, event_id: str) -> None:
+        self.release(route_member(event_id))
+
     @contextmanager
     def holding(self, *members: str) -> Iterator[None]:
         self.hold(*members)
@@ -129,6 +137,11 @@ class Holdings:
             yield
         finally:
             self.release(*members)
+
+    def holding_deliveries(self, *delivery_ids: str) -> AbstractContextManager[None]:
+        """:meth:`holding` the deliveries ``delivery_ids`` (a routing's first attempts, an
+        ordered delivery whose turn came)."""
+        return self.holding(*(deliver_member(did) for did in delivery_ids))
 
     def task_started(self, task_id: str | None) -> None:
         member = member_of(task_id)

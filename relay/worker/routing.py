@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 
 from relay import metrics, tracing
-from relay.actions.sms import OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS, apply_opt_keywords
 from relay.events import (
     Event,
     HistoryEntry,
@@ -30,9 +29,8 @@ from relay.events import (
 )
 from relay.rules import Destination, RetryPolicy, RouteMatch
 from relay.state import RedisError
-from relay.state.keys import deliver_member
 from relay.state.store import PARKED
-from relay.worker import deadlines, delivery, ordering
+from relay.worker import deadlines, delivery, ordering, replies
 from relay.worker.runtime import Runtime
 
 log = logging.getLogger("relay.deliver")
@@ -50,13 +48,7 @@ def route_event(runtime: Runtime, event: Event, trace: dict[str, str] | None = N
 
 def _route(runtime: Runtime, event: Event, span: tracing.Span) -> list[str]:
     ruleset = runtime.rules.current
-    settings = runtime.settings
-    apply_opt_keywords(
-        runtime.store.replies,
-        event,
-        OPT_OUT_KEYWORDS | settings.opt_out_words,
-        OPT_IN_KEYWORDS | settings.opt_in_words,
-    )
+    replies.before_matching(runtime, event)
     try:
         matches = ruleset.match(event)
         jobs = ordering.ordered(
@@ -86,9 +78,9 @@ def _route(runtime: Runtime, event: Event, span: tracing.Span) -> list[str]:
         )
     entries = [received, _routed(matches, jobs, ruleset.version)]
     destinations = [ruleset.destinations.get(job["destination"]) for job in jobs]
-    members = (deliver_member(job["delivery_id"]) for job in jobs)
     within = ruleset.lifecycle.final_receipt_within if ruleset.lifecycle else None
-    with runtime.holdings.holding(*members), ordering.in_turn(runtime, delivery.deliver_job):
+    held = runtime.holdings.holding_deliveries(*(job["delivery_id"] for job in jobs))
+    with held, ordering.in_turn(runtime, delivery.deliver_job):
         return _record_and_attempt(
             runtime, event, entries, matches, jobs, destinations, arrivals, within
         )

@@ -12,6 +12,8 @@ broker is Redis (see ``relay.ops.broker``): :class:`Transport` for one server,
 
 from __future__ import annotations
 
+from typing import Any
+
 from kombu.transport import redis as kombu_redis
 
 
@@ -21,12 +23,12 @@ class Channel(kombu_redis.Channel):
     _relay_client = None
     _relay_client_pool = None
 
-    def _create_client(self, asynchronous: bool = False):
+    def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:
-            return super()._create_client(asynchronous=True)
+            return super()._create_client(asynchronous=True)  # type: ignore[no-untyped-call]
         pool = self.pool
         if self._relay_client is None or self._relay_client_pool is not pool:
-            self._relay_client = super()._create_client()
+            self._relay_client = super()._create_client()  # type: ignore[no-untyped-call]
             self._relay_client_pool = pool
         return self._relay_client
 

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from relay.ops.checks import rules_holder
+from relay.settings import load_settings
 from tests.harness import ROOT, relay_env
 
 RULES = """
@@ -27,27 +29,27 @@ routes:
 """
 
 
+def command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", "destinations", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 @pytest.fixture
 def run(redis_server, tmp_path):
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
     env = relay_env(redis_server.url, RELAY_RULES=str(rules))
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "relay.cli", "destinations", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-
-    return run
+    return lambda *args: command(env, *args)
 
 
 def test_list_pause_for_a_while_and_resume(run, store):
-    store.controls.settle("crm", "deliver:a", "transient", 0.2, "HTTP 503")
+    store.controls.settle("crm", "a", "transient", 0.2, "HTTP 503")
     listed = run("list")
     assert listed.returncode == 0, listed.stderr
     header, crm, trace = listed.stdout.splitlines()
@@ -79,3 +81,40 @@ def test_an_unknown_name_or_a_bad_duration_is_one_line(run, store):
     bad = run("pause", "crm", "--for", "soon")
     assert bad.returncode == 2 and "--for" in bad.stderr
     assert store.controls.paused(["crm"]) == {}
+
+
+def test_pause_and_resume_check_the_name_against_the_rules_in_force_recorded_in_redis(
+    redis_server, tmp_path, store
+):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    settings = load_settings(relay_env(redis_server.url, RELAY_RULES=str(rules)))
+    holder = rules_holder(settings, store)
+    # as a web or worker process loads its rules: recorded; the command has no rules file
+    env = relay_env(redis_server.url, RELAY_RULES=str(tmp_path / "missing.yaml"))
+    paused = command(env, "pause", "crm", "--json")
+    assert paused.returncode == 0, paused.stderr
+    item = json.loads(paused.stdout)
+    assert item["state"] == "paused" and item["type"] == "http"
+    assert item["rate_limit"] == "600/m" and item["circuit_breaker"] == "4 failures, 1m cooldown"
+    resumed = command(env, "resume", "crm")
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.startswith("resumed crm: 0 waiting deliveries")
+    unknown = command(env, "pause", "nope")
+    assert (unknown.returncode, unknown.stderr) == (1, no_destination("nope"))
+    rules.write_text(RULES.replace("trace", "nope"))
+    assert holder.check()  # reloaded: the new rules are the ones in force
+    assert command(env, "pause", "nope").returncode == 0
+    gone = command(env, "pause", "trace")
+    assert (gone.returncode, gone.stderr) == (1, no_destination("trace"))
+
+    store.client.delete("relay:rules:in-force")  # no process has recorded rules yet
+    missing = command(env, "pause", "crm")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("relay: cannot read the rules: ")
+    assert "missing.yaml" in missing.stderr
+    assert "no web or worker process has recorded the rules in force in Redis" in missing.stderr
+
+
+def no_destination(name: str) -> str:
+    return f"relay: no destination {name!r} in the rules\n"

@@ -44,8 +44,8 @@ def by_name(answer) -> dict:
 
 
 def test_list_shows_every_destination_with_its_state_and_limits(api, store):
-    store.controls.settle("crm", "deliver:a", "ok", 0.02)
-    store.controls.settle("crm", "deliver:b", "transient", 0.3, "HTTP 503")
+    store.controls.settle("crm", "a", "ok", 0.02)
+    store.controls.settle("crm", "b", "transient", 0.3, "HTTP 503")
     spec = {"task": "relay.deliver", "args": [{"delivery_id": "e:crm", "destination": "crm"}]}
     store.client.hset(PENDING_TASKS, "deliver:e:crm", dumps(spec))
     answer = api.get("/api/destinations", headers=AUTH)
@@ -82,7 +82,7 @@ def test_pause_for_a_while_then_resume_publishes_the_parked(api, store, redis_cl
     store.client.hset(
         PENDING_TASKS, "deliver:e:crm", dumps({"task": "relay.deliver", "args": [job]})
     )
-    assert store.controls.gate("crm", "deliver:e:crm", 5).reason == "paused"  # parked
+    assert store.controls.gate("crm", "e:crm", 5).reason == "paused"  # parked
     resumed = api.post("/api/destinations/crm/resume", headers=AUTH)
     assert resumed.status_code == 200
     assert resumed.json["republished"] == 1
@@ -123,7 +123,7 @@ def test_a_bad_pause_body_is_a_400_naming_the_field(api, store, body, field):
 def test_the_scrape_reports_circuits_and_pauses(store):
     store.controls.pause("trace")
     for _ in range(2):
-        store.controls.settle("crm", "deliver:a", "transient", 0.1, "503", failures=2, cooldown=30)
+        store.controls.settle("crm", "a", "transient", 0.1, "503", failures=2, cooldown=30)
     body, _ = metrics.render(store)
     text = body.decode()
     assert 'relay_destination_circuit_state{destination="crm"} 1.0' in text

@@ -35,7 +35,7 @@ def event(store):
     event = inbound(f"+{FIRST_WORD} call me back", sender=SENDER)
     route(store, event, ["inbound"], ["trace"])
     seed_dead_letter(store, event["id"], "trace", **event)
-    store.controls.settle("trace", "deliver:x", "permanent", 0.1, f"HTTP 404: no {IN_ERROR}")
+    store.controls.settle("trace", "x", "permanent", 0.1, f"HTTP 404: no {IN_ERROR}")
     return event
 
 

@@ -26,10 +26,10 @@ import functools
 import re
 from collections.abc import Collection
 
-from relay.actions.registry import MASK, redact
+from relay.actions.registry import redact
 from relay.rules.document import Path, Problems, parse
 from relay.rules.interpolation import PLACEHOLDERS
-from relay.rules.masking import hidden, hide, is_secret_key
+from relay.rules.masking import MASK, hidden, hide, is_secret_key
 
 _REFERENCE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'{},]+")

@@ -308,8 +308,9 @@ def test_a_viewer_sees_every_page_without_the_buttons_that_change_state(console,
 def test_a_viewer_cannot_change_anything_even_by_posting_directly(console, store, path, form):
     seed_dead_letter(store)
     store.controls.pause("failures-webhook")  # with a delivery parked: resume would send it
-    parked = deliver_member("01EVENT:failures-webhook")
-    assert store.controls.gate("failures-webhook", parked, 5).reason == "paused"
+    did = "01EVENT:failures-webhook"
+    assert store.controls.gate("failures-webhook", did, 5).reason == "paused"
+    parked = deliver_member(did)  # how the parked set holds it
     csrf = login(console, VIEWER)
     answer = console.post(path, data={**form, "csrf_token": csrf})
     assert answer.status_code == 403

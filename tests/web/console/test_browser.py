@@ -260,7 +260,7 @@ def test_older_after_the_events_page_refreshed_itself_shows_the_rows_pushed_off(
 
 def test_pause_a_destination_from_the_overview_then_resume_it_and_see_the_backlog_sent(page, relay):
     # what the other tests sent to crm has settled: the backlog below is this test's
-    wait_until(lambda: relay.store.controls.backlog().get("crm", 0) == 0, 20)
+    wait_until(lambda: relay.store.pending.backlog().get("crm", 0) == 0, 20)
     log_in(page, relay)
     row = page.locator("#destinations tr[data-destination='crm']")
     try:

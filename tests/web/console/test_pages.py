@@ -349,19 +349,19 @@ def controlled(console_env, tmp_path):
 
 def park(store, name: str, event_id: str = "01E") -> str:
     """A pending delivery to ``name`` that the worker's gate parked (``name`` is paused)."""
-    member = deliver_member(f"{event_id}:{name}")
-    job = {"delivery_id": f"{event_id}:{name}", "destination": name}
-    store.pending.register_now(member, "relay.deliver", [job])
-    assert store.controls.gate(name, member, 5).reason == "paused"
-    return member
+    did = f"{event_id}:{name}"
+    job = {"delivery_id": did, "destination": name}
+    store.pending.register_now(deliver_member(did), "relay.deliver", [job])
+    assert store.controls.gate(name, did, 5).reason == "paused"
+    return did
 
 
 def test_the_overview_shows_each_destination_state_health_and_limits(controlled, store):
-    store.controls.settle("crm", "deliver:a", "ok", 0.02)
-    store.controls.settle("crm", "deliver:b", "ok", 0.03)
-    store.controls.settle("crm", "deliver:c", "transient", 0.3, "HTTP 503 from +44 7700 900123")
-    for member in ("deliver:d", "deliver:e"):  # two transient failures in a row: open
-        store.controls.settle("crm", member, "transient", 0.2, "HTTP 503", failures=2, cooldown=30)
+    store.controls.settle("crm", "a", "ok", 0.02)
+    store.controls.settle("crm", "b", "ok", 0.03)
+    store.controls.settle("crm", "c", "transient", 0.3, "HTTP 503 from +44 7700 900123")
+    for did in ("d", "e"):  # two transient failures in a row: open
+        store.controls.settle("crm", did, "transient", 0.2, "HTTP 503", failures=2, cooldown=30)
     job = {"delivery_id": "01A:crm", "destination": "crm"}
     store.pending.register_now(deliver_member("01A:crm"), "relay.deliver", [job])
     store.controls.pause("trace", 3600)
@@ -382,7 +382,7 @@ def test_the_overview_shows_each_destination_state_health_and_limits(controlled,
 
 
 def test_the_last_error_is_masked_as_in_the_logs(controlled, store):
-    store.controls.settle("crm", "deliver:a", "permanent", 0.1, "HTTP 404: no +44 7700 900123")
+    store.controls.settle("crm", "a", "permanent", 0.1, "HTTP 404: no +44 7700 900123")
     crm = destination_row(controlled.get("/ui/").data.decode(), "crm")
     assert "+** **** **0123" in crm and "7700 900123" not in crm
 
