@@ -2,8 +2,8 @@
 final receipts by status, the delivery rate, the top failure codes, the time to final
 (p50, p95) and the messages that went overdue (message lifecycle).
 
-Counts of receipts come from the search indexes (the status and code sets, by accept
-time: ``relay.ops.search.count_events``' way); the time to final and the late ones from
+Counts of receipts come from the search indexes (``EventIndex.count`` by status, code and
+kind, by accept time); the time to final and the late ones from
 the hourly counts the worker keeps (``relay.state.lifecycle``); overdue messages are the
 ``receipt_overdue`` events of the window.
 """
@@ -13,9 +13,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from relay.codes import CODE_DESCRIPTIONS, STATUSES, normalize_status
+from relay.codes import CODE_DESCRIPTIONS, STATUSES
+from relay.events import RECEIPT_OVERDUE
 from relay.state import Store
-from relay.state import keys as state_keys
 from relay.state.lifecycle import FINAL_BOUNDS
 from relay.times import format_duration
 
@@ -65,18 +65,14 @@ def delivery_health(store: Store, now: float | None = None) -> dict[str, Health]
 
 
 def _window(store: Store, now: float, seconds: int) -> Health:
-    low, high = int((now - seconds) * 1000), int((now + 60) * 1000)
-    statuses = [state_keys.index("status", normalize_status(s)) for s in FINAL_STATUSES]
+    since = now - seconds
+
+    def count(facet: str, value: str) -> int:
+        return store.index.count({facet: value}, since, now=now)
+
+    finals = {status: count("status", status) for status in FINAL_STATUSES}
     codes = sorted(code for code in CODE_DESCRIPTIONS if code not in SUCCESS_CODES)
-    pipe = store.client.pipeline(transaction=False)
-    for key in statuses:
-        pipe.zcount(key, low, f"({high}")
-    for code in codes:
-        pipe.zcount(state_keys.index("code", code), low, f"({high}")
-    pipe.zcount(state_keys.index("kind", "receipt_overdue"), low, f"({high}")
-    found = [int(n) for n in pipe.execute()]
-    finals = dict(zip(FINAL_STATUSES, found[: len(statuses)], strict=True))
-    by_code = zip(codes, found[len(statuses) : -1], strict=True)
+    by_code = [(code, count("code", code)) for code in codes]
     top = sorted(((c, n) for c, n in by_code if n), key=lambda item: (-item[1], item[0]))[:5]
     delivered = finals["Delivered"]
     ended = delivered + sum(finals[s] for s in FAILED_STATUSES)
@@ -89,7 +85,7 @@ def _window(store: Store, now: float, seconds: int) -> Health:
         p50=p50,
         p95=p95,
         timed=timed,
-        overdue=found[-1],
+        overdue=count("kind", RECEIPT_OVERDUE),
         late=counts.get("late", 0),
     )
 

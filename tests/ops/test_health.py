@@ -15,7 +15,7 @@ from tests.state.test_lifecycle import receipt, route
 @pytest.fixture
 def node_store(redis_server):
     client = connect(redis_server.url)
-    yield Store(client, 3600, 3600, node="node-a")
+    yield Store(client, 2 * 86400, 3600, node="node-a")  # history kept two days
     client.close()
 
 
