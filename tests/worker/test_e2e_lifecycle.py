@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import jsonschema_rs
 import pytest
 import redis
 import requests
@@ -25,6 +26,7 @@ from relay.state import Store, connect, keys
 from relay.state.lifecycle import Lifecycle
 from relay.state.pending import NODE_TTL
 from relay.web.app import create_app
+from relay.web.openapi import openapi
 from tests.conftest import load_fixture
 from tests.harness import (
     ROOT,
@@ -37,6 +39,8 @@ from tests.harness import (
 from tests.httpsink import HttpSink
 
 pytestmark = pytest.mark.e2e
+
+TOKEN = "lifecycle-admin-token"
 
 RULES = """
 version: 1
@@ -94,7 +98,7 @@ def test_overdue_events_fire_once_for_exactly_the_messages_without_a_final_recei
     port = free_port()
     with HttpSink() as sink:
         rules = RULES.format(within="3s", url=sink.url("/overdue"))
-        relay = start_relay(rules, RELAY_WORKER_METRICS_PORT=str(port))
+        relay = start_relay(rules, RELAY_WORKER_METRICS_PORT=str(port), RELAY_ADMIN_TOKEN=TOKEN)
         transids = [f"life-{i}" for i in range(10)]
         began = time.monotonic()
         for transid in transids:
@@ -140,6 +144,12 @@ def test_overdue_events_fire_once_for_exactly_the_messages_without_a_final_recei
     life = json.loads(in_time.stdout)["lifecycle"]
     assert (life["state"], life["time_to_final"], life["overdue"]) == ("final", 42.0, None)
     assert [r["status"] for r in life["receipts"]] == ["Submitted", "Delivered"]
+    answer = relay.client.get("/api/events/life-7", headers={"Authorization": f"Bearer {TOKEN}"})
+    described = openapi()["paths"]["/api/events/{ref}"]["get"]["responses"]["200"]
+    lifecycle = described["content"]["application/json"]["schema"]["properties"]["lifecycle"]
+    jsonschema_rs.validate(lifecycle, answer.json["lifecycle"])
+    assert answer.json["lifecycle"]["state"] == "late"
+    assert answer.json["lifecycle"]["overdue"] == overdue_ids["life-7"]
     assert metrics[("relay_message_final_seconds_count", ())] == 6  # 5 in time, 1 late
     assert metrics[("relay_message_final_seconds_sum", ())] == pytest.approx(6 * 42.0)
     log = relay.worker.log_path.read_text()
