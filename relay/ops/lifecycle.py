@@ -16,9 +16,9 @@ from relay.times import epoch, format_duration
 def message_lifecycle(
     store: Store, ref: str, found: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any] | None:
-    """The lifecycle of the message ``ref`` when it is a ``transid`` and ``found`` (its
-    events' timelines, in their own time order: ``relay.ops.history.event_history``)
-    holds its receipts; else None."""
+    """The lifecycle of the message ``ref`` when it is a ``transid`` whose receipts were
+    tracked (``lifecycle`` in the rules) and ``found`` (its events' timelines, in their
+    own time order: ``relay.ops.history.event_history``) holds them; else None."""
     receipts = [item for item in found if _of(item, ref, DELIVERY_RECEIPT)]
     if not receipts:
         return None
@@ -26,6 +26,8 @@ def message_lifecycle(
     final = next((item for item in receipts if is_final(item["event"].get("status", ""))), None)
     late = final is not None and overdue is not None and _arrival(final) > _arrival(overdue)
     record = store.lifecycle.message(ref)
+    if record is None and overdue is None:
+        return None  # not tracked: no lifecycle in the rules when its receipts came
     state = "late" if late else "final" if final else "overdue" if overdue else "open"
     return {
         "transid": ref,
