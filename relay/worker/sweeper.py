@@ -79,7 +79,7 @@ def sweep_once(
 ) -> int:
     """Publish again what dead nodes held and what is overdue, and fire the messages'
     deadlines that passed (``orders_of``: an event's ordering keys, from the rules in
-    force); returns how many.
+    force); returns how many were published again.
     ``sole``: this worker knows it is the only one (``relay up``): every other node is
     dead. ``take_over`` False: judge no node dead now (just after a failover, when live
     nodes' heartbeats may have been lost: ``relay.worker.failover``)."""
@@ -99,7 +99,7 @@ def sweep_once(
         overdue = store.lifecycle.release(node)  # deadlines it claimed, not yet fired
         if overdue:
             log.warning("took over %d overdue messages of worker %s", overdue, node)
-    count += deadlines.fire_due(store, orders_of)
+    deadlines.fire_due(store, orders_of)  # each logged; not work published again
     if store.pending.count() == 0 or store.inbox_size():
         return count
     if any(size for _, size in queue_sizes(celery)):
