@@ -16,10 +16,10 @@ from pathlib import Path
 import yaml
 
 from bench.matching import ruleset_text
-from relay.errors import RulesError
+from relay.errors import RulesError, TemplateBudgetError
 from relay.rules import load_rules_text
 from relay.rules.expansion import MAX_NODES, where_spent
-from relay.rules.templates import Template, TemplateBudgetError, compile_template
+from relay.rules.templates import Template, compile_template
 
 BOMB = Path(__file__).resolve().parent.parent / "tests" / "rules" / "errors" / "alias_bomb.yaml"
 LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"

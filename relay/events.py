@@ -3,7 +3,7 @@
 - :class:`Event` — the normalized notification that rules, templates, receivers and
   history see (README: "The event"). A plain JSON-native dict, so that it travels through
   Celery's JSON serializer unchanged; fields of the other kind are absent, not null.
-  Built by :func:`receipt_event` and :func:`inbound_event`.
+  Built from a payload by :mod:`relay.parsing` (its normalisation lives there).
 - :class:`Job` — one delivery: one (event, destination) pair, carried by a
   ``relay.deliver`` task message (:func:`new_job`).
 - :class:`Attempt` — one finished try at a job (:func:`new_attempt`).
@@ -19,19 +19,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
-import unicodedata
-from collections.abc import Mapping, Set
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Protocol, TypedDict
-from urllib.parse import parse_qsl
-
-from relay.codes import CODE_DESCRIPTIONS, is_final
-from relay.settings import digits
+from typing import Any, TypedDict
 
 DELIVERY_RECEIPT = "delivery_receipt"
 INBOUND_MESSAGE = "inbound_message"
@@ -93,201 +86,6 @@ class Event(TypedDict, total=False):
     last_code: str
     first_received_at: str
     age_seconds: int
-
-
-def receipt_event(fields: Mapping[str, Any], raw: object, source: str, event_id: str) -> Event:
-    """Event for a delivery receipt; ``fields`` come from the receipt schema."""
-    status = fields["status"]
-    code = fields.get("code", "")
-    callback_data = fields.get("callback_data", "")
-    event: Event = {
-        "id": event_id,
-        "kind": DELIVERY_RECEIPT,
-        "source": source,
-        "received_at": utc_now_iso(),
-        "status": status,
-        "final": is_final(status),
-        "code": code,
-        "code_description": CODE_DESCRIPTIONS.get(code, ""),
-        "description": fields.get("description", ""),
-        "additional_info": fields.get("additional_info", ""),
-        "destination": fields.get("destination", ""),
-        "channel": fields.get("channel", ""),
-        "timestamp": fields.get("timestamp", ""),
-        "transid": fields.get("transid", ""),
-        "subtid": fields.get("subtid", ""),
-        "correlation_id": fields.get("correlation_id", ""),
-        "callback_data": callback_data,
-        "callback": parse_callback(callback_data),
-        "raw": raw,
-    }
-    problem = callback_problem(callback_data)
-    if problem:
-        event["callback_error"] = problem
-    return event
-
-
-def inbound_event(
-    fields: Mapping[str, Any], raw: object, source: str, event_id: str, own_numbers: Set[str]
-) -> Event:
-    """Event for an inbound message; ``fields`` come from the inbound schema."""
-    sender, recipient = end_user_and_business(fields["oa"], fields["da"], own_numbers)
-    text = fields.get("text", "")
-    return {
-        "id": event_id,
-        "kind": INBOUND_MESSAGE,
-        "source": source,
-        "received_at": utc_now_iso(),
-        "tid": fields.get("tid", ""),
-        "user_id": fields.get("user_id", ""),
-        "network_id": fields.get("network_id", ""),
-        "timestamp": fields.get("timestamp", ""),
-        "channel": fields.get("channel", ""),
-        "sender": sender,
-        "recipient": recipient,
-        "text": text,
-        "keyword": keyword(text),
-        "raw": raw,
-    }
-
-
-class OverdueMessage(Protocol):
-    """What an overdue event tells of its message (``relay.state.lifecycle.Message``)."""
-
-    @property
-    def transid(self) -> str: ...
-    @property
-    def destination(self) -> str: ...
-    @property
-    def last_status(self) -> str: ...
-    @property
-    def last_code(self) -> str: ...
-    @property
-    def first_received(self) -> float: ...
-    @property
-    def callback_data(self) -> str: ...
-    @property
-    def correlation_id(self) -> str: ...
-
-
-def overdue_event(message: OverdueMessage, now: float, event_id: str | None = None) -> Event:
-    """The ``receipt_overdue`` event of a message whose final receipt did not come in
-    time. Its ``raw`` is the payload ``relay rules test --event`` reads back
-    (:func:`overdue_payload`)."""
-    first = datetime.fromtimestamp(message.first_received, timezone.utc)
-    raw = {
-        "kind": RECEIPT_OVERDUE,
-        "transid": message.transid,
-        "destination": message.destination,
-        "last_status": message.last_status,
-        "last_code": message.last_code,
-        "first_received_at": first.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "age_seconds": max(int(now - message.first_received), 0),
-        "callbackData": message.callback_data,
-        "correlationid": message.correlation_id,
-    }
-    return overdue_from_payload(raw, OWN_SOURCE, event_id or new_id(now))
-
-
-def overdue_from_payload(raw: Mapping[str, Any], source: str, event_id: str) -> Event:
-    """A ``receipt_overdue`` event from its payload (``raw``: see :func:`overdue_event`)."""
-    callback_data = str(raw.get("callbackData", ""))
-    return {
-        "id": event_id,
-        "kind": RECEIPT_OVERDUE,
-        "source": source,
-        "received_at": utc_now_iso(),
-        "transid": str(raw.get("transid", "")),
-        "destination": str(raw.get("destination", "")),
-        "last_status": str(raw.get("last_status", "")),
-        "last_code": str(raw.get("last_code", "")),
-        "first_received_at": str(raw.get("first_received_at", "")),
-        "age_seconds": int(raw.get("age_seconds", 0)),
-        "callback_data": callback_data,
-        "callback": parse_callback(callback_data),
-        "correlation_id": str(raw.get("correlationid", "")),
-        "raw": dict(raw),
-    }
-
-
-def end_user_and_business(oa: str, da: str, own_numbers: Set[str]) -> tuple[str, str]:
-    """(sender, recipient): whichever of oa/da is one of ours is the business side.
-
-    Without a match in ``own_numbers`` (or with none configured), ``oa`` is the end user,
-    as in the vendor's examples and telecom convention.
-    """
-    if own_numbers and digits(oa) in own_numbers and digits(da) not in own_numbers:
-        return da, oa
-    return oa, da
-
-
-def keyword(text: str) -> str:
-    """First word, upper-cased, without surrounding punctuation or accents."""
-    for word in text.split():
-        stripped = "".join(ch for ch in _strip_accents(word) if ch.isalnum() or ch in "-_'")
-        stripped = stripped.strip("-_'")
-        if stripped:
-            return stripped.upper()
-    return ""
-
-
-def _strip_accents(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-
-
-#: nesting levels a JSON ``callbackData`` may have (the same as a request body's)
-CALLBACK_MAX_DEPTH = 32
-
-
-def parse_callback(data: str) -> dict[str, Any]:
-    """``callbackData`` as a mapping: a JSON object, or ``k=v;k2=v2`` / ``k=v&k2=v2`` pairs.
-
-    A JSON object nested deeper than CALLBACK_MAX_DEPTH reads as ``{}``: event data nested
-    that deep would only serve to exhaust a parser's stack further down the line.
-    """
-    data = data.strip()
-    if not data:
-        return {}
-    if data.startswith("{"):
-        try:
-            value = json.loads(data)
-        except (ValueError, RecursionError):
-            return {}
-        return value if isinstance(value, dict) and _shallow(value) else {}
-    pairs = [part for part in _PAIR_SPLIT.split(data) if part.strip()]
-    if not pairs or not all("=" in part for part in pairs):
-        return {}
-    return dict(parse_qsl("&".join(pairs), keep_blank_values=True))
-
-
-def callback_problem(data: str) -> str | None:
-    """Why a ``callbackData`` written as JSON reads as ``{}`` (else None)."""
-    data = data.strip()
-    if not data.startswith("{"):
-        return None
-    try:
-        value = json.loads(data)
-    except RecursionError:
-        return f"callbackData: JSON nested deeper than {CALLBACK_MAX_DEPTH} levels"
-    except ValueError as exc:
-        return f"callbackData: not valid JSON ({exc})"
-    if isinstance(value, dict) and not _shallow(value):
-        return f"callbackData: JSON nested deeper than {CALLBACK_MAX_DEPTH} levels"
-    return None
-
-
-def _shallow(value: object) -> bool:
-    """True when no array or object in ``value`` is nested past CALLBACK_MAX_DEPTH."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth > CALLBACK_MAX_DEPTH:
-                return False
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return True
 
 
 # -- deliveries ----------------------------------------------------------------------------

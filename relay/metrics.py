@@ -264,7 +264,7 @@ class StateCollector:
         try:
             dead = self.store.dead_letters.count()
             pending = self.store.pending.count()
-        except Exception:  # noqa: BLE001 - a scrape must not fail because Redis did
+        except Exception:  # a scrape must not fail because Redis did
             return
         yield GaugeMetricFamily("relay_dead_letters", "Dead letters stored", value=dead)
         yield GaugeMetricFamily(
@@ -277,7 +277,7 @@ class StateCollector:
             depth.add_metric([name], size)
         try:
             depth.add_metric(["relay:inbox"], self.store.inbox_size())
-        except Exception:  # noqa: BLE001
+        except Exception:  # a scrape must not fail because Redis did
             pass
         yield depth
         yield from self._destinations()
@@ -291,7 +291,7 @@ class StateCollector:
         assert self.store is not None
         try:
             live, freshest = self.store.pending.liveness()
-        except Exception:  # noqa: BLE001 - a scrape must not fail because Redis did
+        except Exception:  # a scrape must not fail because Redis did
             return
         yield GaugeMetricFamily(
             "relay_worker_nodes",
@@ -313,7 +313,7 @@ class StateCollector:
         assert self.store is not None
         try:
             states = self.store.controls.states()
-        except Exception:  # noqa: BLE001 - a scrape must not fail because Redis did
+        except Exception:  # a scrape must not fail because Redis did
             return
         circuit = GaugeMetricFamily(
             "relay_destination_circuit_state",
@@ -342,7 +342,7 @@ class StateCollector:
             return []
         try:
             return list(self.queue_sizes())
-        except Exception:  # noqa: BLE001 - nor because the broker did
+        except Exception:  # nor because the broker did
             return []
 
 

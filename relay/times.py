@@ -11,6 +11,7 @@
   ``2s``, ``10m``, ``24h``, ``7d``. A bare number (``30`` or ``"1.5"``) is seconds.
   Compound forms (``1h30m``) are not accepted: one number, one unit, so a value reads the
   same to everyone.
+- **Ages** (:func:`format_age`): how long ago, as the command line and the console show it.
 """
 
 from __future__ import annotations
@@ -49,6 +50,23 @@ def format_duration(seconds: float) -> str:
         if count >= 1 and count == int(count):
             return f"{int(count)}{unit}"
     return f"{seconds:g}s"
+
+
+_AGE_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
+def format_age(seconds: float, parts: int = 1) -> str:
+    """How long ago, in whole units: the largest (``42s``, ``5m``, ``3h``, ``2d``), or with
+    ``parts=2`` the next one too (``3m 20s``, ``5h 2m``, ``2d 4h``; under a minute ``42s``)."""
+    whole = int(seconds)
+    for at, (unit, size) in enumerate(_AGE_UNITS):
+        if whole >= size or unit == "s":
+            text = f"{whole // size}{unit}"
+            if parts > 1 and unit != "s":
+                smaller, small_size = _AGE_UNITS[at + 1]
+                text += f" {whole % size // small_size}{smaller}"
+            return text
+    raise AssertionError("unreachable: the last unit takes every age")
 
 
 # -- moments ------------------------------------------------------------------------------

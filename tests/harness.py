@@ -301,7 +301,7 @@ def amqp_unreachable(url: str) -> str | None:
     try:
         with Connection(url, connect_timeout=2) as connection:
             connection.connect()
-    except Exception as exc:  # noqa: BLE001 - any reason is a reason to skip
+    except Exception as exc:  # any reason is a reason to skip
         return f"{type(exc).__name__}: {exc}"
     return None
 

@@ -2,15 +2,8 @@
 
 import pytest
 
-from relay.events import (
-    end_user_and_business,
-    keyword,
-    new_id,
-    parse_callback,
-    rerouted_delivery_id,
-    routing_mark,
-)
-from relay.parsing import build_events
+from relay.events import new_id, rerouted_delivery_id, routing_mark
+from relay.parsing import build_events, end_user_and_business, keyword, parse_callback
 from tests.conftest import load_fixture
 
 
@@ -222,7 +215,7 @@ def test_callback_data_nested_past_the_body_limit_reads_as_empty():
 
 
 def test_callback_data_that_reads_as_empty_says_why():
-    from relay.events import receipt_event
+    from relay.parsing import receipt_event
 
     fields = {"status": "Delivered", "callback_data": '{"a":' * 40 + "1" + "}" * 40}
     event = receipt_event(fields, {}, "default", "01A")

@@ -8,7 +8,7 @@ from datetime import timezone
 import pytest
 
 from relay.rules.replies import message_order
-from relay.times import epoch, parse_time
+from relay.times import epoch, format_age, parse_time
 
 
 @pytest.mark.parametrize(
@@ -50,3 +50,21 @@ def test_opt_out_ordering_reads_a_time_as_the_replay_guard_does(sent):
 def test_a_message_without_a_readable_time_counts_from_its_arrival():
     event = {"id": "01C", "timestamp": "soon", "received_at": "2024-01-07T14:37:09.000Z"}
     assert message_order(event) == "001704638229000:01C"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "one", "two"),
+    [
+        (0, "0s", "0s"),
+        (42.9, "42s", "42s"),
+        (60, "1m", "1m 0s"),
+        (200, "3m", "3m 20s"),
+        (3599, "59m", "59m 59s"),
+        (18120, "5h", "5h 2m"),
+        (187200, "2d", "2d 4h"),
+    ],
+)
+def test_an_age_is_shown_in_its_largest_units(seconds, one, two):
+    """The command line shows one unit (``relay dlq list``), the console two."""
+    assert format_age(seconds) == one
+    assert format_age(seconds, parts=2) == two

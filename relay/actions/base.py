@@ -9,6 +9,7 @@ destination's :class:`~relay.rules.RetryPolicy`.
 from __future__ import annotations
 
 import email.utils
+import json
 import math
 import random
 import time
@@ -17,7 +18,6 @@ from dataclasses import asdict, dataclass
 from datetime import timezone
 from typing import Any, Literal, Protocol
 
-from relay.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from relay.rules import RetryPolicy, Structured, Template, render
 
 Kind = Literal["ok", "transient", "permanent"]
@@ -61,13 +61,6 @@ class Outcome:
     def to_dict(self) -> dict[str, Any]:
         """JSON-native form, for history and dead-letter attempt records."""
         return asdict(self)
-
-    def to_error(self) -> DeliveryError | None:
-        """The matching :mod:`relay.errors` exception, or None for an "ok" outcome."""
-        if self.ok:
-            return None
-        cls = TransientDeliveryError if self.kind == "transient" else PermanentDeliveryError
-        return cls(self.error or self.kind, status=self.status, retry_after=self.retry_after)
 
 
 def classify_http(status: int, headers: Mapping[str, str] | None = None) -> Kind:
@@ -156,6 +149,15 @@ def next_delay(outcome: Outcome, attempt: int, policy: RetryPolicy, rng: Any = r
     return backoff(attempt, policy.initial, policy.max, rng)
 
 
+def json_object(body: bytes) -> dict[str, Any]:
+    """A receiver's answer as a JSON object, or ``{}`` when it is not one."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def shorten(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     """``text`` cut to ``limit`` characters, the last one an ellipsis when it was longer."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -163,29 +165,14 @@ def shorten(text: str, limit: int = MAX_ERROR_CHARS) -> str:
 
 def render_text(template: Template, job: Mapping[str, Any]) -> str:
     """``template`` rendered for ``job`` (its event, route, destination and, for a delivery
-    to a fallback, its failure), fit to send.
-
-    A lone surrogate from a payload becomes ``?``: no encoder on the way out (SMTP, JSON
-    for Slack and Webex Connect) accepts one. TemplateError on failure.
+    to a fallback, its failure): valid Unicode, fit for any encoder on the way out (SMTP,
+    JSON for Slack and Webex Connect). TemplateError on failure.
     """
-    text = render(template, job["event"], job["route"], job["destination"], job.get("failure"))
-    return text.encode("utf-8", "replace").decode("utf-8")
+    return render(template, job["event"], job["route"], job["destination"], job.get("failure"))
 
 
 def render_payload(payload: Structured, job: Mapping[str, Any]) -> Any:
-    """``payload`` rendered for ``job`` into JSON-native data, each string fit to send.
-
-    A lone surrogate in any string becomes ``?``, as in :func:`render_text`. TemplateError
-    on failure, naming the part of the payload that failed.
+    """``payload`` rendered for ``job`` into JSON-native data, each string valid Unicode.
+    TemplateError on failure, naming the part of the payload that failed.
     """
-    return _fit(payload.render(job["event"], job["route"], job["destination"], job.get("failure")))
-
-
-def _fit(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, dict):
-        return {_fit(key): _fit(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_fit(item) for item in value]
-    return value
+    return payload.render(job["event"], job["route"], job["destination"], job.get("failure"))

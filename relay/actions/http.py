@@ -27,7 +27,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from relay import __version__, tracing
-from relay.actions import oauth2, tls
+from relay.actions import oauth2, sessions, tls
 from relay.actions.base import (
     Outcome,
     classify_http,
@@ -290,15 +290,7 @@ def exchange(
     deadline = time.monotonic() + timeout
     sent = {**headers, "User-Agent": USER_AGENT}
     try:
-        with (session or get_session()).request(
-            method,
-            url,
-            data=body,
-            headers=sent,
-            timeout=timeout,
-            allow_redirects=False,
-            stream=True,
-        ) as response:
+        with sessions.send(session or get_session(), method, url, body, sent, timeout) as response:
             return Answer(response.status_code, response.headers, _read_capped(response, deadline))
     except requests.Timeout:  # before ConnectionError: ConnectTimeout is both
         return Outcome("transient", error=f"timeout after {timeout:g}s")

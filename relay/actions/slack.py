@@ -25,6 +25,7 @@ from relay.actions.base import (
     Kind,
     Outcome,
     classify_http,
+    json_object,
     parse_retry_after,
     render_payload,
     render_text,
@@ -214,7 +215,7 @@ def _webhook_outcome(answer: Answer) -> Outcome:
 
 
 def _api_outcome(answer: Answer) -> Outcome:
-    reply = _json_object(answer.body)
+    reply = json_object(answer.body)
     if 200 <= answer.status < 300 and reply.get("ok") is True:
         return Outcome("ok", status=answer.status)
     code = str(reply.get("error") or "")
@@ -246,14 +247,6 @@ def _details(reply: Mapping[str, Any]) -> str:
 def _failed(kind: Kind, answer: Answer, error: str) -> Outcome:
     retry_after = parse_retry_after(answer.retry_after) if kind == "transient" else None
     return Outcome(kind, status=answer.status, error=shorten(error), retry_after=retry_after)
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(body)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _text(body: bytes) -> str:

@@ -22,7 +22,14 @@ from typing import Any, Literal
 
 import requests
 
-from relay.actions.base import Outcome, classify_http, parse_retry_after, render_text, shorten
+from relay.actions.base import (
+    Outcome,
+    classify_http,
+    json_object,
+    parse_retry_after,
+    render_text,
+    shorten,
+)
 from relay.actions.http import Answer, exchange
 from relay.events import Job
 from relay.rules import SmsReplyDestination
@@ -208,18 +215,10 @@ def _outcome_of(answer: Answer) -> Outcome:
 
 def _error_text(status: int, body: bytes) -> str:
     """E.g. "HTTP 400 7004: <message>" from Webex Connect's ``{"code", "message"}``."""
-    reply = _json_object(body)
+    reply = json_object(body)
     code, message = reply.get("code"), reply.get("message")
     if code is not None or message is not None:
         head = f"HTTP {status} {code}" if code is not None else f"HTTP {status}"
         return f"{head}: {message}" if message is not None else head
     text = " ".join(body.decode("utf-8", errors="replace").split())
     return f"HTTP {status}: {text}" if text else f"HTTP {status}"
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(body)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}

@@ -258,7 +258,8 @@ def _check_worker(settings: Settings) -> NoReturn:
 
 
 from relay.cli.destinations import destinations  # noqa: E402 - the subcommand groups, after main
-from relay.cli.ops import dlq, events  # noqa: E402
+from relay.cli.dlq import dlq  # noqa: E402
+from relay.cli.events import events  # noqa: E402
 from relay.cli.rules import rules  # noqa: E402
 
 main.add_command(rules)

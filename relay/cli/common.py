@@ -1,22 +1,31 @@
-"""Helpers shared by the ``relay`` subcommands."""
+"""Helpers shared by the ``relay`` subcommands: settings, the rules, Redis, failing."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, NoReturn
 
 import click
+from kombu.exceptions import KombuError
 
+from relay import logs
 from relay.cli.embedded import running_embedded_url
 from relay.cli.running_up import running_rules
-from relay.errors import ConfigError, RulesError
+from relay.errors import ConfigError, RulesError, UnavailableError
+from relay.ops import audit
 from relay.settings import Settings, load_settings
-from relay.state import check_service
+from relay.state import RedisError, Store, check_service, open_store
 
 if TYPE_CHECKING:
     from relay.rules import Ruleset
+
+#: seconds a Redis call of an operator command may take
+REDIS_TIMEOUT = 5.0
 
 
 def settings_or_exit(require_redis: bool = False) -> Settings:
@@ -57,3 +66,41 @@ def load_rules_or_exit(settings: Settings, path: str, exit_code: int = 2) -> Rul
             click.echo(line, err=True)
         click.echo(f"{path}: {len(exc.errors)} error(s)", err=True)
     sys.exit(exit_code)
+
+
+def store(settings: Settings | None = None) -> Store:
+    """The store of ``settings`` (else of the environment), its calls bounded by
+    ``REDIS_TIMEOUT``."""
+    settings = settings or settings_or_exit(require_redis=True)
+    return open_store(settings, timeout=REDIS_TIMEOUT)
+
+
+@contextmanager
+def infrastructure() -> Iterator[None]:
+    """Redis or the broker failing: one line and exit status 1, not a traceback."""
+    try:
+        yield
+    except RedisError as exc:
+        fail(f"redis: {exc}")
+    except UnavailableError as exc:  # replicas did not confirm a write in time
+        fail(str(exc))
+    except (KombuError, OSError) as exc:
+        fail(f"broker: {exc}")
+
+
+def fail(message: str) -> NoReturn:
+    """``relay: message`` on stderr and exit status 1."""
+    click.echo(f"relay: {message}", err=True)
+    sys.exit(1)
+
+
+def audit_actor() -> audit.Actor:
+    """Who runs this command, for the audit log, whose lines go to stderr in relay's log
+    format: a command configures no logging of its own."""
+    logger = logging.getLogger(audit.log.name)
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logs.formatter())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    return audit.Actor.cli()

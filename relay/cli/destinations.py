@@ -14,9 +14,9 @@ from collections.abc import Mapping
 
 import click
 
-from relay.cli.common import settings_or_exit
-from relay.cli.ops import _clip, _echo_json, _fail, _infrastructure, _store, audit_actor
-from relay.errors import ConfigError
+from relay.cli.common import audit_actor, fail, infrastructure, settings_or_exit, store
+from relay.cli.render import clip, echo_json, table
+from relay.errors import ConfigError, UnknownDestinationError
 from relay.logs import mask_data
 from relay.ops import audit
 from relay.ops import destinations as ops
@@ -37,11 +37,11 @@ def destinations_list(as_json: bool) -> None:
     """Every destination of the rules: state, backlog, last 5 minutes, last error."""
     settings = settings_or_exit(require_redis=True)
     known = _destinations(settings)
-    with _infrastructure():
-        items = ops.list_destinations(_store(settings), known)
+    with infrastructure():
+        items = ops.list_destinations(store(settings), known)
     if as_json:  # phone numbers among blocked keys' values masked, as in `events list`
         found = [item.to_dict() for item in items]
-        _echo_json({"destinations": found if settings.log_pii else mask_data(found)})
+        echo_json({"destinations": found if settings.log_pii else mask_data(found)})
     elif not items:
         click.echo("no destinations in the rules")
     else:
@@ -63,18 +63,18 @@ def destinations_pause(name: str, duration: str | None, as_json: bool) -> None:
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--for") from None
     settings = settings_or_exit(require_redis=True)
-    with _infrastructure():
-        store = _store(settings)
-        known = _in_force(settings, store)
+    with infrastructure():
+        redis = store(settings)
+        known = _in_force(settings, redis)
         try:
-            item = ops.pause(store, known, name, seconds)
-        except ops.UnknownDestination as exc:
-            _fail(str(exc))
+            item = ops.pause(redis, known, name, seconds)
+        except UnknownDestinationError as exc:
+            fail(str(exc))
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--for") from None
     audit.paused(audit_actor(), name, seconds)
     if as_json:
-        _echo_json(item.to_dict())
+        echo_json(item.to_dict())
     else:
         until = f" until {item.paused_until}" if item.paused_until else " until resumed"
         click.echo(f"paused {name}{until} (backlog {item.backlog})")
@@ -88,16 +88,16 @@ def destinations_resume(name: str, as_json: bool) -> None:
     from relay.ops.broker import make_celery  # start-up cost
 
     settings = settings_or_exit(require_redis=True)
-    with _infrastructure(), make_celery(settings) as celery:
-        store = _store(settings)
-        known = _in_force(settings, store)
+    with infrastructure(), make_celery(settings) as celery:
+        redis = store(settings)
+        known = _in_force(settings, redis)
         try:
-            report = ops.resume(store, celery, known, name)
-        except ops.UnknownDestination as exc:
-            _fail(str(exc))
+            report = ops.resume(redis, celery, known, name)
+        except UnknownDestinationError as exc:
+            fail(str(exc))
     audit.resumed(audit_actor(), name, report)
     if as_json:
-        _echo_json(report.to_dict())
+        echo_json(report.to_dict())
     else:
         click.echo(
             f"resumed {name}: {report.republished} waiting deliveries sent again "
@@ -121,17 +121,12 @@ def _destinations(settings: Settings, note: str = "") -> Mapping[str, Destinatio
     try:
         return load_ruleset(settings).destinations
     except (ConfigError, OSError) as exc:
-        _fail(f"cannot read the rules: {exc}{note}")
+        fail(f"cannot read the rules: {exc}{note}")
 
 
 def _table(items: list[ops.DestinationStatus]) -> str:
     header = ("NAME", "TYPE", "STATE", "BACKLOG", "OK 5M", "P95 5M", "LIMITS", "LAST ERROR")
-    rows = [header] + [_row(item) for item in items]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    return "\n".join(
-        "  ".join([*(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)), row[-1]])
-        for row in rows
-    )
+    return table(header, [_row(item) for item in items])
 
 
 def _row(item: ops.DestinationStatus) -> tuple[str, ...]:
@@ -159,5 +154,5 @@ def _row(item: ops.DestinationStatus) -> tuple[str, ...]:
         rate,
         p95,
         ", ".join(limits) or "-",
-        _clip(item.last_error or "-"),
+        clip(item.last_error or "-"),
     )

@@ -12,9 +12,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from relay.cli.common import load_rules_or_exit, settings_or_exit
-from relay.cli.ops import audit_actor
-from relay.errors import IngestError
+from relay.cli.common import audit_actor, load_rules_or_exit, settings_or_exit
+from relay.errors import CasesError, IngestError
 from relay.ops import audit
 from relay.parsing import decode
 from relay.settings import Settings
@@ -198,7 +197,7 @@ def _dry_run(
 def _run_cases(
     ruleset: Ruleset, cases_path: str, settings: Settings, explain: bool, as_json: bool
 ) -> None:
-    from relay.rules.cases import CasesError, load_cases, run_cases, summary  # start-up cost
+    from relay.rules.cases import load_cases, run_cases, summary  # start-up cost
     from relay.rules.replies import OptWords
 
     try:

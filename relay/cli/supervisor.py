@@ -104,7 +104,7 @@ class Supervisor:
                 print(f"relay: {service.name} died; restarting it", file=sys.stderr)
                 try:
                     service.restart()
-                except Exception as exc:  # noqa: BLE001 - say why, try again next poll
+                except Exception as exc:  # say why, try again next poll
                     print(f"relay: {service.name} did not restart: {exc}", file=sys.stderr)
                     time.sleep(RESTART_DELAY)
             for child in self.children:

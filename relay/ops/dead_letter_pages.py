@@ -24,18 +24,13 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from relay.errors import CursorError
 from relay.events import DeadLetter
 from relay.state import Store
 from relay.state.dead_letters import Position
 from relay.state.keys import storable
 
 DEFAULT_PAGE = 1000  #: dead letters in a page unless asked otherwise
-
-
-class CursorError(ValueError):
-    """A cursor this server did not give."""
-
-    field = "cursor"
 
 
 @dataclass(frozen=True)

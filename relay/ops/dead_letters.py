@@ -3,7 +3,7 @@
 
 Plain functions over a :class:`relay.state.Store` and, for replays, a *publisher*:
 anything with Celery's ``send_task(name, args=[...])`` (the web process's or a command's
-Celery app). ``relay.cli.ops`` and ``relay.web.api`` are thin adapters over them, so the
+Celery app). ``relay.cli.dlq`` and ``relay.web.api`` are thin adapters over them, so the
 command line and the HTTP API answer with the same JSON shapes.
 
 A replay registers its task in the pending outbox (``relay.state.pending``) like every task
@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from relay import tracing
 from relay.events import (
@@ -38,16 +38,12 @@ from relay.events import (
     history_entry,
     job_of,
 )
+from relay.ops import Publisher
 from relay.ops.dead_letter_pages import DeadLetterFilter, matching_ids, page_dead_letters
 from relay.state import RedisError, Store
 from relay.state.index import DEAD, OPEN
 from relay.state.keys import storable
 from relay.times import epoch
-
-
-class Publisher(Protocol):
-    def send_task(self, name: str, args: list[Any]) -> object: ...
-
 
 # -- dead letters ---------------------------------------------------------------------------
 

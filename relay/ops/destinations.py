@@ -2,7 +2,7 @@
 
 Plain functions over a :class:`relay.state.Store`, the rules in force (the destinations
 they name) and, to resume, a *publisher* (anything with Celery's ``send_task``).
-``relay.cli.ops`` (``relay destinations …``) and ``relay.web.api`` (``/api/destinations``)
+``relay.cli.destinations`` (``relay destinations …``) and ``relay.web.api`` (``/api/destinations``)
 are thin adapters over them and answer with the same JSON shape
 (:meth:`DestinationStatus.to_dict`).
 
@@ -17,9 +17,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 
-from relay.errors import RelayError
+from relay.errors import UnknownDestinationError
+from relay.ops import Publisher
 from relay.rules import Destination, Ruleset
 from relay.state import Store
 from relay.times import format_duration
@@ -28,18 +29,6 @@ from relay.times import format_duration
 MAX_PAUSE = 366 * 86400.0
 #: blocked keys listed per destination (the oldest); ``blocked_keys`` counts them all
 BLOCKED_SHOWN = 5
-
-
-class Publisher(Protocol):
-    def send_task(self, name: str, args: list[Any]) -> object: ...
-
-
-class UnknownDestination(RelayError):
-    """No destination of that name in the rules."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no destination {name!r} in the rules")
-        self.name = name
 
 
 @dataclass(frozen=True)
@@ -184,7 +173,7 @@ def resume(store: Store, publisher: Publisher, destinations: Known, name: str) -
 
 def _known(destinations: Known, name: str) -> None:
     if name not in destinations:
-        raise UnknownDestination(name)
+        raise UnknownDestinationError(name)
 
 
 def _statuses(store: Store, destinations: Known, names: list[str]) -> list[DestinationStatus]:

@@ -20,18 +20,8 @@ from typing import Any
 
 from relay.actions.registry import prepare, redact
 from relay.errors import PayloadError
-from relay.events import (
-    RECEIPT_OVERDUE,
-    Event,
-    Job,
-    RetrySpec,
-    fallback_job,
-    new_failure,
-    new_id,
-    new_job,
-    overdue_from_payload,
-)
-from relay.parsing import build_events
+from relay.events import RECEIPT_OVERDUE, Event, Job, fallback_job, new_failure, new_id, new_job
+from relay.parsing import build_events, overdue_from_payload
 from relay.rules import (
     DEFAULT_RETRY,
     Destination,
@@ -165,7 +155,7 @@ def _delivery(
     settings: Settings,
 ) -> dict[str, Any]:
     destination = ruleset.destinations[name]
-    spec: RetrySpec = {"attempts": retry.attempts, "initial": retry.initial, "max": retry.max}
+    spec = retry.spec()
     job = new_job(event, route, name, ruleset.version, spec)
     out = {"destination": name, "type": destination.type, "route": route, "retry": spec}
     _render(ruleset, job, settings, out)
@@ -181,8 +171,7 @@ SAMPLE_ERROR = "(the last error)"
 def _fallback(ruleset: Ruleset, job: Job, name: str, settings: Settings) -> dict[str, Any]:
     """What the fallback would get if ``job`` were dead-lettered after its last attempt."""
     fallback = ruleset.destinations[name]
-    policy = fallback.retry or DEFAULT_RETRY
-    spec: RetrySpec = {"attempts": policy.attempts, "initial": policy.initial, "max": policy.max}
+    spec = (fallback.retry or DEFAULT_RETRY).spec()
     attempts = job["retry"]["attempts"]
     failure = new_failure(job["destination"], job["delivery_id"], attempts, SAMPLE_ERROR)
     handed = fallback_job(job, name, spec, failure)

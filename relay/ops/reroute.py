@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay import tracing
-from relay.events import RetrySpec, Step, history_entry, new_job
-from relay.ops.dead_letters import Publisher
-from relay.rules import RetryPolicy, Ruleset
+from relay.events import Step, history_entry, new_job
+from relay.ops import Publisher
+from relay.rules import Ruleset
 from relay.state import Store
 from relay.state.keys import storable
 
@@ -102,7 +102,7 @@ def _reroute(store: Store, publisher: Publisher, ruleset: Ruleset, event: Any) -
             match.route,
             name,
             ruleset.version,
-            _retry(match.retry[name]),
+            match.retry[name].spec(),
             routing=routing,
         )
         for match in matches
@@ -132,7 +132,3 @@ def _reroute(store: Store, publisher: Publisher, ruleset: Ruleset, event: Any) -
         destinations=tuple(job["destination"] for job in jobs),
         delivery_ids=tuple(job["delivery_id"] for job in jobs),
     )
-
-
-def _retry(policy: RetryPolicy) -> RetrySpec:
-    return {"attempts": policy.attempts, "initial": policy.initial, "max": policy.max}

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from relay.errors import QueryError
 from relay.logs import mask_numbers
 from relay.ops.history import event_label
 from relay.state import Store
@@ -37,14 +38,6 @@ MAX_LIMIT = 500  #: the largest page
 COUNTABLE = ("accepted", "retrying", *STATES)
 #: the windows of :func:`event_counts`, in seconds
 WINDOWS = {"1h": 3600, "24h": 86400}
-
-
-class QueryError(ValueError):
-    """A bad search parameter: ``field`` names it."""
-
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass(frozen=True)

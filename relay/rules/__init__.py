@@ -8,6 +8,7 @@
     text = render(destination.text, event, hit.route, name)   # TemplateError on failure
 """
 
+from relay.errors import TemplateBudgetError, TemplateError
 from relay.rules.loader import DestinationChecks, describe, load_rules, load_rules_text
 from relay.rules.model import (
     Destination,
@@ -23,7 +24,7 @@ from relay.rules.model import (
 )
 from relay.rules.payloads import Structured
 from relay.rules.retry import DEFAULT_RETRY, RetryPolicy
-from relay.rules.templates import Template, TemplateBudgetError, TemplateError, render
+from relay.rules.templates import Template, render
 from relay.times import format_duration, parse_duration
 
 __all__ = [

@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from relay.errors import PayloadError, RulesError
+from relay.errors import CasesError, PayloadError
 from relay.events import Event
 from relay.parsing import SOURCE_PATTERN, build_events, decode
 from relay.rules.document import Document, Path, Problems, format_path, parse, read_source
@@ -61,10 +61,6 @@ CASE_KEYS = (
     "unrouted",
 )
 EXPECTATIONS = ("routes", "destinations", "unrouted")
-
-
-class CasesError(RulesError):
-    """A cases file could not be used; ``errors`` holds every ``FILE:LINE: where: what``."""
 
 
 @dataclass(frozen=True)

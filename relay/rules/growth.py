@@ -1,7 +1,7 @@
 """How big a value a template's operation would make, told before it is made.
 
 For the sandbox's budget (:mod:`relay.rules.sandbox`): :func:`size` counts what a value
-holds, and the ``check_*`` functions raise :class:`BudgetSpent` for an operation whose
+holds, and the ``check_*`` functions raise :class:`BudgetSpentError` for an operation whose
 result would pass :data:`MAX_LENGTH` — repetition, ``+``, ``%`` and ``format`` widths, a
 ``str`` method (``center``, ``replace``, ``join`` …) or a filter (``indent``, ``wordwrap``,
 ``join`` …) — or an integer past :data:`_MAX_BITS`, before Python allocates it.
@@ -15,6 +15,8 @@ from typing import Any
 
 from markupsafe import Markup
 
+from relay.errors import BudgetSpentError
+
 MAX_LENGTH = 1_000_000  #: characters (or items) in any one value, and in the output
 _MAX_BITS = 10_000  #: bits of an integer that ``*`` or ``**`` makes
 _PERCENT_WIDTH = re.compile(r"%[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
@@ -22,10 +24,6 @@ _FORMAT_WIDTH = re.compile(r"\{[^{}]*:[^{}]*?(\{|\d+)")
 #: filters whose whole-number arguments are widths, lengths or counts
 _SIZED = frozenset({"center", "indent", "wordwrap", "truncate", "batch", "slice", "format"})
 ONES = frozenset({int, float, bool, type(None)})  #: values that count one, at once
-
-
-class BudgetSpent(Exception):
-    """A render went past its budget; the message says which part."""
 
 
 def size(value: Any, limit: int = MAX_LENGTH) -> int:
@@ -67,7 +65,7 @@ def _flat(items: Iterable[Any], stack: list[Any]) -> int:
 def within(predicted: int) -> None:
     """Refuse an operation whose result would pass :data:`MAX_LENGTH`."""
     if predicted > MAX_LENGTH:
-        raise BudgetSpent(f"a value of more than {MAX_LENGTH:,} characters")
+        raise BudgetSpentError(f"a value of more than {MAX_LENGTH:,} characters")
 
 
 def check_binop(operator: str, left: Any, right: Any) -> None:
@@ -76,13 +74,13 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
     numbers = isinstance(left, int) and isinstance(right, int)
     if operator == "*" and numbers:
         if left.bit_length() + right.bit_length() > _MAX_BITS:
-            raise BudgetSpent(f"a number of more than {_MAX_BITS:,} bits")
+            raise BudgetSpentError(f"a number of more than {_MAX_BITS:,} bits")
     elif operator == "*":
         times, repeated = (right, left) if isinstance(right, int) else (left, right)
         within(max(times, 0) * size(repeated) if isinstance(times, int) else 0)
     elif operator == "**" and numbers and right > 0 and abs(left) > 1:
         if right * left.bit_length() > _MAX_BITS:
-            raise BudgetSpent(f"a number of more than {_MAX_BITS:,} bits")
+            raise BudgetSpentError(f"a number of more than {_MAX_BITS:,} bits")
     elif operator == "+" and not numbers:
         within(size(left) + size(right))
     elif operator == "%" and isinstance(left, str):
@@ -95,7 +93,7 @@ def _check_widths(template: str, fields: re.Pattern[str]) -> None:
     for found in fields.finditer(template):
         for width in found.groups():
             if width is not None and (not width.isdigit() or int(width) > MAX_LENGTH):
-                raise BudgetSpent(f"a field width of more than {MAX_LENGTH:,} characters")
+                raise BudgetSpentError(f"a field width of more than {MAX_LENGTH:,} characters")
 
 
 def check_method(method: Any, args: tuple[Any, ...]) -> None:

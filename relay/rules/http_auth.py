@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from relay.rules.reader import FAILED, Invalid, Key, Reader, string, url
+from relay.errors import RuleValueError
+from relay.rules.reader import FAILED, Key, Reader, string, url
 
 Path = tuple[str | int, ...]
 
@@ -78,12 +79,12 @@ def read_tls(reader: Reader, path: Path, value: Any) -> Tls:
         return FAILED  # type: ignore[no-any-return]  # FAILED stands in for any type
     tls = Tls(**values)
     if not values:
-        raise Invalid("expected ca, client_cert or both client_cert and client_key")
+        raise RuleValueError("expected ca, client_cert or both client_cert and client_key")
     if tls.client_key and not tls.client_cert:
-        raise Invalid("client_key needs client_cert")
+        raise RuleValueError("client_key needs client_cert")
     cert = tls.client_cert
     if cert and not tls.client_key and cert.text is not None and not cert.has_private_key:
-        raise Invalid("client_cert holds no private key: add client_key")
+        raise RuleValueError("client_cert holds no private key: add client_key")
     return tls
 
 
@@ -95,7 +96,7 @@ def _pem(reader: Reader, path: Path, value: Any) -> Pem:
         return Pem("inline", text)
     if not os.path.isabs(text):
         shown = f", got {text!r}" if len(text) <= 200 and not any(c.isspace() for c in text) else ""
-        raise Invalid(f"expected a PEM ({PEM_BEGIN} …) or an absolute file path{shown}")
+        raise RuleValueError(f"expected a PEM ({PEM_BEGIN} …) or an absolute file path{shown}")
     return Pem(text, _read_pem_file(text) if reader.files else None)
 
 
@@ -104,12 +105,12 @@ def _read_pem_file(path: str) -> str:
         with open(path, "rb") as file:
             data = file.read(MAX_PEM_BYTES + 1)
     except OSError as exc:
-        raise Invalid(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+        raise RuleValueError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
     if len(data) > MAX_PEM_BYTES:
-        raise Invalid(f"{path}: more than {MAX_PEM_BYTES:,} bytes, not a PEM file")
+        raise RuleValueError(f"{path}: more than {MAX_PEM_BYTES:,} bytes, not a PEM file")
     text = data.decode("ascii", "replace")
     if PEM_BEGIN not in text:
-        raise Invalid(f"{path} holds no PEM (no {PEM_BEGIN} line)")
+        raise RuleValueError(f"{path} holds no PEM (no {PEM_BEGIN} line)")
     return text
 
 
@@ -137,7 +138,7 @@ def _token_url(reader: Reader, path: Path, value: Any) -> str:
         return text
     parts = urlsplit(text)
     if parts.scheme != "https" and not is_loopback(parts.hostname or ""):
-        raise Invalid(
+        raise RuleValueError(
             "must be https:// (http:// only to a loopback host: 127.0.0.0/8, ::1, localhost), "
             f"got {text!r}"
         )

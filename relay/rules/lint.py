@@ -32,7 +32,7 @@ from typing import Any
 from relay.codes import CODE_DESCRIPTIONS, STATUSES, normalize_status
 from relay.rules.document import Path, Problems, format_path, parse
 from relay.rules.fields import as_text
-from relay.rules.loader import _gc_paused
+from relay.rules.loader import gc_paused
 from relay.rules.matcher import COMBINATORS
 from relay.rules.model import HttpDestination, Route, Ruleset, SlackDestination
 from relay.rules.payloads import json_required
@@ -74,7 +74,7 @@ def lint(ruleset: Ruleset, line: Lines | None = None) -> list[LintWarning]:
 
 def lines_of(text: str) -> Lines:
     """``line(path)`` for the rules file ``text`` (already loaded; nothing is checked)."""
-    with _gc_paused():  # as the loader does, for the same reason
+    with gc_paused():  # as the loader does, for the same reason
         doc = parse(text, {}, Problems(""))  # no ${VAR} values needed: only lines are used
     return doc.line if doc is not None else (lambda path: 1)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import re2
 
+from relay.errors import ConditionError
 from relay.rules.fields import Event, Field, as_number, as_text, field_problem
 from relay.rules.fields import field as field_access
 from relay.rules.suggest import did_you_mean
@@ -45,14 +46,6 @@ class ConditionProblem:
     where: Path
     at: Path
     message: str
-
-
-class ConditionError(ValueError):
-    """A condition could not be compiled; ``problems`` lists every fault."""
-
-    def __init__(self, problems: list[ConditionProblem]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(p.message for p in problems))
 
 
 @dataclass(frozen=True)

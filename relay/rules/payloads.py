@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from relay.errors import RuleValueError, TemplateError
 from relay.rules.document import Path, format_path
-from relay.rules.reader import FAILED, Invalid, Reader
-from relay.rules.templates import Mode, Template, TemplateError, is_one_tojson
+from relay.rules.reader import FAILED, Reader
+from relay.rules.templates import Mode, Template, is_one_tojson
+from relay.text import valid
 
 #: text that opens a JSON object or array (not a Jinja tag, not ``[ALERT] …``)
 _JSON_START = re.compile(r"\s*(\{\s*[\"}]|\[\s*(\{(?![{%#])|\[|\"|\]))")
@@ -46,7 +48,7 @@ class Slot:
         failure: Mapping[str, Any] | None = None,
     ) -> Any:
         text = self.template.render(event, route, destination, failure)
-        return json.loads(text) if self.as_json else text
+        return valid(json.loads(text)) if self.as_json else text
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ def _slot(mode: Mode) -> Any:
 
 def _scalar(reader: Reader, path: Path, value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
-        raise Invalid(f"{value!r} is not a JSON number")
+        raise RuleValueError(f"{value!r} is not a JSON number")
     return value
 
 

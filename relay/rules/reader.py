@@ -3,7 +3,7 @@
 A :class:`Reader` walks data from a :class:`~relay.rules.document.Document`, reporting each
 problem at its path's line and carrying on, so that a file shows every problem at once.
 Value parsers take ``(reader, path, value)`` and return the parsed value, raise
-:class:`Invalid` for a problem with that value, or return :data:`FAILED` once they have
+:class:`RuleValueError` for a problem with that value, or return :data:`FAILED` once they have
 reported problems inside it themselves.
 """
 
@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from relay.errors import RuleValueError, TemplateError
 from relay.rules.document import Document, Path, Problems, format_path
 from relay.rules.suggest import did_you_mean
-from relay.rules.templates import Mode, Template, TemplateError, compile_template
+from relay.rules.templates import Mode, Template, compile_template
 from relay.times import parse_duration
 
 
@@ -28,10 +29,6 @@ class _Failed:
 #: what a parser returns after reporting the problems inside its value; typed Any so that a
 #: parser of any type may return it (each such return is marked for mypy's warn_return_any)
 FAILED: Any = _Failed()
-
-
-class Invalid(Exception):
-    """The value at hand is wrong; the message says how."""
 
 
 Parser = Callable[["Reader", Path, Any], Any]
@@ -106,7 +103,7 @@ class Reader:
             return FAILED
         try:
             return parse(self, path, value)
-        except Invalid as exc:
+        except RuleValueError as exc:
             self.error(path, str(exc) + self._placeholder_hint(path))
             return FAILED
 
@@ -149,9 +146,9 @@ class Reader:
 
 def string(reader: Reader, path: Path, value: Any) -> str:
     if not isinstance(value, str):
-        raise Invalid(f"expected a string, got {_kind(value)}")
+        raise RuleValueError(f"expected a string, got {_kind(value)}")
     if not value.strip():
-        raise Invalid("must not be empty")
+        raise RuleValueError("must not be empty")
     return value
 
 
@@ -164,7 +161,7 @@ def text_or_number(reader: Reader, path: Path, value: Any) -> str:
 
 def boolean(reader: Reader, path: Path, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise Invalid(f"expected true or false, got {_kind(value)}")
+        raise RuleValueError(f"expected true or false, got {_kind(value)}")
     return value
 
 
@@ -172,15 +169,15 @@ def duration(reader: Reader, path: Path, value: Any) -> float:
     try:
         seconds = parse_duration(value)
     except ValueError as exc:
-        raise Invalid(str(exc)) from None
+        raise RuleValueError(str(exc)) from None
     if seconds <= 0:
-        raise Invalid(f"duration {value!r} must be greater than 0")
+        raise RuleValueError(f"duration {value!r} must be greater than 0")
     return seconds
 
 
 def positive_int(reader: Reader, path: Path, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise Invalid(f"expected a whole number of at least 1, got {value!r}")
+        raise RuleValueError(f"expected a whole number of at least 1, got {value!r}")
     return value
 
 
@@ -192,7 +189,7 @@ def url(reader: Reader, path: Path, value: Any) -> str:
         return text
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise Invalid(f"expected an http:// or https:// URL, got {text!r}")
+        raise RuleValueError(f"expected an http:// or https:// URL, got {text!r}")
     return text
 
 
@@ -213,7 +210,7 @@ def slack_template(reader: Reader, path: Path, value: Any) -> Template:
 
 def template_source(value: Any) -> str:
     if not isinstance(value, str):
-        raise Invalid(f"expected a template string, got {_kind(value)}")
+        raise RuleValueError(f"expected a template string, got {_kind(value)}")
     return value
 
 

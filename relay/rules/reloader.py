@@ -144,7 +144,7 @@ class RulesHolder:
             while True:
                 try:
                     self.check()
-                except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
+                except Exception:  # the watcher must outlive any surprise
                     log.exception("rules watcher")
                 if stop.wait(interval):
                     return

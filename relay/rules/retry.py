@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from relay.events import RetrySpec
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -49,6 +51,10 @@ class RetryPolicy:
             if key in data:
                 data[key] = _seconds(key, data[key])
         return cls(**data)
+
+    def spec(self) -> RetrySpec:
+        """The policy as a job carries it (its inverse: :meth:`from_mapping`)."""
+        return {"attempts": self.attempts, "initial": self.initial, "max": self.max}
 
 
 def _seconds(key: str, value: Any) -> float:

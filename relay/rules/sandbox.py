@@ -12,7 +12,7 @@ a string forty times. Every render (:func:`render`) may therefore take at most:
   text), and :data:`MAX_CPU` seconds of the thread's CPU, the backstop for work counted
   nowhere else.
 
-Past any of them the render stops with :class:`BudgetSpent`. ``lipsum`` makes at most
+Past any of them the render stops with :class:`BudgetSpentError`. ``lipsum`` makes at most
 :data:`_MAX_LIPSUM` paragraphs or words a paragraph.
 """
 
@@ -34,10 +34,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import generate_lorem_ipsum
 from markupsafe import Markup
 
+from relay.errors import BudgetSpentError
 from relay.rules.growth import (
     MAX_LENGTH,
     ONES,
-    BudgetSpent,
     check_binop,
     check_filter,
     check_method,
@@ -66,7 +66,7 @@ _CURRENT: ContextVar[_Budget | None] = ContextVar("relay_template_budget", defau
 
 
 def render(template: jinja2.Template, context: Mapping[str, Any]) -> str:
-    """``template`` rendered with ``context`` under a budget of its own; BudgetSpent past it
+    """``template`` rendered with ``context`` under a budget of its own; BudgetSpentError past it
     (what is put out is counted as made, so the text is within that before it is checked)."""
     token = _CURRENT.set(_Budget(frozenset(map(id, context.values()))))
     try:
@@ -74,7 +74,7 @@ def render(template: jinja2.Template, context: Mapping[str, Any]) -> str:
     finally:
         _CURRENT.reset(token)
     if len(text) > MAX_LENGTH:
-        raise BudgetSpent(f"more than {MAX_LENGTH:,} characters put out")
+        raise BudgetSpentError(f"more than {MAX_LENGTH:,} characters put out")
     return text
 
 
@@ -98,16 +98,16 @@ def _count(length: int) -> None:
 
 
 def _look(current: _Budget) -> None:
-    """Raise BudgetSpent for the first part of ``current`` that is spent."""
+    """Raise BudgetSpentError for the first part of ``current`` that is spent."""
     if current.steps > MAX_STEPS:
-        raise BudgetSpent(f"more than {MAX_STEPS:,} steps (loop passes and calls)")
+        raise BudgetSpentError(f"more than {MAX_STEPS:,} steps (loop passes and calls)")
     if current.made > MAX_MADE:
-        raise BudgetSpent(f"more than {MAX_MADE:,} characters made")
+        raise BudgetSpentError(f"more than {MAX_MADE:,} characters made")
     now = time.thread_time()  # a system call: looked at every 64 steps
     if current.deadline is None:
         current.deadline = now + MAX_CPU
     elif now > current.deadline:
-        raise BudgetSpent(f"more than {MAX_CPU:g} s of CPU")
+        raise BudgetSpentError(f"more than {MAX_CPU:g} s of CPU")
 
 
 def made(value: Any) -> Any:
@@ -188,7 +188,7 @@ def _lipsum(lipsum: Callable[..., str]) -> Callable[..., str]:
     @functools.wraps(lipsum)
     def capped(*args: Any, **kwargs: Any) -> str:
         if any(isinstance(arg, int) and arg > _MAX_LIPSUM for arg in (*args, *kwargs.values())):
-            raise BudgetSpent(f"lipsum makes at most {_MAX_LIPSUM:,} paragraphs or words")
+            raise BudgetSpentError(f"lipsum makes at most {_MAX_LIPSUM:,} paragraphs or words")
         return lipsum(*args, **kwargs)
 
     return capped

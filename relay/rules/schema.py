@@ -14,9 +14,10 @@ from dataclasses import asdict
 from types import MappingProxyType
 from typing import Any
 
+from relay.errors import ConditionError, RuleValueError
 from relay.rules.fields import field_problem
 from relay.rules.http_auth import check_http_auth, read_auth, read_tls
-from relay.rules.matcher import MATCH_ALL, ConditionError, compile_condition
+from relay.rules.matcher import MATCH_ALL, compile_condition
 from relay.rules.model import (
     ALERT_KINDS,
     ALERT_LABELS,
@@ -34,7 +35,6 @@ from relay.rules.model import (
 from relay.rules.payloads import read_structured
 from relay.rules.reader import (
     FAILED,
-    Invalid,
     Key,
     Reader,
     boolean,
@@ -121,13 +121,13 @@ def _signing_secrets(reader: Reader, path: Path, value: Any) -> str:
         try:
             secret_key(secret)
         except ValueError as exc:
-            raise Invalid(str(exc)) from None
+            raise RuleValueError(str(exc)) from None
     return text
 
 
 def _method(reader: Reader, path: Path, value: Any) -> str:
     if not isinstance(value, str) or value.upper() not in HTTP_METHODS:
-        raise Invalid(f"method must be one of {', '.join(HTTP_METHODS)}, got {value!r}")
+        raise RuleValueError(f"method must be one of {', '.join(HTTP_METHODS)}, got {value!r}")
     return value.upper()
 
 
@@ -135,12 +135,14 @@ def _body(reader: Reader, path: Path, value: Any) -> Any:
     if isinstance(value, (Mapping, list)):
         return read_structured(reader, path, value, "text")
     if not isinstance(value, str):
-        raise Invalid("expected event, raw, a template string, or a mapping or list (structured)")
+        raise RuleValueError(
+            "expected event, raw, a template string, or a mapping or list (structured)"
+        )
     if value in HTTP_BODIES:
         return value
     if re.fullmatch(r"\s*\w+\s*", value):  # one bare word: a misspelt keyword, not a body
         hint = did_you_mean(value.strip(), HTTP_BODIES)
-        raise Invalid(f"unknown body {value!r}: expected event, raw or a template{hint}")
+        raise RuleValueError(f"unknown body {value!r}: expected event, raw or a template{hint}")
     return reader.template(path, value)
 
 
@@ -149,7 +151,9 @@ def _blocks(reader: Reader, path: Path, value: Any) -> Any:
     if isinstance(value, str):
         return slack_template(reader, path, value)
     if not isinstance(value, list):
-        raise Invalid("expected a list of blocks (each a mapping with a type) or a template string")
+        raise RuleValueError(
+            "expected a list of blocks (each a mapping with a type) or a template string"
+        )
     problems = [_block_problem(block) for block in value]
     for i, problem in enumerate(problems):
         if problem:
@@ -169,7 +173,7 @@ def _block_problem(block: Any) -> str | None:
 
 def _headers(reader: Reader, path: Path, value: Any) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise Invalid("expected a mapping of header names to values")
+        raise RuleValueError("expected a mapping of header names to values")
     headers = {name: reader.value(_header, path + (name,), item) for name, item in value.items()}
     if any(item is FAILED for item in headers.values()):
         return FAILED  # type: ignore[no-any-return]  # FAILED stands in for any type
@@ -183,10 +187,10 @@ def _header(reader: Reader, path: Path, value: Any) -> Any:
 def _addresses(reader: Reader, path: Path, value: Any) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items:
-        raise Invalid("expected an email address or a non-empty list of them")
+        raise RuleValueError("expected an email address or a non-empty list of them")
     for item in items:
         if not isinstance(item, str) or "@" not in item.strip("@"):
-            raise Invalid(f"not an email address: {item!r}")
+            raise RuleValueError(f"not an email address: {item!r}")
     return tuple(items)
 
 
@@ -237,14 +241,14 @@ def _rate_limit(reader: Reader, path: Path, value: Any) -> RateLimit:
     """``COUNT/PER``: ``20/s``, ``600/m``, ``5/100ms``, ``100/2s``."""
     found = _RATE.fullmatch(value) if isinstance(value, str) else None
     if found is None:
-        raise Invalid(f"bad rate {value!r} (use {_RATE_EXAMPLES})")
+        raise RuleValueError(f"bad rate {value!r} (use {_RATE_EXAMPLES})")
     count, per = found.groups()
     try:  # a bare unit is one of it: "s" is "1s"
         seconds = parse_duration(per if per[0].isdigit() or per[0] == "." else f"1{per}")
     except ValueError:
-        raise Invalid(f"bad rate {value!r} (use {_RATE_EXAMPLES})") from None
+        raise RuleValueError(f"bad rate {value!r} (use {_RATE_EXAMPLES})") from None
     if int(count) < 1 or seconds <= 0:
-        raise Invalid(f"bad rate {value!r}: the count and the duration must be above 0")
+        raise RuleValueError(f"bad rate {value!r}: the count and the duration must be above 0")
     return RateLimit(int(count), seconds)
 
 
@@ -264,13 +268,13 @@ def _field_path(reader: Reader, path: Path, value: Any) -> str:
     text = string(reader, path, value)
     problem = field_problem(text)
     if problem:
-        raise Invalid(problem)
+        raise RuleValueError(problem)
     return text
 
 
 def _on_failure(reader: Reader, path: Path, value: Any) -> str:
     if value not in ON_FAILURE:
-        raise Invalid(f"expected {' or '.join(ON_FAILURE)}, got {value!r}")
+        raise RuleValueError(f"expected {' or '.join(ON_FAILURE)}, got {value!r}")
     return str(value)
 
 
@@ -352,7 +356,7 @@ def _targets(known: Collection[str]) -> Key:
     def parse(reader: Reader, path: Path, value: Any) -> tuple[str, ...]:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not items:
-            raise Invalid("expected a destination name or a non-empty list of them")
+            raise RuleValueError("expected a destination name or a non-empty list of them")
         problems = [_target_problem(items, i, known) for i in range(len(items))]
         for i, problem in enumerate(problems):
             if problem:
@@ -421,7 +425,7 @@ def _names(
     items = [value] if isinstance(value, str) else value
     choices = ", ".join(allowed)
     if not isinstance(items, list) or (not items and not empty):
-        raise Invalid(f"expected a list of: {choices}")
+        raise RuleValueError(f"expected a list of: {choices}")
     ok = True
     for i, item in enumerate(items):
         where = path + (i,) if isinstance(value, list) else path
@@ -463,7 +467,7 @@ def _notification_template(reader: Reader, path: Path, value: Any) -> Template:
     unknown = unknown_names(compiled, NOTIFICATION_NAMES)
     if unknown:
         names = ", ".join(NOTIFICATION_NAMES)
-        raise Invalid(f"unknown name {unknown[0]!r}: a notification's template sees {names}")
+        raise RuleValueError(f"unknown name {unknown[0]!r}: a notification's template sees {names}")
     return compiled
 
 

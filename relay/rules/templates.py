@@ -27,6 +27,7 @@ own text is never escaped; ``|safe`` marks a value as already fit):
   carries them escaped too; ``|e`` is Slack's escape here.
 
 Text that arrives in the event (an SMS saying ``{{ 7*7 }}``) is data: it is never evaluated.
+What a template puts out is valid Unicode: a lone surrogate becomes U+FFFD.
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ import jinja2
 from jinja2 import meta, nodes
 from markupsafe import Markup
 
-from relay.errors import RelayError
-from relay.rules.growth import BudgetSpent
+from relay.errors import BudgetSpentError, TemplateBudgetError, TemplateError
 from relay.rules.sandbox import BudgetedSandbox
 from relay.rules.sandbox import render as render_within_budget
+from relay.text import valid_text
 
 Mode = Literal["text", "html", "slack"]
 MODES: tuple[Mode, ...] = ("text", "html", "slack")
@@ -52,20 +53,6 @@ MODES: tuple[Mode, ...] = ("text", "html", "slack")
 _MARKERS = ("{{", "{%", "{#")
 _HTML_SAFE_JSON = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "'": "\\u0027"}
 _SLACK_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-
-
-class TemplateError(RelayError):
-    """A template failed to compile (``lineno`` set, 1-based in the template) or to render."""
-
-    def __init__(self, message: str, lineno: int | None = None) -> None:
-        self.message = message
-        self.lineno = lineno
-        super().__init__(message)
-
-
-class TemplateBudgetError(TemplateError):
-    """A render went past its budget (:mod:`relay.rules.sandbox`): the template's fault,
-    whatever the event."""
 
 
 def mask(value: Any) -> str:
@@ -153,12 +140,14 @@ class Template:
 
     def render_context(self, context: Mapping[str, Any]) -> str:
         """Rendered with the names of ``context`` (relay's own messages: notifications);
-        :class:`TemplateError` as :meth:`render`."""
+        :class:`TemplateError` as :meth:`render`. The text is valid Unicode: a lone
+        surrogate (from ``"\\ud800"`` in a literal, or a filter such as ``format``)
+        becomes U+FFFD (:mod:`relay.text`)."""
         if self._compiled is None:
-            return self.source
+            return valid_text(self.source)
         try:
-            return render_within_budget(self._compiled, context)
-        except BudgetSpent as exc:
+            return valid_text(render_within_budget(self._compiled, context))
+        except BudgetSpentError as exc:
             raise TemplateBudgetError(f"template budget spent: {exc}") from None
         except Exception as exc:  # user code: any failure is this template's fault
             raise TemplateError(f"{type(exc).__name__}: {exc}") from exc

@@ -16,7 +16,7 @@ from relay.errors import NotReplicatedError, UnavailableError
 from relay.state.connection import demoted
 
 #: what a Redis call raises when the server is away or answers too slowly
-Unavailable = (redis.ConnectionError, redis.TimeoutError)
+_AWAY = (redis.ConnectionError, redis.TimeoutError)
 RedisError = redis.RedisError
 #: error replies of a server that is not (or not yet, or no longer) a writable primary:
 #: a failover under way, not a fault of the call
@@ -42,7 +42,7 @@ def texts(reply: Any) -> list[str]:
 def is_unavailable(exc: BaseException) -> bool:
     """True for a connection problem, a timeout, or a server that cannot take writes now
     (a failover): the call may succeed on the next try."""
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, _AWAY):
         return True
     if isinstance(exc, redis.ResponseError):
         text = str(exc)
@@ -52,6 +52,19 @@ def is_unavailable(exc: BaseException) -> bool:
             or demoted(exc)
         )
     return False
+
+
+#: error replies of a server that cannot take this write now, though nothing is wrong with it
+BUSY_REPLIES = ("OOM", "BUSY")
+
+
+def is_infrastructure(exc: BaseException) -> bool:
+    """True for a failure of the state store rather than of the work in hand: Redis away,
+    a timeout, a failover (:func:`is_unavailable`), or a server out of memory or busy with
+    a script. Such work is tried again; any other error would only repeat."""
+    if isinstance(exc, UnavailableError) or is_unavailable(exc):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(BUSY_REPLIES)
 
 
 @contextmanager

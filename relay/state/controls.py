@@ -21,7 +21,10 @@ commits nothing unless every check passes:
    back spread out instead of all at once.
 
 After the attempt, :meth:`Controls.settle` (one Lua call) frees the lease, keeps the
-circuit's accounts and the rolling statistics (per-minute buckets kept 10 minutes).
+circuit's accounts and the rolling statistics (per-minute buckets kept 10 minutes); or
+:meth:`Controls.settlement` gives the same call as a :class:`Settlement` to add to a
+transaction of the caller's (a delivered attempt's, in :mod:`relay.state.deliveries`), so
+it costs no round trip of its own.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -224,6 +228,26 @@ class Stats:
         return self.succeeded / self.attempts if self.attempts else None
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """An attempt's outcome for the controls (:meth:`Controls.settlement`), to run inside
+    a transaction of the caller's: :meth:`stage` adds it to the pipeline, and the
+    transaction's result at that place, given to :meth:`transition`, is the circuit's
+    transition."""
+
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+
+    def stage(self, pipe: Any) -> None:
+        # EVAL with the text: a script registered on a redis-py pipeline would cost a
+        # SCRIPT EXISTS round trip before the transaction (see relay.state.index.settle)
+        pipe.eval(_SETTLE, len(self.keys), *self.keys, *self.args)
+
+    @staticmethod
+    def transition(result: object) -> str:
+        return result.decode() if isinstance(result, bytes) else str(result or "")
+
+
 class Controls:
     def __init__(self, client: redis.Redis, error_ttl: float = 7 * 86400.0) -> None:
         self.redis = client
@@ -290,20 +314,42 @@ class Controls:
 
         Only the probe's outcome moves a circuit that is not closed: an attempt that was
         already under way when the circuit opened changes nothing."""
+        return self.apply(
+            self.settlement(
+                name, delivery_id, outcome, latency, error, failures=failures, cooldown=cooldown
+            )
+        )
+
+    def apply(self, settlement: Settlement) -> str:
+        """Run ``settlement`` (:meth:`settlement`) on its own: one Lua call."""
+        return Settlement.transition(self._settle(keys=settlement.keys, args=settlement.args))
+
+    def settlement(
+        self,
+        name: str,
+        delivery_id: str,
+        outcome: str,
+        latency: float,
+        error: str | None = None,
+        *,
+        failures: int = 0,
+        cooldown: float = 0.0,
+    ) -> Settlement:
+        """:meth:`settle`'s call, not run: for the caller's own transaction."""
         now = time.time()
         minute = int(now // 60)
         bucket = next((i for i, b in enumerate(LATENCY_BOUNDS) if latency <= b), None)
         index = len(LATENCY_BOUNDS) if bucket is None else bucket
         last = dumps({"at": now, "error": error}) if error else ""
-        transition = self._settle(
-            keys=[
+        return Settlement(
+            keys=(
                 keys.destination(name, "circuit"),
                 keys.destination(name, "inflight"),
                 keys.destination(name, f"stats:{minute}"),
                 keys.destination(name, "error"),
                 keys.CONTROLLED,
-            ],
-            args=[
+            ),
+            args=(
                 keys.deliver_member(delivery_id),
                 outcome,
                 failures,
@@ -313,9 +359,8 @@ class Controls:
                 STATS_TTL,
                 self.error_ttl,
                 name,
-            ],
+            ),
         )
-        return str(transition or "")
 
     def release(self, name: str, delivery_id: str) -> None:
         """Free a delivery's concurrency lease (an attempt that ended with no outcome)."""

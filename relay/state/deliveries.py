@@ -3,7 +3,9 @@
 Each attempt starts with :meth:`DeliveryState.begin` (one round trip: done? stale? busy?
 else take the lock and count the attempt) and ends with one transaction that writes its
 outcome, its history entries and what comes next (settled, a retry, a dead letter), and
-moves the event's search state (:mod:`relay.state.index`) in the same transaction.
+moves the event's search state (:mod:`relay.state.index`) in the same transaction; a
+delivered attempt's also counts its outcome in the destination's controls
+(:class:`relay.state.controls.Settlement`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import redis
 from relay.events import Attempt, DeadLetter, HistoryEntry, Job
 from relay.state import keys
 from relay.state.client import dumps, loads
+from relay.state.controls import Settlement
 from relay.state.dead_letters import DeadLetters
 from relay.state.index import DEAD, DONE, RETRY, EventIndex
 from relay.state.ordering import Ordering, woken_jobs
@@ -35,6 +38,18 @@ redis.call('EXPIRE', KEYS[4], ARGV[3])
 if KEYS[5] ~= KEYS[4] then redis.call('SADD', KEYS[5], ARGV[4]) end
 return {'go', n}
 """
+
+
+class Delivered(NamedTuple):
+    """What :meth:`DeliveryState.delivered` did: the ordered deliveries woken, and the
+    circuit's transition its controls' settlement made (``''``: none, or no settlement);
+    ``counted``: False when that settlement failed (the delivery is recorded all the
+    same), with the ``error``."""
+
+    woken: list[Job]
+    transition: str = ""
+    counted: bool = True
+    error: Exception | None = None
 
 
 class Dead(NamedTuple):
@@ -82,14 +97,38 @@ class DeliveryState:
         )
         return (verdict.decode() if isinstance(verdict, bytes) else verdict), int(number)
 
-    def delivered(self, job: Job, attempt: Attempt, entries: Sequence[HistoryEntry]) -> list[Job]:
-        """In one transaction: log the attempt, append ``entries`` to the event's history,
-        mark the delivery done, settle it and drop its lock; an ordered one leaves its
-        key's queue. Returns the ordered deliveries woken (their turn now), to publish."""
+    def delivered(
+        self,
+        job: Job,
+        attempt: Attempt,
+        entries: Sequence[HistoryEntry],
+        controls: Settlement | None = None,
+    ) -> Delivered:
+        """In one transaction: count the attempt's outcome in the destination's
+        ``controls`` (its lease, statistics, circuit), log the attempt, append ``entries``
+        to the event's history, mark the delivery done, settle it and drop its lock; an
+        ordered one leaves its key's queue. Returns the ordered deliveries woken (their
+        turn now), to publish, and the circuit's transition.
+
+        The controls' script failing inside the transaction (Redis runs the rest of it)
+        does not fail the delivery: it is recorded, and the failure returned."""
         pipe = self.redis.pipeline(transaction=True)
+        if controls is not None:
+            controls.stage(pipe)
         self._log(pipe, job["delivery_id"], attempt)
         self._done(pipe, job, entries)
-        return self._execute(pipe, job)
+        if controls is None:
+            return Delivered(self._execute(pipe, job))
+        if "order" in job:
+            self.ordering.settle(pipe, job, False)
+        results = pipe.execute(raise_on_error=False)
+        for result in results[1:]:
+            if isinstance(result, Exception):
+                raise result
+        woken = woken_jobs(results[-1]) if "order" in job else []
+        if isinstance(results[0], Exception):
+            return Delivered(woken, "", False, results[0])
+        return Delivered(woken, Settlement.transition(results[0]))
 
     def failed(
         self,

@@ -1,9 +1,10 @@
 """The web tier's JSON answers to failures, the same from Flask's error handler and from the
 webhook endpoint (which runs in front of Flask: :mod:`relay.web.ingest`).
 
-- a refused request (:class:`~relay.errors.IngestError`): its status, ``{"error": code,
-  "detail": …, "field": …}``; an authentication failure says only its code, with the
-  Basic challenge when Basic auth is on;
+- a refused request (:class:`~relay.errors.IngestError`: the webhook's checks, and the
+  admin API's 400, 401, 403, 404 and 429): its status, ``{"error": code, "detail": …,
+  "field": …}`` and its headers; an authentication failure says only its code, with the
+  Basic challenge when Basic auth is on (the admin API's: ``Bearer``);
 - Redis or the broker not answering, or Redis replicas not confirming an accept in time:
   503 ``{"error": "unavailable", "detail": …}`` with ``Retry-After``. The detail says
   which dependency, never where it is: exception texts name hosts and ports ("Error 111
@@ -22,9 +23,8 @@ from flask import Response
 from kombu.exceptions import KombuError
 from werkzeug.exceptions import HTTPException
 
-from relay.errors import IngestError, NotReplicatedError, UnavailableError
+from relay.errors import IngestError, NotReplicatedError, UnauthorizedError, UnavailableError
 from relay.state import RedisError
-from relay.web.auth import UnauthorizedError
 
 log = logging.getLogger("relay.web")
 
@@ -32,8 +32,6 @@ RETRY_AFTER = "5"  #: seconds a sender is asked to wait after a 503
 REDIS_DOWN = "redis not answering"
 BROKER_DOWN = "broker not answering"
 REPLICAS_DOWN = "redis replicas not confirming writes"
-#: exceptions that mean a dependency did not answer (503), not that relay failed
-UNAVAILABLE = (UnavailableError, RedisError, KombuError, OSError)
 _HTTP_NAMES = {413: "payload_too_large", 404: "not_found", 405: "method_not_allowed"}
 
 
@@ -58,11 +56,16 @@ def error_answer(exc: BaseException, challenge: Mapping[str, str] | None = None)
             body["detail"] = str(exc)
             if exc.field:
                 body["field"] = exc.field
-        headers = challenge if isinstance(exc, UnauthorizedError) else None
+        headers = exc.headers
+        if headers is None and isinstance(exc, UnauthorizedError):
+            headers = challenge
         return json_answer(body, exc.status, headers)
-    if isinstance(exc, UNAVAILABLE):
+    failed = what_failed(exc)
+    if failed is not None:  # a dependency did not answer (503), not that relay failed
         log.warning("answering 503: %s", exc)
-        return unavailable(exc)
+        return json_answer(
+            {"error": "unavailable", "detail": failed}, 503, {"Retry-After": RETRY_AFTER}
+        )
     if isinstance(exc, HTTPException):
         code = exc.code or 500
         error = _HTTP_NAMES.get(code, (exc.name or "error").lower().replace(" ", "_"))
@@ -75,18 +78,15 @@ def error_answer(exc: BaseException, challenge: Mapping[str, str] | None = None)
     return json_answer({"error": "internal_error"}, 500)
 
 
-def unavailable(exc: BaseException) -> Response:
-    """503 ``{"error": "unavailable", "detail": ...}`` with ``Retry-After``."""
-    body = {"error": "unavailable", "detail": what_failed(exc)}
-    return json_answer(body, 503, {"Retry-After": RETRY_AFTER})
-
-
-def what_failed(exc: BaseException) -> str:
-    """Which dependency did not answer, in words that name no host or port."""
+def what_failed(exc: BaseException) -> str | None:
+    """Which dependency did not answer, in words that name no host or port; None when
+    ``exc`` is no dependency's failure."""
     if isinstance(exc, NotReplicatedError):
         return REPLICAS_DOWN
     if isinstance(exc, (UnavailableError, RedisError)):
         return REDIS_DOWN
     if isinstance(exc, KombuError):
         return BROKER_DOWN
-    return "redis or the broker not answering"
+    if isinstance(exc, OSError):
+        return "redis or the broker not answering"
+    return None

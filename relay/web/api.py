@@ -20,7 +20,15 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound
 
 from relay import parsing
-from relay.errors import RelayError, RequestError, RulesError
+from relay.errors import (
+    ForbiddenError,
+    NotFoundError,
+    RelayError,
+    RequestError,
+    RulesError,
+    TooManyLoginsError,
+    UnauthorizedError,
+)
 from relay.logs import mask_data
 from relay.ops import (
     audit,
@@ -32,7 +40,7 @@ from relay.ops import (
     rules_diff,
     search,
 )
-from relay.ops.dead_letter_pages import CursorError, DeadLetterFilter, page_dead_letters
+from relay.ops.dead_letter_pages import DeadLetterFilter, page_dead_letters
 from relay.ops.dryrun import dry_run
 from relay.times import parse_duration
 from relay.web import logins
@@ -56,8 +64,7 @@ def _authorize() -> ResponseReturnValue | None:
         raise NotFound()
     wait = logins.cooling_off("api")
     if wait:
-        detail = f"too many failed logins from this address: try again in {wait} s"
-        return jsonify(error="too_many_requests", detail=detail), 429, {"Retry-After": str(wait)}
+        raise TooManyLoginsError(wait)
     header = request.headers.get("Authorization")
     admin = _bearer_matches(header or "", token)
     # both compared every time: the timing does not tell which token nearly matched
@@ -67,14 +74,15 @@ def _authorize() -> ResponseReturnValue | None:
     if not (admin or viewer):
         if header is not None:  # credentials, and wrong: a failed login (no header: none)
             logins.failed("api")
-        return jsonify(error="unauthorized"), 401, {"WWW-Authenticate": "Bearer"}
+        raise UnauthorizedError(headers={"WWW-Authenticate": "Bearer"})
     g.api_role = "admin" if admin else "viewer"
     logins.succeeded("api", g.api_role)
     if admin:
         return None
     if request.method not in ("GET", "HEAD"):
-        detail = "RELAY_VIEWER_TOKEN is read-only: GET only; this needs RELAY_ADMIN_TOKEN"
-        return jsonify(error="forbidden", detail=detail), 403
+        raise ForbiddenError(
+            "RELAY_VIEWER_TOKEN is read-only: GET only; this needs RELAY_ADMIN_TOKEN"
+        )
     return None
 
 
@@ -86,10 +94,6 @@ def _bearer_matches(header: str, token: str) -> bool:
     return hmac.compare_digest(
         given.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
     )
-
-
-def _not_found(detail: str) -> ResponseReturnValue:
-    return jsonify(error="not_found", detail=detail), 404
 
 
 def _for_caller(value: Any) -> Any:
@@ -109,10 +113,7 @@ def list_dead_letters() -> ResponseReturnValue:
     params = _query("destination", "limit", "cursor")
     limit = _integer(params.get("limit"), "limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT)
     which = DeadLetterFilter(destination=params.get("destination") or None)
-    try:
-        page = page_dead_letters(current_relay().store, which, params.get("cursor") or None, limit)
-    except CursorError as exc:
-        raise RequestError(str(exc), exc.field) from None
+    page = page_dead_letters(current_relay().store, which, params.get("cursor") or None, limit)
     return jsonify(page.to_dict())
 
 
@@ -121,7 +122,7 @@ def show_dead_letter(delivery_id: str) -> ResponseReturnValue:
     _query()
     record = dead_letters.show_dead_letter(current_relay().store, delivery_id)
     if record is None:
-        return _not_found(f"no dead letter {delivery_id!r}")
+        raise NotFoundError(f"no dead letter {delivery_id!r}")
     return jsonify(_for_caller(record))
 
 
@@ -130,7 +131,7 @@ def delete_dead_letter(delivery_id: str) -> ResponseReturnValue:
     _query()
     relay = current_relay()
     if not dead_letters.delete_dead_letter(relay.store, delivery_id, relay.celery):
-        return _not_found(f"no dead letter {delivery_id!r}")
+        raise NotFoundError(f"no dead letter {delivery_id!r}")
     audit.deleted(logins.actor(), [delivery_id])
     return jsonify(deleted=[delivery_id])
 
@@ -157,7 +158,7 @@ def replay_dead_letter(delivery_id: str) -> ResponseReturnValue:
     relay = current_relay()
     report = dead_letters.replay(relay.store, relay.celery, [delivery_id], relay.rules.destinations)
     if report.not_found:
-        return _not_found(f"no dead letter {delivery_id!r}")
+        raise NotFoundError(f"no dead letter {delivery_id!r}")
     audit.replayed(logins.actor(), report)
     return jsonify(report.to_dict()), 202
 
@@ -166,7 +167,7 @@ def replay_dead_letter(delivery_id: str) -> ResponseReturnValue:
 def replay_dead_letters() -> ResponseReturnValue:
     """Body ``{"ids": [...]}`` or ``{"all": true, "destination": "crm"}`` (destination optional)."""
     _query()
-    body = _json_object()
+    body = _request_object()
     unknown = sorted(set(body) - {"ids", "all", "destination"})
     if unknown:
         raise RequestError(f"unknown field {unknown[0]!r}", unknown[0])
@@ -220,12 +221,10 @@ def list_destinations() -> ResponseReturnValue:
 def pause_destination(name: str) -> ResponseReturnValue:
     """Body (optional) ``{"for": "1h"}``: resume by itself after that long."""
     _query()
-    seconds = _pause_for(_json_object() if request.content_length else {})
+    seconds = _pause_for(_request_object() if request.content_length else {})
     relay = current_relay()
     try:
         item = destinations.pause(relay.store, relay.rules.destinations, name, seconds)
-    except destinations.UnknownDestination as exc:
-        return _not_found(str(exc))
     except ValueError as exc:
         raise RequestError(str(exc), "for") from None
     audit.paused(logins.actor(), name, seconds)
@@ -236,10 +235,7 @@ def pause_destination(name: str) -> ResponseReturnValue:
 def resume_destination(name: str) -> ResponseReturnValue:
     _query()
     relay = current_relay()
-    try:
-        report = destinations.resume(relay.store, relay.celery, relay.rules.destinations, name)
-    except destinations.UnknownDestination as exc:
-        return _not_found(str(exc))
+    report = destinations.resume(relay.store, relay.celery, relay.rules.destinations, name)
     audit.resumed(logins.actor(), name, report)
     return jsonify(report.to_dict())
 
@@ -267,14 +263,11 @@ def search_events() -> ResponseReturnValue:
     """Events newest first, filtered (every filter given must hold), a page at a time."""
     params = _query(*search.FILTERS, "since", "until", "cursor", "limit")
     relay = current_relay()
-    try:
-        query = search.parse_query(params)
-        limit = search.parse_limit(params.get("limit"))
-        page = search.search_events(
-            relay.store, query, params.get("cursor") or None, limit, pii=relay.settings.log_pii
-        )
-    except search.QueryError as exc:
-        raise RequestError(str(exc), exc.field) from None
+    query = search.parse_query(params)
+    limit = search.parse_limit(params.get("limit"))
+    page = search.search_events(
+        relay.store, query, params.get("cursor") or None, limit, pii=relay.settings.log_pii
+    )
     return jsonify(page.to_dict())
 
 
@@ -285,7 +278,7 @@ def reroute_event(event_id: str) -> ResponseReturnValue:
     relay = current_relay()
     report = reroute.reroute(relay.store, relay.celery, relay.rules, [event_id])
     if report.not_found:
-        return _not_found(f"no event {event_id!r} (history is kept RELAY_HISTORY_TTL)")
+        raise NotFoundError(f"no event {event_id!r} (history is kept RELAY_HISTORY_TTL)")
     audit.rerouted(logins.actor(), report)
     return jsonify(report.to_dict()), 202
 
@@ -330,7 +323,7 @@ def show_event(ref: str) -> ResponseReturnValue:
     store = current_relay().store
     events = history.event_history(store, ref)
     if not events:
-        return _not_found(f"no event with id, transid or tid {ref!r}")
+        raise NotFoundError(f"no event with id, transid or tid {ref!r}")
     life = lifecycle.message_lifecycle(store, ref, events)  # ref is a transid
     return jsonify(query=ref, events=_for_caller(events), **({"lifecycle": life} if life else {}))
 
@@ -372,7 +365,8 @@ def _integer(raw: str | None, name: str, default: int, low: int, high: int) -> i
     return value
 
 
-def _json_object() -> dict[str, Any]:
+def _request_object() -> dict[str, Any]:
+    """The request's body: a JSON object, else a 400 naming the body."""
     parsing.check_content_type(request.headers.get("Content-Type"))
     try:
         document = parsing.decode(request.get_data(cache=False))

@@ -30,7 +30,7 @@ import threading
 from collections import Counter
 from typing import Protocol
 
-from relay.errors import IngestError, SettingsError, SignatureError
+from relay.errors import IngestError, SettingsError, SignatureError, UnauthorizedError
 from relay.settings import Settings
 
 log = logging.getLogger("relay.ingest.auth")
@@ -48,14 +48,6 @@ class HeaderLookup(Protocol):
     """Request headers, as far as the checks read them (a dict, werkzeug's Headers)."""
 
     def get(self, key: str, /) -> str | None: ...
-
-
-class UnauthorizedError(IngestError):
-    """Basic credentials or the API key missing or wrong (401)."""
-
-    status = 401
-    code = "unauthorized"
-    quiet = True
 
 
 class IngestAuth:

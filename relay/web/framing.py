@@ -30,7 +30,7 @@ from http import HTTPStatus
 
 import h11
 
-from relay.errors import IngestError, TooLargeError
+from relay.errors import FramingError, IngestError, TooLargeError
 from relay.web.answers import json_body
 
 #: header lines gunicorn does not get as the client sent them (lower case)
@@ -40,20 +40,6 @@ _VERSIONS = (b"1.1", b"1.0")
 #: h11's messages quote the client's bytes as ``bytearray(b'…')``: shown as ``b'…'``
 _BYTEARRAY = re.compile(r"bytearray\((b['\"].*['\"])\)")
 _DETAIL_CHARS = 160  #: of a parser's message in an answer (it may quote the client's bytes)
-
-
-class FramingError(IngestError):
-    """A request whose framing relay refuses (400)."""
-
-    status = 400
-    code = "bad_request"
-
-
-class RequestTimeoutError(IngestError):
-    """A request not whole within ``RELAY_READ_TIMEOUT`` (408)."""
-
-    status = 408
-    code = "request_timeout"
 
 
 class RequestFraming:

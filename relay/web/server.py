@@ -35,9 +35,9 @@ from typing import Any
 from gunicorn import http
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
-from relay.errors import IngestError
+from relay.errors import IngestError, RequestTimeoutError
 from relay.settings import load_settings
-from relay.web.framing import RequestFraming, RequestTimeoutError, loop_answer
+from relay.web.framing import RequestFraming, loop_answer
 
 log = logging.getLogger("relay.web")
 
@@ -251,7 +251,7 @@ class BoundedReadWorker(ThreadWorker):
             self.poller.register(
                 conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn)
             )
-        except Exception:  # noqa: BLE001 - as gthread: a connection in doubt is closed
+        except Exception:  # as gthread: a connection in doubt is closed
             self._close(conn)
 
     def _linger(self, conn: BoundedConn) -> None:

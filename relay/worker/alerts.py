@@ -94,7 +94,7 @@ def emit(
     """
     try:
         _record(runtime, kind, labels, details or {})
-    except Exception as exc:  # noqa: BLE001 - an alert must never fail what caused it
+    except Exception as exc:  # an alert must never fail what caused it
         log.warning("alert %s for %s not recorded: %s", kind, labels.get("destination"), exc)
 
 
@@ -167,7 +167,7 @@ def start(runtime: Runtime, interval: float = FLUSH_INTERVAL) -> threading.Event
         while not stop.wait(interval):
             try:
                 flush_once(runtime)
-            except Exception as exc:  # noqa: BLE001 - keep flushing; say why not
+            except Exception as exc:  # keep flushing; say why not
                 log.warning("notifications not flushed: %s", exc)
 
     threading.Thread(target=loop, name="relay-alerts", daemon=True).start()
@@ -231,7 +231,7 @@ def _send_safely(
         return outcome
     except TemplateError as exc:
         return Outcome("permanent", error=f"template error: {exc}")
-    except Exception as exc:  # noqa: BLE001 - a bug must not stop the flusher
+    except Exception as exc:  # a bug must not stop the flusher
         log.exception("notification %s: unexpected failure", notification.name)
         return Outcome("permanent", error=f"internal error: {type(exc).__name__}: {exc}")
 

@@ -85,7 +85,7 @@ class RelayCelery(Celery):
                 argsrepr=f"({job['delivery_id']!r})",
                 kwargsrepr="{}",
             )
-        except Exception as exc:  # noqa: BLE001 - the broker away, or kombu's channel torn
+        except Exception as exc:  # the broker away, or kombu's channel torn
             self.publish_later(deliver_member(job["delivery_id"]), exc)  # down by a failover
 
     def publish_later(self, member: str, exc: Exception) -> None:

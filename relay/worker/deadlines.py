@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 from relay import metrics
 from relay.codes import code_label, status_label
-from relay.events import Event, overdue_event
+from relay.events import Event
+from relay.parsing import overdue_event
 from relay.state import RedisError, Store
 from relay.state.lifecycle import FINAL_IN_TIME, FINAL_LATE, Outcome
 from relay.times import epoch

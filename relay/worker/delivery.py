@@ -35,6 +35,7 @@ from relay.actions import Outcome, next_delay, registry, should_retry
 from relay.events import (
     Attempt,
     Event,
+    HistoryEntry,
     Job,
     Step,
     dead_letter,
@@ -161,7 +162,8 @@ def _send(
     started = utc_now_iso()
     outcome = _missing(job) if destination is None else perform(destination, job, runtime.settings)
     tracing.attempted(span, outcome.kind, outcome.status)
-    if destination is not None:
+    # a delivered attempt's outcome is counted in the controls by its own transaction
+    if destination is not None and not outcome.ok:
         gate.settle(runtime, job, destination, outcome, probe)
     attempt = new_attempt(
         number, started, outcome.kind, outcome.status, outcome.error, outcome.latency
@@ -170,7 +172,7 @@ def _send(
     tried = delivery_entry(job, Step.ATTEMPT, **_without_time(attempt))
     if outcome.ok:
         delivered = delivery_entry(job, Step.DELIVERED, attempt=number)
-        ordering.woke(runtime, state.delivered(job, attempt, [tried, delivered]))
+        _delivered(runtime, job, destination, outcome, probe, attempt, [tried, delivered])
         _observe_end_to_end(job["event"])
         _step(
             job,
@@ -206,6 +208,27 @@ def _send(
     if outcome.kind == "transient":
         reason = f"gave up after {number} attempts: {reason}"
     return _dead_letter(runtime, job, reason, destination, (attempt, tried))
+
+
+def _delivered(
+    runtime: Runtime,
+    job: Job,
+    destination: Destination | None,
+    outcome: Outcome,
+    probe: bool,
+    attempt: Attempt,
+    entries: list[HistoryEntry],
+) -> None:
+    """One transaction: the outcome counted in the destination's controls, the delivery
+    recorded and settled; then the circuit's transition, and the ordered ones woken."""
+    counted = None if destination is None else gate.settlement(runtime, job, destination, outcome)
+    done = runtime.store.deliveries.delivered(job, attempt, entries, counted)
+    if destination is not None:
+        if done.counted:
+            gate.settled(runtime, job, destination, outcome, probe, done.transition)
+        elif done.error is not None:
+            gate.not_counted(job, done.error)
+    ordering.woke(runtime, done.woken)
 
 
 def _dead_letter(

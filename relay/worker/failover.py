@@ -114,7 +114,7 @@ def start(celery: Celery, watch: PrimaryWatch, holdings: Holdings) -> threading.
             try:
                 if watch.check():
                     reconcile(celery, watch, holdings)
-            except Exception as exc:  # noqa: BLE001 - Redis or the broker away: look again
+            except Exception as exc:  # Redis or the broker away: look again
                 log.info("primary watch: %s", exc)
 
     threading.Thread(target=loop, name="relay-primary-watch", daemon=True).start()

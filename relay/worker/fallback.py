@@ -16,7 +16,6 @@ import logging
 from relay.events import (
     HistoryEntry,
     Job,
-    RetrySpec,
     Step,
     delivery_entry,
     fallback_job,
@@ -42,8 +41,7 @@ def job_for(
             "fallback %r of %r is not in the rules", destination.fallback, job["destination"]
         )
         return None
-    policy = target.retry or DEFAULT_RETRY
-    retry: RetrySpec = {"attempts": policy.attempts, "initial": policy.initial, "max": policy.max}
+    retry = (target.retry or DEFAULT_RETRY).spec()
     failure = new_failure(job["destination"], job["delivery_id"], attempts, reason)
     return fallback_job(job, destination.fallback, retry, failure)
 
@@ -63,7 +61,7 @@ def publish(runtime: Runtime, failed: Job, follow_up: Job | None) -> None:
         return
     try:
         runtime.schedule(follow_up, 0)
-    except Exception as exc:  # noqa: BLE001 - the outbox has it; the sweeper will publish it
+    except Exception as exc:  # the outbox has it; the sweeper will publish it
         log.warning("fallback %s not published yet: %s", follow_up["delivery_id"], exc)
         return
     log.info(

@@ -39,7 +39,7 @@ from relay import metrics
 from relay.actions import Outcome
 from relay.events import Job
 from relay.rules import Destination
-from relay.state.controls import Verdict
+from relay.state.controls import Settlement, Verdict
 from relay.worker import alerts
 from relay.worker.runtime import Runtime
 
@@ -121,22 +121,53 @@ def settle(
 ) -> None:
     """Count an attempt's outcome: the lease, the statistics, the circuit (and its alerts
     when it opens or closes). Never raises: the attempt's own outcome matters more."""
+    counted = settlement(runtime, job, destination, outcome)
+    try:
+        transition = runtime.store.controls.apply(counted)
+    except Exception as exc:  # the lease expires by itself
+        not_counted(job, exc)
+        return
+    settled(runtime, job, destination, outcome, probe, transition)
+
+
+def settlement(
+    runtime: Runtime, job: Job, destination: Destination, outcome: Outcome
+) -> Settlement:
+    """:func:`settle`'s count, not run: for the delivered attempt's own transaction
+    (``DeliveryState.delivered``), then :func:`settled` with the transition it made."""
+    breaker = destination.circuit_breaker
+    return runtime.store.controls.settlement(
+        job["destination"],
+        job["delivery_id"],
+        outcome.kind,
+        outcome.latency,
+        _error(outcome),
+        failures=breaker.failures if breaker else 0,
+        cooldown=breaker.cooldown if breaker else 0.0,
+    )
+
+
+def not_counted(job: Job, exc: Exception) -> None:
+    log.warning("destination %s: outcome not counted: %s", job["destination"], exc)
+
+
+def _error(outcome: Outcome) -> str | None:
+    return outcome.error or (f"HTTP {outcome.status}" if not outcome.ok else None)
+
+
+def settled(
+    runtime: Runtime,
+    job: Job,
+    destination: Destination,
+    outcome: Outcome,
+    probe: bool,
+    transition: str,
+) -> None:
+    """After an outcome was counted: the circuit's logs and alerts when it opened or
+    closed, and a closed circuit's parked deliveries published again. Never raises."""
     name = job["destination"]
     breaker = destination.circuit_breaker
-    error = outcome.error or (f"HTTP {outcome.status}" if not outcome.ok else None)
-    try:
-        transition = runtime.store.controls.settle(
-            name,
-            job["delivery_id"],
-            outcome.kind,
-            outcome.latency,
-            error,
-            failures=breaker.failures if breaker else 0,
-            cooldown=breaker.cooldown if breaker else 0.0,
-        )
-    except Exception as exc:  # noqa: BLE001 - the lease expires by itself
-        log.warning("destination %s: outcome not counted: %s", name, exc)
-        return
+    error = _error(outcome)
     if transition in ("opened", "reopened"):
         log.warning(
             "destination %s: circuit %s after %s",
@@ -161,7 +192,7 @@ def settle(
         alerts.emit(runtime, "circuit_closed", {"destination": name}, {"probe": probe})
         try:
             unpark(runtime, name)
-        except Exception as exc:  # noqa: BLE001 - each parked delivery looks again by itself
+        except Exception as exc:  # each parked delivery looks again by itself
             log.warning("destination %s: parked deliveries not published again: %s", name, exc)
 
 
@@ -180,5 +211,5 @@ def release(runtime: Runtime, job: Job, destination: Destination | None) -> None
     if destination is not None and destination.concurrency:
         try:
             runtime.store.controls.release(job["destination"], job["delivery_id"])
-        except Exception:  # noqa: BLE001 - it expires by itself
+        except Exception:  # it expires by itself
             pass

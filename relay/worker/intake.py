@@ -18,7 +18,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from relay.events import Event
-from relay.state import RedisError
+from relay.state import RedisError, is_infrastructure
 from relay.worker import routing
 from relay.worker.runtime import Runtime
 
@@ -69,12 +69,17 @@ class Intake:
                 try:
                     routing.route_event(self.runtime, event, trace)
                     return
-                except RedisError as exc:  # the state store is away: keep the event, retry
+                except Exception as exc:
+                    if not is_infrastructure(exc):
+                        raise
+                    # the state store is away: keep the event, retry
                     self.runtime.interrupted.set()
                     log.warning("routing %s paused: %s", event["id"], exc)
                     if self.stopping.wait(REDIS_PAUSE):
                         return  # held by this node: taken over once it is gone
         except Exception:
+            # routing dead-letters what would only fail again before it is recorded
+            # (relay.worker.routing); this is a failure after, left to the pending outbox
             log.exception("routing %s failed unexpectedly; left to the pending outbox", event["id"])
             try:
                 self.runtime.store.pending.disown_routing(event["id"])
@@ -91,7 +96,7 @@ class Intake:
             while not self.closed.is_set():
                 try:
                     self.take_once()
-                except Exception as exc:  # noqa: BLE001 - Redis away: wait, retry
+                except Exception as exc:  # Redis away: wait, retry
                     # a take whose answer was lost leaves events held by this node in
                     # Redis and by no thread here: the primary watch reconciles them
                     self.runtime.interrupted.set()

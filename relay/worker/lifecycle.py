@@ -39,13 +39,14 @@ from kombu.exceptions import OperationalError
 
 from relay import logs, metrics, tracing
 from relay.ops.broker import queue_sizes
-from relay.state import Unavailable
+from relay.state import is_unavailable
 from relay.worker import alerts, failover, sweeper
 from relay.worker.app import RelayCelery
 from relay.worker.intake import Intake
 
-#: what Celery and kombu log when a broker connection broke under them
-_CONNECTION_LOST = (ConnectionError, OperationalError, *Unavailable)
+#: what Celery and kombu raise when a broker connection broke under them (Redis away is
+#: relay.state.is_unavailable)
+_CONNECTION_LOST = (ConnectionError, OperationalError)
 
 
 def outage_without_traceback(record: logging.LogRecord) -> bool:
@@ -54,9 +55,8 @@ def outage_without_traceback(record: logging.LogRecord) -> bool:
     answer (``Reject``, see ``relay.worker.tasks``), and an acknowledgement lost with its
     connection (the broker redelivers the message; the copy is recognised and dropped)."""
     exc = record.exc_info[1] if record.exc_info else None
-    lost_ack = isinstance(exc, _CONNECTION_LOST) and str(record.msg).startswith(
-        ("Couldn't ack", "Couldn't reject")
-    )
+    lost = exc is not None and (isinstance(exc, _CONNECTION_LOST) or is_unavailable(exc))
+    lost_ack = lost and str(record.msg).startswith(("Couldn't ack", "Couldn't reject"))
     if isinstance(exc, Reject) or lost_ack:
         record.exc_info = None
         record.exc_text = None
@@ -138,7 +138,7 @@ def install(celery: RelayCelery) -> None:
                 state[name].set()
         try:
             celery.store.pending.leave()
-        except Exception:  # noqa: BLE001 - Redis away: the missed heartbeat says the same
+        except Exception:  # Redis away: the missed heartbeat says the same
             pass
         tracing.stop()  # export what the routings and attempts left buffered
         if metrics.OWNED_DIR:

@@ -55,7 +55,7 @@ def publish(runtime: Runtime, woken: Sequence[Job]) -> None:
     for job in woken:
         try:
             runtime.schedule(job, 0)
-        except Exception as exc:  # noqa: BLE001 - owned in Redis: reconciled later
+        except Exception as exc:  # owned in Redis: reconciled later
             runtime.interrupted.set()
             log.warning(
                 "delivery %s: its turn came, not published yet: %s", job["delivery_id"], exc
@@ -91,7 +91,7 @@ def in_turn(runtime: Runtime, run: Callable[[Runtime, Job], object]) -> Iterator
             try:
                 with runtime.holdings.holding_deliveries(job["delivery_id"]):
                     run(runtime, job)
-            except Exception as exc:  # noqa: BLE001 - owned here: reconciled when held nowhere
+            except Exception as exc:  # owned here: reconciled when held nowhere
                 runtime.interrupted.set()
                 log.warning("delivery %s: its turn came, not run: %s", job["delivery_id"], exc)
     finally:

@@ -65,7 +65,7 @@ class Heartbeat:
             try:
                 self.store.pending.heartbeat([member])
                 return
-            except Exception as exc:  # noqa: BLE001 - Redis away: the next beat records it
+            except Exception as exc:  # Redis away: the next beat records it
                 log.info("task %s: held from the next heartbeat: %s", member, exc)
         with self._lock:
             self._received.add(member)
@@ -90,7 +90,7 @@ class Heartbeat:
             while not stop.wait(HEARTBEAT):
                 try:
                     self.beat()
-                except Exception as exc:  # noqa: BLE001 - Redis away: beat again later
+                except Exception as exc:  # Redis away: beat again later
                     log.warning("heartbeat skipped: %s", exc)
 
         threading.Thread(target=loop, name="relay-heartbeat", daemon=True).start()

@@ -8,62 +8,92 @@ attempt is given back uncounted and the delivery published as a task with a coun
 retries, such waits (and work taken over from a dead worker) travel as ``relay.deliver``
 task messages.
 
-Should matching itself fail (a bug), the event becomes a dead letter with no destination,
-which a replay routes again.
+Should routing fail for a reason that would only repeat — matching raised (a bug), or the
+event holds what relay cannot store (UnicodeError, ValueError, TypeError …) — the event
+becomes a dead letter with no destination and a reason that starts with ``unroutable``, at
+once, which a replay routes again. Only a failure of the state store itself (Redis away,
+a timeout, a failover: ``relay.state.is_infrastructure``) is raised, for the caller to
+try again.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from relay import metrics, tracing
 from relay.events import (
     Event,
     HistoryEntry,
     Job,
-    RetrySpec,
     Step,
     history_entry,
     new_job,
     routing_dead_letter,
 )
-from relay.rules import Destination, RetryPolicy, RouteMatch
-from relay.state import RedisError
+from relay.rules import Destination, RouteMatch
+from relay.state import RedisError, is_infrastructure
 from relay.state.store import PARKED
+from relay.text import valid
 from relay.worker import deadlines, delivery, ordering, replies
 from relay.worker.runtime import Runtime
 
 log = logging.getLogger("relay.deliver")
 
 REDIS_PAUSE = 1.0  #: seconds between tries while Redis does not answer
+UNROUTABLE = "unroutable"  #: how the reason of a routing dead letter begins
+
+
+class _UnroutableError(Exception):
+    """Routing failed before it was recorded, for a reason that would only repeat."""
+
+    def __init__(self, version: str, cause: Exception) -> None:
+        self.version = version
+        self.cause = cause
+        super().__init__(f"{UNROUTABLE}: {type(cause).__name__}: {cause}")
+
+
+@contextmanager
+def _unroutable_on_error(version: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        if is_infrastructure(exc):
+            raise
+        raise _UnroutableError(version, exc) from exc
 
 
 def route_event(runtime: Runtime, event: Event, trace: dict[str, str] | None = None) -> list[str]:
     """Route ``event`` and run each delivery's first attempt; what each came to. With
     ``trace`` (the context of the request that accepted it), the routing's span continues
-    that trace, and each delivery carries the routing's context (``relay.tracing``)."""
+    that trace, and each delivery carries the routing's context (``relay.tracing``).
+
+    A routing that fails for a reason that would only repeat is dead-lettered (``[]``);
+    a failure of the state store is raised."""
     with tracing.routing(event, trace) as span:
-        return _route(runtime, event, span)
+        try:
+            return _route(runtime, event, span)
+        except _UnroutableError as failure:
+            log.error("routing %s failed: %s", event["id"], failure, exc_info=failure.cause)
+            _routing_failed(runtime, event, failure.version, str(failure))
+            return []
 
 
 def _route(runtime: Runtime, event: Event, span: tracing.Span) -> list[str]:
     ruleset = runtime.rules.current
-    replies.before_matching(runtime, event)
-    try:
+    with _unroutable_on_error(ruleset.version):
+        replies.before_matching(runtime, event)
         matches = ruleset.match(event)
         jobs = ordering.ordered(
             ruleset,
             [
-                new_job(event, match.route, name, ruleset.version, _retry(match.retry[name]))
+                new_job(event, match.route, name, ruleset.version, match.retry[name].spec())
                 for match in matches
                 for name in match.destinations
             ],
         )
         arrivals = ruleset.order_values(event)
-    except Exception as exc:
-        log.exception("routing %s failed", event["id"])
-        _routing_failed(runtime, event, ruleset.version, exc)
-        return []
     received = history_entry(Step.RECEIVED, rules_version=ruleset.version)
     carried = tracing.context()
     if carried:
@@ -102,9 +132,10 @@ def _record_and_attempt(
     runs it now. With ``within`` (the rules' ``lifecycle``), a receipt also opens, updates
     or closes its message's deadline in the same call."""
     holds = _holds(destinations)
-    numbers, woken, lifecycle = runtime.store.route_in_turn(
-        event, entries, jobs, holds, arrivals, within
-    )
+    with _unroutable_on_error(entries[0].get("rules_version", "")):
+        numbers, woken, lifecycle = runtime.store.route_in_turn(
+            event, entries, jobs, holds, arrivals, within
+        )
     ordering.woke(runtime, woken)
     if numbers is None:
         # routed before: by a copy of this event, or by this very call when Redis applied
@@ -177,10 +208,6 @@ def _holds(destinations: list[Destination | None]) -> list[float]:
     return holds
 
 
-def _retry(policy: RetryPolicy) -> RetrySpec:
-    return {"attempts": policy.attempts, "initial": policy.initial, "max": policy.max}
-
-
 def _count(matches: list[RouteMatch]) -> None:
     metric = metrics.m()
     for match in matches:
@@ -189,8 +216,11 @@ def _count(matches: list[RouteMatch]) -> None:
         metric.unrouted.inc()
 
 
-def _routing_failed(runtime: Runtime, event: Event, version: str, exc: Exception) -> None:
-    reason = f"routing failed: {type(exc).__name__}: {exc}"
+def _routing_failed(runtime: Runtime, event: Event, version: str, reason: str) -> None:
+    """Store the event as a routing dead letter with ``reason``; its text made valid
+    first (an event accepted before the door replaced lone surrogates holds some, which
+    no Redis key can)."""
+    event = valid(event)
     entries = [
         history_entry(Step.RECEIVED, rules_version=version),
         history_entry(Step.DEAD_LETTERED, reason=reason),

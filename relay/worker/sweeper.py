@@ -136,7 +136,7 @@ def start(
                     take_over=may_take_over(),
                     orders_of=orders_of,
                 )
-            except Exception as exc:  # noqa: BLE001 - keep sweeping; say why not
+            except Exception as exc:  # keep sweeping; say why not
                 log.warning("sweep skipped: %s", exc)
 
     threading.Thread(target=loop, name="relay-sweeper", daemon=True).start()

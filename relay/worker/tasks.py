@@ -4,8 +4,11 @@
 events are routed by the intake, ``relay.worker.intake``, with no task); ``relay.deliver``
 carries a retry, a replay, or a delivery taken over.
 
-A Redis error while a task runs (state store unreachable) gives the message back to the
-queue after a pause instead of acknowledging it: the work is retried, not lost.
+A failure of Redis while a task runs (unreachable, a timeout, a failover, out of memory:
+``relay.state.is_infrastructure``) gives the message back to the queue after a pause
+instead of acknowledging it: the work is retried, not lost. Any other error would only
+repeat: it fails the task, whose work stays in the pending outbox (a routing that cannot be
+recorded is dead-lettered as ``unroutable`` by ``relay.worker.routing`` itself).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from celery import shared_task
 from celery.exceptions import Reject
 
 from relay.events import Event, Job
-from relay.state import RedisError
+from relay.state import is_infrastructure
 from relay.worker import delivery, routing
 
 #: seconds to wait before giving a message back when Redis failed (avoids a hot loop)
@@ -31,7 +34,9 @@ def _requeue_on_redis_error(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(self: Any, *args: Any) -> Any:
         try:
             return func(self, *args)
-        except RedisError as exc:
+        except Exception as exc:
+            if not is_infrastructure(exc):
+                raise
             time.sleep(REQUEUE_PAUSE)
             raise Reject(f"redis: {exc}", requeue=True) from exc
 

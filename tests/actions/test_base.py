@@ -16,7 +16,6 @@ from relay.actions import (
     parse_retry_after,
     should_retry,
 )
-from relay.errors import PermanentDeliveryError, TransientDeliveryError
 from relay.rules import RetryPolicy
 
 NOW = 1_700_000_000.0
@@ -163,14 +162,6 @@ def test_retry_policy_from_mapping_rejects_bad_settings(data: dict, message: str
 def test_outcome_rejects_an_unknown_kind() -> None:
     with pytest.raises(ValueError, match="unknown outcome kind"):
         Outcome("maybe")  # type: ignore[arg-type]
-
-
-def test_outcome_converts_to_the_matching_delivery_error() -> None:
-    transient = Outcome("transient", 503, "HTTP 503", retry_after=5.0).to_error()
-    assert isinstance(transient, TransientDeliveryError)
-    assert (transient.status, transient.retry_after) == (503, 5.0)
-    assert isinstance(Outcome("permanent", 400, "HTTP 400").to_error(), PermanentDeliveryError)
-    assert Outcome("ok", 200).to_error() is None
 
 
 def test_outcome_to_dict_is_json_native() -> None:

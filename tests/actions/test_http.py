@@ -252,3 +252,43 @@ def test_a_template_body_is_sent_with_its_content_type(sink: HttpSink) -> None:
     (request,) = sink.requests
     assert request.header("Content-Type") == "text/plain; charset=utf-8"
     assert request.body.decode() == "Statüs: failed"
+
+
+def test_a_cookie_a_receiver_sets_is_never_sent_with_a_later_delivery(sink: HttpSink) -> None:
+    """Every destination on a host shares the process's session: a cookie one answer set
+    would go out with every later delivery there, to whichever destination."""
+    sink.script(Answer(200, headers={"Set-Cookie": "session=abc; Path=/"}))
+    assert send(sink, delivery_id="dlv-1").ok
+    assert send(sink, delivery_id="dlv-2").ok
+    first, second = sink.requests
+    assert second.header("Cookie") is None
+    assert second.header("webhook-id") == "dlv-2"
+
+
+def test_the_session_default_headers_go_out_under_the_request_own(sink: HttpSink) -> None:
+    assert send(sink, headers={"accept": "application/json"}).ok
+    (request,) = sink.requests
+    accepts = [value for name, value in request.headers if name.lower() == "accept"]
+    assert accepts == ["application/json"]  # the destination's, in any case, not */* too
+    assert request.header("Accept-Encoding") == "gzip, deflate"  # requests' default kept
+    assert request.header("User-Agent") == f"relay/{__version__} (+webex-connect-relay)"
+    assert request.header("Content-Length") == str(len(b'{"a": 1}'))
+
+
+def test_a_proxy_from_the_environment_is_used(
+    sink: HttpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With proxy variables set, deliveries go through requests' whole path, which
+    applies them: here the sink is the proxy, and sees the absolute URL."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", sink.url())
+    close_session()  # the next session reads the environment
+    try:
+        url = "http://relay-proxy-test.invalid/hook"
+        assert send_http(url, b"{}", delivery_id="dlv-1", timeout=TIMEOUT).ok
+    finally:
+        close_session()
+    (request,) = sink.requests
+    assert request.path == "http://relay-proxy-test.invalid/hook"
+    assert request.header("webhook-id") == "dlv-1"

@@ -208,7 +208,7 @@ def test_a_rate_limited_api_call_is_transient_with_retry_after_and_no_token(
     outcome = api(sink)
     assert (outcome.kind, outcome.status, outcome.retry_after) == ("transient", 429, 3.0)
     assert outcome.error == "Slack API error: ratelimited"
-    assert TOKEN not in repr(outcome) + str(outcome.to_error()) + caplog.text
+    assert TOKEN not in repr(outcome) + str(outcome.error) + caplog.text
 
 
 def test_slacks_explanations_of_invalid_blocks_are_in_the_error(sink: HttpSink) -> None:

@@ -191,7 +191,7 @@ def test_a_rejected_key_is_permanent_and_the_key_is_never_in_the_error(
         403,
         "HTTP 403 7001: Authentication failed.",
     )
-    assert SERVICE_KEY not in repr(outcome) + str(outcome.to_error()) + caplog.text
+    assert SERVICE_KEY not in repr(outcome) + str(outcome.error) + caplog.text
 
 
 def test_a_key_echoed_by_the_server_is_masked(sink: HttpSink) -> None:

@@ -34,12 +34,12 @@ def test_a_structured_body_takes_an_explicit_content_type(sink):
     assert request.json() == {"data": {"type": "sms", "attributes": {"text": 'say "hi"'}}}
 
 
-def test_a_lone_surrogate_in_a_structured_body_is_sent_as_a_question_mark(sink):
+def test_a_lone_surrogate_in_a_structured_body_is_sent_as_a_replacement_character(sink):
     destination, job = destination_and_job(
         http(sink.url(), "    body: {text: '{{ event.text }}'}\n"), inbound("a\ud800b")
     )
     assert perform(destination, job, SETTINGS).ok
-    assert sink.requests[0].json() == {"text": "a?b"}
+    assert sink.requests[0].json() == {"text": "a\ufffdb"}
 
 
 def test_a_json_template_body_that_renders_json_is_sent_as_before(sink):

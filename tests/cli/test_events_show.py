@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from relay import parsing
 from relay.cli import main
-from relay.cli.ops import format_timeline
+from relay.cli.events import format_timeline
 from relay.ops.history import timeline
 from relay.state import Store
 from tests.conftest import load_fixture

@@ -9,9 +9,10 @@ from datetime import datetime, timezone
 
 import pytest
 
+from relay.errors import QueryError
 from relay.events import Step, dead_letter, history_entry, new_job, routing_dead_letter
 from relay.ops import dead_letters, search
-from relay.ops.search import EventQuery, QueryError, count_events, event_counts, search_events
+from relay.ops.search import EventQuery, count_events, event_counts, search_events
 from relay.parsing import build_events
 from relay.state import Store, connect, keys
 from relay.state import index as state_index

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from relay.errors import CasesError
 from relay.rules import load_rules_text
-from relay.rules.cases import CasesError, load_cases, read_cases, run_case, run_cases, summary
+from relay.rules.cases import load_cases, read_cases, run_case, run_cases, summary
 from tests.cli.test_rules_commands import EXAMPLE, relay
 from tests.harness import ROOT
 from tests.rules.test_matcher import RULES

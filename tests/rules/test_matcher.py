@@ -8,8 +8,9 @@ import random
 import pytest
 import yaml
 
+from relay.errors import ConditionError
 from relay.rules import load_rules_text
-from relay.rules.matcher import ConditionError, compile_condition
+from relay.rules.matcher import compile_condition
 
 RECEIPT = {
     "id": "01JRECEIPT",

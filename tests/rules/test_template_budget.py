@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from relay.rules.templates import TemplateBudgetError, TemplateError, compile_template
+from relay.errors import TemplateBudgetError, TemplateError
+from relay.rules.templates import compile_template
 
 EVENT = {"kind": "inbound_message", "text": "hello", "code": 7102}
 STEPS = "template budget spent: more than 100,000 steps (loop passes and calls)"

@@ -199,7 +199,7 @@ def test_an_id_no_redis_key_can_hold_is_simply_not_found(api):
         "/api/dead-letters/replay", headers=AUTH, data=body, content_type="application/json"
     )
     assert answer.status_code == 202
-    assert answer.json["not_found"] == ["\ud800"]
+    assert answer.json["not_found"] == ["\ufffd"]  # read as every body is (relay.text)
 
 
 def test_a_body_that_is_not_json_is_415(api):
@@ -285,3 +285,44 @@ def test_rules_test_rejects_what_it_cannot_understand(api, query, body, status, 
     assert answer.status_code == status, answer.json
     if field:
         assert answer.json["field"] == field
+
+
+# -- refusals: one JSON shape, from the app's one error handler ---------------------------
+
+VIEWER = "s3cret-viewer-token"
+
+
+def test_every_refusal_is_the_json_of_the_one_error_handler(env, store):
+    settings = load_settings({**env, "RELAY_ADMIN_TOKEN": TOKEN, "RELAY_VIEWER_TOKEN": VIEWER})
+    api = create_app(settings).test_client()
+    refused = api.post(
+        "/api/destinations/trace/pause", headers={"Authorization": f"Bearer {VIEWER}"}
+    )
+    assert refused.status_code == 403
+    assert refused.json == {
+        "error": "forbidden",
+        "detail": "RELAY_VIEWER_TOKEN is read-only: GET only; this needs RELAY_ADMIN_TOKEN",
+    }
+    missing = [
+        ("GET", "/api/dead-letters/01NONE:trace", "no dead letter '01NONE:trace'"),
+        ("DELETE", "/api/dead-letters/01NONE:trace", "no dead letter '01NONE:trace'"),
+        ("POST", "/api/dead-letters/01NONE:trace/replay", "no dead letter '01NONE:trace'"),
+        ("GET", "/api/events/01NONE", "no event with id, transid or tid '01NONE'"),
+        (
+            "POST",
+            "/api/events/01NONE/reroute",
+            "no event '01NONE' (history is kept RELAY_HISTORY_TTL)",
+        ),
+        ("POST", "/api/destinations/nope/resume", "no destination 'nope' in the rules"),
+    ]
+    for method, path, detail in missing:
+        answer = api.open(path, method=method, headers=AUTH)
+        assert (answer.status_code, answer.json) == (404, {"error": "not_found", "detail": detail})
+        assert answer.mimetype == "application/json"
+    for path, field in [
+        ("/api/dead-letters?cursor=bogus", "cursor"),
+        ("/api/events?state=x", "state"),
+    ]:
+        answer = api.get(path, headers=AUTH)
+        assert answer.status_code == 400, path
+        assert (answer.json["error"], answer.json["field"]) == ("invalid_request", field)

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from relay.errors import IngestError
-from relay.web.framing import FramingError, RequestFraming, loop_answer
+from relay.errors import FramingError, IngestError
+from relay.web.framing import RequestFraming, loop_answer
 from relay.web.server import BufferedSource
 from tests.harness import ROOT
 

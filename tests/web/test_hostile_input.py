@@ -185,12 +185,14 @@ def test_any_unicode_text_is_accepted_and_kept(client, redis_client, text):
         assert event["text"] == text
 
 
-def test_a_utf8_encoded_surrogate_is_taken_like_its_escape(client, redis_client):
-    """json.loads decodes with "surrogatepass": the same lone surrogate as ``\\ud800``."""
-    body = b'{"oa": "1", "da": "2", "message": "\xed\xa0\x80"}'
+def test_a_utf8_encoded_surrogate_is_replaced_like_its_escape(client, redis_client):
+    """json.loads decodes with "surrogatepass": the same lone surrogate as ``\\ud800``,
+    replaced by U+FFFD the same way."""
+    body = b'{"oa": "1", "da": "2", "message": "\xed\xa0\x80", "\xed\xa0\x80": 1}'
     assert post(client, body).status_code == 200
     (event,) = queued_events(redis_client)
-    assert event["text"] == "\ud800"
+    assert event["text"] == "\ufffd"
+    assert event["raw"] == {"oa": "1", "da": "2", "message": "\ufffd", "\ufffd": 1}
 
 
 def test_duplicate_keys_are_accepted_and_the_last_wins(client, redis_client):
@@ -212,12 +214,12 @@ def test_case_variant_keys_prefer_the_documented_spelling(client, redis_client):
 SURROGATES = "lone \ud800 high, lone \udfff low, pair \ud83d\ude00"
 
 
-def test_lone_surrogates_pass_the_queue_routing_and_delivery(client, redis_client, settings, sink):
+def test_lone_surrogates_are_replaced_at_the_door_and_routed(client, redis_client, settings, sink):
     body = json.dumps({**MESSAGE, "message": SURROGATES, "x": {"\udbff": "\udc00"}}).encode()
     assert body.isascii()
     assert post(client, body).status_code == 200
     (event,) = queued_events(redis_client)  # decoded as the worker decodes it
-    assert event["text"] == "lone \ud800 high, lone \udfff low, pair \U0001f600"
+    assert event["text"] == "lone \ufffd high, lone \ufffd low, pair \U0001f600"
 
     ruleset = load_rules_text(
         f"""
@@ -244,14 +246,14 @@ routes: [{{name: all, to: [event, raw, text, trace]}}]
     assert {entry["step"] for entry in store.history(event["id"])} >= {"received", "delivered"}
     received = {request.path: request.body for request in sink.requests}
     assert json.loads(received["/event"])["text"] == event["text"]
-    assert json.loads(received["/raw"])["x"] == {"\udbff": "\udc00"}
+    assert json.loads(received["/raw"])["x"] == {"\ufffd": "\ufffd"}
     assert received["/text"].decode().startswith("said lone ")
 
 
 @pytest.mark.parametrize(
-    ("body", "field"),
+    ("body", "field", "expected"),
     [
-        ({**MESSAGE, "tid": "t-\ud800"}, "tid"),
+        ({**MESSAGE, "tid": "t-\ud800"}, "tid", "t-\ufffd"),
         (
             {
                 "deliveryInfoNotification": {
@@ -259,17 +261,17 @@ routes: [{{name: all, to: [event, raw, text, trace]}}]
                     "transid": "\udfff",
                 }
             },
-            "deliveryInfoNotification.transid",
+            "transid",
+            "\ufffd",
         ),
-        ([MESSAGE, {**MESSAGE, "message": "2", "tid": "\ud800"}], "[1].tid"),
     ],
 )
-def test_a_lone_surrogate_in_a_reference_is_400(client, redis_client, body, field):
-    """transid and tid become Redis keys, which must encode as UTF-8."""
+def test_a_lone_surrogate_in_a_reference_is_replaced(client, redis_client, body, field, expected):
+    """transid and tid become Redis keys, which must encode as UTF-8: valid text can."""
     answer = post(client, json.dumps(body).encode())
-    assert answer.status_code == 400
-    assert answer.json["field"] == field
-    assert redis_client.llen("relay:inbox") == 0
+    assert answer.status_code == 200
+    (event,) = queued_events(redis_client)
+    assert event[field] == expected
 
 
 @pytest.mark.parametrize("kind", ["slack", "sms_reply"])

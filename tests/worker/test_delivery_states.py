@@ -8,13 +8,14 @@ letter, the pending outbox).
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
 
 from relay.events import job_of
 from relay.ops import dead_letters
-from relay.state import Store
+from relay.state import Store, keys
 from relay.state.keys import deliver_member
 from relay.worker.delivery import deliver_job
 from relay.worker.routing import route_event
@@ -66,6 +67,37 @@ def test_settling_a_delivery_is_one_transaction_with_no_script_lookup(rig):
     stats = store.client.info("commandstats")
     assert not [name for name in stats if name.startswith("cmdstat_script")], sorted(stats)
     assert stats["cmdstat_exec"]["calls"] == 1
+
+
+def test_a_delivered_attempt_counts_its_outcome_in_the_controls_within_its_transaction(rig):
+    """Begin, the gate, then one transaction that also counts the outcome in the
+    destination's controls: three round trips, no Lua call of its own for the settlement."""
+    runtime, store, _, job, _ = rig
+    assert deliver_job(runtime, job) == "delivered"  # the scripts are loaded once, here
+    second = pending_job(runtime, "hook", job["retry"], "receipt-failed-invalid-address.json")
+    store.client.config_resetstat()
+    assert deliver_job(runtime, second) == "delivered"
+    stats = store.client.info("commandstats")
+    sent = {name: stats[name]["calls"] for name in ("cmdstat_evalsha", "cmdstat_exec")}
+    assert sent == {"cmdstat_evalsha": 2, "cmdstat_exec": 1}, sorted(stats)
+    # … and counted all the same: both attempts in the statistics, no lease left behind
+    assert store.controls.stats(["hook"])["hook"].attempts == 2
+    assert store.controls.stats(["hook"])["hook"].succeeded == 2
+    assert store.controls.inflight(["hook"])["hook"] == 0
+
+
+def test_a_delivery_whose_controls_cannot_be_counted_is_delivered_all_the_same(rig, caplog):
+    """The controls' script failing inside the delivered transaction (here its circuit key
+    holds a string) is logged; the delivery is recorded and settled as if it had counted."""
+    runtime, store, scheduler, job, sink = rig
+    store.client.set(keys.destination("hook", "circuit"), "not a hash")
+    with caplog.at_level(logging.WARNING, logger="relay.deliver"):
+        assert deliver_job(runtime, job) == "delivered"
+    assert [e["step"] for e in store.history(job["event"]["id"])][-1] == "delivered"
+    assert not pending(store, job) and scheduler.calls == []
+    assert store.deliveries.begin(job["delivery_id"], 0, 1.0) == ("done", 0)
+    (warning,) = [r for r in caplog.records if "outcome not counted" in r.getMessage()]
+    assert "WRONGTYPE" in warning.getMessage()
 
 
 def test_a_copy_of_a_delivered_job_is_dropped_and_settled(rig):

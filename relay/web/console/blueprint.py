@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, g
 
 from relay.logs import mask_numbers
+from relay.times import format_age
 from relay.web.context import current_relay
 
 bp = Blueprint(
@@ -46,13 +47,7 @@ def _page_context() -> dict[str, Any]:
 @bp.app_template_filter("age")
 def age(seconds: float | None) -> str:
     """``42s``, ``3m 20s``, ``5h 2m``, ``2d 4h``."""
-    if seconds is None:
-        return ""
-    whole = int(seconds)
-    for unit, size, smaller, small_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
-        if whole >= size:
-            return f"{whole // size}{unit} {whole % size // small_size}{smaller}"
-    return f"{whole // 60}m {whole % 60}s" if whole >= 60 else f"{whole}s"
+    return "" if seconds is None else format_age(seconds, parts=2)
 
 
 @bp.app_template_filter("utc")

@@ -13,6 +13,7 @@ from typing import Any
 from flask import redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
+from relay.errors import CursorError
 from relay.ops import audit, dead_letters
 from relay.ops import dead_letter_pages as pages
 from relay.times import parse_duration
@@ -38,7 +39,7 @@ def dead_letters_page() -> ResponseReturnValue:
             found = pages.page_dead_letters(
                 current_relay().store, which, request.args.get("cursor") or None, SHOWN
             )
-        except pages.CursorError as exc:
+        except CursorError as exc:
             errors.append(f"cursor: {exc}")
     page = render_template(
         "console/dead_letters.html",

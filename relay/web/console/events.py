@@ -12,9 +12,10 @@ from typing import Any
 from flask import redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
+from relay.errors import QueryError
 from relay.ops import audit, dead_letters, history
 from relay.ops.reroute import reroute
-from relay.ops.search import FILTERS, EventPage, QueryError, parse_query, search_events
+from relay.ops.search import FILTERS, EventPage, parse_query, search_events
 from relay.web import logins
 from relay.web.console import session as sessions
 from relay.web.console.access import admin_only, message

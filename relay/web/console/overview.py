@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from flask import redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
+from relay.errors import UnknownDestinationError
 from relay.ops import audit
 from relay.ops import destinations as ops
 from relay.ops.dead_letter_pages import DestinationDeadLetters, by_destination
@@ -113,7 +114,7 @@ def destination_pause(name: str) -> ResponseReturnValue:
             limit = format_duration(ops.MAX_PAUSE)
             raise ValueError(f"bad duration {raw!r} (more than 0 and at most {limit})")
         status = ops.pause(relay.store, relay.rules.destinations, name, seconds)
-    except ops.UnknownDestination as exc:
+    except UnknownDestinationError as exc:
         return message(404, "No such destination", f"{exc}.")
     except ValueError as exc:
         return message(400, "Bad duration", f"for: {exc}")
@@ -128,7 +129,7 @@ def destination_resume(name: str) -> ResponseReturnValue:
     relay = current_relay()
     try:
         report = ops.resume(relay.store, relay.celery, relay.rules.destinations, name)
-    except ops.UnknownDestination as exc:
+    except UnknownDestinationError as exc:
         return message(404, "No such destination", f"{exc}.")
     audit.resumed(logins.actor(), name, report)
     sent = report.republished
