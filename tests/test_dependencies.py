@@ -16,6 +16,7 @@ from tests.harness import ROOT
 FIXED = {"jinja2": Version("3.1.6"), "requests": Version("2.32.4")}
 
 
+# the interpreter, not a backend CI installs: a plain skip, even in strict mode (tests/skips.py)
 tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11")
 
 

@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ log = logging.getLogger("relay.rules")
 KEEP_VERSIONS = 16  #: older rulesets kept for in-flight deliveries
 WATCH_INTERVAL = 1.0  #: seconds between looks at the file
 SETTLE = 0.15  #: seconds a file that failed to load is given to show it is still being written
+WATCHER_THREAD = "relay-rules-watcher"  #: the name of each watcher's thread
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class RulesHolder:
         #: set when the file in place failed to load; None once a version loads
         self.failure: ReloadFailure | None = None
         self._watcher_pid: int | None = None
+        self._stop_watching: threading.Event | None = None
         self._digest = self._file_digest()
         self.current = load(path)  # at start, a bad file is fatal: let it raise
         self._remember(self.current)
@@ -133,7 +136,15 @@ class RulesHolder:
         if self._watcher_pid != os.getpid():
             self._watcher_pid = os.getpid()
             self._on_change(self.current, True)  # this process's own gauges
-            self.watch()
+            self._stop_watching = self.watch()
+            _watching.add(self)
+
+    def stop_watching(self) -> None:
+        """End the watcher ensure_watching started (the next call starts another)."""
+        if self._stop_watching is not None:
+            self._stop_watching.set()
+        self._stop_watching, self._watcher_pid = None, None
+        _watching.discard(self)
 
     def watch(self, interval: float = WATCH_INTERVAL) -> threading.Event:
         """Check now, then every ``interval`` seconds, in a daemon thread; set the event to
@@ -149,8 +160,19 @@ class RulesHolder:
                 if stop.wait(interval):
                     return
 
-        threading.Thread(target=loop, name="relay-rules-watcher", daemon=True).start()
+        threading.Thread(target=loop, name=WATCHER_THREAD, daemon=True).start()
         return stop
+
+
+#: the holders whose watcher runs in this process
+_watching: weakref.WeakSet[RulesHolder] = weakref.WeakSet()
+
+
+def stop_watchers() -> None:
+    """End every watcher of this process (the tests, after each one; the threads are
+    daemons, so a process that exits needs not)."""
+    for holder in list(_watching):
+        holder.stop_watching()
 
 
 class StaticRules:

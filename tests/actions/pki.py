@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from tests.skips import skip_or_fail
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Pki:
 
 def make_pki(folder: Path) -> Pki:
     if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make test certificates")
+        skip_or_fail("openssl", "the openssl command makes the test certificates")
     _ca(folder, "ca", "relay test CA")
     _signed(folder, "server", "127.0.0.1", "ca", "subjectAltName=IP:127.0.0.1")
     _signed(folder, "client", "relay", "ca", "extendedKeyUsage=clientAuth")

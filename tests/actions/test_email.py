@@ -19,6 +19,7 @@ from relay.parsing import build_events
 from relay.rules import load_rules_text
 from relay.settings import load_settings
 from tests.httpsink import closed_port
+from tests.skips import skip_or_fail
 from tests.smtpserver import SmtpServer, silent_port
 
 TIMEOUT = 2.0  # seconds: every exchange here takes milliseconds when all is well
@@ -339,7 +340,7 @@ def test_login_against_a_server_without_auth_is_permanent(server: SmtpServer) ->
 def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """A self-signed certificate for 127.0.0.1, made with the openssl command."""
     if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make a test certificate")
+        skip_or_fail("openssl", "the openssl command makes the test certificate")
     folder: Path = tmp_path_factory.mktemp("tls")
     certfile, keyfile = str(folder / "cert.pem"), str(folder / "key.pem")
     subprocess.run(

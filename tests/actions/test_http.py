@@ -203,15 +203,20 @@ def test_a_huge_success_body_is_still_ok(sink: HttpSink) -> None:
 
 
 def test_connections_are_reused_across_sends(sink: HttpSink) -> None:
+    close_session()  # no connection left open to another test's receiver
     for _ in range(3):
         assert send(sink).ok
     assert len(sink.requests) == 3
+    assert sink.accepted == 1  # the receiver saw one connection carry all three
     assert get_session() is get_session()
+    close_session()
 
 
 def test_a_forked_child_gets_its_own_session(monkeypatch: pytest.MonkeyPatch) -> None:
     parent = get_session()
-    monkeypatch.setattr(relay.actions.sessions.os, "getpid", lambda: -1)  # as after os.fork()
+    # as after os.fork(): the session was made by another process (patching os.getpid
+    # would change it for every thread of the test run, the sink's and pytest's included)
+    monkeypatch.setattr(relay.actions.sessions, "_session_pid", -1)
     child = get_session()
     assert child is not parent and get_session() is child
     close_session()

@@ -20,6 +20,7 @@ from relay.cli.embedded import (
 )
 from relay.errors import ConfigError
 from tests.harness import wait_until
+from tests.skips import skip_or_fail
 
 
 @pytest.fixture
@@ -63,7 +64,7 @@ def which_server(request, monkeypatch, tmp_path):
     if request.param == "bundled":
         request.getfixturevalue("no_redis_on_path")
     elif find_redis_server().bundled:
-        pytest.skip("no redis-server >= 7 on this machine's PATH")
+        skip_or_fail("redis-server >= 7", "none on this machine's PATH (Debian 12: redis-server)")
     return request.param
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from relay.errors import RulesError
 from relay.rules import load_rules, load_rules_text
-from relay.rules.reloader import RulesHolder
+from relay.rules.reloader import WATCHER_THREAD, RulesHolder, stop_watchers
 
 GOOD = """\
 version: 1
@@ -100,3 +100,27 @@ def test_a_file_still_being_written_is_read_again_not_reported(rules_file, caplo
     assert holder.failure is None
     assert "reload failed" not in caplog.text
     assert False not in outcomes
+
+
+def watchers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == WATCHER_THREAD]
+
+
+def test_stop_watching_ends_the_watcher_and_the_next_ensure_starts_one(rules_file):
+    holder = holder_of(rules_file)
+    holder.ensure_watching()
+    holder.ensure_watching()  # one per process, however often it is asked
+    (watcher,) = watchers()
+    holder.stop_watching()
+    watcher.join(5)
+    assert not watcher.is_alive()
+    holder.ensure_watching()  # watching again: a change is taken
+    rules_file.write_text(NEXT)
+    wait = time.monotonic() + 10
+    while [route.name for route in holder.current.routes] != ["all", "receipts"]:
+        assert time.monotonic() < wait, "the new watcher did not reload"
+        time.sleep(0.05)
+    stop_watchers()  # every holder's, as the suite's fixture does after each test
+    for thread in watchers():
+        thread.join(5)
+    assert watchers() == []

@@ -14,6 +14,11 @@ from relay.state.client import dumps
 from relay.state.controls import Controls
 from relay.state.keys import PENDING_TASKS, deliver_member
 
+#: seconds of a lease, a cooldown or a pause that the calls of a test must fit in: far
+#: more than a few Redis calls take, even on a loaded 2-core machine; the tests then wait
+#: out what Redis says is left of it, not a fixed time
+LEASE = COOLDOWN = PAUSE = 1.0
+
 
 @pytest.fixture
 def controls(redis_client, redis_server):
@@ -41,27 +46,33 @@ def test_refused_callers_get_consecutive_slots(controls):
 
 def test_no_more_than_count_per_window_under_contention(controls):
     rate = (20, 1.0)
-    taken = []
+    taken = []  # (before, after) the call of each granted attempt
     deadline = time.monotonic() + 1.5
     while time.monotonic() < deadline:
+        before = time.monotonic()
         if controls.gate("crm", "x", 10, rate=rate).go:
-            taken.append(time.monotonic())
-    # one token per 50 ms: any one-second window sees at most count + 1
-    for start in taken:
-        assert sum(1 for t in taken if start <= t < start + 1.0) <= 21
-    assert len(taken) >= 25
+            taken.append((before, time.monotonic()))
+    # a bucket of one token refilled every 50 ms: grants are at least 50 ms apart. Each was
+    # made (Redis's clock) between its call's start and end, so the end of one call and the
+    # start of the one before it are at least that far apart however long the calls took
+    # on a loaded machine (1 ms: Redis's clock against ours); hence any one-second window
+    # sees at most count + 1
+    for (earlier, _), (_, later) in zip(taken, taken[1:], strict=False):
+        assert later - earlier >= 0.05 - 0.001
+    assert len(taken) >= 2
 
 
 def test_a_concurrency_lease_is_freed_by_release_or_by_its_expiry(controls):
     assert controls.gate("crm", "a", 10, concurrency=2).go
-    assert controls.gate("crm", "b", 0.3, concurrency=2).go
+    assert controls.gate("crm", "b", LEASE, concurrency=2).go
     full = controls.gate("crm", "c", 10, concurrency=2)
     assert full.reason == "concurrency"
-    assert 0 < full.wait <= 0.3  # the earliest lease's end
+    assert 0 < full.wait <= LEASE  # the earliest lease's end
     controls.release("crm", "a")
     assert controls.gate("crm", "c", 10, concurrency=2).go
-    assert controls.gate("crm", "d", 10, concurrency=2).reason == "concurrency"
-    time.sleep(0.35)  # b's holder died: its lease runs out
+    waiting = controls.gate("crm", "d", 10, concurrency=2)
+    assert waiting.reason == "concurrency"
+    time.sleep(waiting.wait + 0.01)  # b's holder died: its lease runs out
     assert controls.gate("crm", "d", 10, concurrency=2).go
     assert controls.inflight(["crm"]) == {"crm": 2}
 
@@ -75,24 +86,31 @@ def test_a_refused_check_commits_nothing(controls):
 
 def _fail(controls, did, times=1, outcome="transient"):
     return [
-        controls.settle("crm", did, outcome, 0.01, "503", failures=3, cooldown=0.3)
+        controls.settle("crm", did, outcome, 0.01, "503", failures=3, cooldown=COOLDOWN)
         for _ in range(times)
     ]
 
 
+def _after_the_cooldown(controls):
+    """Wait as long as Redis says the open circuit's cooldown has left."""
+    refused = controls.gate("crm", "asking", 5, breaker=True)
+    assert refused.reason == "circuit"
+    time.sleep(refused.wait + 0.01)
+
+
 def test_the_circuit_opens_after_consecutive_transient_failures(controls):
     assert _fail(controls, "a", 2) == ["", ""]
-    controls.settle("crm", "a", "ok", 0.01, failures=3, cooldown=0.3)  # resets
+    controls.settle("crm", "a", "ok", 0.01, failures=3, cooldown=COOLDOWN)  # resets
     assert _fail(controls, "a", 2) == ["", ""]
     assert _fail(controls, "a") == ["opened"]
     closed = controls.gate("crm", "b", 10, breaker=True)
-    assert closed.reason == "circuit" and 0 < closed.wait <= 0.3
+    assert closed.reason == "circuit" and 0 < closed.wait <= COOLDOWN
     assert controls.circuits(["crm"])["crm"].state == "open"
 
 
 def test_after_the_cooldown_exactly_one_probe_goes_through(controls):
     _fail(controls, "a", 3)
-    time.sleep(0.35)
+    _after_the_cooldown(controls)
     verdicts = [controls.gate("crm", f"{i}", 5, breaker=True) for i in range(5)]
     assert [v.go for v in verdicts] == [True, False, False, False, False]
     assert verdicts[0].probe
@@ -100,7 +118,7 @@ def test_after_the_cooldown_exactly_one_probe_goes_through(controls):
     assert controls.circuits(["crm"])["crm"].state == "half-open"
     # an attempt started before the circuit opened changes nothing
     assert _fail(controls, "straggler") == [""]
-    assert controls.settle("crm", "0", "ok", 0.01, failures=3, cooldown=0.3) == "closed"
+    assert controls.settle("crm", "0", "ok", 0.01, failures=3, cooldown=COOLDOWN) == "closed"
     assert controls.gate("crm", "1", 5, breaker=True).go
     assert controls.circuits(["crm"])["crm"].state == "closed"
 
@@ -119,21 +137,23 @@ def test_deliveries_refused_by_the_circuit_are_parked(controls, redis_client):
 
 def test_a_failed_probe_reopens_for_another_cooldown(controls):
     _fail(controls, "a", 3)
-    time.sleep(0.35)
+    _after_the_cooldown(controls)
     assert controls.gate("crm", "p", 5, breaker=True).probe
     assert _fail(controls, "p") == ["reopened"]
-    assert controls.gate("crm", "q", 5, breaker=True).reason == "circuit"
-    time.sleep(0.35)
+    refused = controls.gate("crm", "q", 5, breaker=True)
+    assert refused.reason == "circuit" and refused.wait > COOLDOWN / 2  # a new cooldown
+    time.sleep(refused.wait + 0.01)
     assert controls.gate("crm", "q", 5, breaker=True).probe
 
 
 def test_a_probe_whose_lease_ran_out_is_replaced(controls):
     _fail(controls, "a", 3)
-    time.sleep(0.35)
-    assert controls.gate("crm", "p", 0.2, breaker=True).probe  # then its worker died
-    assert controls.gate("crm", "q", 0.2, breaker=True).reason == "circuit"
-    time.sleep(0.25)
-    assert controls.gate("crm", "q", 0.2, breaker=True).probe
+    _after_the_cooldown(controls)
+    assert controls.gate("crm", "p", LEASE, breaker=True).probe  # then its worker died
+    refused = controls.gate("crm", "q", LEASE, breaker=True)
+    assert refused.reason == "circuit"
+    time.sleep(refused.wait + 0.01)  # the probe's lease is over
+    assert controls.gate("crm", "q", LEASE, breaker=True).probe
 
 
 def test_a_permanent_failure_is_an_answer_it_resets_the_count(controls):
@@ -151,10 +171,10 @@ def test_a_pause_stops_everything_until_resumed_or_expired(controls):
     assert controls.paused(["crm", "other"])["crm"].until is None
     controls.resume("crm")
     assert controls.gate("crm", "a", 5).go
-    controls.pause("crm", 0.2)
+    controls.pause("crm", PAUSE)
     timed = controls.gate("crm", "b", 5)
-    assert timed.reason == "paused" and 0 < timed.wait <= 0.2
-    time.sleep(0.25)
+    assert timed.reason == "paused" and 0 < timed.wait <= PAUSE
+    time.sleep(timed.wait + 0.01)
     assert controls.gate("crm", "b", 5).go
     assert controls.paused(["crm"]) == {}
 
@@ -173,18 +193,19 @@ def test_resume_hands_back_the_parked_deliveries_still_pending(controls, redis_c
 def test_a_parked_delivery_that_goes_leaves_the_parked_set(controls, redis_client):
     # a timed pause ends with no resume to empty the parked set: each delivery that goes
     # takes itself out of it, so pauses after pauses do not pile members up in Redis
-    controls.pause("crm", 0.2)
-    for did in ("a", "b"):
-        assert controls.gate("crm", did, 5).reason == "paused"
+    controls.pause("crm", PAUSE)
+    waits = [controls.gate("crm", did, 5) for did in ("a", "b")]
+    assert [verdict.reason for verdict in waits] == ["paused", "paused"]
     assert redis_client.scard("relay:dest:crm:parked") == 2
-    time.sleep(0.25)
+    time.sleep(waits[-1].wait + 0.01)
     assert controls.gate("crm", "a", 5).go
     assert controls.gate("crm", "b", 5, concurrency=1).go
     assert redis_client.exists("relay:dest:crm:parked") == 0
     # refused by the concurrency limit: not parked, and a parked one stays parked
-    controls.pause("crm", 0.2)
-    assert controls.gate("crm", "c", 5).reason == "paused"
-    time.sleep(0.25)
+    controls.pause("crm", PAUSE)
+    paused = controls.gate("crm", "c", 5)
+    assert paused.reason == "paused"
+    time.sleep(paused.wait + 0.01)
     assert controls.gate("crm", "c", 5, concurrency=1).reason == "concurrency"
     assert redis_client.smembers("relay:dest:crm:parked") == {deliver_member("c")}
 

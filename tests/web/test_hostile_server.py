@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import time
 
 import pytest
@@ -101,6 +102,14 @@ def test_a_chunked_body_within_the_limit_is_accepted(server):
 
 
 def test_the_server_still_answers_after_all_that(server):
+    """After hostile clients of its own (the tests above may run after it, or alone):
+    bodies over the limit, declared and chunked, and a client that vanishes mid-body."""
+    test_a_content_length_over_the_limit_is_413_before_the_body_arrives(server, 10**12)
+    test_a_chunked_body_over_the_limit_is_413(server)
+    test_a_slow_endless_chunked_body_is_refused_once_past_the_limit(server)
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as conn:
+        conn.sendall(head("Transfer-Encoding: chunked\r\n") + chunk(b"z" * 100))
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
     assert requests.get(f"http://127.0.0.1:{server}/healthz", timeout=2).json() == {"status": "ok"}
 
 

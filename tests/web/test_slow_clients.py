@@ -118,4 +118,17 @@ def test_requests_not_complete_within_the_read_timeout_are_408_and_closed(server
 
 
 def test_the_server_still_answers_after_all_that(server):
+    """After slow clients of its own (the tests above may run after it, or alone): ten
+    that stop half-way through their headers, held until the read timeout closes them."""
+    clients = [connect(server) for _ in range(10)]
+    try:
+        for conn in clients:
+            conn.sendall(f"POST {URL} HTTP/1.1\r\nHost: relay\r\n".encode())
+        for conn in clients:
+            conn.settimeout(READ_TIMEOUT + 5)
+            while conn.recv(65536):  # a 408, then the end: the server closed it
+                pass
+    finally:
+        for conn in clients:
+            conn.close()
     assert requests.get(f"http://127.0.0.1:{server}/healthz", timeout=2).json() == {"status": "ok"}

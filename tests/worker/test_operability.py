@@ -181,7 +181,8 @@ def test_sighup_reloads_at_once(start_relay, sink):
         )
     )
     os.kill(relay.worker.pid, signal.SIGHUP)
-    time.sleep(0.3)
+    # the reload itself, waited for (a fixed pause lost the race on a loaded machine)
+    wait_until(lambda: "rules reloaded: version" in relay.worker.log_path.read_text(), 10)
     event_id = relay.post({**load_fixture("inbound-sms.json"), "message": "VIP now"})
     entries = wait_until(lambda: relay.steps(event_id, "routed"), 5)
     assert entries[0]["routes"] == ["vip"]

@@ -27,6 +27,7 @@ from tests.harness import (
     without_credentials,
 )
 from tests.httpsink import HttpSink
+from tests.skips import skip_or_fail
 
 pytestmark = pytest.mark.e2e
 
@@ -50,10 +51,10 @@ def rabbitmq():
     url = amqp_url()
     reason = amqp_unreachable(url)
     if reason:
-        pytest.skip(f"RabbitMQ not reachable at {without_credentials(url)}: {reason}")
+        skip_or_fail("RabbitMQ", f"not reachable at {without_credentials(url)}: {reason}")
     with amqp_turn(url, timeout=60) as turn:
         if not turn:
-            pytest.skip(f"RabbitMQ at {without_credentials(url)} busy: another test session")
+            skip_or_fail("RabbitMQ", f"{without_credentials(url)} busy: another test session")
         drop_amqp_queues(url)
         yield url
         reset_amqp_queues(url)  # classic again, as the other tests declare them

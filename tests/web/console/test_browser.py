@@ -25,6 +25,7 @@ from relay.state.keys import deliver_member, destination
 from relay.web.console.events import PAGE_SIZE
 from tests.harness import ROOT, WorkerProcess, fresh_db_url, relay_env, wait_until, web_process
 from tests.httpsink import Answer, HttpSink
+from tests.skips import skip_or_fail
 
 pytestmark = pytest.mark.e2e
 
@@ -75,9 +76,10 @@ default: {to: [trace]}
 @pytest.fixture(scope="module")
 def chromium_path():
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(
-            f"browser tests need Chromium at {CHROMIUM}: `apt-get install chromium` (Debian), "
-            "or set RELAY_TEST_CHROMIUM to a Chromium executable"
+        skip_or_fail(
+            "Chromium",
+            f"none at {CHROMIUM}: `apt-get install chromium` (Debian), "
+            "or set RELAY_TEST_CHROMIUM to a Chromium executable",
         )
     return CHROMIUM
 
