@@ -1,12 +1,12 @@
 """relay's benchmarks: ingest (against three baselines), end to end (against hand-written
 relays: a careful one, at relay's in-flight deliveries and at its default, and a careless
-one), matching, the rules' budgets, event search,
-dead-letter pages, destinations' backlog, memory, a framing fuzz of the web process, Redis
-failovers under load, ordered delivery per key, traces on against off, and a mutation fuzz
-of the webhook end to end.
+one), matching, the rules' budgets, event search, dead-letter pages, destinations'
+backlog, Redis memory per message in flight (the message lifecycle), memory, a framing
+fuzz of the web process, Redis failovers under load, ordered delivery per key, traces on
+against off, and a mutation fuzz of the webhook end to end.
 
-    python -m bench [ingest|e2e|matching|budgets|search|deadletters|backlog|memory|framing|
-                     failover|ordered|tracing|fuzz|all] …
+    python -m bench [ingest|e2e|matching|budgets|search|deadletters|backlog|lifecycle|memory|
+                     framing|failover|ordered|tracing|fuzz|all] …
     python -m bench e2e                          # end to end, against the baselines (minutes)
     python -m bench e2e --threads 16,32,64,128   # … and the careful relay's thread curve
     python -m bench e2e --intake-sweep 16,32,64,128  # … and relay's (intake threads)
@@ -48,6 +48,7 @@ from bench import (
     framing,
     fuzz,
     ingest,
+    lifecycle,
     loadgen,
     matching,
     memory,
@@ -72,6 +73,7 @@ TARGETS = {
     "alias_bomb_ms": 100.0,
     "search_p95_ms": 200.0,
     "deadletters_p95_ms": 200.0,
+    "lifecycle_bytes": 200.0,
     "backlog_ms": 50.0,
     "web_mb": 80.0,
     "worker_mb": 150.0,
@@ -107,6 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "budgets",
             "search",
             "deadletters",
+            "lifecycle",
             "backlog",
             "memory",
             "framing",
@@ -146,6 +149,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=100_000,
         help="search: events in history (routed through the store's routing call)",
+    )
+    parser.add_argument(
+        "--lifecycle-messages",
+        type=int,
+        default=1_000_000,
+        help="lifecycle: open messages (waiting for a final receipt) kept in Redis",
     )
     parser.add_argument(
         "--seconds",
@@ -290,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         "budgets",
         "search",
         "deadletters",
+        "lifecycle",
         "backlog",
         "ingest",
         "e2e",
@@ -328,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     if "deadletters" in todo:
         results["deadletters"] = deadletters.run(progress=progress, keep=args.keep)
         progress(f"  deadletters: pages p95 {results['deadletters']['p95_ms']:.1f} ms")
+    if "lifecycle" in todo:
+        results["lifecycle"] = lifecycle.run(messages=args.lifecycle_messages, progress=progress)
+        per = results["lifecycle"]["bytes_per_message"]
+        progress(f"  lifecycle: {per:.0f} bytes per open message")
     if "backlog" in todo:
         results["backlog"] = backlog.run(progress=progress, keep=args.keep)
         progress(f"  backlog: read in {results['backlog']['backlog_ms']:.2f} ms")
@@ -651,6 +665,16 @@ def render(r: dict) -> str:
                 f"{ms(dl['p95_ms'])} ms",
                 f"≤ {t['deadletters_p95_ms']:g} ms",
                 mark(dl["p95_ms"] <= t["deadletters_p95_ms"]),
+            ]
+        )
+    lc = r.get("lifecycle")
+    if lc:
+        rows.append(
+            [
+                f"Redis memory per open message (record + deadline), {num(lc['messages'])} open",
+                f"{lc['bytes_per_message']:.0f} bytes ({lc['used_mb']:.0f} MB)",
+                f"≤ {t['lifecycle_bytes']:g} bytes",
+                mark(lc["bytes_per_message"] <= t["lifecycle_bytes"]),
             ]
         )
     bl = r.get("backlog")

@@ -50,3 +50,16 @@ def normalize_status(status: str) -> str:
 
 def is_final(status: str) -> bool:
     return normalize_status(status) not in NON_FINAL_STATUSES
+
+
+_STATUS_LABELS = {normalize_status(status): status for status in STATUSES}
+
+
+def status_label(status: str) -> str:
+    """A metric's bounded ``status`` label: the documented spelling, else ``other``."""
+    return _STATUS_LABELS.get(normalize_status(status), "other")
+
+
+def code_label(code: str) -> str:
+    """A metric's bounded ``code`` label: a documented code, else ``other``."""
+    return code if code in CODE_DESCRIPTIONS else "other"

@@ -28,6 +28,9 @@ from typing import Any, TypedDict
 
 DELIVERY_RECEIPT = "delivery_receipt"
 INBOUND_MESSAGE = "inbound_message"
+RECEIPT_OVERDUE = "receipt_overdue"
+#: the ``source`` of the events relay makes itself
+OWN_SOURCE = "relay"
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIR_SPLIT = re.compile(r"[;&]")
@@ -78,6 +81,11 @@ class Event(TypedDict, total=False):
     keyword: str
     sender_opted_out: bool
     opt_out_ambiguous: bool
+    # receipt_overdue (with transid, destination, callback, callback_data, correlation_id)
+    last_status: str
+    last_code: str
+    first_received_at: str
+    age_seconds: int
 
 
 # -- deliveries ----------------------------------------------------------------------------

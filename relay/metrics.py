@@ -102,6 +102,8 @@ def source_label(source: str) -> str:
 
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+#: seconds from a message's first receipt to its final one: carriers take seconds to days
+_FINAL = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 3 * 86400)
 _SLOW = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
 
 
@@ -172,6 +174,23 @@ class Metrics:
             "relay_destination_waits_total",
             "Deliveries put back to wait by a destination's controls, without an attempt",
             ["destination", "reason"],
+        )
+        self.receipts: Counter = Counter(
+            "relay_receipts_total",
+            "Delivery receipts routed, by status and code (documented codes; else other)",
+            ["status", "code"],
+        )
+        self.message_final_seconds: Histogram = Histogram(
+            "relay_message_final_seconds",
+            "From a message's first receipt to its final one (their own timestamps if any)",
+            buckets=_FINAL,
+        )
+        self.messages_overdue: Counter = Counter(
+            "relay_messages_overdue_total",
+            "receipt_overdue events: messages without a final receipt in final_receipt_within",
+        )
+        self.messages_late: Counter = Counter(
+            "relay_messages_late_total", "Final receipts that came after their message was overdue"
         )
         self.rules_info: Gauge = Gauge(
             "relay_rules_info",

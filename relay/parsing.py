@@ -2,7 +2,8 @@
 
 :func:`decode` reads the JSON (every string in it valid Unicode: :mod:`relay.text`),
 :func:`build_events` validates each notification (:mod:`relay.schemas`) and normalises it
-into an :class:`~relay.events.Event` (:func:`receipt_event`, :func:`inbound_event`):
+into an :class:`~relay.events.Event` (:func:`receipt_event`, :func:`inbound_event`; the
+events relay makes for overdue messages: :func:`overdue_event`, :func:`overdue_from_payload`):
 sender and recipient, keyword, callbackData parsed.
 """
 
@@ -14,12 +15,21 @@ import math
 import re
 import unicodedata
 from collections.abc import Mapping, Set
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from relay.codes import CODE_DESCRIPTIONS, is_final
 from relay.errors import PayloadError, UnsupportedMediaError
-from relay.events import DELIVERY_RECEIPT, INBOUND_MESSAGE, Event, new_id, utc_now_iso
+from relay.events import (
+    DELIVERY_RECEIPT,
+    INBOUND_MESSAGE,
+    OWN_SOURCE,
+    RECEIPT_OVERDUE,
+    Event,
+    new_id,
+    utc_now_iso,
+)
 from relay.schemas import parse_notification
 from relay.settings import digits
 from relay.text import may_hold_surrogates, valid
@@ -256,3 +266,65 @@ def _shallow(value: object) -> bool:
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
     return True
+
+
+# -- receipt_overdue: the event relay makes for a message without its final receipt --------
+
+
+class OverdueMessage(Protocol):
+    """What an overdue event tells of its message (``relay.state.lifecycle.Message``)."""
+
+    @property
+    def transid(self) -> str: ...
+    @property
+    def destination(self) -> str: ...
+    @property
+    def last_status(self) -> str: ...
+    @property
+    def last_code(self) -> str: ...
+    @property
+    def first_received(self) -> float: ...
+    @property
+    def callback_data(self) -> str: ...
+    @property
+    def correlation_id(self) -> str: ...
+
+
+def overdue_event(message: OverdueMessage, now: float, event_id: str | None = None) -> Event:
+    """The ``receipt_overdue`` event of a message whose final receipt did not come in
+    time. Its ``raw`` is the payload ``relay rules test --event`` reads back
+    (:func:`overdue_from_payload`)."""
+    first = datetime.fromtimestamp(message.first_received, timezone.utc)
+    raw = {
+        "kind": RECEIPT_OVERDUE,
+        "transid": message.transid,
+        "destination": message.destination,
+        "last_status": message.last_status,
+        "last_code": message.last_code,
+        "first_received_at": first.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "age_seconds": max(int(now - message.first_received), 0),
+        "callbackData": message.callback_data,
+        "correlationid": message.correlation_id,
+    }
+    return overdue_from_payload(raw, OWN_SOURCE, event_id or new_id(now))
+
+
+def overdue_from_payload(raw: Mapping[str, Any], source: str, event_id: str) -> Event:
+    """A ``receipt_overdue`` event from its payload (``raw``: see :func:`overdue_event`)."""
+    callback_data = str(raw.get("callbackData", ""))
+    return {
+        "id": event_id,
+        "kind": RECEIPT_OVERDUE,
+        "source": source,
+        "received_at": utc_now_iso(),
+        "transid": str(raw.get("transid", "")),
+        "destination": str(raw.get("destination", "")),
+        "last_status": str(raw.get("last_status", "")),
+        "last_code": str(raw.get("last_code", "")),
+        "first_received_at": str(raw.get("first_received_at", "")),
+        "age_seconds": int(raw.get("age_seconds", 0)),
+        "callback_data": callback_data,
+        "callback": parse_callback(callback_data),
+        "correlation_id": str(raw.get("correlationid", "")),
+        "raw": dict(raw),
+    }

@@ -26,7 +26,7 @@ from relay.cli.common import (
 from relay.cli.render import LABEL_WIDTH, attempt_line, clip, echo_json, one_line, table
 from relay.errors import QueryError
 from relay.events import Step, routing_mark
-from relay.ops import audit, history
+from relay.ops import audit, history, lifecycle
 from relay.ops.search import DEFAULT_LIMIT, MAX_LIMIT, parse_query, search_events
 from relay.state.index import STATES
 
@@ -46,13 +46,18 @@ def events_show(ref: str, as_json: bool) -> None:
     """The life of an event: ID is a relay event id, a transid (all its events) or a tid."""
 
     with infrastructure():
-        found = history.event_history(store(), ref)
+        state = store()
+        found = history.event_history(state, ref)
+        life = lifecycle.message_lifecycle(state, ref, found)  # ref is a transid
     if not found:
         fail(f"no event with id, transid or tid {ref!r} (history is kept RELAY_HISTORY_TTL)")
     if as_json:
-        echo_json({"query": ref, "events": found})
+        echo_json({"query": ref, "events": found, **({"lifecycle": life} if life else {})})
     else:
-        click.echo("\n\n".join(format_timeline(item) for item in found))
+        shown = ([lifecycle.format_lifecycle(life)] if life else []) + [
+            format_timeline(item) for item in found
+        ]
+        click.echo("\n\n".join(shown))
 
 
 @events.command("list")

@@ -19,8 +19,9 @@ import json
 from typing import Any
 
 from relay.actions.registry import prepare, redact
-from relay.events import Event, Job, fallback_job, new_failure, new_job
-from relay.parsing import build_events
+from relay.errors import PayloadError
+from relay.events import RECEIPT_OVERDUE, Event, Job, fallback_job, new_failure, new_id, new_job
+from relay.parsing import build_events, overdue_from_payload
 from relay.rules import (
     DEFAULT_RETRY,
     Destination,
@@ -49,7 +50,7 @@ def dry_run(
     (:func:`relay.rules.explain.explain`, as dicts). Nothing is sent and no state is read or
     written: opt-outs are simulated, from nobody opted out (see the module docstring).
     """
-    events, _ = build_events(payload, source, settings.own_numbers)
+    events = _events(payload, source, settings)
     optouts, words = SimulatedOptOuts(), OptWords.of(settings)
     reports = [_report(ruleset, event, settings, optouts, words) for event in events]
     if explain:
@@ -58,6 +59,57 @@ def dry_run(
             report["explain"] = [item.to_dict() for item in found]
     forms = hidden(ruleset.interpolated)
     return [{**report, **hide_all(_without_event(report), forms)} for report in reports]
+
+
+def _events(payload: object, source: str, settings: Settings) -> list[Event]:
+    """The events of a Webex Connect payload, or of a ``receipt_overdue`` payload (an
+    object, or an array of them, with ``"kind": "receipt_overdue"``: the ``raw`` of the
+    events relay makes for overdue messages)."""
+    items = payload if isinstance(payload, list) else [payload]
+    if not items or not all(_is_overdue(item) for item in items):
+        return build_events(payload, source, settings.own_numbers)[0]
+    prefix = isinstance(payload, list)
+    return [
+        overdue_from_payload(_checked(item, f"[{i}]." if prefix else ""), source, new_id())
+        for i, item in enumerate(items)
+    ]
+
+
+def _is_overdue(item: object) -> bool:
+    return isinstance(item, dict) and item.get("kind") == RECEIPT_OVERDUE
+
+
+#: the fields of a receipt_overdue payload and their JSON types
+_OVERDUE_FIELDS = {
+    "transid": str,
+    "destination": str,
+    "last_status": str,
+    "last_code": str,
+    "first_received_at": str,
+    "age_seconds": int,
+    "callbackData": str,
+    "correlationid": str,
+}
+
+
+def _checked(item: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """``item`` when each field it has is of its type and ``transid`` is there, else a
+    PayloadError naming the field."""
+    for name in item:
+        if name != "kind" and name not in _OVERDUE_FIELDS:
+            fields = ", ".join(_OVERDUE_FIELDS)
+            raise _bad(prefix + name, f"unknown field of a receipt_overdue payload ({fields})")
+    for name, kind in _OVERDUE_FIELDS.items():
+        value = item.get(name)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise _bad(prefix + name, "expected a whole number" if kind is int else "expected text")
+    if not item.get("transid"):
+        raise _bad(prefix + "transid", "missing")
+    return item
+
+
+def _bad(field: str, what: str) -> PayloadError:
+    return PayloadError(f"{field}: {what}", field=field)
 
 
 def _without_event(report: dict[str, Any]) -> dict[str, Any]:

@@ -88,9 +88,12 @@ def timeline(event: Event, history: list[HistoryEntry]) -> dict[str, Any]:
 
 
 def event_label(event: Mapping[str, Any]) -> str:
-    """``Delivered 7500`` for a receipt, the keyword for an inbound message."""
+    """``Delivered 7500`` for a receipt, the keyword for an inbound message, the age and
+    last status of an overdue message."""
     if event.get("kind") == "delivery_receipt":
         return " ".join(part for part in (event.get("status"), event.get("code")) if part)
+    if event.get("kind") == "receipt_overdue":
+        return f"overdue {event.get('age_seconds')}s, last {event.get('last_status') or '-'}"
     return event.get("keyword") or ""
 
 

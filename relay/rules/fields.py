@@ -24,7 +24,8 @@ EVENT_FIELDS = frozenset(
     "id kind source received_at status final code code_description description "
     "additional_info destination channel timestamp transid subtid correlation_id "
     "callback_data callback callback_error tid user_id network_id sender recipient text "
-    "keyword raw sender_opted_out opt_out_ambiguous".split()
+    "keyword raw sender_opted_out opt_out_ambiguous last_status last_code first_received_at "
+    "age_seconds".split()
 )
 #: fields whose inside a dotted path may reach (``callback.campaign``, ``raw.a.0.b``)
 NESTED_FIELDS = frozenset({"callback", "raw"})
@@ -50,6 +51,7 @@ _NORMALIZERS: dict[str, Callable[[str], str]] = {
     "keyword": _casefold,
     "channel": _casefold,
     "status": _status,
+    "last_status": _status,
 }
 
 

@@ -25,13 +25,14 @@ from relay.events import routing_mark
 from relay.rules.document import Problems, parse, read_source
 from relay.rules.interpolation import Environment, Placeholders
 from relay.rules.masking import hidden, hide
-from relay.rules.model import Destination, Notification, Route, Ruleset
+from relay.rules.model import Destination, Lifecycle, Notification, Route, Ruleset
 from relay.rules.reader import Reader
-from relay.rules.schema import read_destination, read_notification, read_route
+from relay.rules.schema import read_destination, read_lifecycle, read_notification, read_route
 from relay.rules.suggest import did_you_mean
+from relay.times import format_duration
 
 #: the keys a rules file may have at the top
-TOP_KEYS = ("version", "destinations", "routes", "default", "notifications")
+TOP_KEYS = ("version", "destinations", "routes", "default", "notifications", "lifecycle")
 SUPPORTED_VERSION = 1
 DestinationChecks = Callable[[str, Destination], Iterable[str]]
 """Settings-dependent checks: ``(name, destination) -> messages``.
@@ -90,7 +91,7 @@ def load_rules_text(
     if problems or parts is None:
         forms = hidden(doc.interpolated) if doc is not None else ()
         raise RulesError([hide(message, forms) for message in problems.messages()])
-    destinations, routes, default, notifications = parts
+    destinations, routes, default, notifications, lifecycle = parts
     version = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
     assert doc is not None
     return Ruleset(
@@ -100,6 +101,7 @@ def load_rules_text(
         routes,
         default,
         notifications,
+        lifecycle,
         interpolated=doc.interpolated,
     )
 
@@ -117,7 +119,13 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-Parts = tuple[dict[str, Destination], tuple[Route, ...], Route | None, tuple[Notification, ...]]
+Parts = tuple[
+    dict[str, Destination],
+    tuple[Route, ...],
+    Route | None,
+    tuple[Notification, ...],
+    Lifecycle | None,
+]
 
 
 def _read(reader: Reader, checks: DestinationChecks | None, limits: Limits) -> Parts | None:
@@ -143,7 +151,8 @@ def _read(reader: Reader, checks: DestinationChecks | None, limits: Limits) -> P
     notifications = _read_notifications(
         reader, _empty_if_null(data.get("notifications"), []), known, destinations
     )
-    return destinations, routes, default, notifications
+    lifecycle = read_lifecycle(reader, data.get("lifecycle"))
+    return destinations, routes, default, notifications, lifecycle
 
 
 def _check_fallbacks(reader: Reader, raw: Any, known: set[str]) -> None:
@@ -324,6 +333,9 @@ def describe(ruleset: Ruleset) -> str:
     default = f"default → {', '.join(ruleset.default.to)}" if ruleset.default else "no default"
     if ruleset.notifications:  # only then: the summary of a file without any stays as it was
         destinations += ", " + _count(len(ruleset.notifications), "notification")
+    if ruleset.lifecycle:  # only then, as for notifications
+        within = format_duration(ruleset.lifecycle.final_receipt_within)
+        default += f", final receipt within {within}"
     return f"{ruleset.path}: OK — {routes}, {destinations}, {default}, version {ruleset.version}"
 
 

@@ -230,6 +230,16 @@ class Notification:
 
 
 @dataclass(frozen=True)
+class Lifecycle:
+    """The ``lifecycle`` key: a message (``transid``) whose receipts, none of them final,
+    began ``final_receipt_within`` seconds ago (relay's receive time) gets one synthetic
+    ``receipt_overdue`` event."""
+
+    final_receipt_within: float
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class Ruleset:
     """A loaded rules file. ``version`` identifies the file's content (sha256, 12 hex)."""
 
@@ -239,6 +249,7 @@ class Ruleset:
     routes: tuple[Route, ...]
     default: Route | None = None
     notifications: tuple[Notification, ...] = ()
+    lifecycle: Lifecycle | None = None  #: None: no deadlines (the key absent)
     indexed: bool = field(default=True, compare=False, repr=False)
     #: values the file took from the environment through ``${...}``: shown masked
     interpolated: frozenset[str] = field(default=frozenset(), compare=False, repr=False)

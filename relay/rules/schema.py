@@ -25,6 +25,7 @@ from relay.rules.model import (
     NOTIFICATION_NAMES,
     CircuitBreaker,
     Destination,
+    Lifecycle,
     Notification,
     RateLimit,
     Route,
@@ -58,6 +59,10 @@ DEFAULT_LOG_TEXT = compile_template(
     "{{ route }} → {{ destination }}: {{ event.get('kind') }} {{ event.get('id') }}"
     "{% if event.get('kind') == 'inbound_message' %}"
     " from {{ event.get('sender') | mask }} keyword={{ event.get('keyword') }}"
+    "{% elif event.get('kind') == 'receipt_overdue' %}"
+    " transid={{ event.get('transid') }} no final receipt in {{ event.get('age_seconds') }}s"
+    " (last {{ event.get('last_status') }} {{ event.get('last_code') }})"
+    " to {{ event.get('destination') | mask }}"
     "{% else %}"
     " {{ event.get('status') }} code={{ event.get('code') }}"
     " to {{ event.get('destination') | mask }}"
@@ -74,6 +79,10 @@ DEFAULT_SLACK_TEXT = compile_template(
     "{{ route }} → {{ destination }}: {{ event.get('kind') }} {{ event.get('id') }}"
     "{% if event.get('kind') == 'inbound_message' %}"
     " from {{ event.get('sender') | mask }} keyword={{ event.get('keyword') }}"
+    "{% elif event.get('kind') == 'receipt_overdue' %}"
+    " transid={{ event.get('transid') }} no final receipt in {{ event.get('age_seconds') }}s"
+    " (last {{ event.get('last_status') }} {{ event.get('last_code') }})"
+    " to {{ event.get('destination') | mask }}"
     "{% else %}"
     " {{ event.get('status') }} code={{ event.get('code') }}"
     " to {{ event.get('destination') | mask }}"
@@ -460,3 +469,15 @@ def _notification_template(reader: Reader, path: Path, value: Any) -> Template:
         names = ", ".join(NOTIFICATION_NAMES)
         raise RuleValueError(f"unknown name {unknown[0]!r}: a notification's template sees {names}")
     return compiled
+
+
+def read_lifecycle(reader: Reader, data: Any) -> Lifecycle | None:
+    """The ``lifecycle`` mapping (``final_receipt_within``, a duration), or ``None`` when
+    it is null or has problems (reported)."""
+    if data is None:
+        return None
+    keys = {"final_receipt_within": Key(duration, required=True)}
+    values = reader.fields(("lifecycle",), data, keys)
+    if values is None:
+        return None
+    return Lifecycle(**values, line=reader.doc.line(("lifecycle",)))

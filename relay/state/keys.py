@@ -43,6 +43,15 @@
                                 existed were counted into it (relay.state.backlog)
     relay:nodes                 sorted set: worker node ids → time of their last heartbeat
     relay:owned:<node>          set: the pending members a worker node has taken
+    relay:msgs:<day>            hash: transid → its message's lifecycle (relay.state.lifecycle:
+                                state, first receipt's times, last receipt's fields, packed),
+                                for the messages first received that day (days since the epoch)
+    relay:lifecycle:due         sorted set: the seconds that have deadlines (member = score)
+    relay:lifecycle:due:<second>  list: transids whose final receipt is overdue from then
+    relay:lifecycle:stats:<hour>  hash: final receipts of that hour by time to final
+                                (le<seconds> → count) and how many came late
+    relay:lifecycle:claimed:<node>  set: overdue transids a worker node claimed and has not
+                                fired yet
     relay:optout:<digits>       an opted-out sender
     relay:cooldown:<dest>:<digits>  a reply window, holding the delivery id that claimed it
     relay:logins:<address>      failed logins (console or admin API) from one client
@@ -190,6 +199,29 @@ def alert_examples(group: str) -> str:
 def alerts_claimed(node: str) -> str:
     """The notification messages worker ``node`` claimed and has not sent yet."""
     return PREFIX + "alerts:claimed:" + node
+
+
+LIFECYCLE_DUE = PREFIX + "lifecycle:due"
+
+
+def messages(day: int) -> str:
+    """The lifecycle records of the messages first received on ``day`` (since the epoch)."""
+    return f"{PREFIX}msgs:{day}"
+
+
+def lifecycle_due(second: str | int) -> str:
+    """The transids whose deadline is ``second`` (epoch seconds)."""
+    return f"{PREFIX}lifecycle:due:{second}"
+
+
+def lifecycle_stats(hour: int) -> str:
+    """The counts of the final receipts of ``hour`` (hours since the epoch)."""
+    return f"{PREFIX}lifecycle:stats:{hour}"
+
+
+def lifecycle_claimed(node: str) -> str:
+    """The overdue messages worker ``node`` claimed and has not fired yet."""
+    return PREFIX + "lifecycle:claimed:" + node
 
 
 def owned(node: str) -> str:

@@ -32,7 +32,7 @@ from relay.events import (
     routing_mark,
 )
 from relay.settings import Settings
-from relay.state import keys, ordering, pending
+from relay.state import keys, lifecycle, ordering, pending
 from relay.state.alerts import AlertState
 from relay.state.client import (
     check,
@@ -52,6 +52,7 @@ from relay.state.dead_letters import DeadLetters
 from relay.state.deliveries import DeliveryState
 from relay.state.in_force import RulesInForce
 from relay.state.index import DEAD, OPEN, EventIndex, accept_score, event_facets
+from relay.state.lifecycle import Lifecycle, Outcome, outcome, receipt_args
 from relay.state.ordering import Ordering, woken_jobs
 from relay.state.pending import Pending, Spec
 from relay.state.replies import ReplyState
@@ -112,16 +113,18 @@ return out
 #   n entries, entries…, n refs, refs…, accept score (ms), oldest score kept, search state,
 #   n index sets, their keys…, routes JSON, destinations JSON, n arrival sets, their keys…,
 #   n jobs, then per job: id, task JSON, lock ms, destination, ordered_by field ('' for
-#   none), key hash.
+#   none), key hash; then the receipt's lifecycle arguments (relay.state.lifecycle).
 # The search indexes (relay.state.index) are written here, in the worker's one call per
 # event, so that accepting an event costs nothing more; so is an ordered delivery's place
 # in its key's queue (relay.state.ordering).
-# Returns {-1, woken…} when the event was routed already (a duplicate), else per job the
+# Returns {-1, woken…} when the event was routed already (a duplicate), else what the
+# receipt did to its message and its first own time (relay.state.lifecycle), per job the
 # number of the attempt it may start now (0: its lock is held elsewhere; -2: not its
 # key's turn, parked), then the deliveries woken (member, task, …) to publish.
 _ROUTE = (
     ordering.LIBRARY
     + pending.LIBRARY
+    + lifecycle.LIBRARY
     + """
 local p, id, ttl, now, owned, due = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
 local member = 'route:' .. id
@@ -179,7 +182,7 @@ for j = 1, tonumber(ARGV[i]) do
   i = i + 6
 end
 for _, key in ipairs(arrived) do redis.call('ZREM', key, id) end
-local out, woken = {}, {}
+local out, woken = l_receipt(p, ARGV, i + 1), {}
 for _, item in ipairs(jobs) do
   local did, hold, ref = item[1], item[2], item[3]
   local first, waits = did, ''
@@ -210,11 +213,13 @@ PARKED = -2
 
 class Routed(NamedTuple):
     """What a routing call did: each job's attempt number (0: its lock is held elsewhere,
-    :data:`PARKED`: not its key's turn), None when the event was routed already; and the
-    ordered deliveries it woke, to publish."""
+    :data:`PARKED`: not its key's turn), None when the event was routed already; the
+    ordered deliveries it woke, to publish; and what a receipt did to its message's
+    lifecycle."""
 
     numbers: list[int] | None
     woken: list[Job]
+    lifecycle: Outcome = Outcome()
 
 
 class Store:
@@ -231,6 +236,7 @@ class Store:
         replica_timeout: float = 0.5,
     ) -> None:
         self.alerts = AlertState(client, node)
+        self.lifecycle = Lifecycle(client, node, history_ttl)
         self.client = client
         self.min_replicas = min_replicas  #: replicas that must confirm what must not vanish
         self.replica_timeout = replica_timeout
@@ -412,18 +418,21 @@ class Store:
         jobs: Sequence[Job],
         holds: Sequence[float],
         arrivals: Sequence[tuple[str, str]] = (),
+        within: float | None = None,
     ) -> Routed:
         """In one round trip: settle the event's routing, store it with its history
         ``entries``, register ``jobs`` as pending deliveries held by this node and start
         their first attempts (lock held ``holds[i]`` seconds) — an ordered job only in its
         key's turn (else parked); the event leaves the ``arrivals`` (``(field, value)``
         keys it was accepted with), and the ordered deliveries whose turn that makes are
-        woken (relay.state.ordering)."""
-        args = self._route_args(event, entries, jobs, holds, arrivals)
+        woken (relay.state.ordering). With ``within`` (the rules' final_receipt_within),
+        a receipt opens, updates or closes its message's lifecycle (relay.state.lifecycle)."""
+        args = self._route_args(event, entries, jobs, holds, arrivals, within)
         reply = self._route(keys=[], args=args)
         if reply and reply[0] == -1:
             return Routed(None, woken_jobs(reply[1:]))
-        return Routed([int(n) for n in reply[: len(jobs)]], woken_jobs(reply[len(jobs) :]))
+        numbers = [int(n) for n in reply[2 : 2 + len(jobs)]]
+        return Routed(numbers, woken_jobs(reply[2 + len(jobs) :]), outcome(reply[:2]))
 
     def route_batch(
         self,
@@ -435,8 +444,8 @@ class Store:
         for event, entries, jobs, holds in batch:
             self._route(keys=[], args=self._route_args(event, entries, jobs, holds), client=pipe)
         return [
-            None if numbers and numbers[0] == -1 else [int(n) for n in numbers[: len(item[2])]]
-            for numbers, item in zip(pipe.execute(), batch, strict=True)
+            None if reply and reply[0] == -1 else [int(n) for n in reply[2 : 2 + len(item[2])]]
+            for reply, item in zip(pipe.execute(), batch, strict=True)
         ]
 
     def _route_args(
@@ -446,6 +455,7 @@ class Store:
         jobs: Sequence[Job],
         holds: Sequence[float],
         arrivals: Sequence[tuple[str, str]] = (),
+        within: float | None = None,
     ) -> list[Any]:
         node = self.pending.node
         args: list[Any] = [
@@ -469,7 +479,7 @@ class Store:
             order = job.get("order")
             args += [job["delivery_id"], spec, max(int(hold * 1000), 1), job["destination"]]
             args += [order["by"], order["key"]] if order else ["", ""]
-        return args
+        return args + receipt_args(event, within, self.history_ttl)
 
     def _index_args(
         self, event: Event, entries: Sequence[HistoryEntry], jobs: Sequence[Job]

@@ -30,7 +30,16 @@ from relay.errors import (
     UnauthorizedError,
 )
 from relay.logs import mask_data
-from relay.ops import audit, dead_letters, destinations, history, reroute, rules_diff, search
+from relay.ops import (
+    audit,
+    dead_letters,
+    destinations,
+    history,
+    lifecycle,
+    reroute,
+    rules_diff,
+    search,
+)
 from relay.ops.dead_letter_pages import DeadLetterFilter, page_dead_letters
 from relay.ops.dryrun import dry_run
 from relay.times import parse_duration
@@ -311,10 +320,12 @@ def diff_rules() -> ResponseReturnValue:
 @bp.get("/events/<path:ref>")
 def show_event(ref: str) -> ResponseReturnValue:
     _query()
-    events = history.event_history(current_relay().store, ref)
+    store = current_relay().store
+    events = history.event_history(store, ref)
     if not events:
         raise NotFoundError(f"no event with id, transid or tid {ref!r}")
-    return jsonify(query=ref, events=_for_caller(events))
+    life = lifecycle.message_lifecycle(store, ref, events)  # ref is a transid
+    return jsonify(query=ref, events=_for_caller(events), **({"lifecycle": life} if life else {}))
 
 
 @bp.post("/rules/test")

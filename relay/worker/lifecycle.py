@@ -7,7 +7,8 @@ In the main process:
   (``relay.worker.ownership``);
 - the intake that takes accepted events from the inbox and routes them
   (``relay.worker.intake``);
-- the sweeper that publishes again what nobody holds (``relay.worker.sweeper``);
+- the sweeper that publishes again what nobody holds (``relay.worker.sweeper``) and fires
+  the messages' overdue deadlines (``relay.worker.deadlines``);
 - the primary watch, which after a Redis failover holds take-overs back for a while and
   publishes again what this node owns but works on nowhere (``relay.worker.failover``);
 - the flusher that sends notification messages when due (``relay.worker.alerts``);
@@ -99,6 +100,7 @@ def install(celery: RelayCelery) -> None:
             celery.store,
             poison_after=celery.settings.poison_after,
             may_take_over=watch.steady,
+            orders_of=lambda event: celery.rules_holder.current.order_values(event),
         )
         state["failover"] = failover.start(celery, watch, celery.holdings)
         state["alerts"] = alerts.start(celery.runtime)

@@ -36,7 +36,7 @@ from relay.rules import Destination, RouteMatch
 from relay.state import RedisError, is_infrastructure
 from relay.state.store import PARKED
 from relay.text import valid
-from relay.worker import delivery, ordering, replies
+from relay.worker import deadlines, delivery, ordering, replies
 from relay.worker.runtime import Runtime
 
 log = logging.getLogger("relay.deliver")
@@ -108,9 +108,12 @@ def _route(runtime: Runtime, event: Event, span: tracing.Span) -> list[str]:
         )
     entries = [received, _routed(matches, jobs, ruleset.version)]
     destinations = [ruleset.destinations.get(job["destination"]) for job in jobs]
+    within = ruleset.lifecycle.final_receipt_within if ruleset.lifecycle else None
     held = runtime.holdings.holding_deliveries(*(job["delivery_id"] for job in jobs))
     with held, ordering.in_turn(runtime, delivery.deliver_job):
-        return _record_and_attempt(runtime, event, entries, matches, jobs, destinations, arrivals)
+        return _record_and_attempt(
+            runtime, event, entries, matches, jobs, destinations, arrivals, within
+        )
 
 
 def _record_and_attempt(
@@ -121,14 +124,18 @@ def _record_and_attempt(
     jobs: list[Job],
     destinations: list[Destination | None],
     arrivals: list[tuple[str, str]],
+    within: float | None = None,
 ) -> list[str]:
     """Record the routing and start the deliveries (their members held by this process
     meanwhile: see ``relay.worker.failover``); publish the ordered ones whose turn that
     made (after these). An ordered delivery that is not its key's turn is parked: nothing
-    runs it now."""
+    runs it now. With ``within`` (the rules' ``lifecycle``), a receipt also opens, updates
+    or closes its message's deadline in the same call."""
     holds = _holds(destinations)
     with _unroutable_on_error(entries[0].get("rules_version", "")):
-        numbers, woken = runtime.store.route_in_turn(event, entries, jobs, holds, arrivals)
+        numbers, woken, lifecycle = runtime.store.route_in_turn(
+            event, entries, jobs, holds, arrivals, within
+        )
     ordering.woke(runtime, woken)
     if numbers is None:
         # routed before: by a copy of this event, or by this very call when Redis applied
@@ -137,6 +144,7 @@ def _record_and_attempt(
         log.info("event %s: routed already; its deliveries are checked", event["id"])
         return [_until_redis_answers(runtime, job) for job in jobs]
     _count(matches)
+    deadlines.counted(runtime.store, event, lifecycle)
     log.info(
         "routed %s to %s",
         event["id"],

@@ -8,6 +8,9 @@ one worker sweep at a time. Two kinds of work are published again:
   notification messages it claimed and never sent, back into their groups;
 - what nobody holds and stays overdue ``grace`` seconds past its due time, only while
   the inbox and both queues are empty: a task waiting in a long queue is late, not lost.
+
+It also fires the deadlines of messages whose final receipt did not come in time
+(``relay.worker.deadlines``), and puts back those a dead node claimed and did not fire.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from relay.ops.broker import queue_sizes
 from relay.state import Store
 from relay.state.keys import deliver_member
 from relay.state.pending import Spec
+from relay.worker import deadlines
 from relay.worker.ownership import task_id
 
 log = logging.getLogger("relay.sweeper")
@@ -71,8 +75,11 @@ def sweep_once(
     sole: bool = False,
     poison_after: int = 3,
     take_over: bool = True,
+    orders_of: deadlines.OrdersOf | None = None,
 ) -> int:
-    """Publish again what dead nodes held and what is overdue; returns how many.
+    """Publish again what dead nodes held and what is overdue, and fire the messages'
+    deadlines that passed (``orders_of``: an event's ordering keys, from the rules in
+    force); returns how many were published again.
     ``sole``: this worker knows it is the only one (``relay up``): every other node is
     dead. ``take_over`` False: judge no node dead now (just after a failover, when live
     nodes' heartbeats may have been lost: ``relay.worker.failover``)."""
@@ -89,6 +96,10 @@ def sweep_once(
         messages = store.alerts.release(node)  # notification messages it claimed, unsent
         if messages:
             log.warning("took over %d notification messages of worker %s", messages, node)
+        overdue = store.lifecycle.release(node)  # deadlines it claimed, not yet fired
+        if overdue:
+            log.warning("took over %d overdue messages of worker %s", overdue, node)
+    deadlines.fire_due(store, orders_of)  # each logged; not work published again
     if store.pending.count() == 0 or store.inbox_size():
         return count
     if any(size for _, size in queue_sizes(celery)):
@@ -108,6 +119,7 @@ def start(
     interval: float = INTERVAL,
     poison_after: int = 3,
     may_take_over: Callable[[], bool] = lambda: True,
+    orders_of: deadlines.OrdersOf | None = None,
 ) -> threading.Event:
     """Run sweeps in a daemon thread until the returned event is set; dead nodes' work is
     taken over only while ``may_take_over()``."""
@@ -117,7 +129,12 @@ def start(
         while not stop.wait(interval):
             try:
                 sweep_once(
-                    celery, store, interval, poison_after=poison_after, take_over=may_take_over()
+                    celery,
+                    store,
+                    interval,
+                    poison_after=poison_after,
+                    take_over=may_take_over(),
+                    orders_of=orders_of,
                 )
             except Exception as exc:  # keep sweeping; say why not
                 log.warning("sweep skipped: %s", exc)

@@ -26,7 +26,7 @@ from relay.web.context import current_relay
 PAGE_SIZE = 50  #: events in one page
 REFRESH_SECONDS = 5  #: how often the first page refreshes itself
 CHOICES = {
-    "kind": ("delivery_receipt", "inbound_message"),
+    "kind": ("delivery_receipt", "inbound_message", "receipt_overdue"),
     "state": ("delivered", "pending", "dead", "unrouted"),
 }
 

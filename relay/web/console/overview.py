@@ -1,5 +1,6 @@
-"""The overview page: event counts for the last hour and day, the rules in force, and a
-table of the destinations, with pause and resume for admins.
+"""The overview page: event counts for the last hour and day, delivery health
+(:mod:`relay.ops.health`), the rules in force, and a table of the destinations, with pause
+and resume for admins.
 
 :func:`destination_rows` is the one place the table's rows come from: each destination's
 status as :func:`relay.ops.destinations.list_destinations` reports it (to
@@ -22,6 +23,7 @@ from relay.errors import UnknownDestinationError
 from relay.ops import audit
 from relay.ops import destinations as ops
 from relay.ops.dead_letter_pages import DestinationDeadLetters, by_destination
+from relay.ops.health import delivery_health
 from relay.ops.search import event_counts
 from relay.times import epoch, format_duration, parse_duration
 from relay.web import logins
@@ -88,6 +90,7 @@ def overview() -> ResponseReturnValue:
     return render_template(
         "console/overview.html",
         counts=event_counts(relay.store),
+        health=delivery_health(relay.store),
         ruleset=relay.rules,
         failure=getattr(relay.rules_holder, "failure", None),
         destinations=destination_rows(relay),

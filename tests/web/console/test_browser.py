@@ -37,6 +37,7 @@ SCREENSHOTS = os.environ.get("RELAY_SCREENSHOTS")
 
 RULES = """
 version: 1
+lifecycle: {{final_receipt_within: 2s}}
 destinations:
   trace:
     type: log
@@ -111,6 +112,10 @@ class RunningRelay:
         return self.post(
             {"oa": "447700900456", "da": "12345", "message": text, "tid": str(uuid.uuid4())}
         )
+
+    def post_receipt(self, transid: str, status: str, code: str, at: str) -> str:
+        info = {"timeStamp": at, "code": code, "destination": NUMBER, "deliveryStatus": status}
+        return self.post({"deliveryInfoNotification": {"deliveryInfo": info, "transid": transid}})
 
     def post_failed_receipt(self) -> str:
         return self.post(
@@ -469,3 +474,32 @@ def test_behind_a_tls_proxy_on_loopback_the_cookie_is_secure(relay):
     plain = requests.get(relay.base + "/ui/login", timeout=5)
     assert "; Secure" in proxied.headers["Set-Cookie"]
     assert "Secure" not in plain.headers["Set-Cookie"]
+
+
+def test_the_overview_shows_delivery_health_and_links_the_overdue_messages(page, relay):
+    delivered, stuck = str(uuid.uuid4()), str(uuid.uuid4())
+    for transid in (delivered, stuck):
+        relay.post_receipt(transid, "Submitted", "7501", "2026-11-29T13:53:13.000+01:00")
+    final = relay.post_receipt(delivered, "Delivered", "7500", "2026-11-29T13:53:55.000+01:00")
+    relay.post_failed_receipt()
+    wait_until(lambda: relay.store.event(final), 10)
+
+    def overdue_event() -> str | None:  # fired 2 s after the first receipt, then routed
+        events = [relay.store.event(i) or {} for i in relay.store.find(stuck)]
+        return next((e["id"] for e in events if e.get("kind") == "receipt_overdue"), None)
+
+    overdue_id = wait_until(overdue_event, 15)
+    log_in(page, relay)
+    row = "#delivery-health tr[data-window='1h']"
+    assert int(page.inner_text(f"{row} td[data-status='Delivered']")) >= 1
+    assert int(page.inner_text(f"{row} td[data-status='Failed']")) >= 1
+    assert "%" in page.inner_text(f"{row} td.rate")
+    assert page.inner_text(f"{row} td.time-to-final").startswith("≤ 1m / ≤ 1m")  # 42 s
+    assert "7102 Invalid address" in page.inner_text(f"{row} td.codes")
+    assert int(page.inner_text(f"{row} td.overdue")) >= 1
+    screenshot(page, "delivery-health")
+    page.click(f"{row} td.overdue a")
+    page.wait_for_selector(f"tr[data-event='{overdue_id}']")
+    assert "kind=receipt_overdue" in page.url
+    shown = page.inner_text(f"tr[data-event='{overdue_id}']")
+    assert re.search(r"overdue \d+s, last Submitted", shown), shown
