@@ -218,6 +218,11 @@ def test_a_managed_endpoint_that_fails_over_is_followed(make_topology, tmp_path,
             base = f"http://127.0.0.1:{port}"
             for _ in range(8):  # several pooled connections to the old primary
                 assert post(base, inbound())[0].status_code == 200
+            # a managed service promotes a replica that has caught up; with the default
+            # RELAY_REDIS_MIN_REPLICAS=0 relay does not wait for it (README), so neither
+            # may the test promote one still syncing, as it once did just after the start
+            with replica.client() as client:
+                wait_until(lambda: client.llen("relay:inbox") == 8, 10)
             topology.promote_replica_manually(replica)
             endpoint.move(replica.address)
             statuses = until_accepted(base)

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from relay.cli.embedded import EmbeddedRedis
 from relay.events import new_id
 from relay.ops import dead_letters, destinations, history
 from relay.ops.reroute import reroute
@@ -322,11 +323,20 @@ def commands_of_an_unordered_delivery(redis_server, sink, more: str) -> dict[str
     return {name: stats[name]["calls"] for name in stats if name != "cmdstat_info"}
 
 
-def test_an_unordered_delivery_costs_nothing_more_with_ordering_in_the_rules(redis_server, sink):
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of this test's alone: its command statistics count no other
+    test's thread or process still at work on the suite's server."""
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=False).start()
+    yield server
+    server.stop()
+
+
+def test_an_unordered_delivery_costs_nothing_more_with_ordering_in_the_rules(own_redis, sink):
     """No extra command, so no extra round trip, for a delivery that is not ordered: the
     same as with no ordered destination in the rules at all."""
-    without = commands_of_an_unordered_delivery(redis_server, sink, "")
-    with_ordering = commands_of_an_unordered_delivery(redis_server, sink, ORDERED_TOO)
+    without = commands_of_an_unordered_delivery(own_redis, sink, "")
+    with_ordering = commands_of_an_unordered_delivery(own_redis, sink, ORDERED_TOO)
     assert with_ordering == without
     # round trips: the accept, the routing call, the gate (scripts), the settlement with
     # the gate's statistics (one transaction)
