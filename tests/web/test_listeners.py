@@ -120,9 +120,7 @@ def test_a_port_already_in_use_is_refused_in_one_line(redis_server, tmp_path):
             text=True,
             timeout=60,
         )
-    assert second.returncode != 0
-    refusal = f"relay: cannot listen on 127.0.0.1:{port}: address already in use"
-    assert refusal in second.stdout + second.stderr
+    assert_refused(second, port)
 
 
 @contextlib.contextmanager
@@ -176,9 +174,7 @@ def test_the_careful_naive_web_of_the_bench_listens_as_relay_does(redis_server, 
             text=True,
             timeout=60,
         )
-    assert second.returncode != 0
-    refusal = f"relay: cannot listen on 127.0.0.1:{port}: address already in use"
-    assert refusal in second.stdout + second.stderr
+    assert_refused(second, port)
 
 
 def test_an_ingest_baseline_runs_relays_settings_without_relays_own_processes(
@@ -203,3 +199,10 @@ def test_an_ingest_baseline_runs_relays_settings_without_relays_own_processes(
         assert answer.status_code == 200, (tmp_path / "lpush.log").read_text()
         assert answer.content == baselines.ACCEPTED
     assert client.lrange(baselines.LPUSH_KEY, 0, -1) == [b"{}"]
+
+
+def assert_refused(second: subprocess.CompletedProcess[str], port: int) -> None:
+    """A second web on ``port`` exited, saying the address is taken (not sharing it)."""
+    assert second.returncode != 0
+    refusal = f"relay: cannot listen on 127.0.0.1:{port}: address already in use"
+    assert refusal in second.stdout + second.stderr
